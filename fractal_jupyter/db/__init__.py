@@ -1,0 +1,1 @@
+"""Database layer: ORM models, the async engine and migrations."""

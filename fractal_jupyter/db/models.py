@@ -1,0 +1,174 @@
+"""SQLAlchemy ORM models.
+
+Images are rows, not a JSON list on the dataset: every image has one row in `image`, plus one
+row per attribute in `image_attribute` and per type in `image_type`, so that filters run as
+index look-ups. `attribute_summary` and `type_summary` hold, per dataset, how many images carry
+each attribute value and each type key; they are kept up to date on every write so that the
+summary that every image query returns costs a few rows instead of a scan of the dataset.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp; SQLite drops the zone, so it is put back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: UTCDateTime,
+    }
+
+
+class User(Base):
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_verified: Mapped[bool] = mapped_column(Boolean, default=True)
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class LinkUserProject(Base):
+    __tablename__ = "link_user_project"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Project(Base):
+    __tablename__ = "project"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Dataset(Base):
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    zarr_dir: Mapped[str] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=lambda: {"attributes": {}, "types": {}})
+    history: Mapped[list[Any]] = mapped_column(default=list)
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+
+    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
+
+
+class Image(Base):
+    __tablename__ = "image"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "zarr_url", name="uq_image_dataset_zarr_url"),
+        Index("ix_image_dataset_order", "dataset_id", "id"),
+    )
+
+    # Insertion order within a dataset is the order of `id`.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    zarr_url: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    types: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ImageAttribute(Base):
+    """One attribute of one image; `value_key` is the value in its matching form."""
+
+    __tablename__ = "image_attribute"
+    __table_args__ = (
+        Index("ix_image_attribute_lookup", "dataset_id", "key", "value_key", "image_id"),
+    )
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer)
+    value_key: Mapped[str] = mapped_column(Text)
+
+
+class ImageType(Base):
+    __tablename__ = "image_type"
+    __table_args__ = (Index("ix_image_type_lookup", "dataset_id", "key", "value", "image_id"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer)
+    value: Mapped[bool] = mapped_column(Boolean)
+
+
+class AttributeSummary(Base):
+    """How many images of a dataset carry each attribute value (rows with 0 are deleted)."""
+
+    __tablename__ = "attribute_summary"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    image_count: Mapped[int] = mapped_column(Integer)
+
+
+class TypeSummary(Base):
+    """How many images of a dataset carry each type key, whatever its value."""
+
+    __tablename__ = "type_summary"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    image_count: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,1 @@
+"""Tornado handlers: authorize, parse, call a service, serialize."""

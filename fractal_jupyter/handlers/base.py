@@ -1,0 +1,229 @@
+"""The base handler and the `operation` decorator that every API method goes through.
+
+`operation` declares a method's request and response models once; the same declaration
+parses the request, serializes the answer and feeds the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+from tornado import web
+
+from ..errors import FractalError
+from ..services.users import CurrentUser
+from ..state import FractalState
+
+MAX_ID = 2**63 - 1
+HandlerMethod = Callable[..., Awaitable[Any]]
+TornadoMethod = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one HTTP method of a route takes and gives."""
+
+    summary: str
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    public: bool = False
+
+
+def _validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [location, *item["loc"]],
+            "msg": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+class RequestError(Exception):
+    """A malformed request: answered with 422 and FastAPI-shaped `detail`."""
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class FractalHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = "fractal"
+    db_session: AsyncSession
+    user: CurrentUser
+
+    @property
+    def fractal(self) -> FractalState:
+        state: FractalState = self.settings["fractal"]
+        return state
+
+    def get_login_url(self) -> str:
+        # API clients get a JSON 401, never a redirect to a login page.
+        raise web.HTTPError(401, "Unauthorized")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        reason = self._reason
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None and isinstance(exc_info[1], web.HTTPError):
+            reason = exc_info[1].log_message or reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"detail": reason}))
+
+    def caller_username(self) -> str:
+        """Who is calling: the Jupyter user, or `default_username` when Jupyter cannot tell.
+
+        Jupyter's own identity providers (plain token or password) make up a random anonymous
+        user per request; JupyterHub's and custom providers return real usernames.
+        """
+        provider_module = type(self.identity_provider).__module__
+        if provider_module.startswith("jupyter_server."):
+            return self.fractal.default_username
+        username: str = self.current_user.username
+        return username
+
+    def send_json(self, status: int, payload: bytes | None) -> None:
+        self.set_status(status)
+        if payload is None:
+            self.finish()
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(payload)
+
+    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+        raw = self.request.body
+        if not raw or not raw.strip():
+            if not required:
+                return None
+            raise RequestError([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as error:
+            raise RequestError(_validation_detail(error, "body")) from None
+
+    def parse_query(self, model: type[BaseModel]) -> BaseModel:
+        values = {
+            key: self.decode_argument(items[-1], name=key)
+            for key, items in self.request.query_arguments.items()
+        }
+        try:
+            return model.model_validate(values)
+        except ValidationError as error:
+            raise RequestError(_validation_detail(error, "query")) from None
+
+
+def _parse_path_ids(path_arguments: dict[str, str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    problems = []
+    for name, text in path_arguments.items():
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not -MAX_ID <= value <= MAX_ID:
+            problems.append(
+                {
+                    "loc": ["path", name],
+                    "msg": f"Input should be a valid integer of at most 64 bits, not '{text}'",
+                    "type": "int_parsing",
+                }
+            )
+        else:
+            ids[name] = value
+    if problems:
+        raise RequestError(problems)
+    return ids
+
+
+def operation(
+    summary: str,
+    *,
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    query: type[BaseModel] | None = None,
+    response: Any = None,
+    status: int = 200,
+    public: bool = False,
+) -> Callable[[HandlerMethod], TornadoMethod]:
+    """Wrap a handler method: auth, parsing, a DB session, the call, errors, serialization.
+
+    The method receives the path ids as ints, plus `body` and `query` when declared, with
+    `self.db_session` and `self.user` set; it returns what `response` describes.
+    """
+    spec = Operation(summary, body, body_required, query, response, status, public)
+    adapter = TypeAdapter(response) if response is not None else None
+
+    def decorate(method: HandlerMethod) -> TornadoMethod:
+        @functools.wraps(method)
+        async def wrapper(self: FractalHandler, **path_arguments: str) -> None:
+            try:
+                kwargs: dict[str, Any] = _parse_path_ids(path_arguments)
+                if body is not None:
+                    kwargs["body"] = self.parse_body(body, body_required)
+                if query is not None:
+                    kwargs["query"] = self.parse_query(query)
+            except RequestError as error:
+                self.send_json(422, json.dumps({"detail": error.detail}).encode())
+                return
+            if public:
+                result = await method(self, **kwargs)
+                self.send_json(status, adapter.dump_json(result) if adapter else None)
+                return
+            state = self.fractal
+            try:
+                await state.ensure_ready()
+                self.user = await state.user(self.caller_username())
+                write = self.request.method not in ("GET", "HEAD")
+                async with state.database.session(write=write) as session:
+                    self.db_session = session
+                    result = await method(self, **kwargs)
+                    payload = (
+                        adapter.dump_json(adapter.validate_python(result, from_attributes=True))
+                        if adapter
+                        else None
+                    )
+            except FractalError as error:
+                self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
+                return
+            except IntegrityError as error:
+                state.log.warning("Refused a conflicting write: %s", error.orig)
+                detail = "The request conflicts with the current state; nothing was changed."
+                self.send_json(422, json.dumps({"detail": detail}).encode())
+                return
+            except OperationalError as error:
+                state.log.error("Database unavailable: %s", error.orig)
+                detail = "The database is busy or unavailable; nothing was changed, try again."
+                self.send_json(503, json.dumps({"detail": detail}).encode())
+                return
+            self.send_json(status, payload)
+
+        wrapper.fractal_operation = spec  # type: ignore[attr-defined]
+        if public:
+            return allow_unauthenticated(wrapper)
+        return cast(TornadoMethod, web.authenticated(authorized(wrapper)))
+
+    return decorate
+
+
+def operations_of(handler: type[web.RequestHandler]) -> dict[str, Operation]:
+    """The declared operations of a handler class, by lower-case HTTP method."""
+    found = {}
+    for method in ("get", "post", "patch", "put", "delete"):
+        function = getattr(handler, method, None)
+        spec = getattr(function, "fractal_operation", None)
+        if spec is not None:
+            found[method] = spec
+    return found

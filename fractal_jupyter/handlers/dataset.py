@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from ..db.models import Dataset
+from ..schemas.dataset import (
+    DatasetCreate,
+    DatasetExport,
+    DatasetImport,
+    DatasetRead,
+    DatasetUpdate,
+)
+from ..schemas.query import HistoryQuery
+from ..services import dataset
+from .base import FractalHandler, operation
+
+
+class DatasetListHandler(FractalHandler):
+    @operation("A project's datasets", query=HistoryQuery, response=list[DatasetRead])
+    async def get(self, project_id: int, query: HistoryQuery) -> list[DatasetRead]:
+        return await dataset.list_project_datasets(
+            self.db_session, self.user, project_id, query.history
+        )
+
+    @operation("Create a dataset", body=DatasetCreate, response=DatasetRead, status=201)
+    async def post(self, project_id: int, body: DatasetCreate) -> Dataset:
+        return await dataset.create_dataset(self.db_session, self.user, project_id, body)
+
+
+class UserDatasetListHandler(FractalHandler):
+    @operation(
+        "The datasets of all the caller's projects", query=HistoryQuery, response=list[DatasetRead]
+    )
+    async def get(self, query: HistoryQuery) -> list[DatasetRead]:
+        return await dataset.list_user_datasets(self.db_session, self.user, query.history)
+
+
+class DatasetHandler(FractalHandler):
+    @operation("One dataset", response=DatasetRead)
+    async def get(self, project_id: int, dataset_id: int) -> Dataset:
+        return await dataset.get_dataset(self.db_session, self.user, project_id, dataset_id)
+
+    @operation(
+        "Change a dataset's name, zarr_dir or filters", body=DatasetUpdate, response=DatasetRead
+    )
+    async def patch(self, project_id: int, dataset_id: int, body: DatasetUpdate) -> Dataset:
+        return await dataset.update_dataset(
+            self.db_session, self.user, project_id, dataset_id, body
+        )
+
+    @operation("Delete a dataset and its images", status=204)
+    async def delete(self, project_id: int, dataset_id: int) -> None:
+        await dataset.delete_dataset(self.db_session, self.user, project_id, dataset_id)
+
+
+class DatasetImportHandler(FractalHandler):
+    @operation(
+        "Create a dataset with its images", body=DatasetImport, response=DatasetRead, status=201
+    )
+    async def post(self, project_id: int, body: DatasetImport) -> Dataset:
+        return await dataset.import_dataset(self.db_session, self.user, project_id, body)
+
+
+class DatasetExportHandler(FractalHandler):
+    @operation("A dataset with all its images", response=DatasetExport)
+    async def get(self, project_id: int, dataset_id: int) -> DatasetExport:
+        return await dataset.export_dataset(self.db_session, self.user, project_id, dataset_id)

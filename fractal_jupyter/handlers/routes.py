@@ -1,0 +1,66 @@
+"""The one route table: it registers the handlers and generates the OpenAPI document.
+
+Paths are fractal-server 2.6.4's, below `<base_url>fractal/`, with `{name}` for path ids.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from jupyter_server.auth.decorator import allow_unauthenticated
+from tornado import web
+
+from . import auth, dataset, images, misc, project
+
+PREFIX = "/fractal"
+PROJECT = "/api/v2/project/{project_id}"
+DATASET = PROJECT + "/dataset/{dataset_id}"
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    handler: type[web.RequestHandler]
+    tag: str
+
+    @property
+    def pattern(self) -> str:
+        return PREFIX + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path)
+
+
+ROUTES: list[Route] = [
+    Route("/api/alive/", misc.AliveHandler, "misc"),
+    Route("/openapi.json", misc.OpenAPIHandler, "misc"),
+    Route("/auth/current-user/", auth.CurrentUserHandler, "auth"),
+    Route("/api/v2/project/", project.ProjectListHandler, "project"),
+    Route(PROJECT + "/", project.ProjectHandler, "project"),
+    Route("/api/v2/dataset/", dataset.UserDatasetListHandler, "dataset"),
+    Route(PROJECT + "/dataset/", dataset.DatasetListHandler, "dataset"),
+    Route(PROJECT + "/dataset/import/", dataset.DatasetImportHandler, "dataset"),
+    Route(DATASET + "/", dataset.DatasetHandler, "dataset"),
+    Route(DATASET + "/export/", dataset.DatasetExportHandler, "dataset"),
+    Route(DATASET + "/images/", images.ImageListHandler, "images"),
+    Route(DATASET + "/images/query/", images.ImageQueryHandler, "images"),
+]
+
+
+class AddSlashHandler(web.RequestHandler):
+    """fractal-server answers a path without its trailing slash with a 307 to the slash form."""
+
+    @allow_unauthenticated
+    def _redirect(self, path: str) -> None:
+        query = f"?{self.request.query}" if self.request.query else ""
+        self.redirect(f"{self.request.path}/{query}", status=307)
+
+    get = post = patch = put = delete = _redirect
+
+
+def tornado_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
+    """Handlers for `ExtensionApp.handlers` (it puts the server's base_url in front)."""
+    handlers: list[tuple[str, type[web.RequestHandler]]] = [
+        (route.pattern, route.handler) for route in ROUTES
+    ]
+    # Literal "/openapi.json" has no slash form; everything else may be asked for without one.
+    handlers.append((PREFIX + r"/((?:api|auth|admin)/.*[^/])", AddSlashHandler))
+    return handlers

@@ -1,0 +1,1 @@
+"""Pydantic models: the API contract, and the source of the OpenAPI document."""

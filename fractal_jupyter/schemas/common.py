@@ -1,0 +1,133 @@
+"""Field types and validators shared by the resource schemas."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+# Longer values would not fit in a PostgreSQL b-tree index entry (about 2.7 kB), and nobody
+# needs a path, a name or a filter key of that size; a 422 beats a database error.
+MAX_NAME_CHARS = 1_000
+MAX_PATH_BYTES = 2_000
+MAX_KEY_BYTES = 500
+MAX_VALUE_BYTES = 1_000
+
+
+class RequestModel(BaseModel):
+    """Request bodies: strict types ("123" is no int, 123 no str), unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LenientRequestModel(BaseModel):
+    """Request bodies that fractal-server 2.6.4 accepts with unknown keys (ignored)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _utf8_at_most(limit: int, what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value.encode()) > limit:
+            raise ValueError(f"{what} is longer than {limit} bytes")
+        return value
+
+    return AfterValidator(check)
+
+
+NonEmptyStr = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)
+]
+
+
+def normalize_zarr_path(value: str) -> str:
+    """Absolute local paths only, normalised as fractal-server does (`os.path.normpath`)."""
+    value = value.strip()
+    if value.startswith("/"):
+        return os.path.normpath(value)
+    if value.startswith("s3"):
+        raise ValueError("S3 paths are not supported yet")
+    raise ValueError(f"'{value}' is not an absolute path (it must begin with '/')")
+
+
+ZarrPath = Annotated[
+    str,
+    AfterValidator(normalize_zarr_path),
+    _utf8_at_most(MAX_PATH_BYTES, "path"),
+]
+
+
+def _check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """Keys are stripped and must stay non-empty and distinct (fractal-server's `valdictkeys`)."""
+    stripped: dict[str, Any] = {}
+    for key, item in value.items():
+        new_key = key.strip()
+        if not new_key:
+            raise ValueError("keys must not be empty or blank")
+        if new_key in stripped:
+            raise ValueError(f"key '{new_key}' appears twice once blanks are stripped")
+        if len(new_key.encode()) > MAX_KEY_BYTES:
+            raise ValueError(f"key '{new_key[:40]}...' is longer than {MAX_KEY_BYTES} bytes")
+        stripped[new_key] = item
+    return stripped
+
+
+def _check_scalar(value: Any) -> int | float | str | bool:
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("attribute values must be finite numbers")
+        return value
+    if isinstance(value, str):
+        if len(value.encode()) > MAX_VALUE_BYTES:
+            raise ValueError(f"attribute value is longer than {MAX_VALUE_BYTES} bytes")
+        return value
+    raise ValueError(
+        f"attribute values must be a string, a number or a boolean, not {type(value).__name__}"
+    )
+
+
+def _check_scalar_or_none(value: Any) -> int | float | str | bool | None:
+    return None if value is None else _check_scalar(value)
+
+
+_SCALAR_SCHEMA = {"type": ["string", "number", "integer", "boolean"]}
+AttributeScalar = Annotated[Any, PlainValidator(_check_scalar), WithJsonSchema(_SCALAR_SCHEMA)]
+NullableAttributeScalar = Annotated[
+    Any,
+    PlainValidator(_check_scalar_or_none),
+    WithJsonSchema({"type": ["string", "number", "integer", "boolean", "null"]}),
+]
+AttributeDict = Annotated[dict[str, AttributeScalar], AfterValidator(_check_dict_keys)]
+NullableAttributeDict = Annotated[
+    dict[str, NullableAttributeScalar], AfterValidator(_check_dict_keys)
+]
+TypeDict = Annotated[dict[str, bool], AfterValidator(_check_dict_keys)]
+
+
+class Filters(RequestModel):
+    """Image filters: attribute values (None matches anything) and type flags."""
+
+    attributes: NullableAttributeDict = Field(default_factory=dict)
+    types: TypeDict = Field(default_factory=dict)
+
+
+# fractal-server 2.6.4 writes timestamps as ISO 8601 with "+00:00"; pydantic 2 would write "Z".
+Timestamp = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]

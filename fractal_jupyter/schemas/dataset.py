@@ -1,0 +1,46 @@
+from typing import Any
+
+from pydantic import Field
+
+from .common import Filters, NonEmptyStr, RequestModel, ResponseModel, Timestamp, ZarrPath
+from .images import SingleImage
+from .project import ProjectRead
+
+
+class DatasetCreate(RequestModel):
+    name: NonEmptyStr
+    zarr_dir: ZarrPath
+    filters: Filters = Field(default_factory=Filters)
+
+
+class DatasetUpdate(RequestModel):
+    """Fields left out stay as they are; `null` is refused (there is nothing to set it to)."""
+
+    name: NonEmptyStr = Field(default=None)  # type: ignore[assignment]
+    zarr_dir: ZarrPath = Field(default=None)  # type: ignore[assignment]
+    filters: Filters = Field(default=None)  # type: ignore[assignment]
+
+
+class DatasetImport(RequestModel):
+    name: NonEmptyStr
+    zarr_dir: ZarrPath
+    images: list[SingleImage] = Field(default_factory=list)
+    filters: Filters = Field(default_factory=Filters)
+
+
+class DatasetExport(ResponseModel):
+    name: str
+    zarr_dir: str
+    images: list[SingleImage]
+    filters: Filters
+
+
+class DatasetRead(ResponseModel):
+    id: int
+    name: str
+    project_id: int
+    project: ProjectRead
+    history: list[dict[str, Any]]
+    timestamp_created: Timestamp
+    zarr_dir: str
+    filters: Filters

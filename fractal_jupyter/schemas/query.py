@@ -1,0 +1,25 @@
+"""Query-string parameters (lenient: query strings are text, "true" and "1" are fine)."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class QueryModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class HistoryQuery(QueryModel):
+    history: bool = True
+
+
+class ImageQueryParameters(QueryModel):
+    use_dataset_filters: bool = False
+    page: int = 1
+    page_size: int | None = None
+
+
+class ZarrUrlQuery(QueryModel):
+    zarr_url: str
+
+
+class GroupNamesQuery(QueryModel):
+    group_names: bool = False

@@ -1,0 +1,114 @@
+"""Shared fixtures: a Jupyter server with fractal_jupyter, and several identities.
+
+`FRACTAL_TEST_DB_URL` switches the database from a per-test SQLite file to a shared server
+(PostgreSQL), whose tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from jupyter_server.auth.identity import IdentityProvider, User
+from tornado.httpclient import HTTPClientError, HTTPResponse
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+TEST_DB_URL = os.environ.get("FRACTAL_TEST_DB_URL")
+
+
+class HeaderIdentityProvider(IdentityProvider):  # type: ignore[misc]
+    """Test identities: a valid token plus `X-Test-User: <name>` makes the caller <name>."""
+
+    async def get_user(self, handler: Any) -> User | None:
+        user = await super().get_user(handler)
+        if user is None:
+            return None
+        return User(username=handler.request.headers.get("X-Test-User", "alice"))
+
+
+@pytest.fixture
+def fractal_config(tmp_path: Any) -> dict[str, Any]:
+    return {
+        "db_url": TEST_DB_URL or f"sqlite+aiosqlite:///{tmp_path}/fractal.db",
+        "data_dir": str(tmp_path / "fractal-data"),
+        "admin_users": ["admin"],
+    }
+
+
+@pytest.fixture
+def jp_server_config(fractal_config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"fractal_jupyter": True},
+            "identity_provider_class": HeaderIdentityProvider,
+            "allow_unauthenticated_access": False,
+        },
+        "FractalJupyter": fractal_config,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _empty_shared_database(jp_asyncio_loop: Any) -> Any:
+    """On a shared database server, every test starts from empty tables."""
+    yield
+    if TEST_DB_URL is None:
+        return
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from fractal_jupyter.db.models import Base
+
+    async def truncate() -> None:
+        engine = create_async_engine(TEST_DB_URL)
+        names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+    jp_asyncio_loop.run_until_complete(truncate())
+
+
+Api = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def api(jp_fetch: Any) -> Api:
+    """`await api("GET", "api/v2/project/", body=..., user="bob")` -> (status, parsed JSON).
+
+    Errors do not raise: the status and the body are what tests look at.
+    """
+
+    async def call(
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user: str = "alice",
+        params: dict[str, Any] | None = None,
+        raw_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        request_headers = {"X-Test-User": user, **(headers or {})}
+        kwargs: dict[str, Any] = {"method": method, "headers": request_headers}
+        if params:
+            kwargs["params"] = params
+        if raw_body is not None:
+            kwargs["body"] = raw_body
+        elif body is not None:
+            kwargs["body"] = json.dumps(body)
+        elif method in ("POST", "PATCH", "PUT"):
+            kwargs["body"] = b""
+        try:
+            response: HTTPResponse = await jp_fetch("fractal", path, **kwargs)
+        except HTTPClientError as error:
+            if error.response is None:
+                raise
+            response = error.response
+        text = response.body.decode() if response.body else ""
+        return response.code, json.loads(text) if text else None
+
+    return call
