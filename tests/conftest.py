@@ -43,7 +43,7 @@ def fractal_config(tmp_path: Any) -> dict[str, Any]:
 def jp_server_config(fractal_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "ServerApp": {
-            "jpserver_extensions": {"fractal_jupyter": True},
+            "jpserver_extensions": {"fractal_jupyter": True, "jupyter_server_terminals": False},
             "identity_provider_class": HeaderIdentityProvider,
             "allow_unauthenticated_access": False,
         },

@@ -101,7 +101,7 @@ class Dataset(Base):
     history: Mapped[list[Any]] = mapped_column(default=list)
     timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
 
-    project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)
+    project: Mapped[Project] = relationship(lazy="joined")
 
 
 class Image(Base):

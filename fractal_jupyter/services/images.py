@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
@@ -22,6 +21,9 @@ from ..schemas.common import Filters
 from ..schemas.images import ImagePage, ImageQuery, SingleImage, SingleImageUpdate
 from .access import get_dataset_for_member
 from .users import CurrentUser
+
+# Multi-row statements stay below SQLite's limit on bound parameters.
+SUMMARY_ROWS_PER_STATEMENT = 1_000
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -79,61 +81,38 @@ async def _change_summaries(
     if not attribute_counts and not type_counts:
         return
 
-    if sign > 0:
-        upsert = _dialect_insert(session)
-        # Sorted, so that concurrent writers take row locks in one order (no deadlock).
-        for (key, value_key), count in sorted(attribute_counts.items()):
-            statement = upsert(AttributeSummary).values(
-                dataset_id=dataset_id,
-                key=key,
-                value_key=value_key,
-                value=attribute_values[(key, value_key)],
-                image_count=count,
-            )
+    upsert = _dialect_insert(session)
+    # Sorted, so that concurrent writers take row locks in one order (no deadlock).
+    attribute_rows = [
+        {
+            "dataset_id": dataset_id,
+            "key": key,
+            "value_key": value_key,
+            "value": attribute_values[(key, value_key)],
+            "image_count": sign * count,
+        }
+        for (key, value_key), count in sorted(attribute_counts.items())
+    ]
+    type_rows = [
+        {"dataset_id": dataset_id, "key": key, "image_count": sign * count}
+        for key, count in sorted(type_counts.items())
+    ]
+    for model, rows, index in (
+        (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"]),
+        (TypeSummary, type_rows, ["dataset_id", "key"]),
+    ):
+        for start in range(0, len(rows), SUMMARY_ROWS_PER_STATEMENT):
+            statement = upsert(model).values(rows[start : start + SUMMARY_ROWS_PER_STATEMENT])
             await session.execute(
                 statement.on_conflict_do_update(
-                    index_elements=["dataset_id", "key", "value_key"],
-                    set_={"image_count": AttributeSummary.image_count + count},
+                    index_elements=index,
+                    set_={"image_count": model.image_count + statement.excluded.image_count},
                 )
             )
-        for key, count in sorted(type_counts.items()):
-            statement = upsert(TypeSummary).values(
-                dataset_id=dataset_id, key=key, image_count=count
-            )
+        if sign < 0 and rows:
             await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["dataset_id", "key"],
-                    set_={"image_count": TypeSummary.image_count + count},
-                )
+                delete(model).where(model.dataset_id == dataset_id, model.image_count <= 0)
             )
-        return
-
-    for (key, value_key), count in sorted(attribute_counts.items()):
-        await session.execute(
-            update(AttributeSummary)
-            .where(
-                AttributeSummary.dataset_id == dataset_id,
-                AttributeSummary.key == key,
-                AttributeSummary.value_key == value_key,
-            )
-            .values(image_count=AttributeSummary.image_count - count)
-        )
-    for key, count in sorted(type_counts.items()):
-        await session.execute(
-            update(TypeSummary)
-            .where(TypeSummary.dataset_id == dataset_id, TypeSummary.key == key)
-            .values(image_count=TypeSummary.image_count - count)
-        )
-    await session.execute(
-        delete(AttributeSummary).where(
-            AttributeSummary.dataset_id == dataset_id, AttributeSummary.image_count <= 0
-        )
-    )
-    await session.execute(
-        delete(TypeSummary).where(
-            TypeSummary.dataset_id == dataset_id, TypeSummary.image_count <= 0
-        )
-    )
 
 
 async def _write_index_rows(session: AsyncSession, images: Sequence[Image]) -> None:
@@ -172,20 +151,12 @@ async def insert_images(
         )
         for new_image in new_images
     ]
+    # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
+    # constraint here; the request then ends in a 422 and nothing is written.
     session.add_all(rows)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        raise Unprocessable(
-            [f"Image with zarr_url already in DatasetV2 {dataset.id}: " + _first_duplicate(rows)]
-        ) from None
+    await session.flush()
     await _write_index_rows(session, rows)
     await _change_summaries(session, dataset.id, rows, +1)
-
-
-def _first_duplicate(rows: Sequence[Image]) -> str:
-    return rows[0].zarr_url if len(rows) == 1 else "one of the given images"
 
 
 async def add_image(
