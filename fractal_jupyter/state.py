@@ -20,10 +20,17 @@ class FractalState:
     _ready: asyncio.Task[None] | None = None
 
     async def ensure_ready(self) -> None:
-        """Run the schema migrations once; every request waits for them."""
+        """Run the schema migrations once; every request waits for them.
+
+        A failed attempt (database unreachable) is forgotten, so that a later request retries.
+        """
         if self._ready is None:
             self._ready = asyncio.ensure_future(self.database.upgrade())
-        await asyncio.shield(self._ready)
+        try:
+            await asyncio.shield(self._ready)
+        except Exception:
+            self._ready = None
+            raise
 
     async def user(self, username: str) -> CurrentUser:
         """The caller's user record, created on first sight and then kept in memory."""

@@ -203,8 +203,8 @@ def operation(
                 detail = "The request conflicts with the current state; nothing was changed."
                 self.send_json(422, json.dumps({"detail": detail}).encode())
                 return
-            except OperationalError as error:
-                state.log.error("Database unavailable: %s", error.orig)
+            except (OperationalError, OSError) as error:
+                state.log.error("Database unavailable: %s", error)
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
                 return

@@ -1,6 +1,6 @@
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .common import Filters, NonEmptyStr, RequestModel, ResponseModel, Timestamp, ZarrPath
 from .images import SingleImage
@@ -16,9 +16,16 @@ class DatasetCreate(RequestModel):
 class DatasetUpdate(RequestModel):
     """Fields left out stay as they are; `null` is refused (there is nothing to set it to)."""
 
-    name: NonEmptyStr = Field(default=None)  # type: ignore[assignment]
-    zarr_dir: ZarrPath = Field(default=None)  # type: ignore[assignment]
-    filters: Filters = Field(default=None)  # type: ignore[assignment]
+    name: NonEmptyStr | None = None
+    zarr_dir: ZarrPath | None = None
+    filters: Filters | None = None
+
+    @field_validator("name", "zarr_dir", "filters", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value
 
 
 class DatasetImport(RequestModel):
