@@ -52,22 +52,22 @@ def jp_server_config(fractal_config: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _empty_shared_database(jp_asyncio_loop: Any) -> Any:
+def _empty_shared_database(jp_asyncio_loop: Any) -> None:
     """On a shared database server, every test starts from empty tables."""
-    yield
     if TEST_DB_URL is None:
         return
     from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
 
+    from fractal_jupyter.db.engine import Database
     from fractal_jupyter.db.models import Base
 
     async def truncate() -> None:
-        engine = create_async_engine(TEST_DB_URL)
+        database = Database(TEST_DB_URL)
+        await database.upgrade()
         names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-        async with engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await engine.dispose()
+        async with database.session(write=True) as session:
+            await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await database.dispose()
 
     jp_asyncio_loop.run_until_complete(truncate())
 

@@ -8,7 +8,6 @@ explains it; every other answer must match in status code and (normalised) body.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +15,6 @@ from typing import Any
 import pytest
 
 from tests.support.peer import PeerServer, ensure_peer_venv
-
-pytestmark = pytest.mark.skipif(
-    os.environ.get("FRACTAL_TEST_DB_URL") is not None,
-    reason="the peer comparison runs once, in the SQLite pass",
-)
 
 
 @dataclass
@@ -63,87 +57,231 @@ STEPS = [
         {"name": "d1", "zarr_dir": "/tmp/z//a/", "filters": {"attributes": {}, "types": {}}},
         save="d1",
     ),
-    Step("dataset relative", "POST", "api/v2/project/{p1}/dataset/", {"name": "x", "zarr_dir": "a"}),
+    Step(
+        "dataset relative", "POST", "api/v2/project/{p1}/dataset/", {"name": "x", "zarr_dir": "a"}
+    ),
     Step("dataset s3", "POST", "api/v2/project/{p1}/dataset/", {"name": "x", "zarr_dir": "s3://b"}),
-    Step("dataset extra", "POST", "api/v2/project/{p1}/dataset/",
-         {"name": "x", "zarr_dir": "/a", "extra": 1}),
+    Step(
+        "dataset extra",
+        "POST",
+        "api/v2/project/{p1}/dataset/",
+        {"name": "x", "zarr_dir": "/a", "extra": 1},
+    ),
     Step("get dataset", "GET", "api/v2/project/{p1}/dataset/{d1}/"),
     Step("get unknown dataset", "GET", "api/v2/project/{p1}/dataset/9999/"),
     Step("list datasets", "GET", "api/v2/project/{p1}/dataset/"),
-    Step("list datasets no history", "GET", "api/v2/project/{p1}/dataset/",
-         params={"history": "false"}),
+    Step(
+        "list datasets no history",
+        "GET",
+        "api/v2/project/{p1}/dataset/",
+        params={"history": "false"},
+    ),
     Step("all my datasets", "GET", "api/v2/dataset/"),
-    Step("add image", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/img0/", "attributes": {"well": "A01", "n": 1},
-          "types": {"is_3D": True}}),
-    Step("add image 2", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/img1", "origin": "/tmp/z/a/img0",
-          "attributes": {"well": "A02", "n": 1.0}, "types": {"is_3D": False}}),
-    Step("add image 3", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/img2", "attributes": {"well": "A02", "n": "1"}}),
-    Step("add duplicate image", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/img0"}),
-    Step("image equal to zarr_dir", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a"}),
-    Step("image outside zarr_dir", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/elsewhere/img"}),
-    Step("image null attribute", "POST", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/x", "attributes": {"k": None}}),
+    Step(
+        "add image",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {
+            "zarr_url": "/tmp/z/a/img0/",
+            "attributes": {"well": "A01", "n": 1},
+            "types": {"is_3D": True},
+        },
+    ),
+    Step(
+        "add image 2",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {
+            "zarr_url": "/tmp/z/a/img1",
+            "origin": "/tmp/z/a/img0",
+            "attributes": {"well": "A02", "n": 1.0},
+            "types": {"is_3D": False},
+        },
+    ),
+    Step(
+        "add image 3",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a/img2", "attributes": {"well": "A02", "n": "1"}},
+    ),
+    Step(
+        "add duplicate image",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a/img0"},
+    ),
+    Step(
+        "image equal to zarr_dir",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a"},
+    ),
+    Step(
+        "image outside zarr_dir",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/elsewhere/img"},
+    ),
+    Step(
+        "image null attribute",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a/x", "attributes": {"k": None}},
+    ),
     Step("query all", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/"),
-    Step("query n=1", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"attributes": {"n": 1}}}),
-    Step("query n='1'", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"attributes": {"n": "1"}}}),
-    Step("query n=True", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"attributes": {"n": True}}}),
-    Step("query not 3D", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"types": {"is_3D": False}}}),
-    Step("query null attribute filter", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"attributes": {"well": None}}}),
-    Step("query zarr_url", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"zarr_url": "/tmp/z/a/img1"}),
-    Step("query page 2", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         params={"page": "2", "page_size": "2"}),
-    Step("query page past end", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         params={"page": "7", "page_size": "2"}),
-    Step("query page 0", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         params={"page": "0"}),
-    Step("query page_size 0", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         params={"page_size": "0"}),
-    Step("query empty result", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"zarr_url": "/nope"}, params={"page_size": "5", "page": "3"}),
-    Step("patch image", "PATCH", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/img1", "attributes": {"well": "B01"}}),
-    Step("patch missing image", "PATCH", "api/v2/project/{p1}/dataset/{d1}/images/",
-         {"zarr_url": "/tmp/z/a/none", "types": {}}),
-    Step("query after patch", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         {"filters": {"attributes": {"well": "B01"}}}),
-    Step("patch dataset zarr_dir with images", "PATCH", "api/v2/project/{p1}/dataset/{d1}/",
-         {"zarr_dir": "/other"}),
-    Step("patch dataset zarr_dir null", "PATCH", "api/v2/project/{p1}/dataset/{d1}/",
-         {"zarr_dir": None}),
-    Step("patch dataset filters", "PATCH", "api/v2/project/{p1}/dataset/{d1}/",
-         {"name": "d1b", "filters": {"attributes": {"well": "A01"}, "types": {}}}),
-    Step("query with dataset filters", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         params={"use_dataset_filters": "true"}),
+    Step(
+        "query n=1",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"attributes": {"n": 1}}},
+    ),
+    Step(
+        "query n='1'",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"attributes": {"n": "1"}}},
+    ),
+    Step(
+        "query n=True",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"attributes": {"n": True}}},
+    ),
+    Step(
+        "query not 3D",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"types": {"is_3D": False}}},
+    ),
+    Step(
+        "query null attribute filter",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"attributes": {"well": None}}},
+    ),
+    Step(
+        "query zarr_url",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"zarr_url": "/tmp/z/a/img1"},
+    ),
+    Step(
+        "query page 2",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        params={"page": "2", "page_size": "2"},
+    ),
+    Step(
+        "query page past end",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        params={"page": "7", "page_size": "2"},
+    ),
+    Step(
+        "query page 0",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        params={"page": "0"},
+    ),
+    Step(
+        "query page_size 0",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        params={"page_size": "0"},
+    ),
+    Step(
+        "query empty result",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"zarr_url": "/nope"},
+        params={"page_size": "5", "page": "3"},
+    ),
+    Step(
+        "patch image",
+        "PATCH",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a/img1", "attributes": {"well": "B01"}},
+    ),
+    Step(
+        "patch missing image",
+        "PATCH",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        {"zarr_url": "/tmp/z/a/none", "types": {}},
+    ),
+    Step(
+        "query after patch",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        {"filters": {"attributes": {"well": "B01"}}},
+    ),
+    Step(
+        "patch dataset zarr_dir with images",
+        "PATCH",
+        "api/v2/project/{p1}/dataset/{d1}/",
+        {"zarr_dir": "/other"},
+    ),
+    Step(
+        "patch dataset zarr_dir null",
+        "PATCH",
+        "api/v2/project/{p1}/dataset/{d1}/",
+        {"zarr_dir": None},
+    ),
+    Step(
+        "patch dataset filters",
+        "PATCH",
+        "api/v2/project/{p1}/dataset/{d1}/",
+        {"name": "d1b", "filters": {"attributes": {"well": "A01"}, "types": {}}},
+    ),
+    Step(
+        "query with dataset filters",
+        "POST",
+        "api/v2/project/{p1}/dataset/{d1}/images/query/",
+        params={"use_dataset_filters": "true"},
+    ),
     Step("export", "GET", "api/v2/project/{p1}/dataset/{d1}/export/"),
-    Step("delete image", "DELETE", "api/v2/project/{p1}/dataset/{d1}/images/",
-         params={"zarr_url": "/tmp/z/a/img2"}),
-    Step("delete image again", "DELETE", "api/v2/project/{p1}/dataset/{d1}/images/",
-         params={"zarr_url": "/tmp/z/a/img2"}),
-    Step("bob queries images", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/",
-         user="bob"),
+    Step(
+        "delete image",
+        "DELETE",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        params={"zarr_url": "/tmp/z/a/img2"},
+    ),
+    Step(
+        "delete image again",
+        "DELETE",
+        "api/v2/project/{p1}/dataset/{d1}/images/",
+        params={"zarr_url": "/tmp/z/a/img2"},
+    ),
+    Step(
+        "bob queries images", "POST", "api/v2/project/{p1}/dataset/{d1}/images/query/", user="bob"
+    ),
     Step("bob project", "POST", "api/v2/project/", {"name": "bobs"}, user="bob", save="p2"),
-    Step("dataset through wrong project", "GET", "api/v2/project/{p2}/dataset/{d1}/",
-         user="bob"),
-    Step("import", "POST", "api/v2/project/{p1}/dataset/import/",
-         {"name": "imp", "zarr_dir": "/tmp/i", "filters": {"attributes": {}, "types": {}},
-          "images": [{"zarr_url": "/tmp/i/a", "attributes": {"x": 1}, "types": {},
-                      "origin": None}]}, save="d2"),
-    Step("import outside zarr_dir", "POST", "api/v2/project/{p1}/dataset/import/",
-         {"name": "imp", "zarr_dir": "/tmp/i", "images": [{"zarr_url": "/tmp/j/a"}]}),
-    Step("import without images", "POST", "api/v2/project/{p1}/dataset/import/",
-         {"name": "imp", "zarr_dir": "/tmp/i"}),
+    Step("dataset through wrong project", "GET", "api/v2/project/{p2}/dataset/{d1}/", user="bob"),
+    Step(
+        "import",
+        "POST",
+        "api/v2/project/{p1}/dataset/import/",
+        {
+            "name": "imp",
+            "zarr_dir": "/tmp/i",
+            "filters": {"attributes": {}, "types": {}},
+            "images": [
+                {"zarr_url": "/tmp/i/a", "attributes": {"x": 1}, "types": {}, "origin": None}
+            ],
+        },
+        save="d2",
+    ),
+    Step(
+        "import outside zarr_dir",
+        "POST",
+        "api/v2/project/{p1}/dataset/import/",
+        {"name": "imp", "zarr_dir": "/tmp/i", "images": [{"zarr_url": "/tmp/j/a"}]},
+    ),
+    Step(
+        "import without images",
+        "POST",
+        "api/v2/project/{p1}/dataset/import/",
+        {"name": "imp", "zarr_dir": "/tmp/i"},
+    ),
     Step("export imported", "GET", "api/v2/project/{p1}/dataset/{d2}/export/"),
     Step("delete dataset", "DELETE", "api/v2/project/{p1}/dataset/{d2}/"),
     Step("delete dataset again", "DELETE", "api/v2/project/{p1}/dataset/{d2}/"),
@@ -152,12 +290,25 @@ STEPS = [
     Step("list after delete", "GET", "api/v2/project/"),
     # Deliberate differences last: the peer accepts these and keeps what it accepted.
     Step("differences project", "POST", "api/v2/project/", {"name": "p9"}, save="p9"),
-    Step("differences dataset", "POST", "api/v2/project/{p9}/dataset/",
-         {"name": "d9", "zarr_dir": "/tmp/z/a"}, save="d9"),
-    Step("image outside zarr_dir by string prefix", "POST",
-         "api/v2/project/{p9}/dataset/{d9}/images/", {"zarr_url": "/tmp/z/abc/img"}),
-    Step("types flag of wrong type", "POST", "api/v2/project/{p9}/dataset/{d9}/images/",
-         {"zarr_url": "/tmp/z/a/y", "types": {"k": "yes"}}),
+    Step(
+        "differences dataset",
+        "POST",
+        "api/v2/project/{p9}/dataset/",
+        {"name": "d9", "zarr_dir": "/tmp/z/a"},
+        save="d9",
+    ),
+    Step(
+        "image outside zarr_dir by string prefix",
+        "POST",
+        "api/v2/project/{p9}/dataset/{d9}/images/",
+        {"zarr_url": "/tmp/z/abc/img"},
+    ),
+    Step(
+        "types flag of wrong type",
+        "POST",
+        "api/v2/project/{p9}/dataset/{d9}/images/",
+        {"zarr_url": "/tmp/z/a/y", "types": {"k": "yes"}},
+    ),
     Step("name of wrong type", "POST", "api/v2/project/", {"name": 123}),
 ]
 
@@ -186,7 +337,9 @@ def comparable_detail(body: Any) -> Any:
     """Validation errors: pydantic 1 and 2 word them differently; compare where they point."""
     if isinstance(body, dict) and isinstance(body.get("detail"), list):
         if all(isinstance(item, dict) for item in body["detail"]):
-            return {"validation error at": sorted(tuple(item["loc"][:2]) for item in body["detail"])}
+            return {
+                "validation error at": sorted(tuple(item["loc"][:2]) for item in body["detail"])
+            }
     return normalise(body)
 
 
@@ -211,8 +364,9 @@ async def test_answers_match_fractal_server_2_6_4(api, peer):
     peer_saved: dict[str, Any] = {}
     mismatches = []
     for step in STEPS:
-        status, body = await api(step.method, fill(step.path, ours_saved), step.body,
-                                 user=step.user, params=step.params)
+        status, body = await api(
+            step.method, fill(step.path, ours_saved), step.body, user=step.user, params=step.params
+        )
         with peer.client(tokens[step.user]) as client:
             response = client.request(
                 step.method,
