@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         demo = seed(server, data_dir / "zarr")
         project_id, dataset_id = demo["project"]["id"], demo["dataset"]["id"]
         query = f"api/v2/project/{project_id}/dataset/{dataset_id}/images/query/"
-        page = server.call("POST", query + "?page_size=1", {"filters": {"attributes": {"row": "B"}}})
+        page = server.call(
+            "POST", query + "?page_size=1", {"filters": {"attributes": {"row": "B"}}}
+        )
         print(
             f"\nfractal_jupyter is running: {server.url}fractal/api/alive/\n"
             f"  token:    {token}\n"
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "Try:\n"
             f"  curl -H 'Authorization: token {token}' {server.url}fractal/api/v2/project/\n"
             f"  curl -X POST -H 'Authorization: token {token}' \\\n"
-            f"       -d '{{\"filters\": {{\"attributes\": {{\"well\": \"C07\"}}}}}}' \\\n"
+            f'       -d \'{{"filters": {{"attributes": {{"well": "C07"}}}}}}\' \\\n'
             f"       '{server.url}fractal/{query}'\n"
             f"  OpenAPI: {server.url}fractal/openapi.json\n",
             flush=True,

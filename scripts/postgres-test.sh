@@ -89,11 +89,12 @@ install_server() {
 
 # Runs a command as the OS user that owns the server (postgres when we are root), from a
 # directory that user can read: pg_ctl and initdb complain when the cwd is not accessible.
+# fd 9 (the lock below) is closed, else the server would inherit it and hold the lock forever.
 as_owner() {
     if ((IS_ROOT)); then
-        (cd / && runuser -u postgres -- "$@")
+        (cd / && runuser -u postgres -- "$@" 9<&-)
     else
-        (cd / && "$@")
+        (cd / && "$@" 9<&-)
     fi
 }
 
@@ -224,7 +225,7 @@ socket_path="$DATA/.s.PGSQL.$PORT"
 
 # Serialise concurrent calls (parallel test workers): flock on the parent directory, which
 # exists and is readable, so no lock file has to be created or owned by anyone.
-mkdir -p "$(dirname "$DATA")"
+mkdir -p "$(dirname "$DATA")" || die 1 "cannot create the parent directory of $DATA"
 if command -v flock >/dev/null; then
     exec 9<"$(dirname "$DATA")"
     flock 9

@@ -69,8 +69,12 @@ def test_migrations_create_upgrade_and_rerun(tmp_path):
         database = Database(url)
         await database.upgrade()
         async with database.session(write=True) as session:
-            await session.execute(text("insert into project (name, timestamp_created) "
-                                       "values ('kept', '2024-01-01 00:00:00')"))
+            await session.execute(
+                text(
+                    "insert into project (name, timestamp_created) "
+                    "values ('kept', '2024-01-01 00:00:00')"
+                )
+            )
         await database.dispose()
         # A second start on the same file: nothing to do, nothing lost.
         again = Database(url)
@@ -100,14 +104,20 @@ async def test_openapi_document_lists_every_route(api):
         assert set(served) == set(operations_of(route.handler)), route.path
         for name in re.findall(r"\{(\w+)\}", route.path):
             for operation in served.values():
-                assert {"name": name, "in": "path", "required": True,
-                        "schema": {"type": "integer"}} in operation["parameters"]
+                assert {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                } in operation["parameters"]
     create = document["paths"]["/fractal/api/v2/project/"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ProjectCreate"
     }
     assert "201" in create["responses"]
-    query = document["paths"]["/fractal/api/v2/project/{project_id}/dataset/{dataset_id}/images/query/"]
+    query = document["paths"][
+        "/fractal/api/v2/project/{project_id}/dataset/{dataset_id}/images/query/"
+    ]
     names = {p["name"] for p in query["post"]["parameters"]}
     assert {"page", "page_size", "use_dataset_filters"} <= names
     assert document["components"]["schemas"]["ImagePage"]["required"]

@@ -335,11 +335,9 @@ def normalise(value: Any) -> Any:
 
 def comparable_detail(body: Any) -> Any:
     """Validation errors: pydantic 1 and 2 word them differently; compare where they point."""
-    if isinstance(body, dict) and isinstance(body.get("detail"), list):
-        if all(isinstance(item, dict) for item in body["detail"]):
-            return {
-                "validation error at": sorted(tuple(item["loc"][:2]) for item in body["detail"])
-            }
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list) and all(isinstance(item, dict) for item in detail):
+        return {"validation error at": sorted(tuple(item["loc"][:2]) for item in detail)}
     return normalise(body)
 
 
