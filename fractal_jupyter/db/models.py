@@ -172,3 +172,73 @@ class TypeSummary(Base):
     )
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     image_count: Mapped[int] = mapped_column(Integer)
+
+
+class Task(Base):
+    """A task of the catalogue. `source` is unique; `owner` is None for collected tasks."""
+
+    __tablename__ = "task"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(Text, unique=True)
+    owner: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(Text)
+    command_non_parallel: Mapped[str | None] = mapped_column(Text)
+    command_parallel: Mapped[str | None] = mapped_column(Text)
+    meta_non_parallel: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    meta_parallel: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    args_schema_non_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    args_schema_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    args_schema_version: Mapped[str | None] = mapped_column(Text)
+    docs_info: Mapped[str | None] = mapped_column(Text)
+    docs_link: Mapped[str | None] = mapped_column(Text)
+    input_types: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_types: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Manifest fields newer than fractal-server 2.6.4, kept for the task catalogue.
+    category: Mapped[str | None] = mapped_column(Text)
+    modality: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    authors: Mapped[str | None] = mapped_column(Text)
+
+
+class Workflow(Base):
+    __tablename__ = "workflow"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_workflow_project_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+    task_list: Mapped[list[WorkflowTask]] = relationship(
+        order_by="WorkflowTask.order",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+
+
+class WorkflowTask(Base):
+    __tablename__ = "workflow_task"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow.id", ondelete="CASCADE"), index=True
+    )
+    order: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    task_type: Mapped[str] = mapped_column(String(32))
+    meta_non_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    meta_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    args_non_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    args_parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    input_filters: Mapped[dict[str, Any]] = mapped_column(
+        default=lambda: {"attributes": {}, "types": {}}
+    )
+
+    task: Mapped[Task] = relationship(lazy="joined")

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
-from . import auth, dataset, images, misc, project
+from . import auth, dataset, images, misc, project, task, workflow
 
 PREFIX = "/fractal"
 PROJECT = "/api/v2/project/{project_id}"
 DATASET = PROJECT + "/dataset/{dataset_id}"
+WORKFLOW = PROJECT + "/workflow/{workflow_id}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ ROUTES: list[Route] = [
     Route(DATASET + "/export/", dataset.DatasetExportHandler, "dataset"),
     Route(DATASET + "/images/", images.ImageListHandler, "images"),
     Route(DATASET + "/images/query/", images.ImageQueryHandler, "images"),
+    Route("/api/v2/task/", task.TaskListHandler, "task"),
+    Route("/api/v2/task/{task_id}/", task.TaskHandler, "task"),
+    Route("/api/v2/workflow/", workflow.UserWorkflowListHandler, "workflow"),
+    Route(PROJECT + "/workflow/", workflow.WorkflowListHandler, "workflow"),
+    Route(PROJECT + "/workflow/import/", workflow.WorkflowImportHandler, "workflow"),
+    Route(WORKFLOW + "/", workflow.WorkflowHandler, "workflow"),
+    Route(WORKFLOW + "/export/", workflow.WorkflowExportHandler, "workflow"),
+    Route(WORKFLOW + "/job/", workflow.WorkflowJobListHandler, "job"),
+    Route(WORKFLOW + "/wftask/", workflow.WorkflowTaskListHandler, "workflowtask"),
+    Route(WORKFLOW + "/wftask/{workflow_task_id}/", workflow.WorkflowTaskHandler, "workflowtask"),
 ]
 
 

@@ -52,7 +52,9 @@ def _utf8_at_most(limit: int, what: str) -> AfterValidator:
 
 
 NonEmptyStr = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_CHARS),
+    _utf8_at_most(MAX_PATH_BYTES, "text"),
 ]
 
 
@@ -73,7 +75,7 @@ ZarrPath = Annotated[
 ]
 
 
-def _check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
+def check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
     """Keys are stripped and must stay non-empty and distinct (fractal-server's `valdictkeys`)."""
     stripped: dict[str, Any] = {}
     for key, item in value.items():
@@ -115,11 +117,11 @@ NullableAttributeScalar = Annotated[
     PlainValidator(_check_scalar_or_none),
     WithJsonSchema({"type": ["string", "number", "integer", "boolean", "null"]}),
 ]
-AttributeDict = Annotated[dict[str, AttributeScalar], AfterValidator(_check_dict_keys)]
+AttributeDict = Annotated[dict[str, AttributeScalar], AfterValidator(check_dict_keys)]
 NullableAttributeDict = Annotated[
-    dict[str, NullableAttributeScalar], AfterValidator(_check_dict_keys)
+    dict[str, NullableAttributeScalar], AfterValidator(check_dict_keys)
 ]
-TypeDict = Annotated[dict[str, bool], AfterValidator(_check_dict_keys)]
+TypeDict = Annotated[dict[str, bool], AfterValidator(check_dict_keys)]
 
 
 class Filters(RequestModel):

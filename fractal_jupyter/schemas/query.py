@@ -23,3 +23,12 @@ class ZarrUrlQuery(QueryModel):
 
 class GroupNamesQuery(QueryModel):
     group_names: bool = False
+
+
+class TaskListQuery(QueryModel):
+    args_schema_parallel: bool = True
+    args_schema_non_parallel: bool = True
+
+
+class TaskIdQuery(QueryModel):
+    task_id: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Dataset, LinkUserProject, Project
+from ..db.models import Dataset, LinkUserProject, Project, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from .users import CurrentUser
 
@@ -66,3 +66,33 @@ def _membership(user: CurrentUser) -> ColumnElement[bool]:
 def member_project_ids(user: CurrentUser) -> Select[int]:
     """A subquery of the ids of the projects `user` is a member of."""
     return select(LinkUserProject.project_id).where(LinkUserProject.user_id == user.id)
+
+
+async def get_workflow_for_member(
+    session: AsyncSession, project_id: int, workflow_id: int, user: CurrentUser
+) -> Workflow:
+    project = await get_project_for_member(session, project_id, user)
+    workflow = await session.get(Workflow, workflow_id)
+    if workflow is None:
+        raise NotFound("Workflow not found")
+    if workflow.project_id != project.id:
+        raise Unprocessable(f"Invalid project_id={project_id} for workflow_id={workflow_id}")
+    return workflow
+
+
+async def get_workflow_task_for_member(
+    session: AsyncSession,
+    project_id: int,
+    workflow_id: int,
+    workflow_task_id: int,
+    user: CurrentUser,
+) -> tuple[WorkflowTask, Workflow]:
+    workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
+    workflow_task = await session.get(WorkflowTask, workflow_task_id)
+    if workflow_task is None:
+        raise NotFound("WorkflowTask not found")
+    if workflow_task.workflow_id != workflow_id:
+        raise Unprocessable(
+            f"Invalid workflow_id={workflow_id} for workflow_task_id={workflow_task_id}"
+        )
+    return workflow_task, workflow

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..db.models import Workflow, WorkflowTask
+from ..schemas.query import TaskIdQuery
+from ..schemas.workflow import (
+    WorkflowCreate,
+    WorkflowExport,
+    WorkflowImport,
+    WorkflowRead,
+    WorkflowTaskCreate,
+    WorkflowTaskRead,
+    WorkflowTaskUpdate,
+    WorkflowUpdate,
+)
+from ..services import workflow, workflowtask
+from .base import FractalHandler, operation
+
+
+class WorkflowListHandler(FractalHandler):
+    @operation("A project's workflows", response=list[WorkflowRead])
+    async def get(self, project_id: int) -> Sequence[Workflow]:
+        return await workflow.list_project_workflows(self.db_session, self.user, project_id)
+
+    @operation("Create an empty workflow", body=WorkflowCreate, response=WorkflowRead, status=201)
+    async def post(self, project_id: int, body: WorkflowCreate) -> Workflow:
+        return await workflow.create_workflow(self.db_session, self.user, project_id, body)
+
+
+class UserWorkflowListHandler(FractalHandler):
+    @operation("The workflows of all the caller's projects", response=list[WorkflowRead])
+    async def get(self) -> Sequence[Workflow]:
+        return await workflow.list_user_workflows(self.db_session, self.user)
+
+
+class WorkflowHandler(FractalHandler):
+    @operation("One workflow with its tasks", response=WorkflowRead)
+    async def get(self, project_id: int, workflow_id: int) -> Workflow:
+        return await workflow.get_workflow(self.db_session, self.user, project_id, workflow_id)
+
+    @operation(
+        "Rename a workflow and/or reorder its tasks", body=WorkflowUpdate, response=WorkflowRead
+    )
+    async def patch(self, project_id: int, workflow_id: int, body: WorkflowUpdate) -> Workflow:
+        return await workflow.update_workflow(
+            self.db_session, self.user, project_id, workflow_id, body
+        )
+
+    @operation("Delete a workflow and its tasks", status=204)
+    async def delete(self, project_id: int, workflow_id: int) -> None:
+        await workflow.delete_workflow(self.db_session, self.user, project_id, workflow_id)
+
+
+class WorkflowExportHandler(FractalHandler):
+    @operation("A workflow without ids, tasks named by source", response=WorkflowExport)
+    async def get(self, project_id: int, workflow_id: int) -> WorkflowExport:
+        return await workflow.export_workflow(self.db_session, self.user, project_id, workflow_id)
+
+
+class WorkflowImportHandler(FractalHandler):
+    @operation(
+        "Create a workflow from an export", body=WorkflowImport, response=WorkflowRead, status=201
+    )
+    async def post(self, project_id: int, body: WorkflowImport) -> Workflow:
+        return await workflow.import_workflow(self.db_session, self.user, project_id, body)
+
+
+class WorkflowJobListHandler(FractalHandler):
+    @operation("The jobs of a workflow", response=list[dict[str, Any]])
+    async def get(self, project_id: int, workflow_id: int) -> list[dict[str, Any]]:
+        await workflow.get_workflow(self.db_session, self.user, project_id, workflow_id)
+        return []
+
+
+class WorkflowTaskListHandler(FractalHandler):
+    @operation(
+        "Add a task to a workflow",
+        query=TaskIdQuery,
+        body=WorkflowTaskCreate,
+        response=WorkflowTaskRead,
+        status=201,
+    )
+    async def post(
+        self, project_id: int, workflow_id: int, query: TaskIdQuery, body: WorkflowTaskCreate
+    ) -> WorkflowTask:
+        return await workflowtask.create_workflow_task(
+            self.db_session, self.user, project_id, workflow_id, query.task_id, body
+        )
+
+
+class WorkflowTaskHandler(FractalHandler):
+    @operation("One task of a workflow", response=WorkflowTaskRead)
+    async def get(self, project_id: int, workflow_id: int, workflow_task_id: int) -> WorkflowTask:
+        return await workflowtask.get_workflow_task(
+            self.db_session, self.user, project_id, workflow_id, workflow_task_id
+        )
+
+    @operation(
+        "Replace a workflow task's arguments, meta or input filters",
+        body=WorkflowTaskUpdate,
+        response=WorkflowTaskRead,
+    )
+    async def patch(
+        self, project_id: int, workflow_id: int, workflow_task_id: int, body: WorkflowTaskUpdate
+    ) -> WorkflowTask:
+        return await workflowtask.update_workflow_task(
+            self.db_session, self.user, project_id, workflow_id, workflow_task_id, body
+        )
+
+    @operation("Remove a task from a workflow", status=204)
+    async def delete(self, project_id: int, workflow_id: int, workflow_task_id: int) -> None:
+        await workflowtask.delete_workflow_task(
+            self.db_session, self.user, project_id, workflow_id, workflow_task_id
+        )

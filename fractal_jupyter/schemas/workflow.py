@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, NonNegativeInt, field_validator
+
+from .common import (
+    Filters,
+    LenientRequestModel,
+    NonEmptyStr,
+    RequestModel,
+    ResponseModel,
+    Timestamp,
+    check_dict_keys,
+)
+from .project import ProjectRead
+from .task import MetaDict, TaskRead, TaskSource, TaskSourceRead
+
+# The runner passes these to every task itself; a workflow may not set them.
+RESERVED_ARGUMENTS = frozenset({"zarr_dir", "zarr_url", "zarr_urls", "init_args"})
+
+
+def _check_args(args: dict[str, Any]) -> dict[str, Any]:
+    args = check_dict_keys(args)
+    reserved = sorted(RESERVED_ARGUMENTS.intersection(args))
+    if reserved:
+        raise ValueError(f"`args` contains the following forbidden keys: {reserved}")
+    return args
+
+
+ArgsDict = Annotated[dict[str, Any], AfterValidator(_check_args)]
+
+
+class WorkflowTaskCreate(RequestModel):
+    meta_non_parallel: MetaDict | None = None
+    meta_parallel: MetaDict | None = None
+    args_non_parallel: ArgsDict | None = None
+    args_parallel: ArgsDict | None = None
+    order: NonNegativeInt | None = None
+    input_filters: Filters = Field(default_factory=Filters)
+
+
+class WorkflowTaskUpdate(LenientRequestModel):
+    meta_non_parallel: MetaDict | None = None
+    meta_parallel: MetaDict | None = None
+    args_non_parallel: ArgsDict | None = None
+    args_parallel: ArgsDict | None = None
+    input_filters: Filters | None = None
+
+    @field_validator("input_filters", mode="before")
+    @classmethod
+    def _filters_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value
+
+
+class WorkflowTaskRead(ResponseModel):
+    id: int
+    workflow_id: int
+    order: int | None
+    meta_non_parallel: dict[str, Any] | None
+    meta_parallel: dict[str, Any] | None
+    args_non_parallel: dict[str, Any] | None
+    args_parallel: dict[str, Any] | None
+    input_filters: Filters
+    task_type: str
+    task_id: int
+    task: TaskRead
+
+
+class WorkflowCreate(RequestModel):
+    name: NonEmptyStr
+
+
+def _check_reordering(ids: list[int]) -> list[int]:
+    if any(i < 0 for i in ids):
+        raise ValueError("Negative `id` in `reordered_workflowtask_ids`")
+    if len(ids) != len(set(ids)):
+        raise ValueError("`reordered_workflowtask_ids` has repetitions")
+    return ids
+
+
+class WorkflowUpdate(LenientRequestModel):
+    name: NonEmptyStr | None = None
+    reordered_workflowtask_ids: Annotated[list[int], AfterValidator(_check_reordering)] | None = (
+        None
+    )
+
+
+class WorkflowRead(ResponseModel):
+    id: int
+    name: str
+    project_id: int
+    task_list: list[WorkflowTaskRead]
+    project: ProjectRead
+    timestamp_created: Timestamp
+
+
+class WorkflowTaskImport(LenientRequestModel):
+    meta_non_parallel: MetaDict | None = None
+    meta_parallel: MetaDict | None = None
+    args_non_parallel: ArgsDict | None = None
+    args_parallel: ArgsDict | None = None
+    input_filters: Filters | None = None
+    task: TaskSource
+
+
+class WorkflowImport(LenientRequestModel):
+    name: NonEmptyStr
+    task_list: list[WorkflowTaskImport]
+
+
+class WorkflowTaskExport(ResponseModel):
+    meta_non_parallel: dict[str, Any] | None = None
+    meta_parallel: dict[str, Any] | None = None
+    args_non_parallel: dict[str, Any] | None = None
+    args_parallel: dict[str, Any] | None = None
+    input_filters: Filters = Field(default_factory=Filters)
+    task: TaskSourceRead
+
+
+class WorkflowExport(ResponseModel):
+    name: str
+    task_list: list[WorkflowTaskExport]

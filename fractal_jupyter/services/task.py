@@ -1,0 +1,146 @@
+"""The task catalogue: every user reads every task; owners (or admins) change their own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.models import LinkUserProject, Project, Task, Workflow, WorkflowTask
+from ..errors import Forbidden, NotFound, Unprocessable
+from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
+from .users import CurrentUser
+
+
+async def list_tasks(
+    session: AsyncSession, args_schema_parallel: bool, args_schema_non_parallel: bool
+) -> list[TaskRead]:
+    tasks = (await session.scalars(select(Task).order_by(Task.id))).all()
+    hidden: dict[str, None] = {}
+    if not args_schema_parallel:
+        hidden["args_schema_parallel"] = None
+    if not args_schema_non_parallel:
+        hidden["args_schema_non_parallel"] = None
+    return [TaskRead.model_validate(task).model_copy(update=hidden) for task in tasks]
+
+
+async def get_task(session: AsyncSession, task_id: int) -> Task:
+    task = await session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"TaskV2 {task_id} not found.")
+    return task
+
+
+async def get_task_for_owner(session: AsyncSession, task_id: int, user: CurrentUser) -> Task:
+    """The task, if `user` may change it: its owner, or an admin (collected tasks: admins)."""
+    task = await get_task(session, task_id)
+    if user.is_superuser:
+        return task
+    if task.owner is None:
+        raise Forbidden(
+            f"Only a superuser can modify TaskV2 {task.id}, since its owner attribute is None."
+        )
+    if task.owner != user.username:
+        raise Forbidden(
+            f"Current user ({user.username}) cannot modify TaskV2 {task.id} with different "
+            f"owner ({task.owner})."
+        )
+    return task
+
+
+async def check_source_free(session: AsyncSession, source: str) -> None:
+    if await session.scalar(select(Task.id).where(Task.source == source)) is not None:
+        raise Unprocessable(f"Source '{source}' already used by some TaskV2")
+
+
+async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
+    task_type = data.task_type
+    if not has_parallel_part(task_type) and (
+        data.args_schema_parallel is not None or data.meta_parallel is not None
+    ):
+        raise Unprocessable(
+            f"Cannot set `TaskV2.args_schema_parallel` or `TaskV2.meta_parallel` if TaskV2 "
+            f"is {task_type}"
+        )
+    if task_type == "parallel" and (
+        data.args_schema_non_parallel is not None or data.meta_non_parallel is not None
+    ):
+        raise Unprocessable(
+            "Cannot set `TaskV2.args_schema_non_parallel` or `TaskV2.meta_non_parallel` if "
+            "TaskV2 is parallel"
+        )
+    source = f"{user.username}:{data.source}"
+    await check_source_free(session, source)
+    fields = data.model_dump(exclude={"type", "source"})
+    fields["meta_parallel"] = fields["meta_parallel"] or {}
+    fields["meta_non_parallel"] = fields["meta_non_parallel"] or {}
+    task = Task(**fields, type=task_type, source=source, owner=user.username)
+    session.add(task)
+    await session.flush()
+    return task
+
+
+async def update_task(
+    session: AsyncSession, user: CurrentUser, task_id: int, data: TaskUpdate
+) -> Task:
+    task = await get_task_for_owner(session, task_id, user)
+    changes = data.model_dump(exclude_unset=True)
+    if "command_parallel" in changes and not has_parallel_part(task.type):
+        raise Unprocessable("Cannot set an unset `command_parallel`.")
+    if "command_non_parallel" in changes and task.type == "parallel":
+        raise Unprocessable("Cannot set an unset `command_non_parallel`.")
+    for key in (
+        "name",
+        "command_parallel",
+        "command_non_parallel",
+        "input_types",
+        "output_types",
+        "tags",
+    ):
+        if key in changes and changes[key] is None:
+            raise Unprocessable(f"`{key}` may be left out, but not set to null")
+    for key, value in changes.items():
+        setattr(task, key, value)
+    await session.flush()
+    return task
+
+
+async def delete_task(session: AsyncSession, user: CurrentUser, task_id: int) -> None:
+    """Refused while a workflow uses the task (the caller's workflows are named)."""
+    task = await get_task_for_owner(session, task_id, user)
+    workflows: Sequence[Workflow] = (
+        await session.scalars(
+            select(Workflow)
+            .where(
+                Workflow.id.in_(
+                    select(WorkflowTask.workflow_id).where(WorkflowTask.task_id == task_id)
+                )
+            )
+            .order_by(Workflow.id)
+        )
+    ).all()
+    if workflows:
+        member_projects = set(
+            (
+                await session.scalars(
+                    select(Project.id)
+                    .join(LinkUserProject, LinkUserProject.project_id == Project.id)
+                    .where(LinkUserProject.user_id == user.id)
+                )
+            ).all()
+        )
+        mine = [workflow for workflow in workflows if workflow.project_id in member_projects]
+        listing = "".join(f"\n* '{workflow.name}' (id={workflow.id})" for workflow in mine)
+        if mine:
+            listing = (
+                "For the current-user workflows (listed below), you can update the task or "
+                "remove the workflows." + listing
+            )
+        raise Unprocessable(
+            f"Cannot remove Task with id={task_id}: it is currently in use in {len(mine)} "
+            f"current-user workflows and in {len(workflows) - len(mine)} other-users "
+            f"workflows.\n{listing}"
+        )
+    await session.delete(task)
+    await session.flush()

@@ -1,0 +1,155 @@
+"""Tasks inside a workflow: insertion at a position, side checks, argument checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.models import Task, Workflow, WorkflowTask
+from ..errors import Unprocessable
+from ..schemas.task import has_non_parallel_part, has_parallel_part
+from ..schemas.workflow import WorkflowTaskCreate, WorkflowTaskUpdate
+from .access import get_workflow_for_member, get_workflow_task_for_member
+from .args import argument_problems
+from .task import get_task
+from .users import CurrentUser
+
+
+def check_sides(task_type: str, values: dict[str, Any], verb: str = "set") -> None:
+    """A task's workflow entry may only carry args and meta for the parts the task has."""
+    if not has_non_parallel_part(task_type) and any(
+        values.get(key) is not None for key in ("meta_non_parallel", "args_non_parallel")
+    ):
+        raise Unprocessable(
+            f"Cannot {verb} `WorkflowTaskV2.meta_non_parallel` or "
+            f"`WorkflowTask.args_non_parallel` if the associated Task is `{task_type}`."
+        )
+    if not has_parallel_part(task_type) and any(
+        values.get(key) is not None for key in ("meta_parallel", "args_parallel")
+    ):
+        raise Unprocessable(
+            f"Cannot {verb} `WorkflowTaskV2.meta_parallel` or "
+            f"`WorkflowTask.args_parallel` if the associated Task is `{task_type}`."
+        )
+
+
+def check_arguments(
+    task: Task,
+    args_non_parallel: dict[str, Any] | None,
+    args_parallel: dict[str, Any] | None,
+    *,
+    location: list[str | int],
+    require_all: bool = False,
+) -> list[dict[str, Any]]:
+    return [
+        *argument_problems(
+            task.args_schema_non_parallel,
+            args_non_parallel,
+            location=[*location, "args_non_parallel"],
+            require_all=require_all and has_non_parallel_part(task.type),
+        ),
+        *argument_problems(
+            task.args_schema_parallel,
+            args_parallel,
+            location=[*location, "args_parallel"],
+            require_all=require_all and has_parallel_part(task.type),
+        ),
+    ]
+
+
+def _merged_meta(defaults: dict[str, Any] | None, given: dict[str, Any] | None) -> Any:
+    merged = {**(defaults or {}), **(given or {})}
+    return merged or None
+
+
+def insert_workflow_task(workflow: Workflow, task: Task, data: WorkflowTaskCreate) -> WorkflowTask:
+    """Put a new entry at `data.order` (default: the end) and renumber the workflow."""
+    workflow_task = WorkflowTask(
+        task=task,
+        task_type=task.type,
+        args_non_parallel=data.args_non_parallel or None,
+        args_parallel=data.args_parallel or None,
+        meta_non_parallel=_merged_meta(task.meta_non_parallel, data.meta_non_parallel),
+        meta_parallel=_merged_meta(task.meta_parallel, data.meta_parallel),
+        input_filters=data.input_filters.model_dump(),
+    )
+    order = len(workflow.task_list) if data.order is None else data.order
+    workflow.task_list.insert(order, workflow_task)
+    renumber(workflow)
+    return workflow_task
+
+
+def renumber(workflow: Workflow) -> None:
+    for position, workflow_task in enumerate(workflow.task_list):
+        workflow_task.order = position
+
+
+async def create_workflow_task(
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    workflow_id: int,
+    task_id: int,
+    data: WorkflowTaskCreate,
+) -> WorkflowTask:
+    workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
+    task = await get_task(session, task_id)
+    check_sides(task.type, data.model_dump())
+    problems = check_arguments(task, data.args_non_parallel, data.args_parallel, location=["body"])
+    if problems:
+        raise Unprocessable(problems)
+    workflow_task = insert_workflow_task(workflow, task, data)
+    await session.flush()
+    return workflow_task
+
+
+async def get_workflow_task(
+    session: AsyncSession, user: CurrentUser, project_id: int, workflow_id: int, wftask_id: int
+) -> WorkflowTask:
+    workflow_task, _ = await get_workflow_task_for_member(
+        session, project_id, workflow_id, wftask_id, user
+    )
+    return workflow_task
+
+
+async def update_workflow_task(
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    workflow_id: int,
+    wftask_id: int,
+    data: WorkflowTaskUpdate,
+) -> WorkflowTask:
+    """Given args and meta replace the stored ones (empty args are stored as null)."""
+    workflow_task, _ = await get_workflow_task_for_member(
+        session, project_id, workflow_id, wftask_id, user
+    )
+    changes = data.model_dump(exclude_unset=True)
+    check_sides(workflow_task.task_type, changes, verb="patch")
+    for key in ("args_non_parallel", "args_parallel"):
+        if key in changes:
+            changes[key] = changes[key] or None
+    problems = check_arguments(
+        workflow_task.task,
+        changes.get("args_non_parallel", workflow_task.args_non_parallel),
+        changes.get("args_parallel", workflow_task.args_parallel),
+        location=["body"],
+    )
+    if problems:
+        raise Unprocessable(problems)
+    for key, value in changes.items():
+        setattr(workflow_task, key, value)
+    await session.flush()
+    return workflow_task
+
+
+async def delete_workflow_task(
+    session: AsyncSession, user: CurrentUser, project_id: int, workflow_id: int, wftask_id: int
+) -> None:
+    workflow_task, workflow = await get_workflow_task_for_member(
+        session, project_id, workflow_id, wftask_id, user
+    )
+    workflow.task_list.remove(workflow_task)
+    renumber(workflow)
+    await session.flush()
