@@ -111,7 +111,7 @@ async def test_workflow_lifecycle_and_order(api, setup):
 
 async def test_workflow_names_are_unique_per_project(api, setup):
     project_path, _ = setup
-    workflow, path = await new_workflow(api, project_path)
+    _, path = await new_workflow(api, project_path)
     status, body = await api("POST", project_path + "workflow/", {"name": "wf"})
     assert status == 422 and "already exists" in body["detail"]
     status, _ = await api("PATCH", path, {"name": "wf"})
@@ -282,7 +282,7 @@ async def test_task_in_use_cannot_be_deleted(api, setup):
 
 async def test_other_users_cannot_see_or_change_workflows(api, setup):
     project_path, tasks = setup
-    workflow, path = await new_workflow(api, project_path)
+    _, path = await new_workflow(api, project_path)
     entry = await add_task(api, path, tasks["np"])
     project_id = project_path.split("/")[-2]
     for method, target, body in [
