@@ -25,10 +25,10 @@ async def list_tasks(
     return [TaskRead.model_validate(task).model_copy(update=hidden) for task in tasks]
 
 
-async def get_task(session: AsyncSession, task_id: int) -> Task:
+async def get_task(session: AsyncSession, task_id: int, *, not_found: str = "") -> Task:
     task = await session.get(Task, task_id)
     if task is None:
-        raise NotFound(f"TaskV2 {task_id} not found.")
+        raise NotFound(not_found or "TaskV2 not found")
     return task
 
 

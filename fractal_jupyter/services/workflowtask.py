@@ -17,20 +17,24 @@ from .users import CurrentUser
 
 
 def check_sides(task_type: str, values: dict[str, Any], verb: str = "set") -> None:
-    """A task's workflow entry may only carry args and meta for the parts the task has."""
-    if not has_non_parallel_part(task_type) and any(
-        values.get(key) is not None for key in ("meta_non_parallel", "args_non_parallel")
+    """A task's workflow entry may only carry args and meta for the parts the task has.
+
+    The messages are fractal-server 2.6.4's, which words creation and patching differently.
+    """
+    for part, present in (
+        ("non_parallel", has_non_parallel_part(task_type)),
+        ("parallel", has_parallel_part(task_type)),
     ):
+        if present or all(values.get(f"{kind}_{part}") is None for kind in ("args", "meta")):
+            continue
+        if verb == "set":
+            raise Unprocessable(
+                f"Cannot set `WorkflowTaskV2.meta_{part}` or `WorkflowTask.args_{part}` if "
+                f"the associated Task is `{task_type}`."
+            )
         raise Unprocessable(
-            f"Cannot {verb} `WorkflowTaskV2.meta_non_parallel` or "
-            f"`WorkflowTask.args_non_parallel` if the associated Task is `{task_type}`."
-        )
-    if not has_parallel_part(task_type) and any(
-        values.get(key) is not None for key in ("meta_parallel", "args_parallel")
-    ):
-        raise Unprocessable(
-            f"Cannot {verb} `WorkflowTaskV2.meta_parallel` or "
-            f"`WorkflowTask.args_parallel` if the associated Task is `{task_type}`."
+            f"Cannot patch `WorkflowTaskV2.args_{part}` or `WorkflowTask.meta_{part}` if the "
+            f"associated Task is {task_type.replace('_', ' ')}."
         )
 
 
@@ -94,7 +98,7 @@ async def create_workflow_task(
     data: WorkflowTaskCreate,
 ) -> WorkflowTask:
     workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
-    task = await get_task(session, task_id)
+    task = await get_task(session, task_id, not_found=f"TaskV2 {task_id} not found.")
     check_sides(task.type, data.model_dump())
     problems = check_arguments(task, data.args_non_parallel, data.args_parallel, location=["body"])
     if problems:
