@@ -19,7 +19,7 @@ test: $(STAMP) lint typecheck pytest pytest-postgres coverage-report
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check fractal_jupyter tests bench
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy fractal_jupyter
