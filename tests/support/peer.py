@@ -7,7 +7,8 @@ own venv and runs it on 127.0.0.1 with SQLite and the local runner.
     venv = ensure_peer_venv()
     with PeerServer(venv, tmp_path / "peer") as peer:
         token = peer.create_user("alice@example.org", "secret", "alice")
-        r = peer.client(token).post("/api/v2/project/", json={"name": "p"})
+        with peer.client(token) as client:
+            r = client.post("/api/v2/project/", json={"name": "p"})
 
 `python -m tests.support.peer` starts one and prints its URL and an admin token.
 """
@@ -149,6 +150,8 @@ class PeerServer:
         self.workdir = workdir.absolute()
         self.port = port if port is not None else free_port()
         self.log_path = self.workdir / "server.log"
+        # Per instance, not per start: tokens stay valid across stop() and start().
+        self._jwt_secret = secrets.token_hex(32)
         self._process: subprocess.Popen[bytes] | None = None
         self._http: httpx.Client | None = None
         self._admin_token: str | None = None
@@ -294,7 +297,7 @@ class PeerServer:
         settings = {
             "DB_ENGINE": "sqlite",
             "SQLITE_PATH": str(self.workdir / "db.sqlite"),
-            "JWT_SECRET_KEY": secrets.token_hex(32),
+            "JWT_SECRET_KEY": self._jwt_secret,
             "JWT_EXPIRE_SECONDS": "86400",
             "FRACTAL_TASKS_DIR": str(self.workdir / "tasks"),
             "FRACTAL_RUNNER_WORKING_BASE_DIR": str(self.workdir / "artifacts"),
@@ -312,7 +315,7 @@ class PeerServer:
         while True:
             status = _exit_status(self._process.pid)
             if status is not None:
-                raise PeerError(f"fractal-server exited ({status}):\n{self._log_tail()}")
+                raise PeerError(f"fractal-server ended (status {status}):\n{self._log_tail()}")
             try:
                 if self._http.get("/api/alive/").status_code == 200:
                     return
@@ -380,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the venv lives")
     args = parser.parse_args(argv)
 
-    # SIGTERM ends the wait like Ctrl-C does, so the server is stopped either way.
+    # SIGTERM ends the wait like Ctrl-C does, so the server is stopped either way. SIGINT is set
+    # too because a shell starting us in the background (`... &`) makes us inherit it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     venv = ensure_peer_venv(args.root)
     with contextlib.ExitStack() as stack:
