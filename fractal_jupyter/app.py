@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Set, Unicode, default
+from traitlets import Float, Integer, Set, Unicode, default
 
 from ._version import __version__
 from .db.engine import Database
 from .handlers.routes import tornado_handlers
+from .services.job import RunnerSettings
 from .state import FractalState
 
 
@@ -47,6 +49,34 @@ class FractalJupyter(ExtensionApp):
         "the hub user is the caller and this is not used.",
     ).tag(config=True)
 
+    working_dir = Unicode(
+        help="Folder where every job gets its own folder (task arguments, outputs, logs). "
+        "Default: <data_dir>/jobs.",
+    ).tag(config=True)
+
+    local_max_workers = Integer(
+        help="How many task processes a job runs at once on the local backend. A task's "
+        "meta.parallel_tasks_per_job narrows it. Default: the number of CPUs.",
+    ).tag(config=True)
+
+    submit_rate_limit_seconds = Float(
+        2.0,
+        help="Refuse (429) a second submission of the same workflow on the same dataset "
+        "within this many seconds, as fractal-server does. 0 disables the check.",
+    ).tag(config=True)
+
+    job_poll_interval = Float(
+        0.5, help="Seconds between two looks at the running jobs' event files."
+    ).tag(config=True)
+
+    @default("working_dir")
+    def _working_dir_default(self) -> str:
+        return os.path.join(self.data_dir, "jobs")
+
+    @default("local_max_workers")
+    def _local_max_workers_default(self) -> int:
+        return os.cpu_count() or 1
+
     @default("data_dir")
     def _data_dir_default(self) -> str:
         return os.path.join(jupyter_data_dir(), "fractal")
@@ -65,6 +95,12 @@ class FractalJupyter(ExtensionApp):
             admin_users=frozenset(self.admin_users),
             default_username=self.default_username,
             log=self.log,
+            runner=RunnerSettings(
+                working_dir=Path(self.working_dir),
+                max_workers=self.local_max_workers,
+                submit_rate_limit_seconds=self.submit_rate_limit_seconds,
+            ),
+            job_poll_interval=self.job_poll_interval,
         )
         self.settings["fractal"] = state
         self.log.info(
@@ -85,6 +121,7 @@ class FractalJupyter(ExtensionApp):
     async def stop_extension(self) -> None:
         state: FractalState | None = self.settings.get("fractal")
         if state is not None:
+            await state.stop_watching_jobs()
             await state.database.dispose()
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
 from .db.engine import Database
+from .runner.launcher import JobLauncher
+from .services.job import RunnerSettings
+from .services.job_events import sync_submitted_jobs
 from .services.users import CurrentUser, get_or_create_user
 
 
@@ -16,8 +20,12 @@ class FractalState:
     admin_users: frozenset[str]
     default_username: str
     log: logging.Logger
+    runner: RunnerSettings
+    job_poll_interval: float = 0.5
+    launcher: JobLauncher = field(default_factory=JobLauncher)
     _users: dict[str, CurrentUser] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
+    _watcher: asyncio.Task[None] | None = None
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -31,6 +39,7 @@ class FractalState:
         except Exception:
             self._ready = None
             raise
+        self.start_watching_jobs()
 
     async def user(self, username: str) -> CurrentUser:
         """The caller's user record, created on first sight and then kept in memory."""
@@ -43,3 +52,29 @@ class FractalState:
             current = CurrentUser(id=row.id, username=row.username, is_superuser=is_superuser)
         self._users[username] = current
         return current
+
+    def start_watching_jobs(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch_jobs())
+
+    async def stop_watching_jobs(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def _watch_jobs(self) -> None:
+        """Follow the running jobs: apply their events, fail those whose process died.
+
+        Runs for the life of the server; a job started before a restart is picked up again,
+        since all its state is in the database and in its folder.
+        """
+        while True:
+            try:
+                await sync_submitted_jobs(self.database, self.launcher)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("fractal_jupyter: following the running jobs failed")
+            await asyncio.sleep(self.job_poll_interval)

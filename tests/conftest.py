@@ -36,6 +36,9 @@ def fractal_config(tmp_path: Any) -> dict[str, Any]:
         "db_url": TEST_DB_URL or f"sqlite+aiosqlite:///{tmp_path}/fractal.db",
         "data_dir": str(tmp_path / "fractal-data"),
         "admin_users": ["admin"],
+        "job_poll_interval": 0.1,
+        "submit_rate_limit_seconds": 0.0,
+        "local_max_workers": 2,
     }
 
 

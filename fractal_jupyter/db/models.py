@@ -242,3 +242,46 @@ class WorkflowTask(Base):
     )
 
     task: Mapped[Task] = relationship(lazy="joined")
+
+
+class Job(Base):
+    """A workflow slice applied to a dataset, run by a detached job process.
+
+    The process reports through `<working_dir>/events.jsonl`; `events_applied` is the sequence
+    number of the last event the server applied, which makes re-reading the file harmless.
+    """
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_dataset_status", "dataset_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("project.id", ondelete="SET NULL"), index=True
+    )
+    workflow_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workflow.id", ondelete="SET NULL"), index=True
+    )
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"))
+    user_email: Mapped[str] = mapped_column(String(320))
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    slurm_account: Mapped[str | None] = mapped_column(Text)
+    project_dump: Mapped[dict[str, Any]] = mapped_column()
+    workflow_dump: Mapped[dict[str, Any]] = mapped_column()
+    dataset_dump: Mapped[dict[str, Any]] = mapped_column()
+    worker_init: Mapped[str | None] = mapped_column(Text)
+    working_dir: Mapped[str | None] = mapped_column(Text)
+    working_dir_user: Mapped[str | None] = mapped_column(Text)
+    first_task_index: Mapped[int] = mapped_column(Integer)
+    last_task_index: Mapped[int] = mapped_column(Integer)
+    start_timestamp: Mapped[datetime] = mapped_column(default=utc_now)
+    end_timestamp: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    log: Mapped[str | None] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(32), default="local")
+    # "<host>:<uid>" of the job process: only servers running there, as that OS user, can
+    # read its files and signal it, so only they follow the job.
+    runner: Mapped[str] = mapped_column(String(300), default="", index=True)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    events_applied: Mapped[int] = mapped_column(Integer, default=0)
+    # {workflow task id: {"status": ..., "calls": n}}, for status and progress views.
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)

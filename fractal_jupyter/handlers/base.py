@@ -65,6 +65,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "fractal"
     db_session: AsyncSession
     user: CurrentUser
+    # Set by a method that answers with something other than JSON (a zip archive).
+    raw_payload: bytes | None = None
 
     @property
     def fractal(self) -> FractalState:
@@ -207,6 +209,11 @@ def operation(
                 state.log.error("Database unavailable: %s", error)
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
+                return
+            if self.raw_payload is not None:
+                self.set_status(status)
+                content_type = self._headers.get("Content-Type", "application/octet-stream")
+                self.finish(self.raw_payload, set_content_type=content_type)
                 return
             self.send_json(status, payload)
 

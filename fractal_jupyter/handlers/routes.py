@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
-from . import auth, dataset, images, misc, project, task, workflow
+from . import auth, dataset, images, job, misc, project, task, workflow
 
 PREFIX = "/fractal"
 PROJECT = "/api/v2/project/{project_id}"
@@ -51,6 +51,13 @@ ROUTES: list[Route] = [
     Route(WORKFLOW + "/", workflow.WorkflowHandler, "workflow"),
     Route(WORKFLOW + "/export/", workflow.WorkflowExportHandler, "workflow"),
     Route(WORKFLOW + "/job/", workflow.WorkflowJobListHandler, "job"),
+    Route(PROJECT + "/job/submit/", job.JobSubmitHandler, "job"),
+    Route(PROJECT + "/job/", job.ProjectJobListHandler, "job"),
+    Route(PROJECT + "/job/{job_id}/", job.JobHandler, "job"),
+    Route(PROJECT + "/job/{job_id}/stop/", job.JobStopHandler, "job"),
+    Route(PROJECT + "/job/{job_id}/download/", job.JobDownloadHandler, "job"),
+    Route("/api/v2/job/", job.UserJobListHandler, "job"),
+    Route(PROJECT + "/status/", job.StatusHandler, "status"),
     Route(WORKFLOW + "/wftask/", workflow.WorkflowTaskListHandler, "workflowtask"),
     Route(WORKFLOW + "/wftask/{workflow_task_id}/", workflow.WorkflowTaskHandler, "workflowtask"),
 ]

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ..db.models import Workflow, WorkflowTask
+from ..schemas.job import JobRead
 from ..schemas.query import TaskIdQuery
 from ..schemas.workflow import (
     WorkflowCreate,
@@ -15,7 +15,7 @@ from ..schemas.workflow import (
     WorkflowTaskUpdate,
     WorkflowUpdate,
 )
-from ..services import workflow, workflowtask
+from ..services import job, workflow, workflowtask
 from .base import FractalHandler, operation
 
 
@@ -68,10 +68,9 @@ class WorkflowImportHandler(FractalHandler):
 
 
 class WorkflowJobListHandler(FractalHandler):
-    @operation("The jobs of a workflow", response=list[dict[str, Any]])
-    async def get(self, project_id: int, workflow_id: int) -> list[dict[str, Any]]:
-        await workflow.get_workflow(self.db_session, self.user, project_id, workflow_id)
-        return []
+    @operation("The jobs of a workflow", response=list[JobRead])
+    async def get(self, project_id: int, workflow_id: int) -> list[JobRead]:
+        return await job.list_workflow_jobs(self.db_session, self.user, project_id, workflow_id)
 
 
 class WorkflowTaskListHandler(FractalHandler):

@@ -32,3 +32,21 @@ class TaskListQuery(QueryModel):
 
 class TaskIdQuery(QueryModel):
     task_id: int
+
+
+class LogQuery(QueryModel):
+    log: bool = True
+
+
+class ShowTmpLogsQuery(QueryModel):
+    show_tmp_logs: bool = False
+
+
+class SubmitQuery(QueryModel):
+    workflow_id: int
+    dataset_id: int
+
+
+class StatusQuery(QueryModel):
+    dataset_id: int
+    workflow_id: int

@@ -41,9 +41,12 @@ def argument_problems(
                 and name not in error.instance
                 and not (at_top and name in RESERVED_ARGUMENTS)
             ]
+            # jsonschema reports a missing property once per missing property, each time
+            # with the whole `required` list: report each name once.
             problems.extend(
                 {"loc": [*path, name], "msg": "Field required", "type": "missing"}
                 for name in missing
+                if [*path, name] not in [problem["loc"] for problem in problems]
             )
             continue
         problems.append(

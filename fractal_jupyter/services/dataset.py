@@ -16,6 +16,7 @@ from ..schemas.dataset import (
 )
 from .access import get_dataset_for_member, get_project_for_member, member_project_ids
 from .images import check_image_location, count_images, insert_images, list_all_images
+from .job import check_no_submitted_job
 from .users import CurrentUser
 
 
@@ -90,6 +91,7 @@ async def delete_dataset(
     session: AsyncSession, user: CurrentUser, project_id: int, dataset_id: int
 ) -> None:
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    await check_no_submitted_job(session, f"dataset {dataset_id}", dataset_id=dataset_id)
     await session.delete(dataset)
     await session.flush()
 

@@ -383,3 +383,52 @@ async def count_images(session: AsyncSession, dataset: Dataset) -> int:
         select(func.count()).select_from(Image).where(Image.dataset_id == dataset.id)
     )
     return count or 0
+
+
+async def apply_image_changes(
+    session: AsyncSession,
+    dataset: Dataset,
+    upserted: Sequence[SingleImage],
+    removed: Sequence[str],
+) -> None:
+    """Apply a job's delta: images created or replaced by zarr_url, images removed.
+
+    Only the images a task touched are written, so edits a user made meanwhile to other images
+    of the dataset are kept. Removing an image that is gone already is not an error.
+    """
+    urls = [image.zarr_url for image in upserted] + list(removed)
+    existing = (
+        {
+            image.zarr_url: image
+            for image in (
+                await session.scalars(
+                    select(Image).where(Image.dataset_id == dataset.id, Image.zarr_url.in_(urls))
+                )
+            ).all()
+        }
+        if urls
+        else {}
+    )
+    replaced = [existing[url] for url in {image.zarr_url for image in upserted} if url in existing]
+    gone = [existing[url] for url in set(removed) if url in existing]
+    await _change_summaries(session, dataset.id, [*replaced, *gone], -1)
+    if gone:
+        await session.execute(delete(Image).where(Image.id.in_([image.id for image in gone])))
+    if replaced:
+        replaced_ids = [image.id for image in replaced]
+        await session.execute(
+            delete(ImageAttribute).where(ImageAttribute.image_id.in_(replaced_ids))
+        )
+        await session.execute(delete(ImageType).where(ImageType.image_id.in_(replaced_ids)))
+    new_images = []
+    for image in upserted:
+        row = existing.get(image.zarr_url)
+        if row is None:
+            new_images.append(image)
+        else:
+            row.attributes = image.attributes
+            row.types = image.types
+    await session.flush()
+    await _write_index_rows(session, replaced)
+    await _change_summaries(session, dataset.id, replaced, +1)
+    await insert_images(session, dataset, new_images)

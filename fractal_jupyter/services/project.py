@@ -9,6 +9,7 @@ from ..db.models import LinkUserProject, Project
 from ..errors import Unprocessable
 from ..schemas.project import ProjectCreate, ProjectUpdate
 from .access import get_project_for_member, member_project_ids
+from .job import check_no_submitted_job
 from .users import CurrentUser
 
 
@@ -54,5 +55,6 @@ async def update_project(
 async def delete_project(session: AsyncSession, user: CurrentUser, project_id: int) -> None:
     """Deletes the project with its datasets and images (the database cascades)."""
     project = await get_project_for_member(session, project_id, user)
+    await check_no_submitted_job(session, f"project {project_id}", project_id=project_id)
     await session.delete(project)
     await session.flush()

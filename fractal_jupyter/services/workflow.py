@@ -16,6 +16,7 @@ from ..schemas.workflow import (
     WorkflowUpdate,
 )
 from .access import get_project_for_member, get_workflow_for_member, member_project_ids
+from .job import check_no_submitted_job
 from .users import CurrentUser
 from .workflowtask import check_arguments, check_sides, insert_workflow_task
 
@@ -95,6 +96,7 @@ async def delete_workflow(
     session: AsyncSession, user: CurrentUser, project_id: int, workflow_id: int
 ) -> None:
     workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
+    await check_no_submitted_job(session, f"workflow {workflow_id}", workflow_id=workflow_id)
     await session.delete(workflow)
     await session.flush()
 

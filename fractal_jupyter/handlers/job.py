@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from ..db.models import Job
+from ..schemas.job import JobCreate, JobRead, StatusRead
+from ..schemas.query import LogQuery, ShowTmpLogsQuery, StatusQuery, SubmitQuery
+from ..services import job
+from .base import FractalHandler, operation
+
+
+class JobSubmitHandler(FractalHandler):
+    @operation(
+        "Run a slice of a workflow on a dataset",
+        query=SubmitQuery,
+        body=JobCreate,
+        response=JobRead,
+        status=202,
+    )
+    async def post(self, project_id: int, query: SubmitQuery, body: JobCreate) -> Job:
+        return await job.submit_job(
+            self.db_session,
+            self.user,
+            project_id,
+            query.workflow_id,
+            query.dataset_id,
+            body,
+            self.fractal.runner,
+            self.fractal.launcher,
+        )
+
+
+class UserJobListHandler(FractalHandler):
+    @operation("The jobs of all the caller's projects", query=LogQuery, response=list[JobRead])
+    async def get(self, query: LogQuery) -> list[JobRead]:
+        return await job.list_user_jobs(self.db_session, self.user, query.log)
+
+
+class ProjectJobListHandler(FractalHandler):
+    @operation("A project's jobs", query=LogQuery, response=list[JobRead])
+    async def get(self, project_id: int, query: LogQuery) -> list[JobRead]:
+        return await job.list_project_jobs(self.db_session, self.user, project_id, query.log)
+
+
+class JobHandler(FractalHandler):
+    @operation(
+        "One job (with `show_tmp_logs`, the live log of a running job)",
+        query=ShowTmpLogsQuery,
+        response=JobRead,
+    )
+    async def get(self, project_id: int, job_id: int, query: ShowTmpLogsQuery) -> JobRead:
+        return await job.get_job(
+            self.db_session, self.user, project_id, job_id, query.show_tmp_logs
+        )
+
+
+class JobStopHandler(FractalHandler):
+    @operation("Stop a running job (its task processes are ended; the job fails)", status=202)
+    async def get(self, project_id: int, job_id: int) -> None:
+        await job.stop_job(self.db_session, self.user, project_id, job_id, self.fractal.launcher)
+
+
+class JobDownloadHandler(FractalHandler):
+    @operation("The job folder as a zip archive", status=200)
+    async def get(self, project_id: int, job_id: int) -> None:
+        filename, archive = await job.job_archive(self.db_session, self.user, project_id, job_id)
+        self.set_header("Content-Type", "application/x-zip-compressed")
+        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        self.raw_payload = archive
+
+
+class StatusHandler(FractalHandler):
+    @operation("Status of each workflow task on a dataset", query=StatusQuery, response=StatusRead)
+    async def get(self, project_id: int, query: StatusQuery) -> StatusRead:
+        return await job.workflow_status(
+            self.db_session, self.user, project_id, query.dataset_id, query.workflow_id
+        )

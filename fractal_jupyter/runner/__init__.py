@@ -1,0 +1,1 @@
+"""Running workflows: the engine (pure), executors, and the detached job process."""

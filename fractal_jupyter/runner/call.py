@@ -1,0 +1,104 @@
+"""One task call: a process `<command> --args-json A --out-json B`, its log, its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from .interface import JSON, TaskCall, TaskFailed
+
+FORBIDDEN_COMMAND_CHARACTERS = frozenset("`#$&*()\\|[]{};<>?!")
+LOG_TAIL_BYTES = 4_000
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The end of a log file (where the traceback is)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(0, size - limit))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return text if size <= limit else "[...]\n" + text
+
+
+def call_paths(job_dir: Path, call: TaskCall) -> tuple[Path, Path, Path]:
+    folder = job_dir / call.folder
+    return (
+        folder / f"{call.prefix}.args.json",
+        folder / f"{call.prefix}.metadiff.json",
+        folder / f"{call.prefix}.log",
+    )
+
+
+def command_line(call: TaskCall, args_path: Path, out_path: Path) -> list[str]:
+    forbidden = sorted(FORBIDDEN_COMMAND_CHARACTERS.intersection(call.command))
+    if forbidden:
+        raise TaskFailed(call, f"invalid command {call.command!r}: it contains {forbidden}")
+    argv = shlex.split(call.command)
+    if not argv or shutil.which(argv[0]) is None:
+        raise TaskFailed(call, f"command {call.command!r} is not valid: {argv[:1]} not found")
+    return [*argv, "--args-json", str(args_path), "--out-json", str(out_path)]
+
+
+def read_output(call: TaskCall, out_path: Path, log_path: Path) -> JSON | None:
+    """The task's output: None when it wrote nothing, `{}` or `null`."""
+    try:
+        text = out_path.read_text()
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return None
+    try:
+        output = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TaskFailed(
+            call, f"the task wrote malformed JSON to {out_path.name}: {error}", log_tail(log_path)
+        ) from None
+    if output is None or output == {}:
+        return None
+    if not isinstance(output, dict):
+        raise TaskFailed(
+            call,
+            f"the task wrote {type(output).__name__} to {out_path.name}, not a JSON object",
+            log_tail(log_path),
+        )
+    return output
+
+
+def run_call(
+    job_dir: Path,
+    call: TaskCall,
+    started: Callable[[subprocess.Popen[bytes]], None] = lambda process: None,
+    env: dict[str, str] | None = None,
+) -> JSON | None:
+    """Run one call to its end; `started` learns the process (so that it can be stopped)."""
+    args_path, out_path, log_path = call_paths(job_dir, call)
+    args_path.parent.mkdir(parents=True, exist_ok=True)
+    args_path.write_text(json.dumps(call.args, indent=2))
+    argv = command_line(call, args_path, out_path)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop kills the task's children too
+            env=env,
+        )
+        started(process)
+        returncode = process.wait()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        raise TaskFailed(call, f"the task process was killed by {name}", log_tail(log_path))
+    if returncode > 0:
+        raise TaskFailed(call, f"the task exited with code {returncode}", log_tail(log_path))
+    return read_output(call, out_path, log_path)

@@ -1,0 +1,78 @@
+"""The files of a job folder that the server and the job process share.
+
+- `job.json`: what to run (written by the server before the process starts);
+- `events.jsonl`: what happened, one JSON object per line with an increasing `seq`
+  (appended by the job process only; the server applies each event once);
+- `workflow.log`: the human-readable log, with timestamps;
+- `job-process.log`: the job process's own stdout/stderr (crashes end up here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .interface import JSON, WorkflowTaskSpec
+
+SPEC_FILE = "job.json"
+EVENTS_FILE = "events.jsonl"
+WORKFLOW_LOG = "workflow.log"
+PROCESS_LOG = "job-process.log"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: int
+    zarr_dir: str
+    images: list[JSON]
+    filters: JSON
+    tasks: list[WorkflowTaskSpec]
+    max_workers: int
+
+    def write(self, job_dir: Path) -> None:
+        (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, job_dir: Path) -> JobSpec:
+        data: dict[str, Any] = json.loads((job_dir / SPEC_FILE).read_text())
+        data["tasks"] = [WorkflowTaskSpec(**task) for task in data["tasks"]]
+        return cls(**data)
+
+
+class EventWriter:
+    """Appends events; a line is written whole, so a reader never sees half an event."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.path = job_dir / EVENTS_FILE
+        self._seq = sum(1 for _ in read_events(job_dir))
+        self._lock = threading.Lock()
+
+    def write(self, kind: str, **data: Any) -> None:
+        with self._lock:
+            self._seq += 1
+            line = json.dumps({"seq": self._seq, "type": kind, "time": time.time(), **data})
+            with self.path.open("a") as events:
+                events.write(line + "\n")
+                events.flush()
+                os.fsync(events.fileno())
+
+
+def read_events(job_dir: Path, after: int = 0) -> list[JSON]:
+    """The complete events with `seq > after` (a line still being written is left for later)."""
+    try:
+        text = (job_dir / EVENTS_FILE).read_text()
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        event: JSON = json.loads(line)
+        if event["seq"] > after:
+            events.append(event)
+    return events

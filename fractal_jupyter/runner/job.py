@@ -1,0 +1,141 @@
+"""The detached job process: `python -m fractal_jupyter.runner.job <job folder>`.
+
+It runs in its own session, so it outlives a restart of the Jupyter server that started it.
+It reads `job.json`, drives the engine with the local executor, and reports everything as
+events; it never touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+
+from .engine import run_workflow
+from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
+from .interface import JobFailed, TaskFailed, TaskResult, WorkflowTaskSpec
+from .local import LocalExecutor
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+
+
+def job_logger(job_dir: Path, job_id: int) -> logging.Logger:
+    logger = logging.getLogger(f"fractal_jupyter.job{job_id}")
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(job_dir / WORKFLOW_LOG)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+def task_failure_message(error: TaskFailed, spec: WorkflowTaskSpec) -> str:
+    call = error.call
+    where = f" on image {call.zarr_url}" if call.zarr_url else ""
+    message = (
+        f"TASK ERROR: Task name: {spec.task_name}, position in Workflow: {spec.order}\n"
+        f"The call {call.folder}/{call.prefix}{where} failed: {error.reason}\n"
+        f"Its log is {call.folder}/{call.prefix}.log"
+    )
+    if error.log_tail:
+        message += f"; it ends with:\n{error.log_tail.rstrip()}"
+    return message
+
+
+def main(job_dir: Path) -> int:
+    spec = JobSpec.read(job_dir)
+    events = EventWriter(job_dir)
+    log = job_logger(job_dir, spec.job_id)
+    executor = LocalExecutor(job_dir, spec.max_workers)
+    current: list[WorkflowTaskSpec] = []
+    stopped = []
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stopped.append(signum)
+        log.warning("Stop requested: terminating the running task processes")
+        executor.stop()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+
+    def on_task_start(task: WorkflowTaskSpec, calls: int) -> None:
+        current.append(task)
+        events.write("task_started", workflow_task_id=task.id, calls=calls)
+
+    def on_task_done(result: TaskResult) -> None:
+        events.write(
+            "task_done",
+            workflow_task_id=result.workflow_task_id,
+            images_upserted=result.images_upserted,
+            images_removed=result.images_removed,
+            filters=result.filters,
+            history_item=result.history_item,
+        )
+
+    events.write("job_started", pid=os.getpid())
+    log.info(
+        "Start of job %s: %s task(s), %s image(s) in the dataset, up to %s concurrent "
+        "task processes",
+        spec.job_id,
+        len(spec.tasks),
+        len(spec.images),
+        spec.max_workers,
+    )
+    try:
+        run_workflow(
+            spec.tasks,
+            spec.images,
+            spec.filters,
+            spec.zarr_dir,
+            executor,
+            on_task_start=on_task_start,
+            on_task_done=on_task_done,
+            log=log,
+        )
+    except TaskFailed as error:
+        failed = current[-1] if current else None
+        if stopped:
+            message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
+        elif failed is not None:
+            message = task_failure_message(error, failed)
+        else:
+            message = f"JOB ERROR in Fractal job {spec.job_id}:\n{error.reason}"
+        return finish_failed(events, log, message, failed)
+    except JobFailed as error:
+        message = f"JOB ERROR in Fractal job {spec.job_id}:\n{error}"
+        return finish_failed(events, log, message, current[-1] if current else None)
+    except Exception:
+        trace = traceback.format_exc()
+        message = f"UNKNOWN ERROR in Fractal job {spec.job_id}\nTRACEBACK:\n{trace}"
+        return finish_failed(events, log, message, current[-1] if current else None)
+    if stopped:
+        message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
+        return finish_failed(events, log, message, None)
+    log.info("End of job %s: done", spec.job_id)
+    events.write("job_done")
+    return 0
+
+
+def finish_failed(
+    events: EventWriter, log: logging.Logger, message: str, task: WorkflowTaskSpec | None
+) -> int:
+    log.error(message)
+    if task is not None:
+        events.write(
+            "task_failed",
+            workflow_task_id=task.id,
+            history_item={"workflowtask": task.dump, "status": "failed", "parallelization": {}},
+        )
+    events.write("job_failed", message=message)
+    return 0
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    with (folder / PROCESS_LOG).open("a") as process_log:
+        sys.stderr = process_log
+        sys.exit(main(folder))

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, NonNegativeInt, PlainSerializer, StrictStr, model_validator
+
+from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp
+
+JobStatus = Literal["submitted", "done", "failed"]
+OptionalTimestamp = Annotated[
+    datetime | None,
+    PlainSerializer(lambda value: value.isoformat() if value else None, return_type=str | None),
+]
+
+
+class JobCreate(RequestModel):
+    first_task_index: NonNegativeInt | None = None
+    last_task_index: NonNegativeInt | None = None
+    slurm_account: StrictStr | None = None
+    worker_init: NonEmptyStr | None = None
+
+    @model_validator(mode="after")
+    def _check_order(self) -> JobCreate:
+        first, last = self.first_task_index, self.last_task_index
+        if first is not None and last is not None and first > last:
+            raise ValueError(
+                f"first_task_index={first} cannot be larger than last_task_index={last}"
+            )
+        return self
+
+
+class JobRead(ResponseModel):
+    id: int
+    project_id: int | None
+    project_dump: dict[str, Any]
+    user_email: str
+    slurm_account: str | None
+    workflow_id: int | None
+    workflow_dump: dict[str, Any]
+    dataset_id: int | None
+    dataset_dump: dict[str, Any]
+    start_timestamp: Timestamp
+    end_timestamp: OptionalTimestamp
+    status: JobStatus
+    log: str | None
+    working_dir: str | None
+    working_dir_user: str | None
+    first_task_index: int
+    last_task_index: int
+    worker_init: str | None
+
+
+class JobProgress(ResponseModel):
+    """Our addition: per workflow task, its status and how many calls it runs."""
+
+    job_id: int
+    status: JobStatus
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class StatusRead(ResponseModel):
+    status: dict[str, Literal["submitted", "done", "failed"]]

@@ -1,0 +1,360 @@
+"""Jobs: submission (with fractal-server 2.6.4's checks and ours), reading, stop, status."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.models import Dataset, Job, Project, Workflow, WorkflowTask, utc_now
+from ..errors import FractalError, NotFound, Unprocessable
+from ..runner.files import WORKFLOW_LOG, JobSpec
+from ..runner.interface import WorkflowTaskSpec
+from ..runner.launcher import JobLauncher
+from ..schemas.job import JobCreate, JobRead, StatusRead
+from .access import (
+    get_dataset_for_member,
+    get_project_for_member,
+    get_workflow_for_member,
+    member_project_ids,
+)
+from .images import list_all_images
+from .users import CurrentUser, email_for
+from .workflowtask import check_arguments
+
+
+class TooManyRequests(FractalError):
+    status_code = 429
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    working_dir: Path
+    max_workers: int
+    submit_rate_limit_seconds: float = 2.0
+    backend: str = "local"
+
+
+def _timestamp(value: Any) -> str:
+    return str(value.isoformat())
+
+
+def project_dump(project: Project) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "timestamp_created": _timestamp(project.timestamp_created),
+    }
+
+
+def workflow_dump(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "project_id": workflow.project_id,
+        "timestamp_created": _timestamp(workflow.timestamp_created),
+    }
+
+
+def dataset_dump(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "project_id": dataset.project_id,
+        "timestamp_created": _timestamp(dataset.timestamp_created),
+        "zarr_dir": dataset.zarr_dir,
+        "filters": dataset.filters,
+    }
+
+
+def workflow_task_dump(workflow_task: WorkflowTask) -> dict[str, Any]:
+    task = workflow_task.task
+    return {
+        "id": workflow_task.id,
+        "workflow_id": workflow_task.workflow_id,
+        "order": workflow_task.order,
+        "input_filters": workflow_task.input_filters,
+        "task_id": task.id,
+        "task": {
+            "id": task.id,
+            "name": task.name,
+            "type": task.type,
+            "command_non_parallel": task.command_non_parallel,
+            "command_parallel": task.command_parallel,
+            "source": task.source,
+            "owner": task.owner,
+            "version": task.version,
+            "input_types": task.input_types,
+            "output_types": task.output_types,
+        },
+    }
+
+
+def workflow_task_spec(workflow_task: WorkflowTask) -> WorkflowTaskSpec:
+    task = workflow_task.task
+    return WorkflowTaskSpec(
+        id=workflow_task.id,
+        order=workflow_task.order,
+        task_id=task.id,
+        task_name=task.name,
+        task_type=task.type,
+        command_non_parallel=task.command_non_parallel,
+        command_parallel=task.command_parallel,
+        args_non_parallel=workflow_task.args_non_parallel,
+        args_parallel=workflow_task.args_parallel,
+        meta_non_parallel=workflow_task.meta_non_parallel,
+        meta_parallel=workflow_task.meta_parallel,
+        input_filters=workflow_task.input_filters,
+        input_types=task.input_types,
+        output_types=task.output_types,
+        dump=workflow_task_dump(workflow_task),
+    )
+
+
+def _task_range(workflow: Workflow, data: JobCreate) -> tuple[int, int]:
+    count = len(workflow.task_list)
+    first = 0 if data.first_task_index is None else data.first_task_index
+    last = count - 1 if data.last_task_index is None else data.last_task_index
+    if last > count - 1:
+        raise Unprocessable(
+            f"last_task_index={last} is larger than the index of the workflow's last task "
+            f"({count - 1})"
+        )
+    if first > last:
+        raise Unprocessable(f"first_task_index={first} is larger than last_task_index={last}")
+    return first, last
+
+
+async def _submitted_jobs(session: AsyncSession, **where: int) -> Sequence[Job]:
+    statement = select(Job).where(Job.status == "submitted")
+    for column, value in where.items():
+        statement = statement.where(getattr(Job, column) == value)
+    return (await session.scalars(statement.order_by(Job.id))).all()
+
+
+async def check_no_submitted_job(session: AsyncSession, what: str, **where: int) -> None:
+    """Deleting a project, dataset or workflow that a running job uses is refused."""
+    jobs = await _submitted_jobs(session, **where)
+    if jobs:
+        ids = ", ".join(str(job.id) for job in jobs)
+        raise Unprocessable(f"Cannot delete {what} because it is linked to active job(s) {ids}.")
+
+
+async def submit_job(
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    workflow_id: int,
+    dataset_id: int,
+    data: JobCreate,
+    settings: RunnerSettings,
+    launcher: JobLauncher,
+) -> Job:
+    project = await get_project_for_member(session, project_id, user)
+    dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
+    if not workflow.task_list:
+        raise Unprocessable(f"Workflow {workflow_id} has empty task list")
+    first, last = _task_range(workflow, data)
+    if await _submitted_jobs(session, dataset_id=dataset_id):
+        raise Unprocessable(f"Dataset {dataset_id} is already in use in submitted job(s).")
+    recent = await session.scalar(
+        select(Job.id).where(
+            Job.project_id == project_id,
+            Job.workflow_id == workflow_id,
+            Job.dataset_id == dataset_id,
+            Job.start_timestamp > utc_now() - timedelta(seconds=settings.submit_rate_limit_seconds),
+        )
+    )
+    if recent is not None:
+        raise TooManyRequests(
+            f"The endpoint 'POST /api/v2/project/{project_id}/job/submit/' was called too "
+            f"often for workflow {workflow_id} and dataset {dataset_id}: wait "
+            f"{settings.submit_rate_limit_seconds:g} seconds."
+        )
+    selected = workflow.task_list[first : last + 1]
+    problems = []
+    for workflow_task in selected:
+        problems += check_arguments(
+            workflow_task.task,
+            workflow_task.args_non_parallel,
+            workflow_task.args_parallel,
+            location=["workflow_task", workflow_task.order],
+            require_all=True,
+        )
+    if problems:
+        raise Unprocessable(problems)
+
+    job = Job(
+        project_id=project_id,
+        workflow_id=workflow_id,
+        dataset_id=dataset_id,
+        user_email=email_for(user.username),
+        owner=user.username,
+        slurm_account=data.slurm_account,
+        worker_init=data.worker_init,
+        project_dump=project_dump(project),
+        workflow_dump=workflow_dump(workflow),
+        dataset_dump=dataset_dump(dataset),
+        first_task_index=first,
+        last_task_index=last,
+        backend=settings.backend,
+        runner=launcher.runner,
+        progress={},
+    )
+    session.add(job)
+    await session.flush()
+    stamp = job.start_timestamp.strftime("%Y%m%d_%H%M%S")
+    job_dir = settings.working_dir / (
+        f"proj_v2_{project_id:07d}_wf_{workflow_id:07d}_job_{job.id:07d}_{stamp}"
+    )
+    job_dir.mkdir(parents=True, exist_ok=False)
+    job.working_dir = job.working_dir_user = str(job_dir)
+    JobSpec(
+        job_id=job.id,
+        zarr_dir=dataset.zarr_dir,
+        images=await list_all_images(session, dataset),
+        filters=dataset.filters,
+        tasks=[workflow_task_spec(workflow_task) for workflow_task in selected],
+        max_workers=settings.max_workers,
+    ).write(job_dir)
+    job.pid = launcher.start(job_dir)
+    await session.flush()
+    return job
+
+
+def _job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:
+    model = JobRead.model_validate(job)
+    if live_log and job.status == "submitted" and job.working_dir:
+        model = model.model_copy(update={"log": read_workflow_log(Path(job.working_dir))})
+    if not log:
+        model = model.model_copy(update={"log": None})
+    return model
+
+
+def read_workflow_log(job_dir: Path) -> str:
+    try:
+        return (job_dir / WORKFLOW_LOG).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+async def list_user_jobs(session: AsyncSession, user: CurrentUser, log: bool) -> list[JobRead]:
+    jobs = await session.scalars(
+        select(Job).where(Job.project_id.in_(member_project_ids(user))).order_by(Job.id)
+    )
+    return [_job_read(job, log=log) for job in jobs]
+
+
+async def list_project_jobs(
+    session: AsyncSession, user: CurrentUser, project_id: int, log: bool
+) -> list[JobRead]:
+    await get_project_for_member(session, project_id, user)
+    jobs = await session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id))
+    return [_job_read(job, log=log) for job in jobs]
+
+
+async def list_workflow_jobs(
+    session: AsyncSession, user: CurrentUser, project_id: int, workflow_id: int
+) -> list[JobRead]:
+    await get_workflow_for_member(session, project_id, workflow_id, user)
+    jobs = await session.scalars(select(Job).where(Job.workflow_id == workflow_id).order_by(Job.id))
+    return [_job_read(job) for job in jobs]
+
+
+async def get_job_for_member(
+    session: AsyncSession, project_id: int, job_id: int, user: CurrentUser
+) -> Job:
+    await get_project_for_member(session, project_id, user)
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFound("Job not found")
+    if job.project_id != project_id:
+        raise Unprocessable(f"Invalid project_id={project_id} for job_id={job_id}")
+    return job
+
+
+async def get_job(
+    session: AsyncSession, user: CurrentUser, project_id: int, job_id: int, show_tmp_logs: bool
+) -> JobRead:
+    job = await get_job_for_member(session, project_id, job_id, user)
+    return _job_read(job, live_log=show_tmp_logs)
+
+
+async def stop_job(
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    job_id: int,
+    launcher: JobLauncher,
+) -> None:
+    """Ask the job process to stop; it ends its task processes and reports the job failed."""
+    job = await get_job_for_member(session, project_id, job_id, user)
+    if job.status != "submitted":
+        raise Unprocessable(f"Job {job_id} is not running (its status is '{job.status}').")
+    launcher.stop(job.pid)
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder))
+    return buffer.getvalue()
+
+
+async def job_archive(
+    session: AsyncSession, user: CurrentUser, project_id: int, job_id: int
+) -> tuple[str, bytes]:
+    job = await get_job_for_member(session, project_id, job_id, user)
+    if not job.working_dir or not Path(job.working_dir).is_dir():
+        raise NotFound(f"The folder of job {job_id} is gone.")
+    folder = Path(job.working_dir)
+    return f"{folder.name}_archive.zip", zip_folder(folder)
+
+
+async def workflow_status(
+    session: AsyncSession, user: CurrentUser, project_id: int, dataset_id: int, workflow_id: int
+) -> StatusRead:
+    """Per workflow task: submitted / done / failed, as fractal-server 2.6.4 computes it."""
+    dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
+    running = await _submitted_jobs(session, dataset_id=dataset_id, workflow_id=workflow_id)
+    if len(running) > 1:
+        raise Unprocessable(
+            f"Expected one submitted job for dataset {dataset_id} and workflow {workflow_id}, "
+            f"found {len(running)}."
+        )
+    status: dict[str, str] = {}
+    for item in dataset.history:
+        status[str(item["workflowtask"]["id"])] = item["status"]
+    last_valid: int | None = None
+    if running:
+        job = running[0]
+        for workflow_task in workflow.task_list[job.first_task_index : job.last_task_index + 1]:
+            status[str(workflow_task.id)] = "submitted"
+        if job.last_task_index < len(workflow.task_list):
+            last_valid = workflow.task_list[job.last_task_index].id
+        for workflow_task_id, progress in job.progress.items():
+            if progress.get("status") in ("done", "failed"):
+                status[workflow_task_id] = progress["status"]
+    elif dataset.history:
+        last_valid = dataset.history[-1]["workflowtask"]["id"]
+    result: dict[str, Any] = {}
+    for workflow_task in workflow.task_list:
+        key = str(workflow_task.id)
+        if key in status:
+            result[key] = status[key]
+            if status[key] == "failed":
+                break
+        if workflow_task.id == last_valid:
+            break
+    return StatusRead(status=result)

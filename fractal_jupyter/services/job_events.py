@@ -1,0 +1,99 @@
+"""The server side of the job protocol: apply a job's events to the database, once each.
+
+Jobs run in detached processes that write `events.jsonl`; the server polls the submitted jobs,
+applies the new events (image deltas, filters, history, progress, the final status) and
+notices a job process that died without saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.engine import Database
+from ..db.models import Dataset, Job, utc_now
+from ..runner.call import log_tail
+from ..runner.files import PROCESS_LOG, read_events
+from ..runner.launcher import JobLauncher
+from ..schemas.images import SingleImage
+from .images import apply_image_changes
+from .job import read_workflow_log
+
+
+def _set_progress(job: Job, workflow_task_id: int, **values: Any) -> None:
+    progress = dict(job.progress)
+    progress[str(workflow_task_id)] = {**progress.get(str(workflow_task_id), {}), **values}
+    job.progress = progress
+
+
+def _append_history(dataset: Dataset | None, item: dict[str, Any]) -> None:
+    if dataset is not None:
+        dataset.history = [*dataset.history, item]
+
+
+async def _finish(job: Job, status: str, message: str | None = None) -> None:
+    job.status = status
+    job.end_timestamp = utc_now()
+    log = read_workflow_log(Path(job.working_dir)) if job.working_dir else ""
+    if message and message not in log:
+        log = f"{log}\n{message}".lstrip("\n")
+    job.log = log
+
+
+async def apply_event(session: AsyncSession, job: Job, event: dict[str, Any]) -> None:
+    dataset = await session.get(Dataset, job.dataset_id) if job.dataset_id else None
+    kind = event["type"]
+    if kind == "task_started":
+        _set_progress(job, event["workflow_task_id"], status="submitted", calls=event["calls"])
+    elif kind == "task_done":
+        if dataset is not None:
+            upserted = [SingleImage.model_validate(image) for image in event["images_upserted"]]
+            await apply_image_changes(session, dataset, upserted, event["images_removed"])
+            dataset.filters = event["filters"]
+        _append_history(dataset, event["history_item"])
+        _set_progress(job, event["workflow_task_id"], status="done")
+    elif kind == "task_failed":
+        _append_history(dataset, event["history_item"])
+        _set_progress(job, event["workflow_task_id"], status="failed")
+    elif kind == "job_done":
+        await _finish(job, "done")
+    elif kind == "job_failed":
+        await _finish(job, "failed", event["message"])
+    job.events_applied = event["seq"]
+
+
+async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> None:
+    """Apply what a submitted job reported since last time; fail it if its process is gone."""
+    async with database.session(write=True) as session:
+        # The row lock keeps two servers from applying the same events (PostgreSQL).
+        job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+        if job is None or job.status != "submitted" or not job.working_dir:
+            return
+        job_dir = Path(job.working_dir)
+        # Liveness first: events written before the process ended are then surely on disk.
+        alive = launcher.is_alive(job.pid)
+        for event in read_events(job_dir, after=job.events_applied):
+            await apply_event(session, job, event)
+        if job.status == "submitted" and not alive:
+            tail = log_tail(job_dir / PROCESS_LOG)
+            await _finish(
+                job,
+                "failed",
+                f"JOB ERROR in Fractal job {job.id}:\nThe job process (pid {job.pid}) ended "
+                "without reporting the end of the job: it was killed or crashed."
+                + (f"\nIts output ends with:\n{tail}" if tail.strip() else ""),
+            )
+
+
+async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> int:
+    """One pass over every submitted job; how many are still running afterwards."""
+    mine = select(Job.id).where(Job.status == "submitted", Job.runner == launcher.runner)
+    async with database.session() as session:
+        job_ids = (await session.scalars(mine)).all()
+    for job_id in job_ids:
+        await sync_job(database, job_id, launcher)
+    async with database.session() as session:
+        return len((await session.scalars(mine)).all())

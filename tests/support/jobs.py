@@ -1,0 +1,75 @@
+"""Helpers for job tests: a project with a dataset, the demo tasks, a workflow, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
+
+MISBEHAVE = Path(__file__).resolve().parents[1] / "tasks" / "misbehave.py"
+
+MISBEHAVE_TASK = {
+    "name": "Misbehave",
+    "source": "test:misbehave",
+    "command_parallel": f"{sys.executable} {MISBEHAVE}",
+}
+
+
+async def register_tasks(api: Any) -> dict[str, dict[str, Any]]:
+    tasks = {}
+    for body in [*demo_task_bodies(), MISBEHAVE_TASK]:
+        status, task = await api("POST", "api/v2/task/", body)
+        assert status == 201, task
+        tasks[task["name"]] = task
+    return tasks
+
+
+async def make_workflow(
+    api: Any, project_path: str, name: str, entries: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> dict[str, Any]:
+    status, workflow = await api("POST", project_path + "workflow/", {"name": name})
+    assert status == 201, workflow
+    for task, body in entries:
+        status, answer = await api(
+            "POST",
+            f"{project_path}workflow/{workflow['id']}/wftask/",
+            body,
+            params={"task_id": str(task["id"])},
+        )
+        assert status == 201, answer
+    _, workflow = await api("GET", f"{project_path}workflow/{workflow['id']}/")
+    return dict(workflow)
+
+
+async def wait_for_job(
+    api: Any, project_path: str, job_id: int, timeout: float = 60.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, job = await api("GET", f"{project_path}job/{job_id}/")
+        assert status == 200, job
+        if job["status"] != "submitted":
+            return dict(job)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still running after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found

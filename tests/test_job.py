@@ -1,0 +1,312 @@
+"""Jobs end to end through HTTP, with the demo task package and a misbehaving task."""
+
+import asyncio
+import io
+import zipfile
+from dataclasses import replace
+
+import pytest
+
+from tests.support.jobs import (
+    make_workflow,
+    processes_mentioning,
+    register_tasks,
+    wait_for_job,
+)
+
+
+@pytest.fixture
+def env(api, jp_asyncio_loop, tmp_path):
+    async def make():
+        _, project = await api("POST", "api/v2/project/", {"name": "p"})
+        project_path = f"api/v2/project/{project['id']}/"
+        _, dataset = await api(
+            "POST", project_path + "dataset/", {"name": "d", "zarr_dir": str(tmp_path / "zarr")}
+        )
+        tasks = await register_tasks(api)
+        return project_path, dataset, tasks
+
+    return jp_asyncio_loop.run_until_complete(make())
+
+
+async def submit(api, project_path, workflow, dataset, body=None, expect=202):
+    status, job = await api(
+        "POST",
+        project_path + "job/submit/",
+        body if body is not None else {},
+        params={"workflow_id": str(workflow["id"]), "dataset_id": str(dataset["id"])},
+    )
+    assert status == expect, job
+    return job
+
+
+async def images_of(api, project_path, dataset, body=None):
+    _, page = await api("POST", f"{project_path}dataset/{dataset['id']}/images/query/", body)
+    return page
+
+
+PLATE = {"rows": "AB", "columns": 2, "fields": 1}
+
+
+async def test_job_runs_every_task_type(api, env, tmp_path):
+    project_path, dataset, tasks = env
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Measure intensity"], {"args_parallel": {"threshold": 150}}),
+            (tasks["Project image"], {}),
+        ],
+    )
+    job = await submit(api, project_path, workflow, dataset)
+    assert job["status"] == "submitted" and job["first_task_index"] == 0
+    assert job["last_task_index"] == 2 and job["dataset_dump"]["id"] == dataset["id"]
+    job = await wait_for_job(api, project_path, job["id"])
+    assert job["status"] == "done", job["log"]
+    assert job["end_timestamp"] is not None
+    assert 'SUBMIT 2-th task (name="Project image")' in job["log"]
+    assert job["log"].startswith("20")  # timestamps
+
+    page = await images_of(api, project_path, dataset)
+    zarr = tmp_path / "zarr" / "demo_plate.zarr"
+    originals = [f"{zarr}/{row}/{column:02d}/0" for row in "AB" for column in (1, 2)]
+    assert [image["zarr_url"] for image in page["images"]] == [
+        *originals,
+        *(url + "_mip" for url in originals),
+    ]
+    by_url = {image["zarr_url"]: image for image in page["images"]}
+    for url in originals:
+        assert by_url[url]["types"] == {"is_3D": True}
+        assert by_url[url]["attributes"]["level"] in ("bright", "dim")
+        projected = by_url[url + "_mip"]
+        assert projected["origin"] == url
+        assert projected["types"] == {"is_3D": False}
+        assert projected["attributes"] == {**by_url[url]["attributes"], "projected": True}
+    _, current = await api("GET", f"{project_path}dataset/{dataset['id']}/")
+    assert current["filters"]["types"] == {"is_3D": False}
+    assert [item["status"] for item in current["history"]] == ["done", "done", "done"]
+    assert [item["workflowtask"]["id"] for item in current["history"]] == [
+        entry["id"] for entry in workflow["task_list"]
+    ]
+
+    _, answer = await api(
+        "GET",
+        project_path + "status/",
+        params={"dataset_id": str(dataset["id"]), "workflow_id": str(workflow["id"])},
+    )
+    assert answer == {"status": {str(entry["id"]): "done" for entry in workflow["task_list"]}}
+    for path in (
+        "api/v2/job/",
+        project_path + "job/",
+        f"{project_path}workflow/{workflow['id']}/job/",
+    ):
+        _, jobs = await api("GET", path)
+        assert [listed["id"] for listed in jobs] == [job["id"]]
+    _, no_logs = await api("GET", "api/v2/job/", params={"log": "false"})
+    assert no_logs[0]["log"] is None
+
+
+async def test_download_is_a_zip_of_the_job_folder(api, env, jp_fetch):
+    project_path, dataset, tasks = env
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Measure intensity"], {}),
+        ],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    response = await jp_fetch(
+        "fractal", f"{project_path}job/{job['id']}/download/", headers={"X-Test-User": "alice"}
+    )
+    assert response.headers["Content-Type"] == "application/x-zip-compressed"
+    assert "_archive.zip" in response.headers["Content-Disposition"]
+    names = set(zipfile.ZipFile(io.BytesIO(response.body)).namelist())
+    assert {
+        "workflow.log",
+        "events.jsonl",
+        "job.json",
+        "0_create_demo_plate/0.args.json",
+        "0_create_demo_plate/0.log",
+        "0_create_demo_plate/0.metadiff.json",
+        "1_measure_intensity/1_par_0000003.args.json",
+        "1_measure_intensity/1_par_0000003.log",
+    } <= names
+
+
+@pytest.mark.parametrize(
+    "mode, cause",
+    [
+        ("exit", "exited with code 3"),
+        ("malformed", "malformed JSON"),
+        ("outside", "/somewhere/else/image"),
+        ("killed", "killed by SIGKILL"),
+    ],
+)
+async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, cause):
+    project_path, dataset, tasks = env
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Measure intensity"], {}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": mode, "victim": "B/01/0"}}),
+            (tasks["Project image"], {}),
+        ],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    assert job["status"] == "failed"
+    assert "Misbehave" in job["log"] and cause in job["log"], job["log"]
+    if mode != "outside":  # that one is a rule of the engine, found after all calls ended
+        assert "demo_plate.zarr/B/01/0" in job["log"]
+    if mode == "exit":
+        assert "ValueError: the image is corrupt" in job["log"]
+    page = await images_of(api, project_path, dataset)
+    assert page["total_count"] == 4  # no projection happened
+    assert all("level" in image["attributes"] for image in page["images"])
+    _, current = await api("GET", f"{project_path}dataset/{dataset['id']}/")
+    assert [item["status"] for item in current["history"]] == ["done", "done", "failed"]
+    _, answer = await api(
+        "GET",
+        project_path + "status/",
+        params={"dataset_id": str(dataset["id"]), "workflow_id": str(workflow["id"])},
+    )
+    assert list(answer["status"].values()) == ["done", "done", "failed"]
+
+
+async def test_stop_ends_the_job_and_its_processes(api, env):
+    project_path, dataset, tasks = env
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 120}}),
+        ],
+    )
+    job = await submit(api, project_path, workflow, dataset)
+    for _ in range(100):
+        if processes_mentioning(f"{job['working_dir']}/1_misbehave"):
+            break
+        await asyncio.sleep(0.1)
+    assert processes_mentioning(f"{job['working_dir']}/1_misbehave")
+    status, body = await api("GET", f"{project_path}job/{job['id']}/stop/")
+    assert (status, body) == (202, None)
+    job = await wait_for_job(api, project_path, job["id"], timeout=30)
+    assert job["status"] == "failed" and "stopped by the user" in job["log"]
+    assert processes_mentioning(job["working_dir"]) == []
+    status, body = await api("GET", f"{project_path}job/{job['id']}/stop/")
+    assert status == 422 and "not running" in body["detail"]
+
+
+async def test_submission_checks(api, env, jp_serverapp):
+    project_path, dataset, tasks = env
+    _, empty = await api("POST", project_path + "workflow/", {"name": "empty"})
+    body = await submit(api, project_path, empty, dataset, expect=422)
+    assert body["detail"] == f"Workflow {empty['id']} has empty task list"
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": {"rows": "A"}}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 30}}),
+        ],
+    )
+    body = await submit(api, project_path, workflow, dataset, {"last_task_index": 5}, expect=422)
+    assert "last_task_index=5" in body["detail"]
+    body = await submit(
+        api,
+        project_path,
+        workflow,
+        dataset,
+        {"first_task_index": 1, "last_task_index": 0},
+        expect=422,
+    )
+    assert body["detail"][0]["loc"] == ["body"]
+    body = await submit(api, project_path, workflow, dataset, {"extra": 1}, expect=422)
+    assert body["detail"][0]["loc"] == ["body", "extra"]
+    # Required arguments missing: every problem listed (converter's zarr_dir is supplied).
+    _, projection = await api(
+        "POST",
+        "api/v2/task/",
+        {
+            "name": "needs args",
+            "source": "needs",
+            "command_parallel": "true",
+            "args_schema_parallel": {
+                "type": "object",
+                "required": ["zarr_url", "sigma", "label"],
+                "properties": {"sigma": {"type": "number"}},
+            },
+        },
+    )
+    needy = await make_workflow(api, project_path, "needy", [(projection, {})])
+    body = await submit(api, project_path, needy, dataset, expect=422)
+    assert [item["loc"] for item in body["detail"]] == [
+        ["workflow_task", 0, "args_parallel", "sigma"],
+        ["workflow_task", 0, "args_parallel", "label"],
+    ]
+    _, jobs = await api("GET", project_path + "job/")
+    assert jobs == []
+
+    running = await submit(api, project_path, workflow, dataset)
+    body = await submit(api, project_path, workflow, dataset, expect=422)
+    assert body["detail"] == f"Dataset {dataset['id']} is already in use in submitted job(s)."
+    status, body = await api("DELETE", f"{project_path}dataset/{dataset['id']}/")
+    assert status == 422 and "active job(s)" in body["detail"]
+    status, body = await api("DELETE", f"{project_path}workflow/{workflow['id']}/")
+    assert status == 422
+    status, body = await api("DELETE", project_path)
+    assert status == 422
+    await api("GET", f"{project_path}job/{running['id']}/stop/")
+    stopped = await wait_for_job(api, project_path, running["id"])
+    assert stopped["status"] == "failed"
+
+    state = jp_serverapp.web_app.settings["fractal"]
+    state.runner = replace(state.runner, submit_rate_limit_seconds=60)
+    body = await submit(api, project_path, workflow, dataset, expect=429)
+    assert "too often" in body["detail"]
+
+
+async def test_other_users_see_no_jobs(api, env):
+    project_path, dataset, tasks = env
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [(tasks["Create demo plate"], {"args_non_parallel": {"rows": "A", "columns": 1}})],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    project_id = project_path.split("/")[-2]
+    for method, path in [
+        ("GET", f"{project_path}job/{job['id']}/"),
+        ("GET", f"{project_path}job/{job['id']}/download/"),
+        ("GET", f"{project_path}job/{job['id']}/stop/"),
+        ("GET", project_path + "job/"),
+    ]:
+        status, body = await api(method, path, user="bob")
+        assert (status, body) == (403, {"detail": f"Not allowed on project {project_id}"})
+    body = await api(
+        "POST",
+        project_path + "job/submit/",
+        {},
+        user="bob",
+        params={"workflow_id": str(workflow["id"]), "dataset_id": str(dataset["id"])},
+    )
+    assert body[0] == 403
+    _, jobs = await api("GET", "api/v2/job/", user="bob")
+    assert jobs == []
