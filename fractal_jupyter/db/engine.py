@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+READ_ONLY = "fractal_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -36,7 +37,10 @@ def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A read session runs each statement in its own implicit transaction: no BEGIN and
+    # ROLLBACK round trips on the hot read path. Its statements stay atomic one by one.
+    if not connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -68,6 +72,9 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _begin_sqlite_transaction)
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self._write_lock = asyncio.Lock()
 
     async def upgrade(self) -> None:
@@ -85,7 +92,7 @@ class Database:
             async with self._sessionmaker() as session, session.begin():
                 yield session
         else:
-            async with self._sessionmaker() as session:
+            async with self._read_sessionmaker() as session:
                 yield session
 
     async def dispose(self) -> None:

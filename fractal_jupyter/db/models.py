@@ -100,6 +100,9 @@ class Dataset(Base):
     filters: Mapped[dict[str, Any]] = mapped_column(default=lambda: {"attributes": {}, "types": {}})
     history: Mapped[list[Any]] = mapped_column(default=list)
     timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+    # Kept up to date with every image write, like the summaries: the total of an unfiltered
+    # query is then read, not counted.
+    image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     project: Mapped[Project] = relationship(lazy="joined")
 
@@ -163,7 +166,7 @@ class AttributeSummary(Base):
 
 
 class TypeSummary(Base):
-    """How many images of a dataset carry each type key, whatever its value."""
+    """How many images of a dataset carry each type key (whatever its value, and true)."""
 
     __tablename__ = "type_summary"
 
@@ -172,6 +175,7 @@ class TypeSummary(Base):
     )
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     image_count: Mapped[int] = mapped_column(Integer)
+    true_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Task(Base):

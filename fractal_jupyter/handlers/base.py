@@ -40,6 +40,7 @@ class Operation:
     response: Any = None
     status: int = 200
     public: bool = False
+    writes: bool | None = None
 
 
 def _validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
@@ -159,13 +160,16 @@ def operation(
     response: Any = None,
     status: int = 200,
     public: bool = False,
+    writes: bool | None = None,
 ) -> Callable[[HandlerMethod], TornadoMethod]:
     """Wrap a handler method: auth, parsing, a DB session, the call, errors, serialization.
 
     The method receives the path ids as ints, plus `body` and `query` when declared, with
-    `self.db_session` and `self.user` set; it returns what `response` describes.
+    `self.db_session` and `self.user` set; it returns what `response` describes. A method
+    runs in a write transaction unless it is a GET or declares `writes=False` (a POST that
+    only reads, like the image query, must not queue behind SQLite writers).
     """
-    spec = Operation(summary, body, body_required, query, response, status, public)
+    spec = Operation(summary, body, body_required, query, response, status, public, writes)
     adapter = TypeAdapter(response) if response is not None else None
 
     def decorate(method: HandlerMethod) -> TornadoMethod:
@@ -188,7 +192,7 @@ def operation(
             try:
                 await state.ensure_ready()
                 self.user = await state.user(self.caller_username())
-                write = self.request.method not in ("GET", "HEAD")
+                write = self.request.method not in ("GET", "HEAD") if writes is None else writes
                 async with state.database.session(write=write) as session:
                     self.db_session = session
                     result = await method(self, **kwargs)

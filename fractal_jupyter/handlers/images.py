@@ -35,6 +35,7 @@ class ImageQueryHandler(FractalHandler):
         body_required=False,
         query=ImageQueryParameters,
         response=ImagePage,
+        writes=False,
     )
     async def post(
         self,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select
+from sqlalchemy import Select, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
 from ..errors import NotFound, Unprocessable
@@ -24,6 +26,8 @@ from .users import CurrentUser
 
 # Multi-row statements stay below SQLite's limit on bound parameters.
 SUMMARY_ROWS_PER_STATEMENT = 1_000
+IDS_PER_STATEMENT = 5_000
+T = TypeVar("T")
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -56,7 +60,10 @@ def _dialect_insert(session: AsyncSession) -> Any:
     return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
-def _image_dict(image: Image) -> dict[str, Any]:
+ImageRow = dict[str, Any]  # {"zarr_url", "origin", "attributes", "types"}
+
+
+def _image_dict(image: Image) -> ImageRow:
     return {
         "zarr_url": image.zarr_url,
         "origin": image.origin,
@@ -66,21 +73,28 @@ def _image_dict(image: Image) -> dict[str, Any]:
 
 
 async def _change_summaries(
-    session: AsyncSession, dataset_id: int, images: Iterable[Image], sign: int
+    session: AsyncSession, dataset_id: int, images: Iterable[ImageRow], sign: int
 ) -> None:
     """Add (`sign=1`) or remove (`sign=-1`) the given images' share of the dataset summaries."""
     attribute_counts: Counter[tuple[str, str]] = Counter()
     attribute_values: dict[tuple[str, str], Any] = {}
     type_counts: Counter[str] = Counter()
+    true_counts: Counter[str] = Counter()
+    image_count = 0
     for image in images:
-        for key, value in image.attributes.items():
+        image_count += 1
+        for key, value in image["attributes"].items():
             summary_key = (key, match_key(value))
             attribute_counts[summary_key] += 1
             attribute_values.setdefault(summary_key, value)
-        type_counts.update(image.types.keys())
-    if not attribute_counts and not type_counts:
-        return
-
+        type_counts.update(image["types"].keys())
+        true_counts.update(key for key, value in image["types"].items() if value)
+    if image_count:
+        await session.execute(
+            update(Dataset)
+            .where(Dataset.id == dataset_id)
+            .values(image_count=Dataset.image_count + sign * image_count)
+        )
     upsert = _dialect_insert(session)
     # Sorted, so that concurrent writers take row locks in one order (no deadlock).
     attribute_rows = [
@@ -94,19 +108,27 @@ async def _change_summaries(
         for (key, value_key), count in sorted(attribute_counts.items())
     ]
     type_rows = [
-        {"dataset_id": dataset_id, "key": key, "image_count": sign * count}
+        {
+            "dataset_id": dataset_id,
+            "key": key,
+            "image_count": sign * count,
+            "true_count": sign * true_counts[key],
+        }
         for key, count in sorted(type_counts.items())
     ]
-    for model, rows, index in (
-        (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"]),
-        (TypeSummary, type_rows, ["dataset_id", "key"]),
+    for model, rows, index, counters in (
+        (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
+        (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
     ):
-        for start in range(0, len(rows), SUMMARY_ROWS_PER_STATEMENT):
-            statement = upsert(model).values(rows[start : start + SUMMARY_ROWS_PER_STATEMENT])
+        for chunk in _chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
+            statement = upsert(model).values(chunk)
             await session.execute(
                 statement.on_conflict_do_update(
                     index_elements=index,
-                    set_={"image_count": model.image_count + statement.excluded.image_count},
+                    set_={
+                        counter: getattr(model, counter) + statement.excluded[counter]
+                        for counter in counters
+                    },
                 )
             )
         if sign < 0 and rows:
@@ -115,16 +137,23 @@ async def _change_summaries(
             )
 
 
-async def _write_index_rows(session: AsyncSession, images: Sequence[Image]) -> None:
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def _write_index_rows(
+    session: AsyncSession, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
+) -> None:
     attribute_rows = [
-        {"image_id": i.id, "dataset_id": i.dataset_id, "key": k, "value_key": match_key(v)}
-        for i in images
-        for k, v in i.attributes.items()
+        {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value_key": match_key(value)}
+        for image_id, image in zip(image_ids, images, strict=True)
+        for key, value in image["attributes"].items()
     ]
     type_rows = [
-        {"image_id": i.id, "dataset_id": i.dataset_id, "key": k, "value": v}
-        for i in images
-        for k, v in i.types.items()
+        {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value": value}
+        for image_id, image in zip(image_ids, images, strict=True)
+        for key, value in image["types"].items()
     ]
     if attribute_rows:
         await session.execute(insert(ImageAttribute), attribute_rows)
@@ -135,27 +164,42 @@ async def _write_index_rows(session: AsyncSession, images: Sequence[Image]) -> N
 async def insert_images(
     session: AsyncSession, dataset: Dataset, new_images: Sequence[SingleImage]
 ) -> None:
-    """Store images with their index rows and summary counts (locations already checked)."""
+    """Store images with their index rows and summary counts (locations already checked).
+
+    Plain multi-row INSERTs, no ORM objects: a dataset import of 100,000 images is one request.
+    """
     seen: set[str] = set()
     for new_image in new_images:
         if new_image.zarr_url in seen:
             raise Unprocessable(f"Image with zarr_url '{new_image.zarr_url}' appears twice")
         seen.add(new_image.zarr_url)
-    rows = [
-        Image(
-            dataset_id=dataset.id,
-            zarr_url=new_image.zarr_url,
-            origin=new_image.origin,
-            attributes=new_image.attributes,
-            types=new_image.types,
-        )
+    rows: list[ImageRow] = [
+        {
+            "dataset_id": dataset.id,
+            "zarr_url": new_image.zarr_url,
+            "origin": new_image.origin,
+            "attributes": new_image.attributes,
+            "types": new_image.types,
+        }
         for new_image in new_images
     ]
+    if not rows:
+        return
     # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
-    # constraint here; the request then ends in a 422 and nothing is written.
-    session.add_all(rows)
-    await session.flush()
-    await _write_index_rows(session, rows)
+    # constraint here; the request then ends in a 422 and nothing is written. executemany
+    # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts row
+    # by row), so the new ids are read back by zarr_url.
+    await session.execute(insert(Image), rows)
+    ids_by_url: dict[str, int] = {}
+    for chunk in _chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+        found = await session.execute(
+            select(Image.zarr_url, Image.id).where(
+                Image.dataset_id == dataset.id, Image.zarr_url.in_(chunk)
+            )
+        )
+        ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
+    image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
+    await _write_index_rows(session, dataset.id, image_ids, rows)
     await _change_summaries(session, dataset.id, rows, +1)
 
 
@@ -193,7 +237,7 @@ async def delete_image(
 ) -> None:
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
     image = await _get_image(session, dataset, zarr_url)
-    await _change_summaries(session, dataset.id, [image], -1)
+    await _change_summaries(session, dataset.id, [_image_dict(image)], -1)
     await session.execute(delete(Image).where(Image.id == image.id))
 
 
@@ -209,44 +253,158 @@ async def update_image(
     image = await _get_image(session, dataset, image_update.zarr_url)
     if image_update.attributes is None and image_update.types is None:
         return _image_dict(image)
-    await _change_summaries(session, dataset.id, [image], -1)
-    await session.execute(delete(ImageAttribute).where(ImageAttribute.image_id == image.id))
-    await session.execute(delete(ImageType).where(ImageType.image_id == image.id))
-    if image_update.attributes is not None:
-        image.attributes = image_update.attributes
-    if image_update.types is not None:
-        image.types = image_update.types
-    await session.flush()
-    await _write_index_rows(session, [image])
-    await _change_summaries(session, dataset.id, [image], +1)
+    await _replace_images(session, dataset.id, {image.id: image}, [image_update])
     return _image_dict(image)
 
 
-def filter_conditions(dataset_id: int, filters: Filters) -> list[ColumnElement[bool]]:
-    """SQL conditions on `Image.id` for every filter; a type missing on an image is false."""
-    conditions: list[ColumnElement[bool]] = []
-    for key, value in filters.attributes.items():
-        if value is None:
-            continue
-        matching = select(ImageAttribute.image_id).where(
-            ImageAttribute.dataset_id == dataset_id,
-            ImageAttribute.key == key,
-            ImageAttribute.value_key == match_key(value),
+async def _replace_images(
+    session: AsyncSession,
+    dataset_id: int,
+    stored: dict[int, Image],
+    replacements: Sequence[SingleImage | SingleImageUpdate],
+) -> None:
+    """Give stored images new attributes and/or types, with their index rows and summaries."""
+    by_url = {image.zarr_url: image for image in stored.values()}
+    await _change_summaries(session, dataset_id, [_image_dict(i) for i in stored.values()], -1)
+    ids = list(stored)
+    for chunk in _chunks(ids, IDS_PER_STATEMENT):
+        await session.execute(delete(ImageAttribute).where(ImageAttribute.image_id.in_(chunk)))
+        await session.execute(delete(ImageType).where(ImageType.image_id.in_(chunk)))
+    for replacement in replacements:
+        image = by_url[replacement.zarr_url]
+        if replacement.attributes is not None:
+            image.attributes = replacement.attributes
+        if replacement.types is not None:
+            image.types = replacement.types
+    await session.flush()
+    rows = [_image_dict(stored[image_id]) for image_id in ids]
+    await _write_index_rows(session, dataset_id, ids, rows)
+    await _change_summaries(session, dataset_id, rows, +1)
+
+
+@dataclass(frozen=True)
+class MatchingImages:
+    """The ids of a dataset's images that match some filters, as one indexed SQL query.
+
+    The most selective kind of condition drives the query: a zarr_url, else the first
+    attribute or true-type filter (an index range on `image_attribute` / `image_type`, already
+    in id order), else the dataset's own index. Further conditions are per-row look-ups on the
+    index tables' primary keys. So a page is read from the index, without sorting the matches.
+    """
+
+    ids: Select[int]
+    id_column: InstrumentedAttribute[int]
+    # With no filter or a single one, the total is read from the summaries.
+    total_from_summary: Select[Any] | None = None
+
+    @classmethod
+    def build(
+        cls, dataset_id: int, filter_sets: Sequence[Filters], zarr_url: str | None = None
+    ) -> MatchingImages:
+        attributes = [
+            (key, match_key(value))
+            for filters in filter_sets
+            for key, value in filters.attributes.items()
+            if value is not None
+        ]
+        types = [(key, wanted) for filters in filter_sets for key, wanted in filters.types.items()]
+        true_types = [key for key, wanted in types if wanted]
+        false_types = [key for key, wanted in types if not wanted]
+        total = _total_from_summary(dataset_id, attributes, true_types, false_types, zarr_url)
+
+        ids: Select[int]
+        id_column: InstrumentedAttribute[int]
+        if zarr_url is None and attributes:
+            key, value_key = attributes.pop(0)
+            ids = select(ImageAttribute.image_id).where(
+                ImageAttribute.dataset_id == dataset_id,
+                ImageAttribute.key == key,
+                ImageAttribute.value_key == value_key,
+            )
+            id_column = ImageAttribute.image_id
+        elif zarr_url is None and true_types:
+            ids = select(ImageType.image_id).where(
+                ImageType.dataset_id == dataset_id,
+                ImageType.key == true_types.pop(0),
+                ImageType.value.is_(True),
+            )
+            id_column = ImageType.image_id
+        else:
+            ids = select(Image.id).where(Image.dataset_id == dataset_id)
+            if zarr_url is not None:
+                ids = ids.where(Image.zarr_url == zarr_url)
+            id_column = Image.id
+        for key, value_key in attributes:
+            other = aliased(ImageAttribute)
+            ids = ids.where(
+                exists().where(
+                    other.image_id == id_column, other.key == key, other.value_key == value_key
+                )
+            )
+        for key, wanted in [(key, True) for key in true_types] + [(k, False) for k in false_types]:
+            other_type = aliased(ImageType)
+            is_true = exists().where(
+                other_type.image_id == id_column,
+                other_type.key == key,
+                other_type.value.is_(True),
+            )
+            ids = ids.where(is_true if wanted else ~is_true)
+        return cls(ids, id_column, total)
+
+    def count(self) -> Select[Any]:
+        if self.total_from_summary is not None:
+            return self.total_from_summary
+        return select(func.count()).select_from(self.ids.subquery())
+
+    def page(self, page: int, page_size: int) -> Select[Any]:
+        page_ids = (
+            self.ids.order_by(self.id_column)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+            .subquery()
         )
-        conditions.append(Image.id.in_(matching))
-    for key, wanted in filters.types.items():
-        true_on = select(ImageType.image_id).where(
-            ImageType.dataset_id == dataset_id, ImageType.key == key, ImageType.value.is_(True)
+        return (
+            select(Image.zarr_url, Image.origin, Image.attributes, Image.types)
+            .join(page_ids, Image.id == page_ids.c[0])
+            .order_by(Image.id)
         )
-        conditions.append(Image.id.in_(true_on) if wanted else Image.id.not_in(true_on))
-    return conditions
+
+
+def _total_from_summary(
+    dataset_id: int,
+    attributes: list[tuple[str, str]],
+    true_types: list[str],
+    false_types: list[str],
+    zarr_url: str | None,
+) -> Select[Any] | None:
+    if zarr_url is not None or len(attributes) + len(true_types) + len(false_types) > 1:
+        return None
+    if attributes:
+        key, value_key = attributes[0]
+        return select(AttributeSummary.image_count).where(
+            AttributeSummary.dataset_id == dataset_id,
+            AttributeSummary.key == key,
+            AttributeSummary.value_key == value_key,
+        )
+    dataset_total = select(Dataset.image_count).where(Dataset.id == dataset_id)
+    if not true_types and not false_types:
+        return dataset_total
+    key = (true_types or false_types)[0]
+    true_total = select(TypeSummary.true_count).where(
+        TypeSummary.dataset_id == dataset_id, TypeSummary.key == key
+    )
+    if true_types:
+        return true_total
+    return select(Dataset.image_count - func.coalesce(true_total.scalar_subquery(), 0)).where(
+        Dataset.id == dataset_id
+    )
 
 
 async def _summaries(
-    session: AsyncSession, dataset_id: int, restrict: list[ColumnElement[bool]]
+    session: AsyncSession, dataset_id: int, restrict: MatchingImages | None
 ) -> tuple[dict[str, list[Any]], list[str]]:
-    """Distinct attribute values and type keys of the dataset, or of the images in `restrict`."""
-    if not restrict:
+    """Distinct attribute values and type keys of the dataset, or of the `restrict` images."""
+    if restrict is None:
         attribute_rows = (
             await session.execute(
                 select(AttributeSummary.key, AttributeSummary.value)
@@ -262,10 +420,13 @@ async def _summaries(
             )
         ).all()
     else:
-        selected = select(Image.id).where(Image.dataset_id == dataset_id, *restrict)
+        selected = restrict.ids.subquery()
         present = (
             select(ImageAttribute.key, ImageAttribute.value_key)
-            .where(ImageAttribute.dataset_id == dataset_id, ImageAttribute.image_id.in_(selected))
+            .where(
+                ImageAttribute.dataset_id == dataset_id,
+                ImageAttribute.image_id.in_(select(selected.c[0])),
+            )
             .distinct()
             .subquery()
         )
@@ -284,7 +445,10 @@ async def _summaries(
         type_keys = (
             await session.scalars(
                 select(ImageType.key)
-                .where(ImageType.dataset_id == dataset_id, ImageType.image_id.in_(selected))
+                .where(
+                    ImageType.dataset_id == dataset_id,
+                    ImageType.image_id.in_(select(selected.c[0])),
+                )
                 .distinct()
                 .order_by(ImageType.key)
             )
@@ -317,19 +481,20 @@ async def query_images(
         raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
 
-    base: list[ColumnElement[bool]] = []
+    filter_sets = []
     if use_dataset_filters:
-        base = filter_conditions(dataset.id, Filters.model_validate(dataset.filters))
-    attributes, types = await _summaries(session, dataset.id, base)
+        dataset_filters = Filters.model_validate(dataset.filters)
+        if dataset_filters.attributes or dataset_filters.types:
+            filter_sets.append(dataset_filters)
+    in_dataset = MatchingImages.build(dataset.id, filter_sets) if filter_sets else None
+    attributes, types = await _summaries(session, dataset.id, in_dataset)
 
-    conditions = [Image.dataset_id == dataset.id, *base]
+    zarr_url = None
     if query is not None:
-        if query.zarr_url is not None:
-            conditions.append(Image.zarr_url == query.zarr_url)
-        conditions.extend(filter_conditions(dataset.id, query.filters))
-
-    total_count = await session.scalar(select(func.count()).select_from(Image).where(*conditions))
-    assert total_count is not None
+        zarr_url = query.zarr_url
+        filter_sets.append(query.filters)
+    matching = MatchingImages.build(dataset.id, filter_sets, zarr_url)
+    total_count = await session.scalar(matching.count()) or 0
     if page_size is None:
         page_size = total_count
     if total_count == 0:
@@ -341,33 +506,20 @@ async def query_images(
             types=types,
             images=[],
         )
-    last_page = -(-total_count // page_size)
-    page = min(page, last_page)
-    images = (await session.scalars(_page_statement(conditions, page, page_size))).all()
+    page = min(page, -(-total_count // page_size))
+    rows = (await session.execute(matching.page(page, page_size))).all()
     return ImagePage(
         total_count=total_count,
         page_size=page_size,
         current_page=page,
         attributes=attributes,
         types=types,
-        images=[SingleImage.model_construct(**_image_dict(image)) for image in images],
-    )
-
-
-def _page_statement(
-    conditions: list[ColumnElement[bool]], page: int, page_size: int
-) -> Select[Image]:
-    """Images of one page: the offset is walked on the (dataset_id, id) index alone."""
-    first_id = (
-        select(Image.id)
-        .where(*conditions)
-        .order_by(Image.id)
-        .offset((page - 1) * page_size)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
-        select(Image).where(*conditions, Image.id >= first_id).order_by(Image.id).limit(page_size)
+        images=[
+            SingleImage.model_construct(
+                zarr_url=row.zarr_url, origin=row.origin, attributes=row.attributes, types=row.types
+            )
+            for row in rows
+        ],
     )
 
 
@@ -397,38 +549,21 @@ async def apply_image_changes(
     of the dataset are kept. Removing an image that is gone already is not an error.
     """
     urls = [image.zarr_url for image in upserted] + list(removed)
-    existing = (
-        {
-            image.zarr_url: image
-            for image in (
-                await session.scalars(
-                    select(Image).where(Image.dataset_id == dataset.id, Image.zarr_url.in_(urls))
-                )
-            ).all()
-        }
-        if urls
-        else {}
-    )
-    replaced = [existing[url] for url in {image.zarr_url for image in upserted} if url in existing]
-    gone = [existing[url] for url in set(removed) if url in existing]
-    await _change_summaries(session, dataset.id, [*replaced, *gone], -1)
-    if gone:
-        await session.execute(delete(Image).where(Image.id.in_([image.id for image in gone])))
-    if replaced:
-        replaced_ids = [image.id for image in replaced]
-        await session.execute(
-            delete(ImageAttribute).where(ImageAttribute.image_id.in_(replaced_ids))
+    existing: dict[str, Image] = {}
+    for chunk in _chunks(urls, IDS_PER_STATEMENT):
+        found = await session.scalars(
+            select(Image).where(Image.dataset_id == dataset.id, Image.zarr_url.in_(chunk))
         )
-        await session.execute(delete(ImageType).where(ImageType.image_id.in_(replaced_ids)))
-    new_images = []
-    for image in upserted:
-        row = existing.get(image.zarr_url)
-        if row is None:
-            new_images.append(image)
-        else:
-            row.attributes = image.attributes
-            row.types = image.types
-    await session.flush()
-    await _write_index_rows(session, replaced)
-    await _change_summaries(session, dataset.id, replaced, +1)
-    await insert_images(session, dataset, new_images)
+        existing.update((image.zarr_url, image) for image in found)
+    gone = [existing[url] for url in dict.fromkeys(removed) if url in existing]
+    if gone:
+        await _change_summaries(session, dataset.id, [_image_dict(image) for image in gone], -1)
+        for id_chunk in _chunks([image.id for image in gone], IDS_PER_STATEMENT):
+            await session.execute(delete(Image).where(Image.id.in_(id_chunk)))
+    replacements = [image for image in upserted if image.zarr_url in existing]
+    if replacements:
+        stored = {existing[image.zarr_url].id: existing[image.zarr_url] for image in replacements}
+        await _replace_images(session, dataset.id, stored, replacements)
+    await insert_images(
+        session, dataset, [image for image in upserted if image.zarr_url not in existing]
+    )

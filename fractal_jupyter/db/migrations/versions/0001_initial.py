@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("filters", sa.JSON(), nullable=False),
         sa.Column("history", sa.JSON(), nullable=False),
         sa.Column("timestamp_created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("image_count", sa.Integer(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(["project_id"], ["project.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -90,6 +91,7 @@ def upgrade() -> None:
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("image_count", sa.Integer(), nullable=False),
+        sa.Column("true_count", sa.Integer(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("dataset_id", "key"),
     )
