@@ -1,8 +1,9 @@
-"""`python -m fractal_jupyter.demo`: a Jupyter server with fractal_jupyter and demo data.
+"""`python -m fractal_jupyter.demo`: a Jupyter server with fractal_jupyter, running a job.
 
-Starts `jupyter fractal` on SQLite in ./demo-data, fills a demo project with a dataset of
-generated images through the REST API, prints how to reach it, and keeps the server running
-until Ctrl-C.
+Starts `jupyter fractal` on SQLite in ./demo-data, registers the demo task package, builds a
+workflow (a converter that creates a plate, a parallel measurement, a compound projection),
+runs it as a job on a new dataset of the demo project, prints the job's status and where its
+log is, and keeps the server running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-PLATE_ROWS = "ABCDEFGH"
-PLATE_COLUMNS = range(1, 13)
-FIELDS_PER_WELL = 2
+from .demo_tasks.manifest import demo_task_bodies
+
+JOB_TIMEOUT_SECONDS = 300
 
 
 class DemoServer:
@@ -55,38 +56,61 @@ class DemoServer:
         raise SystemExit(f"The server did not answer within {timeout:.0f} s.")
 
 
-def plate_images(zarr_dir: Path) -> list[dict[str, Any]]:
-    """One image per field of a 96-well plate, 3D, with well, row and column attributes."""
-    return [
-        {
-            "zarr_url": f"{zarr_dir}/demo_plate.zarr/{row}/{column:02d}/{field}",
-            "attributes": {
-                "plate": "demo_plate.zarr",
-                "well": f"{row}{column:02d}",
-                "row": row,
-                "column": column,
-            },
-            "types": {"is_3D": True},
-        }
-        for row in PLATE_ROWS
-        for column in PLATE_COLUMNS
-        for field in range(FIELDS_PER_WELL)
+def ensure_demo_tasks(server: DemoServer) -> dict[str, dict[str, Any]]:
+    """The demo task package's tasks, created on first use (found again by source)."""
+    known = {task["source"].split(":", 1)[1]: task for task in server.call("GET", "api/v2/task/")}
+    tasks = {}
+    for body in demo_task_bodies():
+        task = known.get(body["source"])
+        if task is None:
+            task = server.call("POST", "api/v2/task/", body)
+        tasks[body["name"]] = task
+    return tasks
+
+
+def ensure_workflow(
+    server: DemoServer, project_id: int, tasks: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Create demo plate -> Measure intensity -> Project image, created once."""
+    path = f"api/v2/project/{project_id}/workflow/"
+    workflow = next((w for w in server.call("GET", path) if w["name"] == "demo workflow"), None)
+    if workflow is not None:
+        return dict(workflow)
+    workflow = server.call("POST", path, {"name": "demo workflow"})
+    steps = [
+        ("Create demo plate", {"args_non_parallel": {"rows": "ABCD", "columns": 6, "fields": 2}}),
+        ("Measure intensity", {"args_parallel": {"threshold": 150}}),
+        ("Project image", {}),
     ]
+    for name, body in steps:
+        server.call("POST", f"{path}{workflow['id']}/wftask/?task_id={tasks[name]['id']}", body)
+    return dict(server.call("GET", f"{path}{workflow['id']}/"))
 
 
-def seed(server: DemoServer, zarr_dir: Path) -> dict[str, Any]:
-    """The demo project and dataset, created once; later runs reuse them."""
+def run_demo(server: DemoServer, zarr_root: Path) -> dict[str, Any]:
+    """A new dataset in the demo project, and the demo workflow run on it as a job."""
     projects = server.call("GET", "api/v2/project/")
     project = next((p for p in projects if p["name"] == "demo"), None)
     if project is None:
         project = server.call("POST", "api/v2/project/", {"name": "demo"})
-        server.call(
-            "POST",
-            f"api/v2/project/{project['id']}/dataset/import/",
-            {"name": "demo plate", "zarr_dir": str(zarr_dir), "images": plate_images(zarr_dir)},
-        )
-    datasets = server.call("GET", f"api/v2/project/{project['id']}/dataset/")
-    return {"project": project, "dataset": datasets[0]}
+    project_path = f"api/v2/project/{project['id']}/"
+    run = len(server.call("GET", project_path + "dataset/")) + 1
+    dataset = server.call(
+        "POST",
+        project_path + "dataset/",
+        {"name": f"demo plate {run}", "zarr_dir": str(zarr_root / f"run{run}")},
+    )
+    workflow = ensure_workflow(server, project["id"], ensure_demo_tasks(server))
+    job = server.call(
+        "POST",
+        f"{project_path}job/submit/?workflow_id={workflow['id']}&dataset_id={dataset['id']}",
+        {},
+    )
+    deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
+    while job["status"] == "submitted" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = server.call("GET", f"{project_path}job/{job['id']}/")
+    return {"project": project, "dataset": dataset, "workflow": workflow, "job": job}
 
 
 def free_port(preferred: int) -> int:
@@ -129,22 +153,31 @@ def main(argv: list[str] | None = None) -> int:
     server = DemoServer(f"http://127.0.0.1:{port}/", token)
     try:
         server.wait_alive(process)
-        demo = seed(server, data_dir / "zarr")
-        project_id, dataset_id = demo["project"]["id"], demo["dataset"]["id"]
+        demo = run_demo(server, data_dir / "zarr")
+        project_id, dataset_id, job = demo["project"]["id"], demo["dataset"]["id"], demo["job"]
         query = f"api/v2/project/{project_id}/dataset/{dataset_id}/images/query/"
-        page = server.call(
-            "POST", query + "?page_size=1", {"filters": {"attributes": {"row": "B"}}}
+        page = server.call("POST", query + "?page_size=1")
+        bright = server.call(
+            "POST", query + "?page_size=1", {"filters": {"attributes": {"level": "bright"}}}
         )
+        status = server.call(
+            "GET",
+            f"api/v2/project/{project_id}/status/?dataset_id={dataset_id}"
+            f"&workflow_id={demo['workflow']['id']}",
+        )["status"]
         print(
             f"\nfractal_jupyter is running: {server.url}fractal/api/alive/\n"
             f"  token:    {token}\n"
             f"  database: {data_dir / 'fractal' / 'fractal.db'}\n"
-            f"  demo project {project_id}, dataset {dataset_id}: "
-            f"{page['total_count']} of 192 images are in row B\n\n"
+            f"  demo project {project_id}, dataset {dataset_id}, job {job['id']}: "
+            f"{job['status']}\n"
+            f"  workflow tasks: {', '.join(status.values())}\n"
+            f"  images: {page['total_count']}, of which {bright['total_count']} bright\n"
+            f"  job log: {job['working_dir']}/workflow.log\n\n"
             "Try:\n"
             f"  curl -H 'Authorization: token {token}' {server.url}fractal/api/v2/project/\n"
             f"  curl -X POST -H 'Authorization: token {token}' \\\n"
-            f'       -d \'{{"filters": {{"attributes": {{"well": "C07"}}}}}}\' \\\n'
+            f'       -d \'{{"filters": {{"attributes": {{"well": "C05"}}}}}}\' \\\n'
             f"       '{server.url}fractal/{query}'\n"
             f"  OpenAPI: {server.url}fractal/openapi.json\n",
             flush=True,

@@ -123,13 +123,17 @@ async def test_openapi_document_lists_every_route(api):
     assert document["components"]["schemas"]["ImagePage"]["required"]
 
 
-def test_demo_starts_a_server_and_seeds_it(tmp_path, capsys):
+def test_demo_runs_a_job(tmp_path, capsys):
     assert demo.main(["--no-wait", "--data-dir", str(tmp_path), "--port", "0"]) == 0
     first = capsys.readouterr().out
-    assert "24 of 192 images are in row B" in first
-    # Second run on the same database: schema kept, demo data not duplicated.
+    assert "demo project 1, dataset 1, job 1: done" in first
+    assert "workflow tasks: done, done, done" in first
+    assert "images: 96, of which" in first
+    log = re.search(r"job log: (\S+)", first)
+    assert log and "END 2-th task" in open(log.group(1)).read()
+    # Again on the same database: schema kept, tasks and workflow reused, a new dataset.
     assert demo.main(["--no-wait", "--data-dir", str(tmp_path), "--port", "0"]) == 0
-    assert "demo project 1, dataset 1: 24 of 192" in capsys.readouterr().out
+    assert "demo project 1, dataset 2, job 2: done" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["postgresql+asyncpg://nobody@127.0.0.1:1/none"])
