@@ -3,6 +3,7 @@
 import asyncio
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -130,7 +131,7 @@ def test_demo_runs_a_job(tmp_path, capsys):
     assert "workflow tasks: done, done, done" in first
     assert "images: 96, of which" in first
     log = re.search(r"job log: (\S+)", first)
-    assert log and "END 2-th task" in open(log.group(1)).read()
+    assert log and "END 2-th task" in Path(log.group(1)).read_text()
     # Again on the same database: schema kept, tasks and workflow reused, a new dataset.
     assert demo.main(["--no-wait", "--data-dir", str(tmp_path), "--port", "0"]) == 0
     assert "demo project 1, dataset 2, job 2: done" in capsys.readouterr().out

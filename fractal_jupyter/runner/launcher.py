@@ -63,7 +63,22 @@ class JobLauncher:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
 
-    def kill_group(self, pid: int | None) -> None:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+    def kill_leftover_tasks(self, job_dir: Path) -> list[int]:
+        """Kill task processes of a job whose job process died (they have their own sessions).
+
+        Task command lines name their argument files, which live in the job folder.
+        """
+        marker = f" {job_dir}/".encode()
+        killed = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = b" " + (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if marker in cmdline and int(entry.name) != os.getpid():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+        return killed

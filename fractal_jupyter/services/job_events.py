@@ -78,6 +78,7 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
         for event in read_events(job_dir, after=job.events_applied):
             await apply_event(session, job, event)
         if job.status == "submitted" and not alive:
+            launcher.kill_leftover_tasks(job_dir)
             tail = log_tail(job_dir / PROCESS_LOG)
             await _finish(
                 job,

@@ -1,0 +1,153 @@
+"""Jobs outlive the Jupyter server: a real `jupyter fractal` process stopped and started again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fractal_jupyter.demo import DemoServer, free_port
+from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
+from tests.support.jobs import MISBEHAVE_TASK, processes_mentioning
+
+
+class ServerProcess:
+    """`jupyter fractal` on a data folder, as a user would run it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port(0)
+        self.token = "restart-test-token"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.api = DemoServer(f"http://127.0.0.1:{self.port}/", self.token)
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "fractal",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.data_dir}",
+            f"--FractalJupyter.data_dir={self.data_dir / 'fractal'}",
+            "--FractalJupyter.job_poll_interval=0.1",
+            "--FractalJupyter.submit_rate_limit_seconds=0",
+        ]
+        if os.geteuid() == 0:
+            command.append("--allow-root")
+        log = (self.data_dir / "server.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        self.api.wait_alive(self.process)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = ServerProcess(tmp_path)
+    running.start()
+    yield running
+    if running.process is not None:
+        running.stop()
+
+
+def setup_job(api: DemoServer, tmp_path: Path, sleep_seconds: float) -> dict[str, Any]:
+    project = api.call("POST", "api/v2/project/", {"name": "p"})
+    path = f"api/v2/project/{project['id']}/"
+    dataset = api.call("POST", path + "dataset/", {"name": "d", "zarr_dir": str(tmp_path / "z")})
+    tasks = {}
+    for body in [*demo_task_bodies(), MISBEHAVE_TASK]:
+        tasks[body["name"]] = api.call("POST", "api/v2/task/", body)
+    workflow = api.call("POST", path + "workflow/", {"name": "wf"})
+    for name, body in [
+        ("Create demo plate", {"args_non_parallel": {"rows": "A", "columns": 2, "fields": 1}}),
+        ("Misbehave", {"args_parallel": {"mode": "sleep", "seconds": sleep_seconds}}),
+        ("Measure intensity", {}),
+    ]:
+        api.call(
+            "POST", f"{path}workflow/{workflow['id']}/wftask/?task_id={tasks[name]['id']}", body
+        )
+    job = api.call(
+        "POST", f"{path}job/submit/?workflow_id={workflow['id']}&dataset_id={dataset['id']}", {}
+    )
+    return {"path": path, "dataset": dataset, "job": job}
+
+
+def events(job: dict[str, Any]) -> list[dict[str, Any]]:
+    events_file = Path(job["working_dir"]) / "events.jsonl"
+    if not events_file.exists():
+        return []
+    return [json.loads(line) for line in events_file.read_text().splitlines()]
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def wait_for_end(api: DemoServer, path: str, job_id: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+
+    def ended() -> bool:
+        result.update(api.call("GET", f"{path}job/{job_id}/"))
+        return result["status"] != "submitted"
+
+    wait_until(ended)
+    return result
+
+
+def test_job_finishes_while_the_server_is_down(server, tmp_path):
+    made = setup_job(server.api, tmp_path, sleep_seconds=3)
+    job = made["job"]
+    wait_until(lambda: sum(e["type"] == "task_started" for e in events(job)) == 2)
+    server.stop()
+    # The job goes on without any server and reaches its end.
+    wait_until(lambda: events(job)[-1]["type"] == "job_done")
+    server.start()
+    ended = wait_for_end(server.api, made["path"], job["id"])
+    assert ended["status"] == "done", ended["log"]
+    page = server.api.call(
+        "POST", f"{made['path']}dataset/{made['dataset']['id']}/images/query/", {}
+    )
+    assert page["total_count"] == 2
+    assert all(image["attributes"]["level"] in ("bright", "dim") for image in page["images"])
+    dataset = server.api.call("GET", f"{made['path']}dataset/{made['dataset']['id']}/")
+    assert [item["status"] for item in dataset["history"]] == ["done", "done", "done"]
+
+
+def test_job_whose_process_died_is_failed_with_a_reason(server, tmp_path):
+    made = setup_job(server.api, tmp_path, sleep_seconds=300)
+    job = made["job"]
+    wait_until(lambda: sum(e["type"] == "task_started" for e in events(job)) == 2)
+    wait_until(lambda: len(processes_mentioning(f"{job['working_dir']}/1_misbehave")) == 2)
+    server.stop()
+    job_pid = next(e["pid"] for e in events(job) if e["type"] == "job_started")
+    os.kill(job_pid, signal.SIGKILL)
+    server.start()
+    ended = wait_for_end(server.api, made["path"], job["id"])
+    assert ended["status"] == "failed"
+    assert "ended without reporting the end of the job" in ended["log"]
+    # The task processes it left behind are gone too, and the first task's images are kept.
+    wait_until(lambda: processes_mentioning(job["working_dir"]) == [], timeout=10)
+    page = server.api.call(
+        "POST", f"{made['path']}dataset/{made['dataset']['id']}/images/query/", {}
+    )
+    assert page["total_count"] == 2
