@@ -123,17 +123,8 @@ def free_port(preferred: int) -> int:
         return int(probe.getsockname()[1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"))
-    parser.add_argument("--port", type=int, default=8899)
-    parser.add_argument("--no-wait", action="store_true", help="stop after seeding")
-    args = parser.parse_args(argv)
-
-    data_dir = args.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port(args.port)
-    token = secrets.token_hex(16)
+def server_command(data_dir: Path, port: int, token: str, *options: str) -> list[str]:
+    """`jupyter fractal` serving `data_dir` on 127.0.0.1:`port`, its state in `data_dir`."""
     command = [
         sys.executable,
         "-m",
@@ -146,9 +137,25 @@ def main(argv: list[str] | None = None) -> int:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={data_dir}",
         f"--FractalJupyter.data_dir={data_dir / 'fractal'}",
+        *options,
     ]
     if os.geteuid() == 0:
         command.append("--allow-root")
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    parser.add_argument("--port", type=int, default=8899)
+    parser.add_argument("--no-wait", action="store_true", help="stop after seeding")
+    args = parser.parse_args(argv)
+
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(args.port)
+    token = secrets.token_hex(16)
+    command = server_command(data_dir, port, token)
     process = subprocess.Popen(command, start_new_session=True)
     server = DemoServer(f"http://127.0.0.1:{port}/", token)
     try:

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fractal_jupyter.demo import DemoServer, free_port
+from fractal_jupyter.demo import DemoServer, free_port, server_command
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
 from tests.support.jobs import MISBEHAVE_TASK, processes_mentioning
 
@@ -29,23 +28,13 @@ class ServerProcess:
         self.api = DemoServer(f"http://127.0.0.1:{self.port}/", self.token)
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "fractal",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.data_dir}",
-            f"--FractalJupyter.data_dir={self.data_dir / 'fractal'}",
+        command = server_command(
+            self.data_dir,
+            self.port,
+            self.token,
             "--FractalJupyter.job_poll_interval=0.1",
             "--FractalJupyter.submit_rate_limit_seconds=0",
-        ]
-        if os.geteuid() == 0:
-            command.append("--allow-root")
+        )
         log = (self.data_dir / "server.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         self.api.wait_alive(self.process)

@@ -131,5 +131,12 @@ class Filters(RequestModel):
     types: TypeDict = Field(default_factory=dict)
 
 
+def refuse_null(value: Any) -> Any:
+    """For PATCH fields that may be left out but not set to null (there is nothing to unset)."""
+    if value is None:
+        raise ValueError("may be left out, but not set to null")
+    return value
+
+
 # fractal-server 2.6.4 writes timestamps as ISO 8601 with "+00:00"; pydantic 2 would write "Z".
 Timestamp = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]

@@ -2,7 +2,15 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from .common import Filters, NonEmptyStr, RequestModel, ResponseModel, Timestamp, ZarrPath
+from .common import (
+    Filters,
+    NonEmptyStr,
+    RequestModel,
+    ResponseModel,
+    Timestamp,
+    ZarrPath,
+    refuse_null,
+)
 from .images import SingleImage
 from .project import ProjectRead
 
@@ -20,12 +28,7 @@ class DatasetUpdate(RequestModel):
     zarr_dir: ZarrPath | None = None
     filters: Filters | None = None
 
-    @field_validator("name", "zarr_dir", "filters", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be left out, but not set to null")
-        return value
+    _not_null = field_validator("name", "zarr_dir", "filters", mode="before")(refuse_null)
 
 
 class DatasetImport(RequestModel):

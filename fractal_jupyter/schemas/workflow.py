@@ -12,6 +12,7 @@ from .common import (
     ResponseModel,
     Timestamp,
     check_dict_keys,
+    refuse_null,
 )
 from .project import ProjectRead
 from .task import MetaDict, TaskRead, TaskSource, TaskSourceRead
@@ -47,12 +48,7 @@ class WorkflowTaskUpdate(LenientRequestModel):
     args_parallel: ArgsDict | None = None
     input_filters: Filters | None = None
 
-    @field_validator("input_filters", mode="before")
-    @classmethod
-    def _filters_not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be left out, but not set to null")
-        return value
+    _not_null = field_validator("input_filters", mode="before")(refuse_null)
 
 
 class WorkflowTaskRead(ResponseModel):

@@ -50,10 +50,9 @@ async def list_user_datasets(
     return _read_models(datasets, history)
 
 
-async def create_dataset(
-    session: AsyncSession, user: CurrentUser, project_id: int, data: DatasetCreate
+async def _new_dataset(
+    session: AsyncSession, project_id: int, data: DatasetCreate | DatasetImport
 ) -> Dataset:
-    await get_project_for_member(session, project_id, user)
     dataset = Dataset(
         project_id=project_id,
         name=data.name,
@@ -62,6 +61,14 @@ async def create_dataset(
     )
     session.add(dataset)
     await session.flush()
+    return dataset
+
+
+async def create_dataset(
+    session: AsyncSession, user: CurrentUser, project_id: int, data: DatasetCreate
+) -> Dataset:
+    await get_project_for_member(session, project_id, user)
+    dataset = await _new_dataset(session, project_id, data)
     await session.refresh(dataset, ["project"])
     return dataset
 
@@ -106,14 +113,7 @@ async def import_dataset(
             check_image_location(image.zarr_url, data.zarr_dir)
         except Unprocessable as error:
             raise Unprocessable(f"Cannot import dataset: {error.detail}") from None
-    dataset = Dataset(
-        project_id=project_id,
-        name=data.name,
-        zarr_dir=data.zarr_dir,
-        filters=data.filters.model_dump(),
-    )
-    session.add(dataset)
-    await session.flush()
+    dataset = await _new_dataset(session, project_id, data)
     await insert_images(session, dataset, data.images)
     await session.refresh(dataset, ["project"])
     return dataset
