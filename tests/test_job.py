@@ -2,8 +2,11 @@
 
 import asyncio
 import io
+import json
+import sys
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -310,3 +313,55 @@ async def test_other_users_see_no_jobs(api, env):
     assert body[0] == 403
     _, jobs = await api("GET", "api/v2/job/", user="bob")
     assert jobs == []
+
+
+async def test_non_parallel_and_converter_compound_tasks(api, env):
+    project_path, dataset, _ = env
+    folder = Path(__file__).parent / "tasks"
+    bodies = [
+        {
+            "name": "Import wells",
+            "source": "t:import",
+            "type": "converter_compound",
+            "command_non_parallel": f"{sys.executable} {folder / 'import_wells.py'}",
+            "command_parallel": f"{sys.executable} {folder / 'import_wells.py'}",
+        },
+        {
+            "name": "Tag images",
+            "source": "t:tag",
+            "command_non_parallel": f"{sys.executable} {folder / 'tag_images.py'}",
+        },
+    ]
+    tasks = [(await api("POST", "api/v2/task/", body))[1] for body in bodies]
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks[0], {"args_non_parallel": {"wells": ["A01", "B02", "A01"]}}),
+            (tasks[1], {"args_non_parallel": {"tag": "seen"}}),
+        ],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    assert job["status"] == "done", job["log"]
+    page = await images_of(api, project_path, dataset)
+    zarr_dir = dataset["zarr_dir"]
+    # The duplicate planned item is run once; the non-parallel task saw both images.
+    assert page["images"] == [
+        {
+            "zarr_url": f"{zarr_dir}/imported/{well}",
+            "origin": None,
+            "attributes": {"well": well, "tag": "seen"},
+            "types": {"imported": True},
+        }
+        for well in ("A01", "B02")
+    ]
+    _, current = await api("GET", f"{project_path}dataset/{dataset['id']}/")
+    assert current["filters"] == {"attributes": {"tag": "seen"}, "types": {}}
+    args = (Path(job["working_dir"]) / "1_tag_images" / "1.args.json").read_text()
+    assert sorted(json.loads(args)["zarr_urls"]) == [
+        f"{zarr_dir}/imported/A01",
+        f"{zarr_dir}/imported/B02",
+    ]
