@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+
 from ..db.models import Dataset
+from ..memory import LARGE_REQUEST_IMAGES, release_free_memory
 from ..schemas.dataset import (
     DatasetCreate,
     DatasetExport,
@@ -52,11 +55,19 @@ class DatasetHandler(FractalHandler):
 
 
 class DatasetImportHandler(FractalHandler):
+    large_import = False
+
     @operation(
         "Create a dataset with its images", body=DatasetImport, response=DatasetRead, status=201
     )
     async def post(self, project_id: int, body: DatasetImport) -> Dataset:
+        self.large_import = len(body.images) >= LARGE_REQUEST_IMAGES
         return await dataset.import_dataset(self.db_session, self.user, project_id, body)
+
+    def on_finish(self) -> None:
+        # Later, once this request's frames (and the parsed body) are gone.
+        if self.large_import:
+            asyncio.get_running_loop().call_later(0.1, release_free_memory)
 
 
 class DatasetExportHandler(FractalHandler):
