@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .db.engine import Database
+from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
 from .services.job_events import sync_submitted_jobs
 from .services.users import CurrentUser, get_or_create_user
+
+# How often running jobs' event files are looked at between two passes over the database.
+QUICK_LOOK_SECONDS = 0.05
 
 
 @dataclass
@@ -26,6 +31,7 @@ class FractalState:
     _users: dict[str, CurrentUser] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
+    _news: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -70,11 +76,43 @@ class FractalState:
         Runs for the life of the server; a job started before a restart is picked up again,
         since all its state is in the database and in its folder.
         """
+        running: dict[int, Path] = {}
         while True:
             try:
-                await sync_submitted_jobs(self.database, self.launcher)
+                running = await sync_submitted_jobs(self.database, self.launcher)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.log.exception("fractal_jupyter: following the running jobs failed")
-            await asyncio.sleep(self.job_poll_interval)
+            await self._wait_for_news(running)
+
+    def job_submitted(self) -> None:
+        """A job was just submitted: follow it now rather than at the next pass."""
+        self._news.set()
+
+    async def _wait_for_news(self, running: dict[int, Path]) -> None:
+        """Until a job wrote an event, one of our job processes ended, a job was submitted,
+        or `job_poll_interval` passed (jobs of other servers of this user on this host).
+
+        Looking at file sizes is cheap, so progress shows within a tenth of a second without
+        querying the database that often.
+        """
+        sizes = {job_id: _events_size(folder) for job_id, folder in running.items()}
+        deadline = asyncio.get_running_loop().time() + self.job_poll_interval
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), QUICK_LOOK_SECONDS)
+            if self._news.is_set():
+                self._news.clear()
+                return
+            if self.launcher.reap():
+                return
+            if any(_events_size(folder) != sizes[job_id] for job_id, folder in running.items()):
+                return
+
+
+def _events_size(job_dir: Path) -> int:
+    try:
+        return (job_dir / EVENTS_FILE).stat().st_size
+    except OSError:
+        return -1

@@ -27,6 +27,10 @@ class JobSubmitHandler(FractalHandler):
             self.fractal.launcher,
         )
 
+    def on_finish(self) -> None:
+        if self.get_status() == 202:
+            self.fractal.job_submitted()
+
 
 class UserJobListHandler(FractalHandler):
     @operation("The jobs of all the caller's projects", query=LogQuery, response=list[JobRead])

@@ -41,6 +41,13 @@ class JobLauncher:
         self._children[process.pid] = process
         return process.pid
 
+    def reap(self) -> bool:
+        """Collect the job processes of ours that ended; True if any did."""
+        ended = [pid for pid, child in self._children.items() if child.poll() is not None]
+        for pid in ended:
+            del self._children[pid]
+        return bool(ended)
+
     def is_alive(self, pid: int | None) -> bool:
         """True while `pid` is a running job process (not a zombie, not a reused pid)."""
         if pid is None:

@@ -89,12 +89,15 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
             )
 
 
-async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> int:
-    """One pass over every submitted job; how many are still running afterwards."""
-    mine = select(Job.id).where(Job.status == "submitted", Job.runner == launcher.runner)
+async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> dict[int, Path]:
+    """One pass over every submitted job; the folders of those still running afterwards."""
+    mine = select(Job.id, Job.working_dir).where(
+        Job.status == "submitted", Job.runner == launcher.runner
+    )
     async with database.session() as session:
         job_ids = (await session.scalars(mine)).all()
     for job_id in job_ids:
         await sync_job(database, job_id, launcher)
     async with database.session() as session:
-        return len((await session.scalars(mine)).all())
+        rows = (await session.execute(mine)).all()
+    return {job_id: Path(folder) for job_id, folder in rows if folder}
