@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import platform
 import secrets
@@ -12,11 +13,12 @@ import socket
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import httpx
@@ -277,3 +279,34 @@ class OurServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so that every server is stopped on the way out.
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP all unwind the benchmark (and stop its servers).
+
+    SIGINT is set too: a script started in the background of a shell ignores it otherwise.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+
+def report_header(script: str, argv: list[str], peer: str) -> dict[str, Any]:
+    """The first keys of a results document: date, command, machine, server versions."""
+    from fractal_jupyter import __version__
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join([".venv/bin/python", script, *argv]),
+        "machine": machine_info(),
+        "servers": {"ours": f"fractal_jupyter {__version__} ({git_revision()})", "peer": peer},
+    }

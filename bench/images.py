@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import functools
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -27,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -39,9 +36,10 @@ from bench.common import (
     BenchError,
     Latency,
     OurServer,
-    git_revision,
     latency_dict,
-    machine_info,
+    progress,
+    report_header,
+    stop_on_signals,
     summarize,
     tree_peak_rss_bytes,
     tree_rss_bytes,
@@ -346,10 +344,6 @@ def peer_target(venv: Path | None) -> Iterator[Target]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_all(targets: list[Target], sizes: list[int], repeat: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
@@ -523,29 +517,11 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return arguments
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so that both servers are stopped on the way out.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
-    # Also when started with SIGINT ignored (in the background of a script): Ctrl-C must stop it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    from fractal_jupyter import __version__
-
-    document: dict[str, Any] = {
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join([".venv/bin/python", "bench/images.py", *argv]),
-        "machine": machine_info(),
-        "servers": {
-            "ours": f"fractal_jupyter {__version__} ({git_revision()})",
-            "peer": "fractal-server 2.6.4",
-        },
-        "settings": {"repeat": arguments.repeat, "warmup": WARMUP, "page_size": PAGE_SIZE},
-    }
+    stop_on_signals()
+    document = report_header("bench/images.py", argv, "fractal-server 2.6.4")
+    document["settings"] = {"repeat": arguments.repeat, "warmup": WARMUP, "page_size": PAGE_SIZE}
     try:
         with contextlib.ExitStack() as stack:
             targets = []

@@ -33,14 +33,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, BenchError, OurServer, git_revision, machine_info
+from bench.common import (
+    REPO_ROOT,
+    BenchError,
+    OurServer,
+    progress,
+    report_header,
+    stop_on_signals,
+)
 
 DEFAULT_SIZES = (10, 100, 1_000)
 POLL_INTERVAL_S = 0.05
@@ -93,10 +99,6 @@ def peer_default_workers() -> int:
     before starting the next; with no setting, all calls go to the pool at once.
     """
     return min(32, (os.cpu_count() or 1) + 4)
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- servers --------------------------------------------------------------------------------
@@ -780,11 +782,6 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return arguments
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so that both servers are stopped on the way out.
-    raise KeyboardInterrupt
-
-
 def guarded(scratch: Path, body: Callable[[], None]) -> int:
     """Run `body`; whatever happens, no process naming `scratch` may outlive it."""
     try:
@@ -805,37 +802,24 @@ def guarded(scratch: Path, body: Callable[[], None]) -> int:
 
 def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
-    # Also when started with SIGINT ignored (in the background of a script): Ctrl-C must stop it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    from fractal_jupyter import __version__
-
-    document: dict[str, Any] = {
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join([".venv/bin/python", "bench/runner.py", *argv]),
-        "machine": machine_info(),
-        "servers": {
-            "ours": f"fractal_jupyter {__version__} ({git_revision()})",
-            "peer": "fractal-server 2.6.4 (local backend, "
-            + (
-                "default configuration)"
-                if arguments.peer_tasks_per_job is None
-                else f"meta_parallel.parallel_tasks_per_job={arguments.peer_tasks_per_job})"
-            ),
-        },
-        "settings": {
-            "workers": arguments.workers,
-            "peer_concurrency": None if arguments.no_peer else peer_default_workers(),
-            "peer_parallel_tasks_per_job": arguments.peer_tasks_per_job,
-            "repeat": arguments.repeat,
-            "poll_interval_s": POLL_INTERVAL_S,
-            "our_job_poll_interval_s": OUR_JOB_POLL_INTERVAL_S,
-            "task_command": f"{sys.executable} <scratch>/{TASK_SCRIPT}",
-            "floor": "median of one measurement per round (a round: floor, then one job per "
-            "server, the servers taking turns at going first)",
-            "target": f"ours job_s <= {TARGET_FLOOR_FACTOR} x floor_s",
-        },
+    stop_on_signals()
+    peer = "fractal-server 2.6.4 (local backend, " + (
+        "default configuration)"
+        if arguments.peer_tasks_per_job is None
+        else f"meta_parallel.parallel_tasks_per_job={arguments.peer_tasks_per_job})"
+    )
+    document = report_header("bench/runner.py", argv, peer)
+    document["settings"] = {
+        "workers": arguments.workers,
+        "peer_concurrency": None if arguments.no_peer else peer_default_workers(),
+        "peer_parallel_tasks_per_job": arguments.peer_tasks_per_job,
+        "repeat": arguments.repeat,
+        "poll_interval_s": POLL_INTERVAL_S,
+        "our_job_poll_interval_s": OUR_JOB_POLL_INTERVAL_S,
+        "task_command": f"{sys.executable} <scratch>/{TASK_SCRIPT}",
+        "floor": "median of one measurement per round (a round: floor, then one job per "
+        "server, the servers taking turns at going first)",
+        "target": f"ours job_s <= {TARGET_FLOOR_FACTOR} x floor_s",
     }
     scratch = Path(tempfile.mkdtemp(prefix="fractal-bench-runner-"))
 
