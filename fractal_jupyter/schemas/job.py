@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeInt, PlainSerializer, StrictStr, model_validator
+from pydantic import NonNegativeInt, PlainSerializer, StrictStr, model_validator
 
 from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp
 
@@ -49,14 +49,6 @@ class JobRead(ResponseModel):
     first_task_index: int
     last_task_index: int
     worker_init: str | None
-
-
-class JobProgress(ResponseModel):
-    """Our addition: per workflow task, its status and how many calls it runs."""
-
-    job_id: int
-    status: JobStatus
-    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class StatusRead(ResponseModel):
