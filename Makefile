@@ -34,7 +34,7 @@ pytest-postgres: $(STAMP)
 	if [ $$rc -eq 3 ]; then echo "*** SKIPPED: PostgreSQL run (could not start a server, see above) ***"; exit 0; fi ; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi ; \
 	FRACTAL_TEST_DB_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --cov --cov-append \
-	  --cov-report= --ignore=tests/test_compatibility.py --ignore=tests/services ; rc=$$? ; \
+	  --cov-report= --ignore=tests/test_compatibility.py --ignore=tests/services --ignore=tests/e2e ; rc=$$? ; \
 	scripts/postgres-test.sh stop >/dev/null ; exit $$rc
 
 coverage-report: $(STAMP)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Integer, Set, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Set, Unicode, default
 
 from ._version import __version__
 from .db.engine import Database
 from .handlers.routes import tornado_handlers
+from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
+from .services.task_collection import TaskCollector
 from .state import FractalState
+from .tokens import TokenSigner, hub_access_scopes
 
 
 class FractalJupyter(ExtensionApp):
@@ -26,6 +30,12 @@ class FractalJupyter(ExtensionApp):
     version = __version__
     extension_url = "/fractal/api/alive/"
     load_other_extensions = True
+    subcommands = {  # noqa: RUF012 (traitlets reads it from the class)
+        "token": (
+            "fractal_jupyter.token_command.TokenApp",
+            "Print a bearer token for the `fractal` CLI, or write it where the CLI reads it.",
+        )
+    }
 
     data_dir = Unicode(
         help="Folder for fractal_jupyter's own files (the SQLite database by default). "
@@ -69,6 +79,193 @@ class FractalJupyter(ExtensionApp):
         0.5, help="Seconds between two looks at the running jobs' event files."
     ).tag(config=True)
 
+    # -- task collection (issue 5) --
+
+    tasks_dir = Unicode(
+        help="Folder of the task packages collected with `POST api/v2/task/collect/pip/`: "
+        "one venv per package and version under <tasks_dir>/.fractal/. Default: "
+        "<data_dir>/tasks.",
+    ).tag(config=True)
+
+    python_interpreters = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Python interpreters that task collection may build venvs with, by version, "
+        "e.g. {'3.11': '/usr/bin/python3.11', '3.12': 'python3.12'} (fractal-server's "
+        "FRACTAL_TASKS_PYTHON_<X_Y>). Default: the Python running this server.",
+    ).tag(config=True)
+
+    default_python_version = Unicode(
+        help="Python version of a collection that names none (fractal-server's "
+        "FRACTAL_TASKS_PYTHON_DEFAULT_VERSION). Default: the version of the Python running "
+        "this server if it is in python_interpreters, else the lowest configured one.",
+    ).tag(config=True)
+
+    # -- where jobs run: the runner backend and the SLURM settings (issue 6) --
+
+    runner_backend = Enum(
+        ["local", "slurm", "slurm_ssh"],
+        "local",
+        help="Where job tasks run: 'local' (processes on this machine), 'slurm' (sbatch, "
+        "squeue and scancel are on this host and the job folders are on a filesystem the "
+        "nodes share) or 'slurm_ssh' (the same commands on a login node over SSH, files "
+        "copied with SFTP). Either way as the user running this server: no sudo.",
+    ).tag(config=True)
+
+    slurm_partition = Unicode(
+        "", help="SLURM partition of the jobs (sbatch --partition). Empty: the cluster default."
+    ).tag(config=True)
+
+    slurm_default_options = Dict(
+        {"cpus_per_task": 1, "mem": "1000M"},
+        help="Default resources of one task call, as fractal-server's default_slurm_config: "
+        "cpus_per_task, mem (MB as a number, or '<n>M', '<n>G' = n*1000 MB, '<n>T'), time, "
+        "constraint, gres, gpus, partition, extra_lines. A task's meta overrides them.",
+    ).tag(config=True)
+
+    slurm_gpu_options = Dict(
+        help="Resources that replace the defaults for tasks whose meta has needs_gpu=true "
+        "(same keys as slurm_default_options, e.g. {'partition': 'gpu', 'gres': 'gpu:1'}). "
+        "Empty: such tasks fail with a clear reason.",
+    ).tag(config=True)
+
+    slurm_extra_lines = List(
+        Unicode(),
+        help="Lines added to every sbatch script ('#SBATCH ...' options go with the others, "
+        "other lines run before the worker). '#SBATCH --account' is refused: the account is "
+        "the job's slurm_account.",
+    ).tag(config=True)
+
+    slurm_worker_init = Unicode(
+        "",
+        help="Shell lines run on the node before the worker (e.g. 'module load python'), "
+        "before the job's own worker_init.",
+    ).tag(config=True)
+
+    slurm_batching = Dict(
+        help="Limits of fractal-server's batching heuristic: target_cpus_per_job, "
+        "max_cpus_per_job, target_mem_per_job, max_mem_per_job (MB or '<n>G'), "
+        "target_num_jobs, max_num_jobs. Missing keys: 8, 16, 32000, 62000, 100, 200.",
+    ).tag(config=True)
+
+    slurm_poll_interval = Float(
+        2.0,
+        help="Seconds between two squeue calls of a running job (one call for all its SLURM jobs).",
+    ).tag(config=True)
+
+    slurm_unreachable_timeout = Float(
+        120.0,
+        help="Seconds a job keeps retrying when SLURM or the SSH connection does not answer; "
+        "after that the job fails with the reason.",
+    ).tag(config=True)
+
+    slurm_python = Unicode(
+        help="The Python the SLURM jobs run on the nodes (backend 'slurm'); it needs this "
+        "version of fractal_jupyter installed. Default: this server's Python.",
+    ).tag(config=True)
+
+    slurm_ssh_host = Unicode("", help="Login node of the 'slurm_ssh' backend.").tag(config=True)
+
+    slurm_ssh_port = Integer(22, help="SSH port of the login node.").tag(config=True)
+
+    slurm_ssh_user = Unicode(
+        help="User on the login node (the jobs run as this user). Default: this server's user."
+    ).tag(config=True)
+
+    slurm_ssh_key_path = Unicode(
+        "", help="Private key used to log in to the login node (no password prompt)."
+    ).tag(config=True)
+
+    slurm_ssh_known_hosts = Unicode(
+        "",
+        help="known_hosts file with the login node's host key (unknown hosts are refused). "
+        "Empty: ~/.ssh/known_hosts.",
+    ).tag(config=True)
+
+    slurm_ssh_remote_dir = Unicode(
+        "",
+        help="Folder on the cluster where each job gets its folder (arguments, logs, outputs "
+        "of the task calls), readable and writable by the nodes.",
+    ).tag(config=True)
+
+    slurm_ssh_python = Unicode(
+        "python3",
+        help="The Python on the cluster (login node and nodes) with this version of "
+        "fractal_jupyter installed.",
+    ).tag(config=True)
+
+    @default("slurm_python")
+    def _slurm_python_default(self) -> str:
+        return sys.executable
+
+    @default("slurm_ssh_user")
+    def _slurm_ssh_user_default(self) -> str:
+        return getpass.getuser()
+
+    def slurm_settings(self) -> SlurmSettings | None:
+        """The SLURM traits as the job process gets them (None for the local backend)."""
+        if self.runner_backend == "local":
+            return None
+        ssh = None
+        if self.runner_backend == "slurm_ssh":
+            ssh = {
+                "host": self.slurm_ssh_host,
+                "user": self.slurm_ssh_user,
+                "key_path": self.slurm_ssh_key_path,
+                "port": self.slurm_ssh_port,
+                "known_hosts": self.slurm_ssh_known_hosts,
+            }
+        return SlurmSettings(
+            partition=self.slurm_partition,
+            default_options=dict(self.slurm_default_options),
+            gpu_options=dict(self.slurm_gpu_options),
+            extra_lines=list(self.slurm_extra_lines),
+            worker_init=self.slurm_worker_init,
+            batching=dict(self.slurm_batching),
+            poll_interval=self.slurm_poll_interval,
+            unreachable_timeout=self.slurm_unreachable_timeout,
+            python=self.slurm_python,
+            ssh=ssh,
+            remote_dir=self.slurm_ssh_remote_dir,
+            remote_python=self.slurm_ssh_python,
+        )
+
+    token_lifetime = Float(
+        7 * 24 * 3600.0,
+        help="Seconds a bearer token from auth/token/login/ (or `jupyter fractal token`) "
+        "stays valid. Tokens are JWTs signed with a key kept in <data_dir>/jwt-signing-key; "
+        "removing that file and restarting the server revokes every token.",
+    ).tag(config=True)
+
+    server_owner = Unicode(
+        help="Under JupyterHub, the user who owns this server: only they may submit jobs or "
+        "collect tasks, since those run as the server's OS user; any other caller (a hub "
+        "admin, a user the server is shared with) gets 403. Empty: no such rule. "
+        "Default: $JUPYTERHUB_USER.",
+    ).tag(config=True)
+
+    hub_api_url = Unicode(
+        help="JupyterHub's API URL, where auth/token/login/ checks that the password it is "
+        "given is an API token of that hub user with access to this server. Empty: the "
+        "password must be this Jupyter server's token or password. "
+        "Default: $JUPYTERHUB_API_URL.",
+    ).tag(config=True)
+
+    @default("tasks_dir")
+    def _tasks_dir_default(self) -> str:
+        return os.path.join(self.data_dir, "tasks")
+
+    @default("python_interpreters")
+    def _python_interpreters_default(self) -> dict[str, str]:
+        return {f"{sys.version_info.major}.{sys.version_info.minor}": sys.executable}
+
+    @default("default_python_version")
+    def _default_python_version_default(self) -> str:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if running in self.python_interpreters or not self.python_interpreters:
+            return running
+        return min(self.python_interpreters, key=lambda v: tuple(map(int, v.split("."))))
+
     @default("working_dir")
     def _working_dir_default(self) -> str:
         return os.path.join(self.data_dir, "jobs")
@@ -85,13 +282,22 @@ class FractalJupyter(ExtensionApp):
     def _db_url_default(self) -> str:
         return "sqlite+aiosqlite:///" + os.path.join(self.data_dir, "fractal.db")
 
+    @default("server_owner")
+    def _server_owner_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER", "")
+
+    @default("hub_api_url")
+    def _hub_api_url_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
     @default("default_username")
     def _default_username_default(self) -> str:
         return getpass.getuser()
 
     def initialize_settings(self) -> None:
+        database = Database(self.db_url)
         state = FractalState(
-            database=Database(self.db_url),
+            database=database,
             admin_users=frozenset(self.admin_users),
             default_username=self.default_username,
             log=self.log,
@@ -99,12 +305,35 @@ class FractalJupyter(ExtensionApp):
                 working_dir=Path(self.working_dir),
                 max_workers=self.local_max_workers,
                 submit_rate_limit_seconds=self.submit_rate_limit_seconds,
+                backend=self.runner_backend,
+                slurm=self.slurm_settings(),
             ),
+            collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,
+            tokens=TokenSigner(Path(self.data_dir), self.token_lifetime),
+            server_owner=self.server_owner,
+            hub_api_url=self.hub_api_url,
+            hub_access_scopes=frozenset(
+                hub_access_scopes(
+                    self.server_owner,
+                    os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
+                    os.environ.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES", ""),
+                )
+            ),
         )
+        state.config = {name: getattr(self, name) for name in self.class_own_traits(config=True)}
         self.settings["fractal"] = state
         self.log.info(
             "fractal_jupyter %s: database %s", __version__, state.database.url.render_as_string()
+        )
+
+    def task_collector(self, database: Database) -> TaskCollector:
+        return TaskCollector(
+            database=database,
+            tasks_dir=Path(self.tasks_dir).absolute(),
+            python_interpreters=dict(self.python_interpreters),
+            default_python_version=self.default_python_version,
+            log=self.log,
         )
 
     def initialize_handlers(self) -> None:
@@ -117,11 +346,13 @@ class FractalJupyter(ExtensionApp):
         except Exception:
             self.log.exception("fractal_jupyter could not prepare its database")
             raise
+        await state.collector.reap_orphans()
 
     async def stop_extension(self) -> None:
         state: FractalState | None = self.settings.get("fractal")
         if state is not None:
             await state.stop_watching_jobs()
+            await state.collector.stop()
             await state.database.dispose()
 
 

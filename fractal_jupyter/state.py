@@ -7,13 +7,16 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .db.engine import Database
 from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
 from .services.job_events import sync_submitted_jobs
-from .services.users import CurrentUser, get_or_create_user
+from .services.task_collection import TaskCollector
+from .services.users import CurrentUser, caller
+from .tokens import TokenSigner
 
 # How often running jobs' event files are looked at between two passes over the database.
 QUICK_LOOK_SECONDS = 0.05
@@ -26,8 +29,19 @@ class FractalState:
     default_username: str
     log: logging.Logger
     runner: RunnerSettings
+    # Task collections (pip into per-package venvs under tasks_dir), run in the background.
+    collector: TaskCollector
     job_poll_interval: float = 0.5
     launcher: JobLauncher = field(default_factory=JobLauncher)
+    # Bearer tokens for REST clients (tokens.py); None only in states built without a data_dir.
+    tokens: TokenSigner | None = None
+    # Under JupyterHub: the server's owner (only they may run jobs), the hub's API and the
+    # scopes that give access to this server (to check hub tokens given to the login route).
+    server_owner: str = ""
+    hub_api_url: str = ""
+    hub_access_scopes: frozenset[str] = frozenset()
+    # The FractalJupyter configuration values, for `GET api/settings/` (secrets masked there).
+    config: dict[str, Any] = field(default_factory=dict)
     _users: dict[str, CurrentUser] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
@@ -54,10 +68,13 @@ class FractalState:
             return known
         is_superuser = username in self.admin_users
         async with self.database.session(write=True) as session:
-            row = await get_or_create_user(session, username, is_superuser)
-            current = CurrentUser(id=row.id, username=row.username, is_superuser=is_superuser)
+            current = await caller(session, username, is_superuser)
         self._users[username] = current
         return current
+
+    def forget_users(self) -> None:
+        """An admin changed users (name, active flag): look them up again on their next call."""
+        self._users.clear()
 
     def start_watching_jobs(self) -> None:
         if self._watcher is None:

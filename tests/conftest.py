@@ -115,3 +115,48 @@ def api(jp_fetch: Any) -> Api:
         return response.code, json.loads(text) if text else None
 
     return call
+
+
+@pytest.fixture
+def make_client(http_server: Any, jp_http_port: int, jp_base_url: str, jp_serverapp: Any) -> Any:
+    """`make_client(user="alice")` -> a sync `FractalClient` of the test server, as <user>.
+
+    The server runs on the test's event loop: call the client from another thread, e.g.
+    `await in_thread(client.list_projects)`, never directly from an async test.
+    """
+    from fractal_jupyter.client import FractalClient
+
+    clients: list[FractalClient] = []
+
+    def make(user: str = "alice") -> FractalClient:
+        client = FractalClient(
+            f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
+            jp_serverapp.identity_provider.token,
+            headers={"X-Test-User": user},
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def fractal_client(make_client: Any) -> Any:
+    """A sync `FractalClient` of the test server as "alice" (see `make_client`)."""
+    return make_client()
+
+
+@pytest.fixture
+def in_thread() -> Callable[..., Awaitable[Any]]:
+    """`await in_thread(function, *args, **kwargs)`: a blocking call (a client call, a widget
+    click) in a worker thread while the test's event loop keeps serving requests."""
+    import asyncio
+    import functools
+
+    async def run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
+
+    return run

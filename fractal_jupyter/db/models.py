@@ -289,3 +289,60 @@ class Job(Base):
     events_applied: Mapped[int] = mapped_column(Integer, default=0)
     # {workflow task id: {"status": ..., "calls": n}}, for status and progress views.
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class UserGroup(Base):
+    """A group of users (fractal-server 2.6.4: no access meaning; it feeds viewer paths)."""
+
+    __tablename__ = "user_group"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+    viewer_paths: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class LinkUserGroup(Base):
+    __tablename__ = "link_user_group"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("user_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class UserSettings(Base):
+    """A user's SLURM and SSH settings (fractal-server 2.6.4's `user_settings`), one per user."""
+
+    __tablename__ = "user_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), unique=True
+    )
+    slurm_accounts: Mapped[list[Any]] = mapped_column(default=list)
+    slurm_user: Mapped[str | None] = mapped_column(Text)
+    cache_dir: Mapped[str | None] = mapped_column(Text)
+    ssh_host: Mapped[str | None] = mapped_column(Text)
+    ssh_username: Mapped[str | None] = mapped_column(Text)
+    ssh_private_key_path: Mapped[str | None] = mapped_column(Text)
+    ssh_tasks_dir: Mapped[str | None] = mapped_column(Text)
+    ssh_jobs_dir: Mapped[str | None] = mapped_column(Text)
+
+
+class CollectionState(Base):
+    """A task collection (fractal-server 2.6.4's `CollectionStateV2`): `data` holds its status,
+    package, venv path, info, log, freeze and task list, as 2.6.4's API shows them.
+
+    `runner` is `host:pid` of the server process that runs the collection in its background,
+    so that a collection whose server died can be told from one still running.
+    """
+
+    __tablename__ = "collection_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    timestamp: Mapped[datetime] = mapped_column(default=utc_now)
+    runner: Mapped[str | None] = mapped_column(String(300))

@@ -7,11 +7,15 @@ parses the request, serializes the answer and feeds the OpenAPI document.
 from __future__ import annotations
 
 import functools
+import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from jupyter_server import CallContext
+from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -20,11 +24,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import web
 
-from ..errors import FractalError
+from ..errors import Forbidden, FractalError
+from ..services.access import require_server_owner
 from ..services.users import CurrentUser
 from ..state import FractalState
+from ..tokens import InvalidToken, TokenSigner, looks_like_jwt
 
 MAX_ID = 2**63 - 1
+ADMIN_ONLY = "Forbidden: only Fractal administrators (FractalJupyter.admin_users) may do this."
 HandlerMethod = Callable[..., Awaitable[Any]]
 TornadoMethod = Callable[..., Awaitable[None]]
 
@@ -41,6 +48,10 @@ class Operation:
     status: int = 200
     public: bool = False
     writes: bool | None = None
+    # A form-encoded body (the token login), instead of a JSON one.
+    form: type[BaseModel] | None = None
+    # Only admins (`FractalJupyter.admin_users`): anyone else gets 403.
+    admin: bool = False
 
 
 def _validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
@@ -68,15 +79,62 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     user: CurrentUser
     # Set by a method that answers with something other than JSON (a zip archive).
     raw_payload: bytes | None = None
+    # The user named by a valid bearer JWT of ours (tokens.py), else None.
+    bearer_username: str | None = None
 
     @property
     def fractal(self) -> FractalState:
         state: FractalState = self.settings["fractal"]
         return state
 
+    @property
+    def tokens(self) -> TokenSigner:
+        signer = self.fractal.tokens
+        if signer is None:
+            raise web.HTTPError(503, "Bearer tokens are not configured on this server")
+        return signer
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        """A valid `Authorization: Bearer <JWT of ours>` makes its `sub` the caller.
+
+        Such a request is token-authenticated, as Jupyter's own token is: no XSRF cookie, no
+        origin check. Anything else goes through Jupyter's identity provider; a JWT-shaped
+        bearer that is not ours (nor Jupyter's own token) is refused with a 401 that says why.
+        """
+        match = re.fullmatch(
+            r"bearer\s+(\S+)\s*", self.request.headers.get("Authorization", ""), re.I
+        )
+        token = match.group(1) if match else ""
+        if not looks_like_jwt(token) or self._is_jupyter_token(token):
+            await super().prepare()
+            return
+        try:
+            username = self.tokens.username(token)
+        except InvalidToken as error:
+            raise web.HTTPError(401, str(error)) from None
+        CallContext.set(CallContext.JUPYTER_HANDLER, self)
+        if not self.check_host():
+            raise web.HTTPError(403)
+        self.bearer_username = username
+        self._token_authenticated = True
+        self.current_user = self._jupyter_current_user = User(username=username)
+        self.set_cors_headers()
+
+    def _is_jupyter_token(self, token: str) -> bool:
+        jupyter_token = getattr(self.identity_provider, "token", "") or ""
+        return bool(jupyter_token) and hmac.compare_digest(token.encode(), jupyter_token.encode())
+
+    def check_xsrf_cookie(self) -> None:
+        if self.bearer_username is None:
+            super().check_xsrf_cookie()
+
     def get_login_url(self) -> str:
         # API clients get a JSON 401, never a redirect to a login page.
         raise web.HTTPError(401, "Unauthorized")
+
+    def require_server_owner(self, action: str) -> None:
+        """Under JupyterHub, 403 unless the caller owns this server (see `server_owner`)."""
+        require_server_owner(self.user, self.fractal.server_owner, action)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason
@@ -92,6 +150,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         Jupyter's own identity providers (plain token or password) make up a random anonymous
         user per request; JupyterHub's and custom providers return real usernames.
         """
+        if self.bearer_username is not None:
+            return self.bearer_username
         provider_module = type(self.identity_provider).__module__
         if provider_module.startswith("jupyter_server."):
             return self.fractal.default_username
@@ -114,6 +174,16 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             raise RequestError([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
         try:
             return model.model_validate_json(raw)
+        except ValidationError as error:
+            raise RequestError(_validation_detail(error, "body")) from None
+
+    def parse_form(self, model: type[BaseModel]) -> BaseModel:
+        values = {
+            key: self.decode_argument(items[-1], name=key)
+            for key, items in self.request.body_arguments.items()
+        }
+        try:
+            return model.model_validate(values)
         except ValidationError as error:
             raise RequestError(_validation_detail(error, "body")) from None
 
@@ -161,6 +231,8 @@ def operation(
     status: int = 200,
     public: bool = False,
     writes: bool | None = None,
+    form: type[BaseModel] | None = None,
+    admin: bool = False,
 ) -> Callable[[HandlerMethod], TornadoMethod]:
     """Wrap a handler method: auth, parsing, a DB session, the call, errors, serialization.
 
@@ -169,7 +241,9 @@ def operation(
     runs in a write transaction unless it is a GET or declares `writes=False` (a POST that
     only reads, like the image query, must not queue behind SQLite writers).
     """
-    spec = Operation(summary, body, body_required, query, response, status, public, writes)
+    spec = Operation(
+        summary, body, body_required, query, response, status, public, writes, form, admin
+    )
     adapter = TypeAdapter(response) if response is not None else None
 
     def decorate(method: HandlerMethod) -> TornadoMethod:
@@ -179,6 +253,8 @@ def operation(
                 kwargs: dict[str, Any] = _parse_path_ids(path_arguments)
                 if body is not None:
                     kwargs["body"] = self.parse_body(body, body_required)
+                if form is not None:
+                    kwargs["form"] = self.parse_form(form)
                 if query is not None:
                     kwargs["query"] = self.parse_query(query)
             except RequestError as error:
@@ -192,6 +268,8 @@ def operation(
             try:
                 await state.ensure_ready()
                 self.user = await state.user(self.caller_username())
+                if admin and not self.user.is_superuser:
+                    raise Forbidden(ADMIN_ONLY)
                 write = self.request.method not in ("GET", "HEAD") if writes is None else writes
                 async with state.database.session(write=write) as session:
                     self.db_session = session
@@ -224,9 +302,28 @@ def operation(
         wrapper.fractal_operation = spec  # type: ignore[attr-defined]
         if public:
             return allow_unauthenticated(wrapper)
-        return cast(TornadoMethod, web.authenticated(authorized(wrapper)))
+        return cast(TornadoMethod, web.authenticated(_authorized(wrapper)))
 
     return decorate
+
+
+def _authorized(method: TornadoMethod) -> TornadoMethod:
+    """Jupyter's `authorized`, except for bearer-JWT callers under JupyterHub.
+
+    JupyterHub's authorizer only re-checks the hub access scopes of the request, which a
+    JWT request has not got; the login that issued the JWT checked them.
+    """
+    checked = authorized(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: FractalHandler, **path_arguments: str) -> None:
+        authorizer_module = type(self.authorizer).__module__
+        if self.bearer_username is not None and authorizer_module.startswith("jupyterhub."):
+            await method(self, **path_arguments)
+            return
+        await checked(self, **path_arguments)
+
+    return wrapper
 
 
 def operations_of(handler: type[web.RequestHandler]) -> dict[str, Operation]:

@@ -53,6 +53,12 @@ def _operation_document(
             "required": spec.body_required,
             "content": {"application/json": {"schema": collector.schema_of(spec.body)}},
         }
+    if spec.form is not None:
+        form_type = "application/x-www-form-urlencoded"
+        document["requestBody"] = {
+            "required": True,
+            "content": {form_type: {"schema": collector.schema_of(spec.form)}},
+        }
     answer: dict[str, Any] = {"description": "Success"}
     if spec.response is not None:
         answer["content"] = {"application/json": {"schema": collector.schema_of(spec.response)}}

@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
-from . import auth, dataset, images, job, misc, project, task, workflow
+from . import (
+    admin,
+    auth,
+    dataset,
+    group,
+    images,
+    job,
+    misc,
+    project,
+    task,
+    task_collection,
+    token,
+    users,
+    workflow,
+)
 
 PREFIX = "/fractal"
 PROJECT = "/api/v2/project/{project_id}"
@@ -34,6 +48,24 @@ ROUTES: list[Route] = [
     Route("/api/alive/", misc.AliveHandler, "misc"),
     Route("/openapi.json", misc.OpenAPIHandler, "misc"),
     Route("/auth/current-user/", auth.CurrentUserHandler, "auth"),
+    Route("/auth/current-user/settings/", auth.CurrentUserSettingsHandler, "auth"),
+    Route("/auth/current-user/viewer-paths/", auth.ViewerPathsHandler, "auth"),
+    Route("/auth/register/", auth.RegisterHandler, "auth"),
+    Route("/auth/group-names/", auth.GroupNamesHandler, "auth"),
+    Route("/auth/users/", users.UserListHandler, "users"),
+    Route("/auth/users/{user_id}/", users.UserHandler, "users"),
+    Route("/auth/users/{user_id}/settings/", users.UserSettingsHandler, "users"),
+    Route("/auth/group/", group.GroupListHandler, "group"),
+    Route("/auth/group/{group_id}/", group.GroupHandler, "group"),
+    Route("/api/settings/", auth.SettingsHandler, "misc"),
+    Route("/admin/v2/project/", admin.AdminProjectListHandler, "admin"),
+    Route("/admin/v2/job/", admin.AdminJobListHandler, "admin"),
+    Route("/admin/v2/job/{job_id}/", admin.AdminJobHandler, "admin"),
+    Route("/admin/v2/job/{job_id}/stop/", admin.AdminJobStopHandler, "admin"),
+    Route("/admin/v2/job/{job_id}/download/", admin.AdminJobDownloadHandler, "admin"),
+    Route("/admin/v2/task/", admin.AdminTaskListHandler, "admin"),
+    Route("/auth/token/login/", token.TokenLoginHandler, "auth"),
+    Route("/auth/token/logout/", token.TokenLogoutHandler, "auth"),
     Route("/api/v2/project/", project.ProjectListHandler, "project"),
     Route(PROJECT + "/", project.ProjectHandler, "project"),
     Route("/api/v2/dataset/", dataset.UserDatasetListHandler, "dataset"),
@@ -45,6 +77,9 @@ ROUTES: list[Route] = [
     Route(DATASET + "/images/query/", images.ImageQueryHandler, "images"),
     Route("/api/v2/task/", task.TaskListHandler, "task"),
     Route("/api/v2/task/{task_id}/", task.TaskHandler, "task"),
+    Route("/api/v2/task/collect/pip/", task_collection.TaskCollectPipHandler, "task"),
+    Route("/api/v2/task/collect/custom/", task_collection.TaskCollectCustomHandler, "task"),
+    Route("/api/v2/task/collect/{state_id}/", task_collection.CollectionStateHandler, "task"),
     Route("/api/v2/workflow/", workflow.UserWorkflowListHandler, "workflow"),
     Route(PROJECT + "/workflow/", workflow.WorkflowListHandler, "workflow"),
     Route(PROJECT + "/workflow/import/", workflow.WorkflowImportHandler, "workflow"),
@@ -56,6 +91,7 @@ ROUTES: list[Route] = [
     Route(PROJECT + "/job/{job_id}/", job.JobHandler, "job"),
     Route(PROJECT + "/job/{job_id}/stop/", job.JobStopHandler, "job"),
     Route(PROJECT + "/job/{job_id}/download/", job.JobDownloadHandler, "job"),
+    Route(PROJECT + "/job/{job_id}/progress/", job.JobProgressHandler, "job"),
     Route("/api/v2/job/", job.UserJobListHandler, "job"),
     Route(PROJECT + "/status/", job.StatusHandler, "status"),
     Route(WORKFLOW + "/wftask/", workflow.WorkflowTaskListHandler, "workflowtask"),

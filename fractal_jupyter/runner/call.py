@@ -74,11 +74,22 @@ def read_output(call: TaskCall, out_path: Path, log_path: Path) -> JSON | None:
     return output
 
 
+# What points a Python at the server's own packages: a task runs with its own interpreter.
+_SERVER_PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+
+
+def task_environment() -> dict[str, str]:
+    """The job process's environment without what would make a task import the server's
+    packages ahead of those of its own venv (a task package pins its own numpy, zarr...)."""
+    return {
+        name: value for name, value in os.environ.items() if name not in _SERVER_PYTHON_VARIABLES
+    }
+
+
 def run_call(
     job_dir: Path,
     call: TaskCall,
     started: Callable[[subprocess.Popen[bytes]], None] = lambda process: None,
-    env: dict[str, str] | None = None,
 ) -> JSON | None:
     """Run one call to its end; `started` learns the process (so that it can be stopped)."""
     args_path, out_path, log_path = call_paths(job_dir, call)
@@ -92,7 +103,7 @@ def run_call(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop kills the task's children too
-            env=env,
+            env=task_environment(),
         )
         started(process)
         returncode = process.wait()

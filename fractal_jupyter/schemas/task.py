@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from .common import (
     MAX_NAME_CHARS,
@@ -79,7 +79,18 @@ def task_type_from_commands(
     return "compound"
 
 
-class TaskCreate(RequestModel):
+class CatalogueFields(BaseModel):
+    """Task fields newer than fractal-server 2.6.4 (which drops them); manifests carry them
+    today and the task catalogue is searched by them."""
+
+    type: TaskType | None = None
+    category: NonEmptyStr | None = None
+    modality: NonEmptyStr | None = None
+    tags: list[NonEmptyStr] = Field(default_factory=list)
+    authors: NonEmptyStr | None = None
+
+
+class TaskCreate(RequestModel, CatalogueFields):
     name: NonEmptyStr
     source: NonEmptyStr
     command_non_parallel: Command | None = None
@@ -94,12 +105,6 @@ class TaskCreate(RequestModel):
     docs_link: HttpUrlText | None = None
     input_types: TypeDict = Field(default_factory=dict)
     output_types: TypeDict = Field(default_factory=dict)
-    # Newer than fractal-server 2.6.4 (task manifests carry them today).
-    type: TaskType | None = None
-    category: NonEmptyStr | None = None
-    modality: NonEmptyStr | None = None
-    tags: list[NonEmptyStr] = Field(default_factory=list)
-    authors: NonEmptyStr | None = None
 
     @model_validator(mode="after")
     def _check_commands_and_type(self) -> TaskCreate:

@@ -54,7 +54,9 @@ async def check_source_free(session: AsyncSession, source: str) -> None:
         raise Unprocessable(f"Source '{source}' already used by some TaskV2")
 
 
-async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
+def new_task(data: TaskCreate, *, source: str, owner: str | None) -> Task:
+    """A task row for `data` (not added to a session): the checks every way of creating
+    a task shares (by hand, or collected from a package's manifest)."""
     task_type = data.task_type
     if not has_parallel_part(task_type) and (
         data.args_schema_parallel is not None or data.meta_parallel is not None
@@ -70,12 +72,16 @@ async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate
             "Cannot set `TaskV2.args_schema_non_parallel` or `TaskV2.meta_non_parallel` if "
             "TaskV2 is parallel"
         )
-    source = f"{user.username}:{data.source}"
-    await check_source_free(session, source)
     fields = data.model_dump(exclude={"type", "source"})
     fields["meta_parallel"] = fields["meta_parallel"] or {}
     fields["meta_non_parallel"] = fields["meta_non_parallel"] or {}
-    task = Task(**fields, type=task_type, source=source, owner=user.username)
+    return Task(**fields, type=task_type, source=source, owner=owner)
+
+
+async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
+    source = f"{user.username}:{data.source}"
+    task = new_task(data, source=source, owner=user.username)
+    await check_source_free(session, source)
     session.add(task)
     await session.flush()
     return task
