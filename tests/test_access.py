@@ -78,7 +78,7 @@ async def test_current_user(api):
     assert again["id"] == me["id"]
     _, admin = await api("GET", "auth/current-user/", user="admin", params={"group_names": "1"})
     assert admin["is_superuser"] is True and admin["id"] != me["id"]
-    assert admin["group_names"] == []
+    assert admin["group_names"] == ["All"]  # every user joins the default group
 
 
 async def test_requests_without_credentials_are_json_errors(api):

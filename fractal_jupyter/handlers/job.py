@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from ..db.models import Job
-from ..schemas.job import JobCreate, JobRead, StatusRead
+from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead
 from ..schemas.query import LogQuery, ShowTmpLogsQuery, StatusQuery, SubmitQuery
 from ..services import job
 from .base import FractalHandler, operation
@@ -16,6 +16,7 @@ class JobSubmitHandler(FractalHandler):
         status=202,
     )
     async def post(self, project_id: int, query: SubmitQuery, body: JobCreate) -> Job:
+        self.require_server_owner("submit jobs")
         return await job.submit_job(
             self.db_session,
             self.user,
@@ -66,9 +67,14 @@ class JobDownloadHandler(FractalHandler):
     @operation("The job folder as a zip archive", status=200)
     async def get(self, project_id: int, job_id: int) -> None:
         filename, archive = await job.job_archive(self.db_session, self.user, project_id, job_id)
-        self.set_header("Content-Type", "application/x-zip-compressed")
-        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-        self.raw_payload = archive
+        send_zip(self, filename, archive)
+
+
+def send_zip(handler: FractalHandler, filename: str, archive: bytes) -> None:
+    """Answer with a zip archive, as fractal-server 2.6.4 sends job folders."""
+    handler.set_header("Content-Type", "application/x-zip-compressed")
+    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+    handler.raw_payload = archive
 
 
 class StatusHandler(FractalHandler):
@@ -77,3 +83,12 @@ class StatusHandler(FractalHandler):
         return await job.workflow_status(
             self.db_session, self.user, project_id, query.dataset_id, query.workflow_id
         )
+
+
+class JobProgressHandler(FractalHandler):
+    @operation(
+        "A job's progress per workflow task: status and calls (not in fractal-server 2.6.4)",
+        response=JobProgressRead,
+    )
+    async def get(self, project_id: int, job_id: int) -> JobProgressRead:
+        return await job.job_progress(self.db_session, self.user, project_id, job_id)

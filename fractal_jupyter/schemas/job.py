@@ -53,3 +53,22 @@ class JobRead(ResponseModel):
 
 class StatusRead(ResponseModel):
     status: dict[str, Literal["submitted", "done", "failed"]]
+
+
+class TaskProgressRead(ResponseModel):
+    """One workflow task of a job: where it is, and its calls (parallel tasks: one per image)."""
+
+    workflow_task_id: int
+    order: int | None
+    task_name: str
+    status: Literal["pending", "submitted", "done", "failed"]
+    calls_total: int | None  # known once the task has started
+    calls_done: int
+
+
+class JobProgressRead(ResponseModel):
+    """A job's progress task by task (not in fractal-server 2.6.4; for progress views)."""
+
+    job_id: int
+    status: JobStatus
+    tasks: list[TaskProgressRead]

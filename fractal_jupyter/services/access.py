@@ -96,3 +96,17 @@ async def get_workflow_task_for_member(
             f"Invalid workflow_id={workflow_id} for workflow_task_id={workflow_task_id}"
         )
     return workflow_task, workflow
+
+
+def require_server_owner(user: CurrentUser, owner: str, action: str) -> None:
+    """Under JupyterHub (`owner` set) only the server's owner may run code on it.
+
+    Jobs and task installations run as the server's OS user, so a hub admin or a user the
+    owner shared the server with must not start them: they would act as the owner.
+    """
+    if owner and user.username != owner:
+        raise Forbidden(
+            f"Only {owner!r} may {action} on this server: it is {owner}'s JupyterHub server, "
+            f"and what it runs runs as {owner}'s account. You are {user.username!r} (a hub "
+            "admin or a user the server is shared with); use your own server."
+        )

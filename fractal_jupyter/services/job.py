@@ -18,7 +18,8 @@ from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
-from ..schemas.job import JobCreate, JobRead, StatusRead
+from ..runner.slurm import SlurmSettings, remote_job_dir
+from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead, TaskProgressRead
 from .access import (
     get_dataset_for_member,
     get_project_for_member,
@@ -26,6 +27,7 @@ from .access import (
     member_project_ids,
 )
 from .images import list_all_images
+from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
 from .workflowtask import check_arguments
 
@@ -39,7 +41,8 @@ class RunnerSettings:
     working_dir: Path
     max_workers: int
     submit_rate_limit_seconds: float = 2.0
-    backend: str = "local"
+    backend: str = "local"  # local, slurm or slurm_ssh
+    slurm: SlurmSettings | None = None  # for the SLURM backends
 
 
 def _timestamp(value: Any) -> str:
@@ -191,6 +194,7 @@ async def submit_job(
         )
     if problems:
         raise Unprocessable(problems)
+    slurm_account = await slurm_account_for_job(session, user.id, data.slurm_account)
 
     job = Job(
         project_id=project_id,
@@ -198,7 +202,7 @@ async def submit_job(
         dataset_id=dataset_id,
         user_email=email_for(user.username),
         owner=user.username,
-        slurm_account=data.slurm_account,
+        slurm_account=slurm_account,
         worker_init=data.worker_init,
         project_dump=project_dump(project),
         workflow_dump=workflow_dump(workflow),
@@ -217,6 +221,8 @@ async def submit_job(
     )
     job_dir.mkdir(parents=True, exist_ok=False)
     job.working_dir = job.working_dir_user = str(job_dir)
+    if settings.slurm is not None and settings.backend != "local":
+        job.working_dir_user = remote_job_dir(settings.backend, settings.slurm, job_dir)
     JobSpec(
         job_id=job.id,
         zarr_dir=dataset.zarr_dir,
@@ -224,13 +230,17 @@ async def submit_job(
         filters=dataset.filters,
         tasks=[workflow_task_spec(workflow_task) for workflow_task in selected],
         max_workers=settings.max_workers,
+        backend=settings.backend,
+        slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
+        slurm_account=slurm_account,
+        worker_init=data.worker_init,
     ).write(job_dir)
     job.pid = launcher.start(job_dir)
     await session.flush()
     return job
 
 
-def _job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:
+def job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:
     model = JobRead.model_validate(job)
     if live_log and job.status == "submitted" and job.working_dir:
         model = model.model_copy(update={"log": read_workflow_log(Path(job.working_dir))})
@@ -250,7 +260,7 @@ async def list_user_jobs(session: AsyncSession, user: CurrentUser, log: bool) ->
     jobs = await session.scalars(
         select(Job).where(Job.project_id.in_(member_project_ids(user))).order_by(Job.id)
     )
-    return [_job_read(job, log=log) for job in jobs]
+    return [job_read(job, log=log) for job in jobs]
 
 
 async def list_project_jobs(
@@ -258,7 +268,7 @@ async def list_project_jobs(
 ) -> list[JobRead]:
     await get_project_for_member(session, project_id, user)
     jobs = await session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id))
-    return [_job_read(job, log=log) for job in jobs]
+    return [job_read(job, log=log) for job in jobs]
 
 
 async def list_workflow_jobs(
@@ -266,7 +276,7 @@ async def list_workflow_jobs(
 ) -> list[JobRead]:
     await get_workflow_for_member(session, project_id, workflow_id, user)
     jobs = await session.scalars(select(Job).where(Job.workflow_id == workflow_id).order_by(Job.id))
-    return [_job_read(job) for job in jobs]
+    return [job_read(job) for job in jobs]
 
 
 async def get_job_for_member(
@@ -285,7 +295,7 @@ async def get_job(
     session: AsyncSession, user: CurrentUser, project_id: int, job_id: int, show_tmp_logs: bool
 ) -> JobRead:
     job = await get_job_for_member(session, project_id, job_id, user)
-    return _job_read(job, live_log=show_tmp_logs)
+    return job_read(job, live_log=show_tmp_logs)
 
 
 async def stop_job(
@@ -297,8 +307,13 @@ async def stop_job(
 ) -> None:
     """Ask the job process to stop; it ends its task processes and reports the job failed."""
     job = await get_job_for_member(session, project_id, job_id, user)
+    stop_job_process(job, launcher)
+
+
+def stop_job_process(job: Job, launcher: JobLauncher) -> None:
+    """The stop of a job already looked up (by a member, or by an admin)."""
     if job.status != "submitted":
-        raise Unprocessable(f"Job {job_id} is not running (its status is '{job.status}').")
+        raise Unprocessable(f"Job {job.id} is not running (its status is '{job.status}').")
     launcher.stop(job.pid)
 
 
@@ -315,8 +330,13 @@ async def job_archive(
     session: AsyncSession, user: CurrentUser, project_id: int, job_id: int
 ) -> tuple[str, bytes]:
     job = await get_job_for_member(session, project_id, job_id, user)
+    return job_folder_archive(job)
+
+
+def job_folder_archive(job: Job) -> tuple[str, bytes]:
+    """The file name and zip archive of a job's folder (for a member, or for an admin)."""
     if not job.working_dir or not Path(job.working_dir).is_dir():
-        raise NotFound(f"The folder of job {job_id} is gone.")
+        raise NotFound(f"The folder of job {job.id} is gone.")
     folder = Path(job.working_dir)
     return f"{folder.name}_archive.zip", zip_folder(folder)
 
@@ -358,3 +378,38 @@ async def workflow_status(
         if workflow_task.id == last_valid:
             break
     return StatusRead(status=result)
+
+
+async def job_progress(
+    session: AsyncSession, user: CurrentUser, project_id: int, job_id: int
+) -> JobProgressRead:
+    """Per workflow task of the job's slice: pending / submitted / done / failed, and calls.
+
+    The job process reports a task's calls when it starts and the task when it ends, so
+    `calls_done` is 0 until then, `calls_total` afterwards.
+    """
+    job = await get_job_for_member(session, project_id, job_id, user)
+    progress: dict[str, dict[str, Any]] = job.progress
+    workflow = await session.get(Workflow, job.workflow_id) if job.workflow_id else None
+    tasks: list[tuple[int, int | None, str]] = []
+    if workflow is not None:
+        selected = workflow.task_list[job.first_task_index : job.last_task_index + 1]
+        tasks = [(wt.id, wt.order, wt.task.name) for wt in selected]
+    known = {task_id for task_id, _order, _name in tasks}
+    tasks += [(int(key), None, f"workflow task {key}") for key in progress if int(key) not in known]
+    items = []
+    for workflow_task_id, order, name in tasks:
+        entry = progress.get(str(workflow_task_id), {})
+        status = entry.get("status", "pending")
+        total = entry.get("calls")
+        items.append(
+            TaskProgressRead(
+                workflow_task_id=workflow_task_id,
+                order=order,
+                task_name=name,
+                status=status,
+                calls_total=total,
+                calls_done=entry.get("calls_done", total if status == "done" else 0) or 0,
+            )
+        )
+    return JobProgressRead(job_id=job.id, status=job.status, tasks=items)
