@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import re
 import sys
 import zipfile
 from dataclasses import replace
@@ -10,12 +11,51 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import job_backends, slurm_cluster, user_server_for
 from tests.support.jobs import (
     make_workflow,
     processes_mentioning,
     register_tasks,
     wait_for_job,
 )
+
+# The end-to-end job tests run on every backend: `slurm` and `slurm_ssh` on the real cluster
+# (tests/support/cluster.py), against a `jupyter fractal` running as the cluster's user, so
+# that jobs run as that user and never as root.
+on_every_backend = pytest.mark.parametrize("backend", job_backends(), indirect=True)
+__all__ = ["slurm_cluster"]  # the session fixture, used by the SLURM variants
+
+
+@pytest.fixture
+def backend(request):
+    return getattr(request, "param", "local")
+
+
+@pytest.fixture
+def tmp_path(tmp_path, backend, request):
+    if backend == "local":
+        return tmp_path
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+    return request.getfixturevalue("slurm_cluster").user_dir(f"test_job-{name}")
+
+
+@pytest.fixture
+def user_server(backend, tmp_path, fractal_config, request):
+    if backend == "local":
+        yield None
+        return
+    options = {key: fractal_config[key] for key in ("admin_users", "job_poll_interval")}
+    options.update(submit_rate_limit_seconds=0.0)
+    server = user_server_for(backend, request.getfixturevalue("slurm_cluster"), tmp_path, options)
+    server.start()
+    yield server
+    server.cancel_slurm_jobs()
+    server.stop()
+
+
+@pytest.fixture
+def jp_fetch(jp_fetch, user_server):
+    return jp_fetch if user_server is None else user_server.fetch
 
 
 @pytest.fixture
@@ -51,6 +91,7 @@ async def images_of(api, project_path, dataset, body=None):
 PLATE = {"rows": "AB", "columns": 2, "fields": 1}
 
 
+@on_every_backend
 async def test_job_runs_every_task_type(api, env, tmp_path):
     project_path, dataset, tasks = env
     workflow = await make_workflow(
@@ -111,6 +152,7 @@ async def test_job_runs_every_task_type(api, env, tmp_path):
     assert no_logs[0]["log"] is None
 
 
+@on_every_backend
 async def test_download_is_a_zip_of_the_job_folder(api, env, jp_fetch):
     project_path, dataset, tasks = env
     workflow = await make_workflow(
@@ -143,6 +185,7 @@ async def test_download_is_a_zip_of_the_job_folder(api, env, jp_fetch):
     } <= names
 
 
+@on_every_backend
 @pytest.mark.parametrize(
     "mode, cause",
     [
@@ -187,6 +230,7 @@ async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, ca
     assert list(answer["status"].values()) == ["done", "done", "failed"]
 
 
+@on_every_backend
 async def test_stop_ends_the_job_and_its_processes(api, env):
     project_path, dataset, tasks = env
     workflow = await make_workflow(
@@ -315,6 +359,7 @@ async def test_other_users_see_no_jobs(api, env):
     assert jobs == []
 
 
+@on_every_backend
 async def test_non_parallel_and_converter_compound_tasks(api, env):
     project_path, dataset, _ = env
     folder = Path(__file__).parent / "tasks"

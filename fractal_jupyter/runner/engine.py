@@ -197,7 +197,7 @@ def _run_task(
         raise JobFailed(f"{_label(spec)} has an unknown type '{spec.task_type}'.")
     _check_input_types(spec, input_images)
     zarr_urls = [image["zarr_url"] for image in input_images]
-    output = _execute(spec, zarr_urls, zarr_dir, executor)
+    output = _execute(spec, zarr_urls, zarr_dir, executor, on_task_start)
     upserted, removed = _apply_output(spec, output, zarr_urls, state, zarr_dir)
     return TaskResult(
         workflow_task_id=spec.id,
@@ -255,6 +255,7 @@ def _execute(
     zarr_urls: list[str],
     zarr_dir: str,
     executor: Executor,
+    on_task_start: OnTaskStart | None = None,
 ) -> _TaskOutput:
     """Run the task's calls for its type; the output of the whole task."""
     if spec.task_type == "parallel":
@@ -278,6 +279,8 @@ def _execute(
     _check_unit_count(spec, len(items))
     if not items:
         return _TaskOutput()
+    if on_task_start is not None:
+        on_task_start(spec, 1 + len(items))  # the init call, then one per item
     calls = [
         _parallel_call(
             spec, index, item.zarr_url, {"zarr_url": item.zarr_url, "init_args": item.init_args}

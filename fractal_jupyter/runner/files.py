@@ -33,6 +33,10 @@ class JobSpec:
     filters: JSON
     tasks: list[WorkflowTaskSpec]
     max_workers: int
+    backend: str = "local"  # local, slurm or slurm_ssh
+    slurm: JSON | None = None  # runner.slurm.SlurmSettings.to_dict() for the SLURM backends
+    slurm_account: str | None = None
+    worker_init: str | None = None
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))

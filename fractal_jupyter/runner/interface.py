@@ -87,4 +87,5 @@ class TaskResult:
 
 
 OnTaskStart = Callable[[WorkflowTaskSpec, int], None]  # (task, number of calls)
+OnCallsDone = Callable[[int], None]  # (how many more calls ended well)
 OnTaskDone = Callable[[TaskResult], None]

@@ -11,6 +11,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from types import FrameType
@@ -19,6 +21,7 @@ from .engine import run_workflow
 from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
 from .interface import JobFailed, TaskFailed, TaskResult, WorkflowTaskSpec
 from .local import LocalExecutor
+from .slurm import SlurmExecutor, SlurmSettings, make_executor
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
@@ -46,11 +49,72 @@ def task_failure_message(error: TaskFailed, spec: WorkflowTaskSpec) -> str:
     return message
 
 
+class CallProgress:
+    """Reports how many calls of the running task ended well, at most every few tenths of a
+    second (every event is fsync'ed; a task may have thousands of calls)."""
+
+    REPORT_INTERVAL_SECONDS = 0.5
+
+    def __init__(self, events: EventWriter) -> None:
+        self.events = events
+        self._lock = threading.Lock()
+        self._task_id: int | None = None
+        self._done = 0
+        self._reported_at = 0.0
+
+    def task_started(self, task_id: int) -> None:
+        with self._lock:
+            if task_id != self._task_id:  # a compound task reports its calls twice
+                self._task_id, self._done = task_id, 0
+
+    def calls_done(self, count: int) -> None:
+        with self._lock:
+            self._done += count
+            now = time.monotonic()
+            if now - self._reported_at < self.REPORT_INTERVAL_SECONDS:
+                return
+            self._reported_at = now
+            self.events.write("calls_done", workflow_task_id=self._task_id, calls_done=self._done)
+
+
+def choose_executor(
+    spec: JobSpec, job_dir: Path, log: logging.Logger
+) -> LocalExecutor | SlurmExecutor:
+    if spec.backend in ("slurm", "slurm_ssh"):
+        return make_executor(
+            spec.backend,
+            SlurmSettings.from_dict(spec.slurm or {}),
+            job_dir,
+            slurm_account=spec.slurm_account,
+            worker_init=spec.worker_init,
+            log=log,
+        )
+    return LocalExecutor(job_dir, spec.max_workers)
+
+
 def main(job_dir: Path) -> int:
     spec = JobSpec.read(job_dir)
     events = EventWriter(job_dir)
     log = job_logger(job_dir, spec.job_id)
-    executor = LocalExecutor(job_dir, spec.max_workers)
+    try:
+        executor = choose_executor(spec, job_dir, log)
+    except Exception as error:
+        message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe {spec.backend} backend: {error}"
+        return finish_failed(events, log, message, None)
+    try:
+        return run(spec, job_dir, events, log, executor)
+    finally:
+        if isinstance(executor, SlurmExecutor):
+            executor.close()
+
+
+def run(
+    spec: JobSpec,
+    job_dir: Path,
+    events: EventWriter,
+    log: logging.Logger,
+    executor: LocalExecutor | SlurmExecutor,
+) -> int:
     current: list[WorkflowTaskSpec] = []
     stopped = []
 
@@ -62,8 +126,12 @@ def main(job_dir: Path) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
 
+    progress = CallProgress(events)
+    executor.on_calls_done = progress.calls_done
+
     def on_task_start(task: WorkflowTaskSpec, calls: int) -> None:
         current.append(task)
+        progress.task_started(task.id)
         events.write("task_started", workflow_task_id=task.id, calls=calls)
 
     def on_task_done(result: TaskResult) -> None:
@@ -77,14 +145,25 @@ def main(job_dir: Path) -> int:
         )
 
     events.write("job_started", pid=os.getpid())
-    log.info(
-        "Start of job %s: %s task(s), %s image(s) in the dataset, up to %s concurrent "
-        "task processes",
-        spec.job_id,
-        len(spec.tasks),
-        len(spec.images),
-        spec.max_workers,
-    )
+    if isinstance(executor, SlurmExecutor):
+        log.info(
+            "Start of job %s: %s task(s), %s image(s) in the dataset, on SLURM (%s backend, "
+            "job folder on the cluster: %s)",
+            spec.job_id,
+            len(spec.tasks),
+            len(spec.images),
+            spec.backend,
+            executor.remote_job_dir,
+        )
+    else:
+        log.info(
+            "Start of job %s: %s task(s), %s image(s) in the dataset, up to %s concurrent "
+            "task processes",
+            spec.job_id,
+            len(spec.tasks),
+            len(spec.images),
+            spec.max_workers,
+        )
     try:
         run_workflow(
             spec.tasks,

@@ -53,7 +53,9 @@ class JobLauncher:
         if pid is None:
             return False
         child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
+        if child is not None:
+            if child.poll() is None:
+                return True  # ours and running (maybe not yet exec'd: its cmdline is ours)
             del self._children[pid]
             return False
         try:

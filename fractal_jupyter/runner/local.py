@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .call import run_call
-from .interface import JSON, TaskCall, TaskFailed
+from .interface import JSON, OnCallsDone, TaskCall, TaskFailed
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -24,6 +24,7 @@ class LocalExecutor:
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self.on_calls_done: OnCallsDone | None = None
 
     def workers_for(self, calls: Sequence[TaskCall]) -> int:
         """`meta.parallel_tasks_per_job` narrows the concurrency of a task's calls."""
@@ -72,7 +73,10 @@ class LocalExecutor:
                 self._kill(process, signal.SIGKILL)
 
         try:
-            return run_call(self.job_dir, call, started)
+            output = run_call(self.job_dir, call, started)
+            if self.on_calls_done is not None:
+                self.on_calls_done(1)
+            return output
         except TaskFailed:
             if self._stopped.is_set():
                 raise TaskFailed(call, "the job was stopped") from None

@@ -7,6 +7,7 @@ notices a job process that died without saying so.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.engine import Database
 from ..db.models import Dataset, Job, utc_now
 from ..runner.call import log_tail
-from ..runner.files import PROCESS_LOG, read_events
+from ..runner.files import PROCESS_LOG, JobSpec, read_events
 from ..runner.launcher import JobLauncher
+from ..runner.slurm import SlurmSettings, cancel_recorded_jobs
 from ..schemas.images import SingleImage
 from .images import apply_image_changes
 from .job import read_workflow_log
@@ -48,13 +50,16 @@ async def apply_event(session: AsyncSession, job: Job, event: dict[str, Any]) ->
     kind = event["type"]
     if kind == "task_started":
         _set_progress(job, event["workflow_task_id"], status="submitted", calls=event["calls"])
+    elif kind == "calls_done":
+        _set_progress(job, event["workflow_task_id"], calls_done=event["calls_done"])
     elif kind == "task_done":
         if dataset is not None:
             upserted = [SingleImage.model_validate(image) for image in event["images_upserted"]]
             await apply_image_changes(session, dataset, upserted, event["images_removed"])
             dataset.filters = event["filters"]
         _append_history(dataset, event["history_item"])
-        _set_progress(job, event["workflow_task_id"], status="done")
+        calls = job.progress.get(str(event["workflow_task_id"]), {}).get("calls")
+        _set_progress(job, event["workflow_task_id"], status="done", calls_done=calls)
     elif kind == "task_failed":
         _append_history(dataset, event["history_item"])
         _set_progress(job, event["workflow_task_id"], status="failed")
@@ -79,14 +84,28 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
             await apply_event(session, job, event)
         if job.status == "submitted" and not alive:
             launcher.kill_leftover_tasks(job_dir)
+            cancelled = await cancel_slurm_jobs(job_dir)
             tail = log_tail(job_dir / PROCESS_LOG)
             await _finish(
                 job,
                 "failed",
                 f"JOB ERROR in Fractal job {job.id}:\nThe job process (pid {job.pid}) ended "
                 "without reporting the end of the job: it was killed or crashed."
+                + (f"\n{cancelled}" if cancelled else "")
                 + (f"\nIts output ends with:\n{tail}" if tail.strip() else ""),
             )
+
+
+async def cancel_slurm_jobs(job_dir: Path) -> str:
+    """The SLURM jobs a dead job process left behind are cancelled (with the job's settings)."""
+    try:
+        spec = JobSpec.read(job_dir)
+    except (OSError, ValueError, TypeError):
+        return ""
+    if spec.backend not in ("slurm", "slurm_ssh"):
+        return ""
+    settings = SlurmSettings.from_dict(spec.slurm or {})
+    return await asyncio.to_thread(cancel_recorded_jobs, job_dir, spec.backend, settings)
 
 
 async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> dict[int, Path]:

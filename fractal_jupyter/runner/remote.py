@@ -1,0 +1,142 @@
+"""The worker of one SLURM job: `python -m fractal_jupyter.runner.remote <batch file>`.
+
+It runs on a compute node as the user. The batch file (written by `runner/slurm.py` with
+cloudpickle) holds the task calls of this SLURM job and how many may run at once. Each call
+runs exactly as on the local backend (`runner/call.py`: args file, task process, log, output),
+and the outcome of every call goes to `<prefix>.results.json`, written last and atomically: a
+SLURM job that ends without that file was killed (cancelled, out of memory, timeout, node
+failure). With `archive` set (the job folder is not shared with the server), the files of the
+batch are also packed into one tar for the server to fetch in one transfer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .._version import __version__
+from .call import call_paths, run_call
+from .interface import JSON, TaskCall, TaskFailed
+
+
+class Batch:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.job_dir = Path(data["job_dir"])
+        self.folder = self.job_dir / data["folder"]
+        self.calls: list[TaskCall] = data["calls"]
+        self.parallel: int = max(1, int(data["parallel"]))
+        self.results_name: str = data["results"]
+        self.archive_name: str | None = data.get("archive")
+        self.version: str = data["version"]
+        self.running: set[subprocess.Popen[bytes]] = set()
+        self.failed = threading.Event()
+        self.terminating = threading.Event()
+        self.lock = threading.Lock()
+
+    def run_one(self, call: TaskCall) -> JSON:
+        if self.failed.is_set():
+            return {"status": "skipped"}
+
+        def started(process: subprocess.Popen[bytes]) -> None:
+            with self.lock:
+                self.running.add(process)
+            if self.terminating.is_set():  # started while the worker was being cancelled
+                self.kill_tasks()
+
+        try:
+            output = run_call(self.job_dir, call, started)
+        except TaskFailed as error:
+            self.failed.set()
+            return {"status": "failed", "reason": error.reason, "log_tail": error.log_tail}
+        except Exception:
+            self.failed.set()
+            return {"status": "failed", "reason": traceback.format_exc(), "log_tail": ""}
+        return {"status": "done", "output": output}
+
+    def kill_tasks(self) -> None:
+        with self.lock:
+            running = list(self.running)
+        for process in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def run(self) -> list[JSON]:
+        if self.version != __version__:
+            reason = (
+                f"fractal_jupyter {__version__} on the node ({sys.executable}) is not the "
+                f"server's {self.version}: install the same version for the nodes' Python"
+            )
+            return [{"status": "failed", "reason": reason, "log_tail": ""} for _ in self.calls]
+        with ThreadPoolExecutor(min(self.parallel, len(self.calls)) or 1) as pool:
+            return list(pool.map(self.run_one, self.calls))
+
+    def write(self, results: list[JSON]) -> None:
+        path = self.folder / self.results_name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(results))
+        os.replace(temporary, path)
+        if self.archive_name is not None:
+            self.pack()
+
+    def pack(self) -> None:
+        assert self.archive_name is not None
+        archive = self.folder / self.archive_name
+        temporary = archive.with_suffix(".tmp")
+        with tarfile.open(temporary, "w") as tar:
+            for call in self.calls:
+                for path in call_paths(self.job_dir, call):
+                    if path.exists():
+                        tar.add(path, arcname=path.name)
+            tar.add(self.folder / self.results_name, arcname=self.results_name)
+        os.replace(temporary, archive)
+
+
+def kill_children() -> None:
+    """SIGKILL every child of ours and its group, even one not yet known to `started`."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me:
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(int(entry.name), signal.SIGKILL)
+
+
+def main(batch_file: Path) -> int:
+    with batch_file.open("rb") as stream:
+        batch = Batch(pickle.load(stream))
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        # scancel: the task processes have their own sessions; end them with us. A task
+        # process being started right now is killed by `started` (the threads still run).
+        batch.terminating.set()
+        batch.failed.set()
+        batch.kill_tasks()
+        kill_children()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    batch.folder.mkdir(parents=True, exist_ok=True)
+    batch.write(batch.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,630 @@
+"""The SLURM executor: task calls batched into sbatch jobs, watched with one squeue per poll.
+
+It runs in the job process, as the user who owns the Jupyter server: `sbatch`, `squeue`,
+`scancel` run through a `Transport` (this host for the `slurm` backend, a login node over SSH
+for `slurm_ssh`). Each SLURM job runs `python -m fractal_jupyter.runner.remote` on a
+cloudpickled batch of calls, which leaves every call's args, log and output in the task folder
+and the outcomes in `<prefix>.results.json`. When the job folder on the cluster is not the
+server's (SSH), the batch and the script are copied there and one tar of the results is copied
+back per SLURM job.
+
+A SLURM job that ends without its results fails the Fractal job with SLURM's state and reason;
+the sibling SLURM jobs are cancelled then (2.6.4 leaves them running). The ids of all SLURM
+jobs are appended to `slurm-jobs.txt` in the job folder, so that the server can cancel them
+when the job process died (`cancel_recorded_jobs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shlex
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+
+from .._version import __version__
+from .batching import BatchingError, BatchingLimits, heuristics, parse_mem, split
+from .call import LOG_TAIL_BYTES, log_tail
+from .interface import JSON, JobFailed, OnCallsDone, TaskCall, TaskFailed
+from .transport import CommandResult, LocalTransport, Transport, TransportError
+
+SLURM_JOBS_FILE = "slurm-jobs.txt"
+# squeue states after which a SLURM job will not change any more
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
+OPTION_KEYS = ("partition", "cpus_per_task", "mem", "time", "constraint", "gres", "gpus")
+COMMAND_TIMEOUT = 60.0
+STOP_WAIT_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The `slurm_*` traits of the app, as the job process gets them through job.json."""
+
+    partition: str = ""
+    default_options: dict[str, Any] = field(default_factory=dict)
+    gpu_options: dict[str, Any] = field(default_factory=dict)
+    extra_lines: list[str] = field(default_factory=list)
+    worker_init: str = ""
+    batching: dict[str, Any] = field(default_factory=dict)
+    poll_interval: float = 2.0
+    unreachable_timeout: float = 120.0
+    python: str = sys.executable
+    # slurm_ssh: runner.ssh.SSHSettings.to_json(), the job folders and the Python on the cluster
+    ssh: JSON | None = None
+    remote_dir: str = ""
+    remote_python: str = "python3"
+
+    def to_dict(self) -> JSON:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: JSON) -> SlurmSettings:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one call needs, from the settings and the task's meta (2.6.4's SlurmConfig)."""
+
+    partition: str = ""
+    cpus_per_task: int = 1
+    mem_per_task: int = 1000  # MB
+    time: str | None = None
+    constraint: str | None = None
+    gres: str | None = None
+    gpus: str | None = None
+    extra_lines: tuple[str, ...] = ()
+    tasks_per_job: int | None = None
+    parallel_tasks_per_job: int | None = None
+
+
+def _options(values: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = set(values) - {*OPTION_KEYS, "extra_lines"}
+    if unknown:
+        raise JobFailed(f"unknown SLURM option(s) {sorted(unknown)} in {where}")
+    return values
+
+
+def resources(settings: SlurmSettings, meta: JSON) -> Resources:
+    """Defaults < GPU options (when `needs_gpu`) < the task's meta; `account` is refused in meta."""
+    if "account" in meta:
+        raise JobFailed(
+            "the task's meta sets 'account': the SLURM account comes from the job submission "
+            "(slurm_account), not from a task"
+        )
+    merged: dict[str, Any] = {"partition": settings.partition}
+    extra = list(settings.extra_lines)
+    layers = [_options(settings.default_options, "slurm_default_options")]
+    if meta.get("needs_gpu"):
+        if not settings.gpu_options:
+            raise JobFailed(
+                "the task needs a GPU (meta.needs_gpu) but no GPU options are configured "
+                "(FractalJupyter.slurm_gpu_options)"
+            )
+        layers.append(_options(settings.gpu_options, "slurm_gpu_options"))
+    layers.append({key: meta[key] for key in (*OPTION_KEYS, "extra_lines") if key in meta})
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "extra_lines":
+                extra += [line for line in value if line not in extra]
+            elif value is not None:
+                merged[key] = value
+    try:
+        mem = parse_mem(merged.get("mem", 1000))
+        cpus = int(merged.get("cpus_per_task", 1))
+    except (BatchingError, TypeError, ValueError) as error:
+        raise JobFailed(f"invalid SLURM resources: {error}") from None
+
+    def optional_int(key: str) -> int | None:
+        value = meta.get(key)
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Resources(
+        partition=str(merged.get("partition") or ""),
+        cpus_per_task=cpus,
+        mem_per_task=mem,
+        time=_text(merged.get("time")),
+        constraint=_text(merged.get("constraint")),
+        gres=_text(merged.get("gres")),
+        gpus=_text(merged.get("gpus")),
+        extra_lines=tuple(extra),
+        tasks_per_job=optional_int("tasks_per_job"),
+        parallel_tasks_per_job=optional_int("parallel_tasks_per_job"),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _check_no_account(lines: Sequence[str], where: str) -> None:
+    for line in lines:
+        if re.match(r"\s*#SBATCH\s+(--account|-A)\b", line):
+            raise JobFailed(
+                f"{where} contains {line.strip()!r}: the SLURM account comes from the job "
+                "submission (slurm_account)"
+            )
+
+
+def job_name(task_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task_name.strip()) or "fractal"
+
+
+@dataclass
+class SlurmJob:
+    """One submitted sbatch job and the calls (with their positions) it runs."""
+
+    slurm_id: str
+    prefix: str
+    folder: str
+    calls: list[tuple[int, TaskCall]]
+
+
+@dataclass(frozen=True)
+class QueueState:
+    state: str
+    reason: str
+
+
+class SlurmExecutor:
+    def __init__(
+        self,
+        job_dir: Path,
+        transport: Transport,
+        settings: SlurmSettings,
+        *,
+        remote_job_dir: str | None = None,
+        python: str | None = None,
+        slurm_account: str | None = None,
+        worker_init: str | None = None,
+        log: logging.Logger = logger,
+    ) -> None:
+        self.job_dir = job_dir
+        self.transport = transport
+        self.settings = settings
+        self.remote_job_dir = remote_job_dir or str(job_dir)
+        self.copy_files = self.remote_job_dir != str(job_dir)
+        self.python = python or settings.python
+        self.slurm_account = slurm_account
+        self.worker_init = [
+            line for line in (settings.worker_init + "\n" + (worker_init or "")).splitlines()
+        ]
+        _check_no_account(self.worker_init, "worker_init")
+        _check_no_account(settings.extra_lines, "slurm_extra_lines")
+        self.limits = BatchingLimits.from_dict(settings.batching)
+        self.log = log
+        self.active: dict[str, SlurmJob] = {}
+        self._stop_requested = False
+        self._made_dirs: set[str] = set()
+        self.on_calls_done: OnCallsDone | None = None
+        if self.copy_files:
+            self._makedirs(self.remote_job_dir)
+
+    # -- the Executor protocol -------------------------------------------------------------
+
+    def run_calls(self, calls: Sequence[TaskCall]) -> list[JSON | None]:
+        if not calls:
+            return []
+        needs = resources(self.settings, calls[0].meta)
+        _check_no_account(needs.extra_lines, "the task's meta.extra_lines")
+        if calls[0].part == "non_parallel" or len(calls) == 1:
+            tasks_per_job, parallel = 1, 1
+        else:
+            try:
+                tasks_per_job, parallel = heuristics(
+                    len(calls),
+                    self.limits,
+                    needs.cpus_per_task,
+                    needs.mem_per_task,
+                    needs.tasks_per_job,
+                    needs.parallel_tasks_per_job,
+                )
+            except BatchingError as error:
+                raise JobFailed(f"{calls[0].task_name}: {error}") from None
+        indexed = list(enumerate(calls))
+        batches = split(indexed, tasks_per_job)
+        outputs: list[JSON | None] = [None] * len(calls)
+        try:
+            for number, batch in enumerate(batches):
+                if self._stop_requested:
+                    raise TaskFailed(batch[0][1], "the job was stopped")
+                prefix = self._prefix(batch[0][1], number, len(batches) > 1 or parallel > 1)
+                self._submit(prefix, batch, needs, min(parallel, len(batch)))
+            if len(batches) > 1:
+                self.log.info(
+                    "%s: %s calls in %s SLURM jobs (%s per job, %s at a time)",
+                    calls[0].task_name,
+                    len(calls),
+                    len(batches),
+                    tasks_per_job,
+                    parallel,
+                )
+            self._wait(outputs)
+        except BaseException:
+            self.cancel_all()
+            raise
+        return outputs
+
+    def stop(self) -> None:
+        """Called from a signal handler: only a flag; the polling loop cancels the jobs."""
+        self._stop_requested = True
+
+    def close(self) -> None:
+        """At the end of the job process: nothing of ours may stay queued."""
+        with contextlib.suppress(Exception):
+            self.cancel_all()
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+    # -- submission ---------------------------------------------------------------------
+
+    @staticmethod
+    def _prefix(call: TaskCall, number: int, batched: bool) -> str:
+        order = call.prefix.split("_", 1)[0]
+        return f"{order}_batch_{number:06d}" if batched else call.prefix
+
+    def _remote(self, *parts: str) -> str:
+        return "/".join([self.remote_job_dir.rstrip("/"), *parts])
+
+    def _makedirs(self, remote: str) -> None:
+        if remote not in self._made_dirs:
+            self._retrying(lambda: self.transport.makedirs(remote), f"mkdir {remote}")
+            self._made_dirs.add(remote)
+
+    def script(self, prefix: str, folder: str, needs: Resources, ntasks: int, name: str) -> str:
+        remote_folder = self._remote(folder)
+        options = [f"--job-name={job_name(name)}"]
+        if needs.partition:
+            options.append(f"--partition={needs.partition}")
+        options += [
+            "--nodes=1",
+            f"--ntasks={ntasks}",
+            f"--cpus-per-task={needs.cpus_per_task}",
+            f"--mem={ntasks * needs.mem_per_task}M",
+        ]
+        for key in ("time", "constraint", "gres", "gpus"):
+            value = getattr(needs, key)
+            if value is not None:
+                options.append(f"--{key}={value}")
+        if self.slurm_account:
+            options.append(f"--account={self.slurm_account}")
+        lines = ["#!/bin/sh", *(f"#SBATCH {option}" for option in options)]
+        lines += [line for line in needs.extra_lines if line.lstrip().startswith("#SBATCH")]
+        lines += [
+            f"#SBATCH --output={remote_folder}/{prefix}_slurm_%j.out",
+            f"#SBATCH --error={remote_folder}/{prefix}_slurm_%j.err",
+            f"#SBATCH --chdir={self.remote_job_dir}",
+        ]
+        lines += [line for line in needs.extra_lines if not line.lstrip().startswith("#SBATCH")]
+        lines += [line for line in self.worker_init if line.strip()]
+        batch_file = shlex.quote(f"{remote_folder}/{prefix}.batch.pickle")
+        lines.append(
+            f"exec {shlex.quote(self.python)} -m fractal_jupyter.runner.remote {batch_file}"
+        )
+        return "\n".join(lines) + "\n"
+
+    def _submit(
+        self, prefix: str, batch: list[tuple[int, TaskCall]], needs: Resources, parallel: int
+    ) -> None:
+        first = batch[0][1]
+        folder = first.folder
+        local_folder = self.job_dir / folder
+        local_folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "job_dir": self.remote_job_dir,
+            "folder": folder,
+            "calls": [call for _, call in batch],
+            "parallel": parallel,
+            "results": f"{prefix}.results.json",
+            "archive": f"{prefix}.files.tar" if self.copy_files else None,
+            "version": __version__,
+        }
+        batch_path = local_folder / f"{prefix}.batch.pickle"
+        batch_path.write_bytes(cloudpickle.dumps(data))
+        script_path = local_folder / f"{prefix}_slurm_submit.sbatch"
+        script_path.write_text(self.script(prefix, folder, needs, parallel, first.task_name))
+        remote_script = self._remote(folder, script_path.name)
+        if self.copy_files:
+            self._makedirs(self._remote(folder))
+            for path in (batch_path, script_path):
+                self._retrying(
+                    lambda path=path: self.transport.put(path, self._remote(folder, path.name)),
+                    f"copy {path.name} to the cluster",
+                )
+        try:  # not retried: a lost answer may hide a submitted job
+            result = self.transport.run(
+                ["sbatch", "--parsable", remote_script], timeout=COMMAND_TIMEOUT
+            )
+        except TransportError as error:
+            raise JobFailed(f"sbatch of {prefix} failed: {error}") from None
+        slurm_id = result.stdout.strip().split(";")[0]
+        if result.returncode != 0 or not slurm_id.isdigit():
+            raise TaskFailed(first, f"SLURM refused the job (sbatch {result.describe()})")
+        job = SlurmJob(slurm_id, prefix, folder, batch)
+        self.active[slurm_id] = job
+        with (self.job_dir / SLURM_JOBS_FILE).open("a") as record:
+            record.write(slurm_id + "\n")
+        self.log.info("SLURM job %s submitted: %s, %s call(s)", slurm_id, prefix, len(batch))
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _command(self, argv: list[str], what: str) -> CommandResult:
+        result: CommandResult = self._retrying(
+            lambda: self.transport.run(argv, timeout=COMMAND_TIMEOUT), what
+        )
+        return result
+
+    def _retrying(self, action: Any, what: str) -> Any:
+        """Retry an action whose transport fails, until `unreachable_timeout`: then JobFailed."""
+        deadline = time.monotonic() + self.settings.unreachable_timeout
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except TransportError as error:
+                if getattr(error, "permanent", False):  # a refused key: waiting changes nothing
+                    message = f"the cluster refused the connection ({what}): {error}"
+                    raise JobFailed(message) from None
+                if time.monotonic() + delay > deadline or self._stop_requested:
+                    raise JobFailed(
+                        f"lost contact with the cluster for {self.settings.unreachable_timeout:g} s"
+                        f" ({what}): {error}"
+                    ) from None
+                self.log.warning("%s failed (%s): retrying in %.1f s", what, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def poll(self, ids: Sequence[str]) -> dict[str, QueueState]:
+        """One squeue for all the ids: the ones it lists (an id it does not list has ended)."""
+        result = self._command(
+            [
+                "squeue",
+                "--noheader",
+                "--states=all",
+                "--format=%i|%T|%r",
+                f"--jobs={','.join(ids)}",
+            ],
+            "squeue",
+        )
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return {}
+            raise TransportError(f"squeue {result.describe()}")
+        states = {}
+        for line in result.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 3:
+                states[parts[0]] = QueueState(parts[1], parts[2])
+        return states
+
+    def cancel_all(self) -> None:
+        """scancel every active SLURM job of this executor and wait (briefly) until they end."""
+        ids = list(self.active)
+        if not ids:
+            return
+        self.log.info("Cancelling SLURM job(s) %s", " ".join(ids))
+        with contextlib.suppress(TransportError):
+            self.transport.run(["scancel", *ids], timeout=COMMAND_TIMEOUT)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                states = self.poll(ids)
+            except (TransportError, JobFailed):
+                break
+            if all(state.state in ENDED_STATES for state in states.values()):
+                break
+            time.sleep(0.2)
+        self.active.clear()
+
+    # -- waiting and results --------------------------------------------------------------
+
+    def _wait(self, outputs: list[JSON | None]) -> None:
+        failing_since: float | None = None
+        while self.active:
+            if self._stop_requested:
+                first = next(iter(self.active.values())).calls[0][1]
+                raise TaskFailed(first, "the job was stopped")
+            try:
+                states = self.poll(list(self.active))
+            except TransportError as error:  # squeue answered with an error (controller down?)
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > self.settings.unreachable_timeout:
+                    raise JobFailed(
+                        f"SLURM did not answer for {self.settings.unreachable_timeout:g} s: {error}"
+                    ) from None
+                self.log.warning("Polling SLURM failed: %s", error)
+            else:
+                failing_since = None
+                for slurm_id, job in list(self.active.items()):
+                    state = states.get(slurm_id)
+                    if state is None or state.state in ENDED_STATES:
+                        del self.active[slurm_id]
+                        self._collect(job, state, outputs)
+            if self.active:
+                self._sleep(self.settings.poll_interval)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop_requested and time.monotonic() < end:
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+
+    def _fetch(self, job: SlurmJob, name: str) -> bool:
+        if not self.copy_files:
+            return (self.job_dir / job.folder / name).exists()
+        try:
+            self._retrying(
+                lambda: self.transport.get(
+                    self._remote(job.folder, name), self.job_dir / job.folder / name
+                ),
+                f"copy {name} from the cluster",
+            )
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _collect(self, job: SlurmJob, state: QueueState | None, outputs: list[JSON | None]) -> None:
+        folder = self.job_dir / job.folder
+        if self.copy_files:
+            archive = folder / f"{job.prefix}.files.tar"
+            if self._fetch(job, archive.name):
+                with tarfile.open(archive) as tar:
+                    tar.extractall(folder, filter="data")
+                archive.unlink()
+            for stream in ("out", "err"):
+                self._fetch(job, f"{job.prefix}_slurm_{job.slurm_id}.{stream}")
+        results_path = folder / f"{job.prefix}.results.json"
+        try:
+            results: list[JSON] = json.loads(results_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            raise TaskFailed(job.calls[0][1], self._describe_end(job, state)) from None
+        failure: TaskFailed | None = None
+        done = 0
+        for (index, call), result in zip(job.calls, results, strict=True):
+            if result["status"] == "done":
+                outputs[index] = result["output"]
+                done += 1
+            elif result["status"] == "failed" and failure is None:
+                failure = TaskFailed(call, result["reason"], result.get("log_tail", ""))
+        if done and self.on_calls_done is not None:
+            self.on_calls_done(done)
+        if failure is not None:
+            raise failure
+
+    def _describe_end(self, job: SlurmJob, state: QueueState | None) -> str:
+        """SLURM's own account of a job that ended without results: state, reason, output."""
+        details = self._slurm_details(job.slurm_id)
+        if not details and state is not None:
+            details = f"state {state.state}, reason {state.reason}"
+        message = (
+            f"the SLURM job {job.slurm_id} ended without the results of its calls "
+            f"({details or 'SLURM no longer knows the job'})"
+        )
+        folder = self.job_dir / job.folder
+        for stream in ("err", "out"):
+            text = log_tail(folder / f"{job.prefix}_slurm_{job.slurm_id}.{stream}", LOG_TAIL_BYTES)
+            if text.strip():
+                message += f"\nSLURM's {stream} file ends with:\n{text.rstrip()}"
+        return message
+
+    def _slurm_details(self, slurm_id: str) -> str:
+        try:
+            shown = self._command(["scontrol", "show", "job", slurm_id], "scontrol")
+        except JobFailed:
+            return ""
+        if shown.returncode == 0:
+            fields = dict(re.findall(r"(JobState|Reason|ExitCode)=(\S+)", shown.stdout))
+            if fields:
+                return ", ".join(
+                    f"{label} {fields[key]}"
+                    for key, label in (
+                        ("JobState", "state"),
+                        ("Reason", "reason"),
+                        ("ExitCode", "exit code"),
+                    )
+                    if key in fields
+                )
+        try:
+            accounted = self._command(
+                ["sacct", "-X", "-n", "-P", "-j", slurm_id, "-o", "State,Reason,ExitCode"], "sacct"
+            )
+        except JobFailed:
+            return ""
+        if accounted.returncode == 0 and accounted.stdout.strip():
+            state, reason, code = [*accounted.stdout.strip().splitlines()[0].split("|"), "", ""][:3]
+            return f"state {state}, reason {reason}, exit code {code}"
+        return ""
+
+
+# -- the backends and the server's side ---------------------------------------------------
+
+
+def make_transport(
+    backend: str, settings: SlurmSettings, log: logging.Logger = logger
+) -> Transport:
+    if backend == "slurm_ssh":
+        if settings.ssh is None:
+            raise JobFailed("the slurm_ssh backend has no SSH settings")
+        from .ssh import SSHSettings, SSHTransport  # paramiko only where it is used
+
+        # The job's log, so that reconnections show where users look.
+        return SSHTransport(SSHSettings.from_json(settings.ssh), log=log)
+    return LocalTransport()
+
+
+def remote_job_dir(backend: str, settings: SlurmSettings, job_dir: Path) -> str:
+    if backend == "slurm_ssh" and settings.remote_dir:
+        return f"{settings.remote_dir.rstrip('/')}/{job_dir.name}"
+    return str(job_dir)
+
+
+def make_executor(
+    backend: str,
+    settings: SlurmSettings,
+    job_dir: Path,
+    *,
+    slurm_account: str | None = None,
+    worker_init: str | None = None,
+    log: logging.Logger = logger,
+) -> SlurmExecutor:
+    python = settings.remote_python if backend == "slurm_ssh" else settings.python
+    return SlurmExecutor(
+        job_dir,
+        make_transport(backend, settings, log),
+        settings,
+        remote_job_dir=remote_job_dir(backend, settings, job_dir),
+        python=python,
+        slurm_account=slurm_account,
+        worker_init=worker_init,
+        log=log,
+    )
+
+
+def recorded_job_ids(job_dir: Path) -> list[str]:
+    try:
+        text = (job_dir / SLURM_JOBS_FILE).read_text()
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip().isdigit()]
+
+
+def cancel_recorded_jobs(job_dir: Path, backend: str, settings: SlurmSettings) -> str:
+    """For a job process that died: scancel the SLURM jobs it recorded; a line for the log."""
+    ids = recorded_job_ids(job_dir)
+    if not ids:
+        return ""
+    try:
+        transport = make_transport(backend, settings)
+        try:
+            result = transport.run(["scancel", *ids], timeout=COMMAND_TIMEOUT)
+        finally:
+            transport.close()
+    except Exception as error:  # the server must go on: say it in the job's log
+        return f"Its SLURM jobs ({' '.join(ids)}) could not be cancelled: {error}"
+    if result.returncode != 0 and "Invalid job id" not in result.stderr:
+        return f"scancel of its SLURM jobs ({' '.join(ids)}) failed: {result.describe()}"
+    return f"Its SLURM jobs ({' '.join(ids)}) were cancelled."
