@@ -20,11 +20,17 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .demo_tasks.manifest import demo_task_bodies
 
 JOB_TIMEOUT_SECONDS = 300
+
+
+class ApiCaller(Protocol):
+    """`call(method, path below fractal/, body)` -> JSON: `DemoServer` or `FractalClient`."""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any: ...
 
 
 class DemoServer:
@@ -56,7 +62,7 @@ class DemoServer:
         raise SystemExit(f"The server did not answer within {timeout:.0f} s.")
 
 
-def ensure_demo_tasks(server: DemoServer) -> dict[str, dict[str, Any]]:
+def ensure_demo_tasks(server: ApiCaller) -> dict[str, dict[str, Any]]:
     """The demo task package's tasks, created on first use (found again by source)."""
     known = {task["source"].split(":", 1)[1]: task for task in server.call("GET", "api/v2/task/")}
     tasks = {}
@@ -69,7 +75,7 @@ def ensure_demo_tasks(server: DemoServer) -> dict[str, dict[str, Any]]:
 
 
 def ensure_workflow(
-    server: DemoServer, project_id: int, tasks: dict[str, dict[str, Any]]
+    server: ApiCaller, project_id: int, tasks: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """Create demo plate -> Measure intensity -> Project image, created once."""
     path = f"api/v2/project/{project_id}/workflow/"
@@ -87,7 +93,7 @@ def ensure_workflow(
     return dict(server.call("GET", f"{path}{workflow['id']}/"))
 
 
-def run_demo(server: DemoServer, zarr_root: Path) -> dict[str, Any]:
+def run_demo(server: ApiCaller, zarr_root: Path) -> dict[str, Any]:
     """A new dataset in the demo project, and the demo workflow run on it as a job."""
     projects = server.call("GET", "api/v2/project/")
     project = next((p for p in projects if p["name"] == "demo"), None)

@@ -5,45 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fractal_jupyter.demo import DemoServer, free_port, server_command
+from fractal_jupyter.demo import DemoServer
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
 from tests.support.jobs import MISBEHAVE_TASK, processes_mentioning
-
-
-class ServerProcess:
-    """`jupyter fractal` on a data folder, as a user would run it."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port(0)
-        self.token = "restart-test-token"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.api = DemoServer(f"http://127.0.0.1:{self.port}/", self.token)
-
-    def start(self) -> None:
-        command = server_command(
-            self.data_dir,
-            self.port,
-            self.token,
-            "--FractalJupyter.job_poll_interval=0.1",
-            "--FractalJupyter.submit_rate_limit_seconds=0",
-        )
-        log = (self.data_dir / "server.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        self.api.wait_alive(self.process)
-
-    def stop(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
-        self.process = None
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture

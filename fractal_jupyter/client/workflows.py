@@ -1,0 +1,284 @@
+"""Client methods for the task catalogue, workflows and their tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
+from ..schemas.task_collection import CollectionStateRead, TaskCollectCustom
+from ..schemas.workflow import (
+    WorkflowExport,
+    WorkflowImport,
+    WorkflowRead,
+    WorkflowTaskRead,
+)
+from .data import PROJECT, FiltersLike
+from .transport import ClientBase, changes_body, endpoint, fields_given
+
+TASK = "/api/v2/task/{task_id}/"
+WORKFLOW = PROJECT + "workflow/{workflow_id}/"
+WORKFLOW_TASK = WORKFLOW + "wftask/{workflow_task_id}/"
+
+
+class WorkflowsMixin(ClientBase):
+    # --- tasks -----------------------------------------------------------------------------
+
+    @endpoint("GET", "/api/v2/task/")
+    def list_tasks(
+        self, args_schema_parallel: bool = True, args_schema_non_parallel: bool = True
+    ) -> list[TaskRead]:
+        """The task catalogue (leave the argument schemas out for a lighter answer)."""
+        return self._transport.call(
+            list[TaskRead],
+            "GET",
+            "/api/v2/task/",
+            params={
+                "args_schema_parallel": args_schema_parallel,
+                "args_schema_non_parallel": args_schema_non_parallel,
+            },
+        )
+
+    @endpoint("POST", "/api/v2/task/")
+    def create_task(self, task: TaskCreate | Mapping[str, Any]) -> TaskRead:
+        """Register a task (fields as in a task manifest, plus `name`, `source`, commands)."""
+        return self._transport.call(TaskRead, "POST", "/api/v2/task/", body=task)
+
+    @endpoint("GET", TASK)
+    def get_task(self, task_id: int) -> TaskRead:
+        return self._transport.call(TaskRead, "GET", TASK, {"task_id": task_id})
+
+    @endpoint("PATCH", TASK)
+    def update_task(
+        self, task_id: int, changes: TaskUpdate | Mapping[str, Any] | None = None, **fields: Any
+    ) -> TaskRead:
+        """Change a task: `update_task(7, name="new")` or `update_task(7, TaskUpdate(...))`."""
+        body = changes_body(changes, fields)
+        return self._transport.call(TaskRead, "PATCH", TASK, {"task_id": task_id}, body=body)
+
+    @endpoint("DELETE", TASK)
+    def delete_task(self, task_id: int) -> None:
+        self._transport.do("DELETE", TASK, {"task_id": task_id})
+
+    # --- task collection -------------------------------------------------------------------
+
+    @endpoint("POST", "/api/v2/task/collect/pip/")
+    def collect_tasks_pip(
+        self,
+        package: str,
+        *,
+        package_version: str | None = None,
+        package_extras: str | None = None,
+        python_version: str | None = None,
+        pinned_package_versions: Mapping[str, str] | None = None,
+    ) -> CollectionStateRead:
+        """Install a task package (a PyPI name or a wheel's path) in its own venv and register
+        its tasks, in the background: follow it with `get_collection_state` (`data.status`)."""
+        body = fields_given(
+            package=package,
+            package_version=package_version,
+            package_extras=package_extras,
+            python_version=python_version,
+            pinned_package_versions=None
+            if pinned_package_versions is None
+            else dict(pinned_package_versions),
+        )
+        return self._transport.call(
+            CollectionStateRead, "POST", "/api/v2/task/collect/pip/", body=body
+        )
+
+    @endpoint("POST", "/api/v2/task/collect/custom/")
+    def collect_tasks_custom(
+        self, collection: TaskCollectCustom | Mapping[str, Any]
+    ) -> list[TaskRead]:
+        """Register the tasks of a package installed already (`manifest`, `python_interpreter`,
+        `source`, and `package_root` or `package_name`)."""
+        return self._transport.call(
+            list[TaskRead], "POST", "/api/v2/task/collect/custom/", body=collection
+        )
+
+    @endpoint("GET", "/api/v2/task/collect/{state_id}/")
+    def get_collection_state(self, state_id: int, verbose: bool = False) -> CollectionStateRead:
+        """A task collection's state; with `verbose`, its log so far."""
+        return self._transport.call(
+            CollectionStateRead,
+            "GET",
+            "/api/v2/task/collect/{state_id}/",
+            {"state_id": state_id},
+            params={"verbose": verbose},
+        )
+
+    # --- workflows -------------------------------------------------------------------------
+
+    @endpoint("GET", "/api/v2/workflow/")
+    def list_user_workflows(self) -> list[WorkflowRead]:
+        """The workflows of all the caller's projects."""
+        return self._transport.call(list[WorkflowRead], "GET", "/api/v2/workflow/")
+
+    @endpoint("GET", PROJECT + "workflow/")
+    def list_workflows(self, project_id: int) -> list[WorkflowRead]:
+        return self._transport.call(
+            list[WorkflowRead], "GET", PROJECT + "workflow/", {"project_id": project_id}
+        )
+
+    @endpoint("POST", PROJECT + "workflow/")
+    def create_workflow(self, project_id: int, name: str) -> WorkflowRead:
+        """An empty workflow; add tasks with `create_workflow_task`."""
+        return self._transport.call(
+            WorkflowRead,
+            "POST",
+            PROJECT + "workflow/",
+            {"project_id": project_id},
+            body={"name": name},
+        )
+
+    @endpoint("POST", PROJECT + "workflow/import/")
+    def import_workflow(
+        self, project_id: int, workflow: WorkflowImport | WorkflowExport | Mapping[str, Any]
+    ) -> WorkflowRead:
+        """Create a workflow from an export (tasks are found by their `source`)."""
+        return self._transport.call(
+            WorkflowRead,
+            "POST",
+            PROJECT + "workflow/import/",
+            {"project_id": project_id},
+            body=workflow,
+        )
+
+    @endpoint("GET", WORKFLOW)
+    def get_workflow(self, project_id: int, workflow_id: int) -> WorkflowRead:
+        """A workflow with its task list, in order."""
+        return self._transport.call(
+            WorkflowRead, "GET", WORKFLOW, {"project_id": project_id, "workflow_id": workflow_id}
+        )
+
+    @endpoint("PATCH", WORKFLOW)
+    def update_workflow(
+        self,
+        project_id: int,
+        workflow_id: int,
+        *,
+        name: str | None = None,
+        reordered_workflowtask_ids: Sequence[int] | None = None,
+    ) -> WorkflowRead:
+        """Rename a workflow and/or give the new order of all its workflow task ids."""
+        order = None if reordered_workflowtask_ids is None else list(reordered_workflowtask_ids)
+        return self._transport.call(
+            WorkflowRead,
+            "PATCH",
+            WORKFLOW,
+            {"project_id": project_id, "workflow_id": workflow_id},
+            body=fields_given(name=name, reordered_workflowtask_ids=order),
+        )
+
+    @endpoint("DELETE", WORKFLOW)
+    def delete_workflow(self, project_id: int, workflow_id: int) -> None:
+        self._transport.do(
+            "DELETE", WORKFLOW, {"project_id": project_id, "workflow_id": workflow_id}
+        )
+
+    @endpoint("GET", WORKFLOW + "export/")
+    def export_workflow(self, project_id: int, workflow_id: int) -> WorkflowExport:
+        """The workflow without ids, its tasks named by source (for `import_workflow`)."""
+        return self._transport.call(
+            WorkflowExport,
+            "GET",
+            WORKFLOW + "export/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+        )
+
+    # --- workflow tasks --------------------------------------------------------------------
+
+    @endpoint("POST", WORKFLOW + "wftask/")
+    def create_workflow_task(
+        self,
+        project_id: int,
+        workflow_id: int,
+        task_id: int,
+        *,
+        args_non_parallel: Mapping[str, Any] | None = None,
+        args_parallel: Mapping[str, Any] | None = None,
+        meta_non_parallel: Mapping[str, Any] | None = None,
+        meta_parallel: Mapping[str, Any] | None = None,
+        input_filters: FiltersLike | None = None,
+        order: int | None = None,
+    ) -> WorkflowTaskRead:
+        """Add task `task_id` to a workflow (at its end unless `order` says where)."""
+        body = fields_given(
+            args_non_parallel=args_non_parallel,
+            args_parallel=args_parallel,
+            meta_non_parallel=meta_non_parallel,
+            meta_parallel=meta_parallel,
+            input_filters=input_filters,
+            order=order,
+        )
+        return self._transport.call(
+            WorkflowTaskRead,
+            "POST",
+            WORKFLOW + "wftask/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+            params={"task_id": int(task_id)},
+            body=body,
+        )
+
+    @endpoint("GET", WORKFLOW_TASK)
+    def get_workflow_task(
+        self, project_id: int, workflow_id: int, workflow_task_id: int
+    ) -> WorkflowTaskRead:
+        return self._transport.call(
+            WorkflowTaskRead,
+            "GET",
+            WORKFLOW_TASK,
+            {
+                "project_id": project_id,
+                "workflow_id": workflow_id,
+                "workflow_task_id": workflow_task_id,
+            },
+        )
+
+    @endpoint("PATCH", WORKFLOW_TASK)
+    def update_workflow_task(
+        self,
+        project_id: int,
+        workflow_id: int,
+        workflow_task_id: int,
+        *,
+        args_non_parallel: Mapping[str, Any] | None = None,
+        args_parallel: Mapping[str, Any] | None = None,
+        meta_non_parallel: Mapping[str, Any] | None = None,
+        meta_parallel: Mapping[str, Any] | None = None,
+        input_filters: FiltersLike | None = None,
+    ) -> WorkflowTaskRead:
+        """Replace what is given (each given argument dict replaces the stored one whole)."""
+        body = fields_given(
+            args_non_parallel=args_non_parallel,
+            args_parallel=args_parallel,
+            meta_non_parallel=meta_non_parallel,
+            meta_parallel=meta_parallel,
+            input_filters=input_filters,
+        )
+        return self._transport.call(
+            WorkflowTaskRead,
+            "PATCH",
+            WORKFLOW_TASK,
+            {
+                "project_id": project_id,
+                "workflow_id": workflow_id,
+                "workflow_task_id": workflow_task_id,
+            },
+            body=body,
+        )
+
+    @endpoint("DELETE", WORKFLOW_TASK)
+    def delete_workflow_task(
+        self, project_id: int, workflow_id: int, workflow_task_id: int
+    ) -> None:
+        self._transport.do(
+            "DELETE",
+            WORKFLOW_TASK,
+            {
+                "project_id": project_id,
+                "workflow_id": workflow_id,
+                "workflow_task_id": workflow_task_id,
+            },
+        )

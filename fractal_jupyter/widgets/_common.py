@@ -1,0 +1,66 @@
+"""What the widgets share: showing a client error, small HTML helpers."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import ipywidgets as w
+
+T = TypeVar("T")
+
+
+def describe_error(error: Exception) -> str:
+    """A refused call as a one-line text (status and the server's `detail`)."""
+    status = getattr(error, "status", None)
+    detail = getattr(error, "detail", None)
+    if status is not None:
+        shown = detail if isinstance(detail, str) else repr(detail)
+        return f"{status}: {shown}"
+    return f"{type(error).__name__}: {error}"
+
+
+class MessageArea:
+    """An HTML line for the last outcome: `ok(text)`, `fail(text)`, `text` for code and tests."""
+
+    def __init__(self) -> None:
+        self.widget = w.HTML(value="")
+        self.text = ""
+        self.failed = False
+
+    def ok(self, text: str) -> None:
+        self.text, self.failed = text, False
+        self.widget.value = f'<span style="color:#2e7d32">{html.escape(text)}</span>'
+
+    def fail(self, text: str) -> None:
+        self.text, self.failed = text, True
+        self.widget.value = f'<span style="color:#c62828">{html.escape(text)}</span>'
+
+    def clear(self) -> None:
+        self.text, self.failed = "", False
+        self.widget.value = ""
+
+    def attempt(self, what: str, action: Callable[[], T]) -> T | None:
+        """Run `action`; on failure show "<what> failed: <why>" and return None."""
+        try:
+            return action()
+        except Exception as error:
+            self.fail(f"{what} failed: {describe_error(error)}")
+            return None
+
+
+def table(headers: list[str], rows: list[list[Any]], selected: int | None = None) -> str:
+    """An HTML table (escaped cells); row `selected` highlighted."""
+    head = "".join(
+        f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>" for h in headers
+    )
+    body = []
+    for index, row in enumerate(rows):
+        style = " style='background:#e3f2fd'" if index == selected else ""
+        cells = "".join(f"<td style='padding:2px 8px'>{html.escape(str(c))}</td>" for c in row)
+        body.append(f"<tr{style}>{cells}</tr>")
+    return (
+        "<table class='fractal-table' style='border-collapse:collapse;font-size:90%'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )

@@ -1,0 +1,246 @@
+"""`ImageBrowser`: a dataset's images as a paged table, filtered on the server.
+
+One drop-down per attribute (its values from the query's summary) and per type (any / true /
+false); the count of matching images; pages of `page_size`; a thumbnail of the selected image
+from its OME-Zarr lowest-resolution level. Every change is one `query_images` call, so a
+dataset of 100,000 images costs one page per view.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+import ipywidgets as w
+
+from ..schemas.images import ImagePage, SingleImage
+from ._common import MessageArea, table
+from .zarr_thumbnail import ThumbnailError, thumbnail_png
+
+ANY: Any = "(any)"
+PAGE_SIZES = (10, 25, 50, 100)
+
+
+def _option_label(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+class ImageBrowser(w.VBox):  # type: ignore[misc]
+    """Browse dataset `dataset_id` of project `project_id`.
+
+    State: `total_count`, `filters` ({"attributes": {...}, "types": {...}}), `page`,
+    `page_size`, `page_count`, `images` (this page), `selected` (a SingleImage or None),
+    `attribute_values` and `type_names` (the summary). `set_filter(name, value)`,
+    `set_type_filter(name, flag)`, `go(page)`, `select(index)` do what the widgets do.
+    """
+
+    def __init__(
+        self, client: Any, project_id: int, dataset_id: int, *, page_size: int = 25
+    ) -> None:
+        super().__init__()
+        self.add_class("fractal-image-browser")
+        self.client = client
+        self.project_id = project_id
+        self.dataset_id = dataset_id
+        self.page = 1
+        self.page_size = page_size
+        self.total_count = 0
+        self.images: list[SingleImage] = []
+        self.selected: SingleImage | None = None
+        self.attribute_values: dict[str, list[Any]] = {}
+        self.type_names: list[str] = []
+        self.attribute_filters: dict[str, w.Dropdown] = {}
+        self.type_filters: dict[str, w.Dropdown] = {}
+        self._quiet = False
+        self.message = MessageArea()
+        dataset = self.message.attempt(
+            "reading the dataset", lambda: client.get_dataset(project_id, dataset_id)
+        )
+        self.zarr_dir: str = dataset.zarr_dir.rstrip("/") + "/" if dataset is not None else ""
+        self.count_html = w.HTML()
+        self.filters_box = w.HBox([], layout=w.Layout(flex_flow="row wrap"))
+        self.prev_button = w.Button(
+            icon="chevron-left", tooltip="previous page", layout=w.Layout(width="40px")
+        )
+        self.next_button = w.Button(
+            icon="chevron-right", tooltip="next page", layout=w.Layout(width="40px")
+        )
+        self.prev_button.on_click(lambda _b: self.go(self.page - 1))
+        self.next_button.on_click(lambda _b: self.go(self.page + 1))
+        self.page_label = w.HTML()
+        self.size_input = w.Dropdown(
+            options=sorted({*PAGE_SIZES, page_size}),
+            value=page_size,
+            description="per page",
+            layout=w.Layout(width="160px"),
+        )
+        self.size_input.observe(self._size_changed, "value")
+        self.table = w.HTML(layout=w.Layout(max_height="320px", overflow="auto"))
+        self.picker = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
+        self.picker.add_class("fractal-image-picker")
+        self.picker.observe(self._picked, "value")
+        self.thumbnail = w.Image(format="png", layout=w.Layout(max_width="256px"))
+        self.thumbnail_note = w.HTML()
+        self.children = [
+            w.HTML(f"<b>Images of dataset {dataset_id}</b>"),
+            self.filters_box,
+            w.HBox(
+                [
+                    self.count_html,
+                    self.prev_button,
+                    self.page_label,
+                    self.next_button,
+                    self.size_input,
+                ],
+                layout=w.Layout(align_items="center"),
+            ),
+            self.table,
+            w.HBox([self.picker, w.VBox([self.thumbnail, self.thumbnail_note])]),
+            self.message.widget,
+        ]
+        self.refresh()
+
+    # state
+    @property
+    def filters(self) -> dict[str, dict[str, Any]]:
+        attributes = {k: d.value for k, d in self.attribute_filters.items() if d.value is not ANY}
+        types = {k: d.value for k, d in self.type_filters.items() if d.value is not ANY}
+        return {"attributes": attributes, "types": types}
+
+    @property
+    def page_count(self) -> int:
+        return max(1, -(-self.total_count // self.page_size))
+
+    def refresh(self) -> None:
+        """Query the current page with the current filters."""
+        answer: ImagePage | None = self.message.attempt(
+            "query",
+            lambda: self.client.query_images(
+                self.project_id,
+                self.dataset_id,
+                self.filters,
+                page=self.page,
+                page_size=self.page_size,
+            ),
+        )
+        if answer is None:
+            return
+        self.message.clear()
+        self.total_count = answer.total_count
+        self.page = answer.current_page
+        self.images = list(answer.images)
+        self._update_filter_widgets(answer.attributes, answer.types)
+        self._show()
+
+    def _update_filter_widgets(self, attributes: dict[str, list[Any]], types: list[str]) -> None:
+        # The summary covers the whole dataset; a filter keeps its choice if still offered.
+        self._quiet = True
+        try:
+            for name, values in attributes.items():
+                if name not in self.attribute_filters:
+                    dropdown = w.Dropdown(description=name, layout=w.Layout(width="220px"))
+                    dropdown.observe(self._filter_changed, "value")
+                    self.attribute_filters[name] = dropdown
+                dropdown = self.attribute_filters[name]
+                current = dropdown.value
+                dropdown.options = [(ANY, ANY), *((_option_label(v), v) for v in values)]
+                dropdown.value = current if current in values or current is ANY else ANY
+            for name in types:
+                if name not in self.type_filters:
+                    dropdown = w.Dropdown(
+                        options=[(ANY, ANY), ("true", True), ("false", False)],
+                        description=name,
+                        layout=w.Layout(width="220px"),
+                    )
+                    dropdown.observe(self._filter_changed, "value")
+                    self.type_filters[name] = dropdown
+        finally:
+            self._quiet = False
+        self.attribute_values = dict(attributes)
+        self.type_names = list(types)
+        self.filters_box.children = [*self.attribute_filters.values(), *self.type_filters.values()]
+
+    def _show(self) -> None:
+        self.count_html.value = f"<b>{self.total_count}</b> image(s)&nbsp;"
+        self.page_label.value = f"&nbsp;page {self.page} / {self.page_count}&nbsp;"
+        self.prev_button.disabled = self.page <= 1
+        self.next_button.disabled = self.page >= self.page_count
+        index = self.images.index(self.selected) if self.selected in self.images else None
+        self._render_table(index)
+        self._quiet = True
+        try:
+            self.picker.options = [
+                (self.short(image.zarr_url), i) for i, image in enumerate(self.images)
+            ]
+            self.picker.value = index
+        finally:
+            self._quiet = False
+        if index is None:
+            self.selected = None
+            self.thumbnail.value = b""
+            self.thumbnail_note.value = ""
+
+    def _render_table(self, selected: int | None) -> None:
+        names = sorted({k for image in self.images for k in image.attributes})
+        rows = [
+            [
+                self.short(image.zarr_url),
+                *(image.attributes.get(n, "") for n in names),
+                ", ".join(f"{k}={v}" for k, v in image.types.items()),
+            ]
+            for image in self.images
+        ]
+        header = f"zarr_url (in {self.zarr_dir})" if self.zarr_dir else "zarr_url"
+        self.table.value = table([header, *names, "types"], rows, selected)
+
+    def short(self, zarr_url: str) -> str:
+        """A zarr_url relative to the dataset's zarr_dir (when inside it)."""
+        if self.zarr_dir and zarr_url.startswith(self.zarr_dir):
+            return zarr_url[len(self.zarr_dir) :]
+        return zarr_url
+
+    # actions
+    def set_filter(self, attribute: str, value: Any = ANY) -> None:
+        self.attribute_filters[attribute].value = value
+
+    def set_type_filter(self, type_name: str, flag: bool | None = None) -> None:
+        self.type_filters[type_name].value = ANY if flag is None else flag
+
+    def go(self, page: int) -> None:
+        self.page = min(max(1, page), self.page_count)
+        self.refresh()
+
+    def select(self, index: int | None) -> None:
+        self.picker.value = index
+
+    def _filter_changed(self, _change: Any) -> None:
+        if not self._quiet:
+            self.page = 1
+            self.refresh()
+
+    def _size_changed(self, change: Any) -> None:
+        self.page_size = change["new"]
+        self.page = 1
+        self.refresh()
+
+    def _picked(self, change: Any) -> None:
+        if self._quiet or change["new"] is None:
+            return
+        self.selected = self.images[change["new"]]
+        self._render_table(change["new"])
+        self._show_thumbnail(self.selected)
+
+    def _show_thumbnail(self, image: SingleImage) -> None:
+        try:
+            png = thumbnail_png(image.zarr_url)
+        except ThumbnailError as error:
+            self.thumbnail.value = b""
+            self.thumbnail_note.value = f"<i>no thumbnail: {html.escape(str(error))}</i>"
+            return
+        self.thumbnail.value = png
+        self.thumbnail_note.value = f"<small>{html.escape(image.zarr_url)}</small>"
+
+    @property
+    def thumbnail_data_url(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.thumbnail.value).decode()
