@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READ_ONLY = "fractal_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL advisory lock key held while migrating (any constant unlikely to clash)
+MIGRATION_LOCK_KEY = 0x46524A55  # "FRJU"
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -78,8 +80,17 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     async def upgrade(self) -> None:
-        """Bring the schema to the newest migration (creates it on an empty database)."""
+        """Bring the schema to the newest migration (creates it on an empty database).
+
+        Servers sharing a PostgreSQL database often start together (a hub spawning its
+        users' servers): one migrates while the others wait on a transaction-scoped advisory
+        lock, then find the schema current. Without it, concurrent `CREATE TABLE`s fail.
+        """
         async with self._write_lock, self.engine.begin() as connection:
+            if self.url.get_backend_name() == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             await connection.run_sync(_upgrade_to_head)
 
     @asynccontextmanager
