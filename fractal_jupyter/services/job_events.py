@@ -83,8 +83,11 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
         for event in read_events(job_dir, after=job.events_applied):
             await apply_event(session, job, event)
         if job.status == "submitted" and not alive:
-            launcher.kill_leftover_tasks(job_dir)
             cancelled = await cancel_slurm_jobs(job_dir)
+            if cancelled is None:
+                # Local task processes. Not on SLURM: there scancel ends them, and on a node
+                # shared with the server their processes must not be mistaken for local ones.
+                launcher.kill_leftover_tasks(job_dir)
             tail = log_tail(job_dir / PROCESS_LOG)
             await _finish(
                 job,
@@ -96,14 +99,15 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
             )
 
 
-async def cancel_slurm_jobs(job_dir: Path) -> str:
-    """The SLURM jobs a dead job process left behind are cancelled (with the job's settings)."""
+async def cancel_slurm_jobs(job_dir: Path) -> str | None:
+    """The SLURM jobs a dead job process left behind are cancelled (with the job's settings):
+    a line for the log; None when the job does not run on SLURM."""
     try:
         spec = JobSpec.read(job_dir)
     except (OSError, ValueError, TypeError):
-        return ""
+        return None
     if spec.backend not in ("slurm", "slurm_ssh"):
-        return ""
+        return None
     settings = SlurmSettings.from_dict(spec.slurm or {})
     return await asyncio.to_thread(cancel_recorded_jobs, job_dir, spec.backend, settings)
 
