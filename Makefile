@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest pytest-postgres coverage-report bench clean
+.PHONY: demo test lint typecheck pytest pytest-e2e pytest-then-postgres pytest-postgres coverage-report bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m fractal_jupyter.demo
 
-test: $(STAMP) lint typecheck pytest pytest-postgres coverage-report
+# The end-to-end tests (real SLURM, PyPI task packages, clients, Chromium, JupyterHub) mostly
+# wait on other processes: they run beside the quick suite and its PostgreSQL run. Each run
+# keeps its own coverage data; coverage-report combines them.
+test: $(STAMP) lint typecheck
+	rm -f .coverage .coverage-*
+	$(MAKE) --no-print-directory -j2 -Oline pytest-e2e pytest-then-postgres
+	$(MAKE) --no-print-directory coverage-report
+
+pytest-then-postgres: pytest
+	$(MAKE) --no-print-directory pytest-postgres
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,8 +33,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy fractal_jupyter
 
+# The quick suite on SQLite: everything but the end-to-end tests and the SLURM job variants.
 pytest: $(STAMP)
-	$(BIN)/pytest -q --cov --cov-report=
+	COVERAGE_FILE=.coverage-quick $(BIN)/pytest -q -p no:cacheprovider --cov --cov-report= \
+	  --ignore=tests/e2e -m "not cluster"
+
+pytest-e2e: $(STAMP)
+	@export COVERAGE_FILE=.coverage-e2e ; \
+	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report= tests/e2e ; rc=$$? ; \
+	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-append --cov-report= -m cluster \
+	  tests/test_job.py || rc=1 ; exit $$rc
 
 # The same suite on a real PostgreSQL started by scripts/postgres-test.sh; skipped, loudly,
 # only where it cannot be started (not root and no PostgreSQL server installed).
@@ -33,15 +50,18 @@ pytest-postgres: $(STAMP)
 	@url=$$(scripts/postgres-test.sh start) ; rc=$$? ; \
 	if [ $$rc -eq 3 ]; then echo "*** SKIPPED: PostgreSQL run (could not start a server, see above) ***"; exit 0; fi ; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi ; \
-	FRACTAL_TEST_DB_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --cov --cov-append \
-	  --cov-report= --ignore=tests/test_compatibility.py --ignore=tests/services --ignore=tests/e2e ; rc=$$? ; \
+	COVERAGE_FILE=.coverage-postgres FRACTAL_TEST_DB_URL=$$url $(BIN)/pytest -q -p no:cacheprovider \
+	  --cov --cov-report= -m "not cluster" --ignore=tests/test_compatibility.py \
+	  --ignore=tests/services --ignore=tests/e2e --ignore=tests/runner \
+	  --ignore=tests/test_widgets_forms.py ; rc=$$? ; \
 	scripts/postgres-test.sh stop >/dev/null ; exit $$rc
 
 coverage-report: $(STAMP)
+	$(BIN)/coverage combine $$(ls .coverage-quick .coverage-e2e .coverage-postgres 2>/dev/null)
 	$(BIN)/coverage report
 
 bench: $(STAMP)
 	$(BIN)/python bench/images.py
 
 clean:
-	rm -rf $(VENV) .peer .tmp .coverage
+	rm -rf $(VENV) .peer .tmp .coverage .coverage-*

@@ -28,6 +28,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${FRACTAL_TEST_PG_PORT:-55432}"
+# apt-get under one lock: `make test` runs test groups side by side that may all install.
+APT="flock /tmp/fractal-jupyter-apt.lock apt-get -o DPkg::Lock::Timeout=600"
 ROLE=fractal
 PASSWORD=fractal
 DATABASE=fractal_test
@@ -81,8 +83,8 @@ install_server() {
     fi
     local rc=0
     {
-        apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+        $APT update -qq &&
+            DEBIAN_FRONTEND=noninteractive $APT install -y -qq postgresql
     } >&2 || rc=$?
     ((rc == 0)) || die 1 "apt-get install postgresql failed (exit $rc)"
 }

@@ -22,6 +22,8 @@ set -euo pipefail
 USER_NAME=${CLUSTER_USER:-fractaluser}
 SSH_PORT=${CLUSTER_SSH_PORT:-2222}
 STATE=${CLUSTER_STATE:-/var/lib/fractal-test-cluster}
+# apt-get under one lock: `make test` runs test groups side by side that may all install.
+APT="flock /tmp/fractal-jupyter-apt.lock apt-get -o DPkg::Lock::Timeout=600"
 PIDS=$STATE/pids
 SSHDIR=$STATE/ssh
 PACKAGES="slurmctld slurmd slurm-client munge openssh-server acl"
@@ -105,8 +107,8 @@ install_packages() {
     fi
     local status=0
     {
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+        DEBIAN_FRONTEND=noninteractive $APT update -qq &&
+            DEBIAN_FRONTEND=noninteractive $APT install -y -qq --no-install-recommends $missing
     } >&2 || status=$?
     [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
     [ "$status" = 0 ] || fail "apt-get failed (exit $status)"

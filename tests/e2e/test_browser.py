@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "examples" / "quickstart.ipynb"
 ARTIFACTS = REPO / ".tmp" / "artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
+# The lock that scripts/*.sh take too: `make test` runs test groups that install side by side.
+APT_GET = ["flock", "/tmp/fractal-jupyter-apt.lock", "apt-get", "-o", "DPkg::Lock::Timeout=600"]
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
@@ -38,8 +40,8 @@ def ensure_chromium() -> Path:
             "installing it needs root (`apt-get install chromium`)"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+    subprocess.run([*APT_GET, "update", "-qq"], check=True, env=env)
+    subprocess.run([*APT_GET, "install", "-y", "-qq", "chromium"], check=True, env=env)
     assert CHROMIUM.exists(), "apt-get installed chromium but /usr/bin/chromium is missing"
     return CHROMIUM
 

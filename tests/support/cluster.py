@@ -275,7 +275,8 @@ class UserServer:
 def job_backends() -> list[Any]:
     """pytest params for the end-to-end job tests: local always, SLURM where it can run."""
     reason = cluster_available()
-    marks = [pytest.mark.skip(reason=reason)] if reason else []
+    # `cluster`: `make test` runs these with the end-to-end tests, apart from the quick ones.
+    marks = [pytest.mark.cluster, *([pytest.mark.skip(reason=reason)] if reason else [])]
     return [
         "local",
         pytest.param("slurm", marks=marks),
