@@ -164,6 +164,7 @@ def run(
             len(spec.images),
             spec.max_workers,
         )
+    message: str | None = None
     try:
         run_workflow(
             spec.tasks,
@@ -176,20 +177,21 @@ def run(
             log=log,
         )
     except TaskFailed as error:
-        failed = current[-1] if current else None
         if stopped:
             message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
-        elif failed is not None:
-            message = task_failure_message(error, failed)
+        elif current:
+            message = task_failure_message(error, current[-1])
         else:
             message = f"JOB ERROR in Fractal job {spec.job_id}:\n{error.reason}"
-        return finish_failed(events, log, message, failed)
     except JobFailed as error:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\n{error}"
-        return finish_failed(events, log, message, current[-1] if current else None)
     except Exception:
         trace = traceback.format_exc()
         message = f"UNKNOWN ERROR in Fractal job {spec.job_id}\nTRACEBACK:\n{trace}"
+    # Whoever reads the final event may take the job for over: nothing of it may still run.
+    if isinstance(executor, SlurmExecutor):
+        executor.close()
+    if message is not None:
         return finish_failed(events, log, message, current[-1] if current else None)
     if stopped:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
