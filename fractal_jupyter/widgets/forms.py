@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,7 @@ def _as_text(value: Any) -> str:
 # --- fields -------------------------------------------------------------------------------
 
 
-class Field:
+class Field(ABC):
     """One field of the form, for one (sub)schema; `widget` is what is displayed."""
 
     widget: w.Widget
@@ -168,11 +169,11 @@ class Field:
             )
 
     # subclasses
-    def get(self) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def get(self) -> Any: ...
 
-    def set(self, value: Any) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def set(self, value: Any) -> None: ...
 
     def children(self) -> Iterable[Field]:
         return ()
@@ -462,8 +463,8 @@ class _ListLike(_Includable):
         self.body = _indented([self.items_box, self.add_button])
         self.widget = w.VBox([self._header(), self.error, self.body])
 
-    def _new_row(self, value: Any, name: str | None = None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _new_row(self, value: Any, name: str | None = None) -> None: ...
 
     def add(self, value: Any = MISSING) -> Field:
         self._new_row(value)
