@@ -17,6 +17,7 @@ from tests.support.jobs import (
     processes_mentioning,
     register_tasks,
     wait_for_job,
+    wait_for_processes,
 )
 
 # The end-to-end job tests run on every backend: `slurm` and `slurm_ssh` on the real cluster
@@ -243,11 +244,7 @@ async def test_stop_ends_the_job_and_its_processes(api, env):
         ],
     )
     job = await submit(api, project_path, workflow, dataset)
-    for _ in range(300):  # SLURM: a start latency of its own, longer on a loaded machine
-        if processes_mentioning(f"{job['working_dir']}/1_misbehave"):
-            break
-        await asyncio.sleep(0.1)
-    assert processes_mentioning(f"{job['working_dir']}/1_misbehave")
+    await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/1_misbehave")
     status, body = await api("GET", f"{project_path}job/{job['id']}/stop/")
     assert (status, body) == (202, None)
     job = await wait_for_job(api, project_path, job["id"], timeout=30)

@@ -59,6 +59,23 @@ async def wait_for_job(
         await asyncio.sleep(0.1)
 
 
+async def wait_for_processes(
+    api: Any, project_path: str, job_id: int, text: str, timeout: float = 180.0
+) -> list[int]:
+    """Wait until live processes mention `text`; fail at once if the job ends first.
+
+    The deadline is in seconds, not polls: on SLURM each task waits for its
+    allocation, and under a loaded CI machine two tasks in a row can take a minute.
+    """
+    deadline = time.monotonic() + timeout
+    while not (found := processes_mentioning(text)):
+        status, job = await api("GET", f"{project_path}job/{job_id}/")
+        assert status == 200 and job["status"] == "submitted", job
+        assert time.monotonic() < deadline, f"no process mentions {text} after {timeout} s"
+        await asyncio.sleep(0.2)
+    return found
+
+
 def processes_mentioning(text: str) -> list[int]:
     """Live (non-zombie) processes whose command line contains `text`."""
     found = []
