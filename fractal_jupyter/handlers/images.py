@@ -45,7 +45,7 @@ class ImageQueryHandler(FractalHandler):
         query: ImageQueryParameters,
     ) -> ImagePage:
         return await images.query_images(
-            self.db_session,
+            self.fractal.database,
             self.user,
             project_id,
             dataset_id,

@@ -6,7 +6,9 @@ A child object is looked up after its project: unknown 404, belonging to another
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Dataset, LinkUserProject, Project, Workflow, WorkflowTask
@@ -39,24 +41,44 @@ async def get_dataset_for_member(
     user: CurrentUser,
 ) -> Dataset:
     """The project check and the dataset look-up in one query (this runs on every image call)."""
-    row = (
-        await session.execute(
-            select(Project.id, LinkUserProject.user_id, Dataset)
-            .outerjoin(LinkUserProject, _membership(user))
-            .outerjoin(Dataset, Dataset.id == dataset_id)
-            .where(Project.id == project_id)
-        )
-    ).first()
+    found = await session.execute(_dataset_for_member(project_id, dataset_id, user, Dataset))
+    dataset: Dataset = _checked_dataset(found.first(), project_id, dataset_id)
+    return dataset
+
+
+def read_dataset_filters(
+    connection: Connection, project_id: int, dataset_id: int, user: CurrentUser
+) -> dict[str, Any]:
+    """The dataset's filters, after `get_dataset_for_member`'s checks (for `Database.read`)."""
+    found = connection.execute(_dataset_for_member(project_id, dataset_id, user, Dataset.filters))
+    filters: dict[str, Any] = _checked_dataset(found.first(), project_id, dataset_id)
+    return filters
+
+
+def _dataset_for_member(
+    project_id: int, dataset_id: int, user: CurrentUser, wanted: Any
+) -> Select[Any, Any, Any]:
+    """The caller's membership, the dataset's project and `wanted` (of the dataset)."""
+    return (
+        select(LinkUserProject.user_id, Dataset.project_id, wanted)
+        .select_from(Project)
+        .outerjoin(LinkUserProject, _membership(user))
+        .outerjoin(Dataset, Dataset.id == dataset_id)
+        .where(Project.id == project_id)
+    )
+
+
+def _checked_dataset(row: Row[Any, Any, Any] | None, project_id: int, dataset_id: int) -> Any:
     if row is None:
         raise NotFound("Project not found")
-    _, member, dataset = row
+    member, dataset_project_id, wanted = row
     if member is None:
         raise Forbidden(f"Not allowed on project {project_id}")
-    if dataset is None:
+    if dataset_project_id is None:
         raise NotFound("Dataset not found")
-    if dataset.project_id != project_id:
+    if dataset_project_id != project_id:
         raise Unprocessable(f"Invalid project_id={project_id} for dataset_id={dataset_id}")
-    return dataset
+    return wanted
 
 
 def _membership(user: CurrentUser) -> ColumnElement[bool]:

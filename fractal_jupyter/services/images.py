@@ -7,21 +7,23 @@ equality, and the index tables store it, so a filter is an index look-up.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, exists, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from ..db.engine import Database
 from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
 from ..errors import NotFound, Unprocessable
 from ..schemas.common import Filters
 from ..schemas.images import ImagePage, ImageQuery, SingleImage, SingleImageUpdate
-from .access import get_dataset_for_member
+from .access import get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
 
 # Multi-row statements stay below SQLite's limit on bound parameters.
@@ -326,7 +328,8 @@ class MatchingImages:
             ids = select(ImageType.image_id).where(
                 ImageType.dataset_id == dataset_id,
                 ImageType.key == true_types.pop(0),
-                ImageType.value.is_(True),
+                # `=`, not `IS`: an equality keeps the index's image_id order (no sort).
+                ImageType.value == true(),
             )
             id_column = ImageType.image_id
         else:
@@ -356,16 +359,22 @@ class MatchingImages:
             return self.total_from_summary
         return select(func.count()).select_from(self.ids.subquery())
 
-    def page(self, page: int, page_size: int) -> Select[Any]:
-        page_ids = (
-            self.ids.order_by(self.id_column)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-            .subquery()
-        )
+    def page(self, first: int, size: int, total: int) -> Select[Any]:
+        """Matches number `first` to `first + size - 1` (0-based) of `total`, in id order.
+
+        SQLite and PostgreSQL reach an offset by stepping through the index, so a page in the
+        second half is read by walking the index backwards from the end.
+        """
+        size = max(0, min(size, total - first))
+        from_end = total - first - size
+        if from_end < first:
+            page_ids = self.ids.order_by(self.id_column.desc()).limit(size).offset(from_end)
+        else:
+            page_ids = self.ids.order_by(self.id_column).limit(size).offset(first)
+        selected = page_ids.subquery()
         return (
             select(Image.zarr_url, Image.origin, Image.attributes, Image.types)
-            .join(page_ids, Image.id == page_ids.c[0])
+            .join(selected, Image.id == selected.c[0])
             .order_by(Image.id)
         )
 
@@ -400,24 +409,20 @@ def _total_from_summary(
     )
 
 
-async def _summaries(
-    session: AsyncSession, dataset_id: int, restrict: MatchingImages | None
+def _summaries(
+    connection: Connection, dataset_id: int, restrict: MatchingImages | None
 ) -> tuple[dict[str, list[Any]], list[str]]:
     """Distinct attribute values and type keys of the dataset, or of the `restrict` images."""
     if restrict is None:
-        attribute_rows = (
-            await session.execute(
-                select(AttributeSummary.key, AttributeSummary.value)
-                .where(AttributeSummary.dataset_id == dataset_id)
-                .order_by(AttributeSummary.key, AttributeSummary.value_key)
-            )
+        attribute_rows = connection.execute(
+            select(AttributeSummary.key, AttributeSummary.value)
+            .where(AttributeSummary.dataset_id == dataset_id)
+            .order_by(AttributeSummary.key, AttributeSummary.value_key)
         ).all()
-        type_keys = (
-            await session.scalars(
-                select(TypeSummary.key)
-                .where(TypeSummary.dataset_id == dataset_id)
-                .order_by(TypeSummary.key)
-            )
+        type_keys = connection.scalars(
+            select(TypeSummary.key)
+            .where(TypeSummary.dataset_id == dataset_id)
+            .order_by(TypeSummary.key)
         ).all()
     else:
         selected = restrict.ids.subquery()
@@ -430,28 +435,24 @@ async def _summaries(
             .distinct()
             .subquery()
         )
-        attribute_rows = (
-            await session.execute(
-                select(AttributeSummary.key, AttributeSummary.value)
-                .join(
-                    present,
-                    (present.c.key == AttributeSummary.key)
-                    & (present.c.value_key == AttributeSummary.value_key),
-                )
-                .where(AttributeSummary.dataset_id == dataset_id)
-                .order_by(AttributeSummary.key, AttributeSummary.value_key)
+        attribute_rows = connection.execute(
+            select(AttributeSummary.key, AttributeSummary.value)
+            .join(
+                present,
+                (present.c.key == AttributeSummary.key)
+                & (present.c.value_key == AttributeSummary.value_key),
             )
+            .where(AttributeSummary.dataset_id == dataset_id)
+            .order_by(AttributeSummary.key, AttributeSummary.value_key)
         ).all()
-        type_keys = (
-            await session.scalars(
-                select(ImageType.key)
-                .where(
-                    ImageType.dataset_id == dataset_id,
-                    ImageType.image_id.in_(select(selected.c[0])),
-                )
-                .distinct()
-                .order_by(ImageType.key)
+        type_keys = connection.scalars(
+            select(ImageType.key)
+            .where(
+                ImageType.dataset_id == dataset_id,
+                ImageType.image_id.in_(select(selected.c[0])),
             )
+            .distinct()
+            .order_by(ImageType.key)
         ).all()
     attributes: dict[str, list[Any]] = {}
     for key, value in attribute_rows:
@@ -460,7 +461,7 @@ async def _summaries(
 
 
 async def query_images(
-    session: AsyncSession,
+    database: Database,
     user: CurrentUser,
     project_id: int,
     dataset_id: int,
@@ -473,28 +474,53 @@ async def query_images(
     """One page of the dataset's images that match `query`, with the dataset's summaries.
 
     As in fractal-server 2.6.4: the summaries describe the dataset (after its own filters when
-    `use_dataset_filters`), not the page; a page past the end is the last page.
+    `use_dataset_filters`), not the page; a page past the end is the last page. The look-ups
+    run as one read of the database (`Database.read`): one snapshot, one thread hand-off.
     """
     if page < 1:
         raise Unprocessable(f"Invalid pagination parameter: page={page} < 1")
     if page_size is not None and page_size <= 0:
         raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
-    dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    return await database.read(
+        functools.partial(
+            _read_page,
+            user=user,
+            project_id=project_id,
+            dataset_id=dataset_id,
+            query=query,
+            page=page,
+            page_size=page_size,
+            use_dataset_filters=use_dataset_filters,
+        )
+    )
 
+
+def _read_page(
+    connection: Connection,
+    *,
+    user: CurrentUser,
+    project_id: int,
+    dataset_id: int,
+    query: ImageQuery | None,
+    page: int,
+    page_size: int | None,
+    use_dataset_filters: bool,
+) -> ImagePage:
+    stored_filters = read_dataset_filters(connection, project_id, dataset_id, user)
     filter_sets = []
     if use_dataset_filters:
-        dataset_filters = Filters.model_validate(dataset.filters)
+        dataset_filters = Filters.model_validate(stored_filters)
         if dataset_filters.attributes or dataset_filters.types:
             filter_sets.append(dataset_filters)
-    in_dataset = MatchingImages.build(dataset.id, filter_sets) if filter_sets else None
-    attributes, types = await _summaries(session, dataset.id, in_dataset)
+    in_dataset = MatchingImages.build(dataset_id, filter_sets) if filter_sets else None
+    attributes, types = _summaries(connection, dataset_id, in_dataset)
 
     zarr_url = None
     if query is not None:
         zarr_url = query.zarr_url
         filter_sets.append(query.filters)
-    matching = MatchingImages.build(dataset.id, filter_sets, zarr_url)
-    total_count = await session.scalar(matching.count()) or 0
+    matching = MatchingImages.build(dataset_id, filter_sets, zarr_url)
+    total_count = connection.scalar(matching.count()) or 0
     if page_size is None:
         page_size = total_count
     if total_count == 0:
@@ -507,7 +533,7 @@ async def query_images(
             images=[],
         )
     page = min(page, -(-total_count // page_size))
-    rows = (await session.execute(matching.page(page, page_size))).all()
+    rows = connection.execute(matching.page((page - 1) * page_size, page_size, total_count)).all()
     return ImagePage(
         total_count=total_count,
         page_size=page_size,
