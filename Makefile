@@ -17,9 +17,10 @@ demo: $(STAMP)
 
 # The end-to-end tests (real SLURM, PyPI task packages, clients, Chromium, JupyterHub) mostly
 # wait on other processes: they run beside the quick suite and its PostgreSQL run. Each run
-# keeps its own coverage data; coverage-report combines them.
+# keeps its own coverage data; coverage-report combines them, with the data files written by
+# the processes that the SLURM tests run as the cluster's user (.coverage-users/).
 test: $(STAMP) lint typecheck
-	rm -f .coverage .coverage-*
+	rm -rf .coverage .coverage-*
 	$(MAKE) --no-print-directory -j2 -Oline pytest-e2e pytest-then-postgres
 	$(MAKE) --no-print-directory coverage-report
 
@@ -57,7 +58,7 @@ pytest-postgres: $(STAMP)
 	scripts/postgres-test.sh stop >/dev/null ; exit $$rc
 
 coverage-report: $(STAMP)
-	$(BIN)/coverage combine $$(ls .coverage-quick .coverage-e2e .coverage-postgres 2>/dev/null)
+	$(BIN)/coverage combine $$(ls -d .coverage-quick .coverage-e2e .coverage-postgres .coverage-users 2>/dev/null)
 	$(BIN)/coverage report
 
 bench: $(STAMP)

@@ -33,6 +33,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 from fractal_jupyter.demo import DemoServer, free_port, server_command
 
 REPO = Path(__file__).resolve().parents[2]
+# Coverage data of the processes that run as the cluster's user (`make coverage-report`).
+USER_COVERAGE = REPO / ".coverage-users"
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
 STATE = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-test-cluster"))
 USER_ROOT = Path("/tmp/fractal-slurm-tests")
@@ -177,6 +179,30 @@ def slurm_cluster_fixture() -> Iterator[ClusterInfo]:
 slurm_cluster = pytest.fixture(scope="session", name="slurm_cluster")(slurm_cluster_fixture)
 
 
+def user_coverage_environment() -> dict[str, str]:
+    """When the tests measure coverage, the processes of the cluster's user measure it too.
+
+    They cannot write the test run's data file (root's), so they write their own data files
+    in a world-writable folder of the checkout, which `make coverage-report` combines.
+    """
+    if "COVERAGE_PROCESS_CONFIG" not in os.environ:
+        return {}
+    USER_COVERAGE.mkdir(exist_ok=True)
+    USER_COVERAGE.chmod(0o1777)
+    settings = USER_COVERAGE / "coveragerc"
+    settings.write_text(
+        "[run]\n"
+        "branch = true\n"
+        "source = fractal_jupyter\n"
+        "omit = */fractal_jupyter/db/migrations/*\n"
+        "parallel = true\n"
+        "patch = subprocess\n"
+        f"data_file = {USER_COVERAGE}/.coverage\n"
+    )
+    settings.chmod(0o644)
+    return {"COVERAGE_PROCESS_START": str(settings)}
+
+
 class UserServer:
     """`jupyter fractal` as the cluster's user, configured with `FractalJupyter` traits."""
 
@@ -217,6 +243,7 @@ class UserServer:
             JUPYTER_CONFIG_DIR=str(config_dir),
             JUPYTER_DATA_DIR=str(self.root / "jupyter-data"),
             JUPYTER_RUNTIME_DIR=str(self.root / "jupyter-runtime"),
+            **user_coverage_environment(),
         )
         command = self.cluster.as_user(server_command(self.root / "data", self.port, self.token))
         log = (self.root / "server.log").open("ab")
