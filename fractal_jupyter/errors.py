@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class FractalError(Exception):
     status_code = 400
@@ -21,3 +23,15 @@ class Forbidden(FractalError):
 
 class Unprocessable(FractalError):
     status_code = 422
+
+
+def validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
+    """pydantic's errors as FastAPI's 422 `detail` (each `loc` starts with `location`)."""
+    return [
+        {
+            "loc": [location, *item["loc"]],
+            "msg": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]

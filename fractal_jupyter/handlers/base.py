@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import web
 
-from ..errors import Forbidden, FractalError
+from ..errors import Forbidden, FractalError, validation_detail
 from ..services.access import require_server_owner
 from ..services.users import CurrentUser
 from ..state import FractalState
@@ -52,17 +52,6 @@ class Operation:
     form: type[BaseModel] | None = None
     # Only admins (`FractalJupyter.admin_users`): anyone else gets 403.
     admin: bool = False
-
-
-def _validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "loc": [location, *item["loc"]],
-            "msg": item["msg"],
-            "type": item["type"],
-        }
-        for item in error.errors(include_url=False, include_context=False, include_input=False)
-    ]
 
 
 class RequestError(Exception):
@@ -175,7 +164,7 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         try:
             return model.model_validate_json(raw)
         except ValidationError as error:
-            raise RequestError(_validation_detail(error, "body")) from None
+            raise RequestError(validation_detail(error, "body")) from None
 
     def parse_form(self, model: type[BaseModel]) -> BaseModel:
         values = {
@@ -185,7 +174,7 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         try:
             return model.model_validate(values)
         except ValidationError as error:
-            raise RequestError(_validation_detail(error, "body")) from None
+            raise RequestError(validation_detail(error, "body")) from None
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
         values = {
@@ -195,7 +184,7 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         try:
             return model.model_validate(values)
         except ValidationError as error:
-            raise RequestError(_validation_detail(error, "query")) from None
+            raise RequestError(validation_detail(error, "query")) from None
 
 
 def _parse_path_ids(path_arguments: dict[str, str]) -> dict[str, int]:

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import asyncio
+from pydantic import BaseModel
 
 from ..db.models import Dataset
-from ..memory import LARGE_REQUEST_IMAGES, release_free_memory
 from ..schemas.dataset import (
     DatasetCreate,
     DatasetExport,
@@ -12,7 +11,7 @@ from ..schemas.dataset import (
     DatasetUpdate,
 )
 from ..schemas.query import HistoryQuery
-from ..services import dataset
+from ..services import dataset, dataset_import
 from .base import FractalHandler, operation
 
 
@@ -55,19 +54,20 @@ class DatasetHandler(FractalHandler):
 
 
 class DatasetImportHandler(FractalHandler):
-    large_import = False
+    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+        # An empty body is refused as usual; any other is read by the service, a chunk of
+        # images at a time (`DatasetImport` still describes it in the OpenAPI document).
+        if not self.request.body.strip():
+            return super().parse_body(model, required)
+        return None
 
     @operation(
         "Create a dataset with its images", body=DatasetImport, response=DatasetRead, status=201
     )
-    async def post(self, project_id: int, body: DatasetImport) -> Dataset:
-        self.large_import = len(body.images) >= LARGE_REQUEST_IMAGES
-        return await dataset.import_dataset(self.db_session, self.user, project_id, body)
-
-    def on_finish(self) -> None:
-        # Later, once this request's frames (and the parsed body) are gone.
-        if self.large_import:
-            asyncio.get_running_loop().call_later(0.1, release_free_memory)
+    async def post(self, project_id: int, body: None) -> Dataset:
+        return await dataset_import.import_dataset(
+            self.db_session, self.user, project_id, self.request.body
+        )
 
 
 class DatasetExportHandler(FractalHandler):

@@ -15,7 +15,7 @@ from ..schemas.dataset import (
     DatasetUpdate,
 )
 from .access import get_dataset_for_member, get_project_for_member, member_project_ids
-from .images import check_image_location, count_images, insert_images, list_all_images
+from .images import count_images, list_all_images
 from .job import check_no_submitted_job
 from .users import CurrentUser
 
@@ -50,7 +50,7 @@ async def list_user_datasets(
     return _read_models(datasets, history)
 
 
-async def _new_dataset(
+async def new_dataset(
     session: AsyncSession, project_id: int, data: DatasetCreate | DatasetImport
 ) -> Dataset:
     dataset = Dataset(
@@ -68,7 +68,7 @@ async def create_dataset(
     session: AsyncSession, user: CurrentUser, project_id: int, data: DatasetCreate
 ) -> Dataset:
     await get_project_for_member(session, project_id, user)
-    dataset = await _new_dataset(session, project_id, data)
+    dataset = await new_dataset(session, project_id, data)
     await session.refresh(dataset, ["project"])
     return dataset
 
@@ -101,22 +101,6 @@ async def delete_dataset(
     await check_no_submitted_job(session, f"dataset {dataset_id}", dataset_id=dataset_id)
     await session.delete(dataset)
     await session.flush()
-
-
-async def import_dataset(
-    session: AsyncSession, user: CurrentUser, project_id: int, data: DatasetImport
-) -> Dataset:
-    """A new dataset with its images; every image must lie inside `zarr_dir`, once."""
-    await get_project_for_member(session, project_id, user)
-    for image in data.images:
-        try:
-            check_image_location(image.zarr_url, data.zarr_dir)
-        except Unprocessable as error:
-            raise Unprocessable(f"Cannot import dataset: {error.detail}") from None
-    dataset = await _new_dataset(session, project_id, data)
-    await insert_images(session, dataset, data.images)
-    await session.refresh(dataset, ["project"])
-    return dataset
 
 
 async def export_dataset(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, delete, exists, func, insert, select, true, update
@@ -74,28 +74,41 @@ def _image_dict(image: Image) -> ImageRow:
     }
 
 
+@dataclass
+class SummaryCounts:
+    """Images' share of a dataset's summaries, added up before it is written."""
+
+    images: int = 0
+    attributes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    attribute_values: dict[tuple[str, str], Any] = field(default_factory=dict)
+    types: Counter[str] = field(default_factory=Counter)
+    true_types: Counter[str] = field(default_factory=Counter)
+
+    def add(self, images: Iterable[ImageRow]) -> None:
+        for image in images:
+            self.images += 1
+            for key, value in image["attributes"].items():
+                summary_key = (key, match_key(value))
+                self.attributes[summary_key] += 1
+                self.attribute_values.setdefault(summary_key, value)
+            self.types.update(image["types"].keys())
+            self.true_types.update(key for key, value in image["types"].items() if value)
+
+
 async def _change_summaries(
-    session: AsyncSession, dataset_id: int, images: Iterable[ImageRow], sign: int
+    session: AsyncSession, dataset_id: int, images: Iterable[ImageRow] | SummaryCounts, sign: int
 ) -> None:
     """Add (`sign=1`) or remove (`sign=-1`) the given images' share of the dataset summaries."""
-    attribute_counts: Counter[tuple[str, str]] = Counter()
-    attribute_values: dict[tuple[str, str], Any] = {}
-    type_counts: Counter[str] = Counter()
-    true_counts: Counter[str] = Counter()
-    image_count = 0
-    for image in images:
-        image_count += 1
-        for key, value in image["attributes"].items():
-            summary_key = (key, match_key(value))
-            attribute_counts[summary_key] += 1
-            attribute_values.setdefault(summary_key, value)
-        type_counts.update(image["types"].keys())
-        true_counts.update(key for key, value in image["types"].items() if value)
-    if image_count:
+    if isinstance(images, SummaryCounts):
+        counts = images
+    else:
+        counts = SummaryCounts()
+        counts.add(images)
+    if counts.images:
         await session.execute(
             update(Dataset)
             .where(Dataset.id == dataset_id)
-            .values(image_count=Dataset.image_count + sign * image_count)
+            .values(image_count=Dataset.image_count + sign * counts.images)
         )
     upsert = _dialect_insert(session)
     # Sorted, so that concurrent writers take row locks in one order (no deadlock).
@@ -104,19 +117,19 @@ async def _change_summaries(
             "dataset_id": dataset_id,
             "key": key,
             "value_key": value_key,
-            "value": attribute_values[(key, value_key)],
+            "value": counts.attribute_values[(key, value_key)],
             "image_count": sign * count,
         }
-        for (key, value_key), count in sorted(attribute_counts.items())
+        for (key, value_key), count in sorted(counts.attributes.items())
     ]
     type_rows = [
         {
             "dataset_id": dataset_id,
             "key": key,
             "image_count": sign * count,
-            "true_count": sign * true_counts[key],
+            "true_count": sign * counts.true_types[key],
         }
-        for key, count in sorted(type_counts.items())
+        for key, count in sorted(counts.types.items())
     ]
     for model, rows, index, counters in (
         (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
@@ -147,20 +160,89 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 async def _write_index_rows(
     session: AsyncSession, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
 ) -> None:
-    attribute_rows = [
-        {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value_key": match_key(value)}
-        for image_id, image in zip(image_ids, images, strict=True)
-        for key, value in image["attributes"].items()
-    ]
-    type_rows = [
-        {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value": value}
-        for image_id, image in zip(image_ids, images, strict=True)
-        for key, value in image["types"].items()
-    ]
-    if attribute_rows:
-        await session.execute(insert(ImageAttribute), attribute_rows)
-    if type_rows:
-        await session.execute(insert(ImageType), type_rows)
+    for id_chunk, image_chunk in zip(
+        _chunks(image_ids, IDS_PER_STATEMENT), _chunks(images, IDS_PER_STATEMENT), strict=True
+    ):
+        attribute_rows = [
+            {
+                "image_id": image_id,
+                "dataset_id": dataset_id,
+                "key": key,
+                "value_key": match_key(value),
+            }
+            for image_id, image in zip(id_chunk, image_chunk, strict=True)
+            for key, value in image["attributes"].items()
+        ]
+        type_rows = [
+            {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value": value}
+            for image_id, image in zip(id_chunk, image_chunk, strict=True)
+            for key, value in image["types"].items()
+        ]
+        if attribute_rows:
+            await session.execute(insert(ImageAttribute), attribute_rows)
+        if type_rows:
+            await session.execute(insert(ImageType), type_rows)
+
+
+class ImageWriter:
+    """Stores a dataset's new images chunk by chunk, in the session's transaction.
+
+    Memory stays that of one chunk: only the zarr_urls seen so far (for the duplicate check)
+    and the summary counts are kept from one chunk to the next; `finish` writes the summaries.
+    Locations must be checked before.
+    """
+
+    def __init__(self, session: AsyncSession, dataset_id: int) -> None:
+        self.session = session
+        self.dataset_id = dataset_id
+        self.seen: set[str] = set()
+        self.counts = SummaryCounts()
+
+    def first_duplicate(self, images: Iterable[SingleImage]) -> str | None:
+        """The first zarr_url that appears twice so far (the images count as seen)."""
+        for image in images:
+            if image.zarr_url in self.seen:
+                return image.zarr_url
+            self.seen.add(image.zarr_url)
+        return None
+
+    async def write(self, images: Sequence[SingleImage]) -> None:
+        """Store images that `first_duplicate` has seen, with their index rows."""
+        if not images:
+            return
+        rows: list[ImageRow] = [
+            {
+                "dataset_id": self.dataset_id,
+                "zarr_url": image.zarr_url,
+                "origin": image.origin,
+                "attributes": image.attributes,
+                "types": image.types,
+            }
+            for image in images
+        ]
+        # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
+        # constraint here; the request then ends in a 422 and nothing is written. executemany
+        # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts
+        # row by row), so the new ids are read back by zarr_url.
+        await self.session.execute(insert(Image), rows)
+        ids_by_url: dict[str, int] = {}
+        for chunk in _chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+            found = await self.session.execute(
+                select(Image.zarr_url, Image.id).where(
+                    Image.dataset_id == self.dataset_id, Image.zarr_url.in_(chunk)
+                )
+            )
+            ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
+        image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
+        await _write_index_rows(self.session, self.dataset_id, image_ids, rows)
+        self.counts.add(rows)
+
+    async def finish(self) -> None:
+        await _change_summaries(self.session, self.dataset_id, self.counts, +1)
+
+
+# Images written per round trip by `insert_images`.
+INSERT_CHUNK_IMAGES = 5_000
 
 
 async def insert_images(
@@ -168,41 +250,15 @@ async def insert_images(
 ) -> None:
     """Store images with their index rows and summary counts (locations already checked).
 
-    Plain multi-row INSERTs, no ORM objects: a dataset import of 100,000 images is one request.
+    Plain multi-row INSERTs, no ORM objects, a chunk at a time.
     """
-    seen: set[str] = set()
-    for new_image in new_images:
-        if new_image.zarr_url in seen:
-            raise Unprocessable(f"Image with zarr_url '{new_image.zarr_url}' appears twice")
-        seen.add(new_image.zarr_url)
-    rows: list[ImageRow] = [
-        {
-            "dataset_id": dataset.id,
-            "zarr_url": new_image.zarr_url,
-            "origin": new_image.origin,
-            "attributes": new_image.attributes,
-            "types": new_image.types,
-        }
-        for new_image in new_images
-    ]
-    if not rows:
-        return
-    # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
-    # constraint here; the request then ends in a 422 and nothing is written. executemany
-    # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts row
-    # by row), so the new ids are read back by zarr_url.
-    await session.execute(insert(Image), rows)
-    ids_by_url: dict[str, int] = {}
-    for chunk in _chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
-        found = await session.execute(
-            select(Image.zarr_url, Image.id).where(
-                Image.dataset_id == dataset.id, Image.zarr_url.in_(chunk)
-            )
-        )
-        ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
-    image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
-    await _write_index_rows(session, dataset.id, image_ids, rows)
-    await _change_summaries(session, dataset.id, rows, +1)
+    writer = ImageWriter(session, dataset.id)
+    duplicate = writer.first_duplicate(new_images)
+    if duplicate is not None:
+        raise Unprocessable(f"Image with zarr_url '{duplicate}' appears twice")
+    for chunk in _chunks(new_images, INSERT_CHUNK_IMAGES):
+        await writer.write(chunk)
+    await writer.finish()
 
 
 async def add_image(
