@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import web
 
 from ..errors import Forbidden, FractalError, validation_detail
+from ..schemas.common import RenderedResponse
 from ..services.access import require_server_owner
 from ..services.users import CurrentUser
 from ..state import FractalState
@@ -263,11 +264,14 @@ def operation(
                 async with state.database.session(write=write) as session:
                     self.db_session = session
                     result = await method(self, **kwargs)
-                    payload = (
-                        adapter.dump_json(adapter.validate_python(result, from_attributes=True))
-                        if adapter
-                        else None
-                    )
+                    if isinstance(result, RenderedResponse):
+                        payload = result.to_json()
+                    elif adapter is not None:
+                        payload = adapter.dump_json(
+                            adapter.validate_python(result, from_attributes=True)
+                        )
+                    else:
+                        payload = None
             except FractalError as error:
                 self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
                 return

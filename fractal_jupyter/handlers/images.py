@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schemas.images import ImagePage, ImageQuery, SingleImage, SingleImageUpdate
+from ..schemas.images import (
+    ImagePage,
+    ImageQuery,
+    RenderedImagePage,
+    SingleImage,
+    SingleImageUpdate,
+)
 from ..schemas.query import ImageQueryParameters, ZarrUrlQuery
 from ..services import images
 from .base import FractalHandler, operation
@@ -43,7 +49,7 @@ class ImageQueryHandler(FractalHandler):
         dataset_id: int,
         body: ImageQuery | None,
         query: ImageQueryParameters,
-    ) -> ImagePage:
+    ) -> RenderedImagePage:
         return await images.query_images(
             self.fractal.database,
             self.user,

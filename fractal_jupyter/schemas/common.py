@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -40,6 +41,17 @@ class LenientRequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class RenderedResponse(ABC):
+    """An answer that renders its own JSON, which must be what its declared model would give.
+
+    For a hot path whose values the database already holds as JSON text: decoding them into
+    models and encoding them again would cost more than the query.
+    """
+
+    @abstractmethod
+    def to_json(self) -> bytes: ...
 
 
 def _utf8_at_most(limit: int, what: str) -> AfterValidator:

@@ -1,3 +1,6 @@
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -6,6 +9,7 @@ from .common import (
     AttributeDict,
     Filters,
     LenientRequestModel,
+    RenderedResponse,
     ResponseModel,
     TypeDict,
     ZarrPath,
@@ -39,3 +43,38 @@ class ImagePage(ResponseModel):
     attributes: dict[str, list[Any]]
     types: list[str]
     images: list[SingleImage]
+
+
+@dataclass(frozen=True)
+class RenderedImagePage(RenderedResponse):
+    """An `ImagePage` made of the JSON texts the database stores (the image query's answer).
+
+    `attribute_values` are (key, JSON of a value) pairs, grouped by key; `images` are
+    (zarr_url, origin, JSON of the attributes, JSON of the types) rows.
+    """
+
+    total_count: int
+    page_size: int
+    current_page: int
+    attribute_values: Sequence[tuple[str, str]]
+    types: Sequence[str]
+    images: Sequence[tuple[str, str | None, str, str]]
+
+    def to_json(self) -> bytes:
+        dumps = json.dumps
+        values_by_key: dict[str, list[str]] = {}
+        for key, value in self.attribute_values:
+            values_by_key.setdefault(key, []).append(value)
+        attributes = ",".join(
+            f"{dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
+        )
+        images = ",".join(
+            f'{{"zarr_url":{dumps(zarr_url)},"origin":{dumps(origin)},'
+            f'"attributes":{attributes_json},"types":{types_json}}}'
+            for zarr_url, origin, attributes_json, types_json in self.images
+        )
+        return (
+            f'{{"total_count":{self.total_count},"page_size":{self.page_size},'
+            f'"current_page":{self.current_page},"attributes":{{{attributes}}},'
+            f'"types":{dumps(list(self.types))},"images":[{images}]}}'
+        ).encode()

@@ -13,7 +13,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, delete, exists, func, insert, select, true, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Text,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
@@ -22,7 +34,7 @@ from ..db.engine import Database
 from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
 from ..errors import NotFound, Unprocessable
 from ..schemas.common import Filters
-from ..schemas.images import ImagePage, ImageQuery, SingleImage, SingleImageUpdate
+from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
 from .access import get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
 
@@ -415,7 +427,7 @@ class MatchingImages:
             return self.total_from_summary
         return select(func.count()).select_from(self.ids.subquery())
 
-    def page(self, first: int, size: int, total: int) -> Select[Any]:
+    def page(self, first: int, size: int, total: int) -> Select[str, str | None, str, str]:
         """Matches number `first` to `first + size - 1` (0-based) of `total`, in id order.
 
         SQLite and PostgreSQL reach an offset by stepping through the index, so a page in the
@@ -428,8 +440,14 @@ class MatchingImages:
         else:
             page_ids = self.ids.order_by(self.id_column).limit(size).offset(first)
         selected = page_ids.subquery()
+        # Attributes and types as the JSON texts stored: the answer embeds them as they are.
         return (
-            select(Image.zarr_url, Image.origin, Image.attributes, Image.types)
+            select(
+                Image.zarr_url,
+                Image.origin,
+                cast(Image.attributes, Text),
+                cast(Image.types, Text),
+            )
             .join(selected, Image.id == selected.c[0])
             .order_by(Image.id)
         )
@@ -467,11 +485,11 @@ def _total_from_summary(
 
 def _summaries(
     connection: Connection, dataset_id: int, restrict: MatchingImages | None
-) -> tuple[dict[str, list[Any]], list[str]]:
-    """Distinct attribute values and type keys of the dataset, or of the `restrict` images."""
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(key, JSON value) pairs and type keys of the dataset, or of the `restrict` images."""
     if restrict is None:
         attribute_rows = connection.execute(
-            select(AttributeSummary.key, AttributeSummary.value)
+            select(AttributeSummary.key, cast(AttributeSummary.value, Text))
             .where(AttributeSummary.dataset_id == dataset_id)
             .order_by(AttributeSummary.key, AttributeSummary.value_key)
         ).all()
@@ -492,7 +510,7 @@ def _summaries(
             .subquery()
         )
         attribute_rows = connection.execute(
-            select(AttributeSummary.key, AttributeSummary.value)
+            select(AttributeSummary.key, cast(AttributeSummary.value, Text))
             .join(
                 present,
                 (present.c.key == AttributeSummary.key)
@@ -510,10 +528,7 @@ def _summaries(
             .distinct()
             .order_by(ImageType.key)
         ).all()
-    attributes: dict[str, list[Any]] = {}
-    for key, value in attribute_rows:
-        attributes.setdefault(key, []).append(value)
-    return attributes, list(type_keys)
+    return [(key, value) for key, value in attribute_rows], list(type_keys)
 
 
 async def query_images(
@@ -526,7 +541,7 @@ async def query_images(
     page: int,
     page_size: int | None,
     use_dataset_filters: bool,
-) -> ImagePage:
+) -> RenderedImagePage:
     """One page of the dataset's images that match `query`, with the dataset's summaries.
 
     As in fractal-server 2.6.4: the summaries describe the dataset (after its own filters when
@@ -561,7 +576,7 @@ def _read_page(
     page: int,
     page_size: int | None,
     use_dataset_filters: bool,
-) -> ImagePage:
+) -> RenderedImagePage:
     stored_filters = read_dataset_filters(connection, project_id, dataset_id, user)
     filter_sets = []
     if use_dataset_filters:
@@ -579,29 +594,20 @@ def _read_page(
     total_count = connection.scalar(matching.count()) or 0
     if page_size is None:
         page_size = total_count
+    rows: Sequence[tuple[str, str | None, str, str]] = []
     if total_count == 0:
-        return ImagePage(
-            total_count=0,
-            page_size=page_size,
-            current_page=1,
-            attributes=attributes,
-            types=types,
-            images=[],
-        )
-    page = min(page, -(-total_count // page_size))
-    rows = connection.execute(matching.page((page - 1) * page_size, page_size, total_count)).all()
-    return ImagePage(
+        page = 1
+    else:
+        page = min(page, -(-total_count // page_size))
+        first = (page - 1) * page_size
+        rows = connection.execute(matching.page(first, page_size, total_count)).tuples().all()
+    return RenderedImagePage(
         total_count=total_count,
         page_size=page_size,
         current_page=page,
-        attributes=attributes,
+        attribute_values=attributes,
         types=types,
-        images=[
-            SingleImage.model_construct(
-                zarr_url=row.zarr_url, origin=row.origin, attributes=row.attributes, types=row.types
-            )
-            for row in rows
-        ],
+        images=rows,
     )
 
 
