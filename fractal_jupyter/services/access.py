@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Dataset, LinkUserProject, Project, Workflow, WorkflowTask
@@ -41,7 +41,7 @@ async def get_dataset_for_member(
     user: CurrentUser,
 ) -> Dataset:
     """The project check and the dataset look-up in one query (this runs on every image call)."""
-    found = await session.execute(_dataset_for_member(project_id, dataset_id, user, Dataset))
+    found = await session.execute(_DATASET_FOR_MEMBER, _parameters(project_id, dataset_id, user))
     dataset: Dataset = _checked_dataset(found.first(), project_id, dataset_id)
     return dataset
 
@@ -50,22 +50,36 @@ def read_dataset_filters(
     connection: Connection, project_id: int, dataset_id: int, user: CurrentUser
 ) -> dict[str, Any]:
     """The dataset's filters, after `get_dataset_for_member`'s checks (for `Database.read`)."""
-    found = connection.execute(_dataset_for_member(project_id, dataset_id, user, Dataset.filters))
+    found = connection.execute(_FILTERS_FOR_MEMBER, _parameters(project_id, dataset_id, user))
     filters: dict[str, Any] = _checked_dataset(found.first(), project_id, dataset_id)
     return filters
 
 
-def _dataset_for_member(
-    project_id: int, dataset_id: int, user: CurrentUser, wanted: Any
-) -> Select[Any, Any, Any]:
-    """The caller's membership, the dataset's project and `wanted` (of the dataset)."""
+def _parameters(project_id: int, dataset_id: int, user: CurrentUser) -> dict[str, int]:
+    return {"project_id": project_id, "dataset_id": dataset_id, "user_id": user.id}
+
+
+def _dataset_for_member(wanted: Any) -> Select[Any, Any, Any]:
+    """The caller's membership, the dataset's project and `wanted` (of the dataset).
+
+    Built once, with bound parameters `project_id`, `dataset_id` and `user_id`: every image
+    request runs it, and SQLAlchemy then reuses its compiled form without rebuilding it.
+    """
     return (
         select(LinkUserProject.user_id, Dataset.project_id, wanted)
         .select_from(Project)
-        .outerjoin(LinkUserProject, _membership(user))
-        .outerjoin(Dataset, Dataset.id == dataset_id)
-        .where(Project.id == project_id)
+        .outerjoin(
+            LinkUserProject,
+            (LinkUserProject.project_id == Project.id)
+            & (LinkUserProject.user_id == bindparam("user_id")),
+        )
+        .outerjoin(Dataset, Dataset.id == bindparam("dataset_id"))
+        .where(Project.id == bindparam("project_id"))
     )
+
+
+_DATASET_FOR_MEMBER = _dataset_for_member(Dataset)
+_FILTERS_FOR_MEMBER = _dataset_for_member(Dataset.filters)
 
 
 def _checked_dataset(row: Row[Any, Any, Any] | None, project_id: int, dataset_id: int) -> Any:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Select,
     Text,
+    bindparam,
     cast,
     delete,
     exists,
@@ -353,6 +355,16 @@ async def _replace_images(
 
 
 @dataclass(frozen=True)
+class _MatchingStatements:
+    """The statements of one shape of filters, with bound parameters for every value."""
+
+    ids: Select[int]
+    id_column: InstrumentedAttribute[int]
+    count: Select[Any]
+    pages: dict[bool, Select[str, str | None, str, str]]  # by "walk from the end"
+
+
+@dataclass(frozen=True)
 class MatchingImages:
     """The ids of a dataset's images that match some filters, as one indexed SQL query.
 
@@ -360,12 +372,16 @@ class MatchingImages:
     attribute or true-type filter (an index range on `image_attribute` / `image_type`, already
     in id order), else the dataset's own index. Further conditions are per-row look-ups on the
     index tables' primary keys. So a page is read from the index, without sorting the matches.
+    The statements depend only on the shape of the filters (how many of each kind), so they
+    are built once per shape, and the values are bound parameters (`parameters`).
     """
 
-    ids: Select[int]
-    id_column: InstrumentedAttribute[int]
-    # With no filter or a single one, the total is read from the summaries.
-    total_from_summary: Select[Any] | None = None
+    statements: _MatchingStatements
+    parameters: dict[str, Any]
+
+    @property
+    def ids(self) -> Select[int]:
+        return self.statements.ids
 
     @classmethod
     def build(
@@ -380,54 +396,21 @@ class MatchingImages:
         types = [(key, wanted) for filters in filter_sets for key, wanted in filters.types.items()]
         true_types = [key for key, wanted in types if wanted]
         false_types = [key for key, wanted in types if not wanted]
-        total = _total_from_summary(dataset_id, attributes, true_types, false_types, zarr_url)
-
-        ids: Select[int]
-        id_column: InstrumentedAttribute[int]
-        if zarr_url is None and attributes:
-            key, value_key = attributes.pop(0)
-            ids = select(ImageAttribute.image_id).where(
-                ImageAttribute.dataset_id == dataset_id,
-                ImageAttribute.key == key,
-                ImageAttribute.value_key == value_key,
-            )
-            id_column = ImageAttribute.image_id
-        elif zarr_url is None and true_types:
-            ids = select(ImageType.image_id).where(
-                ImageType.dataset_id == dataset_id,
-                ImageType.key == true_types.pop(0),
-                # `=`, not `IS`: an equality keeps the index's image_id order (no sort).
-                ImageType.value == true(),
-            )
-            id_column = ImageType.image_id
-        else:
-            ids = select(Image.id).where(Image.dataset_id == dataset_id)
-            if zarr_url is not None:
-                ids = ids.where(Image.zarr_url == zarr_url)
-            id_column = Image.id
-        for key, value_key in attributes:
-            other = aliased(ImageAttribute)
-            ids = ids.where(
-                exists().where(
-                    other.image_id == id_column, other.key == key, other.value_key == value_key
-                )
-            )
-        for key, wanted in [(key, True) for key in true_types] + [(k, False) for k in false_types]:
-            other_type = aliased(ImageType)
-            is_true = exists().where(
-                other_type.image_id == id_column,
-                other_type.key == key,
-                other_type.value.is_(True),
-            )
-            ids = ids.where(is_true if wanted else ~is_true)
-        return cls(ids, id_column, total)
+        parameters: dict[str, Any] = {"dataset_id": dataset_id, "zarr_url": zarr_url}
+        for index, (key, value_key) in enumerate(attributes):
+            parameters[f"attribute_{index}"] = key
+            parameters[f"value_{index}"] = value_key
+        parameters.update({f"true_{index}": key for index, key in enumerate(true_types)})
+        parameters.update({f"false_{index}": key for index, key in enumerate(false_types)})
+        shape = (len(attributes), len(true_types), len(false_types), zarr_url is not None)
+        return cls(_matching_statements(*shape), parameters)
 
     def count(self) -> Select[Any]:
-        if self.total_from_summary is not None:
-            return self.total_from_summary
-        return select(func.count()).select_from(self.ids.subquery())
+        return self.statements.count
 
-    def page(self, first: int, size: int, total: int) -> Select[str, str | None, str, str]:
+    def page(
+        self, first: int, size: int, total: int
+    ) -> tuple[Select[str, str | None, str, str], dict[str, Any]]:
         """Matches number `first` to `first + size - 1` (0-based) of `total`, in id order.
 
         SQLite and PostgreSQL reach an offset by stepping through the index, so a page in the
@@ -435,13 +418,74 @@ class MatchingImages:
         """
         size = max(0, min(size, total - first))
         from_end = total - first - size
-        if from_end < first:
-            page_ids = self.ids.order_by(self.id_column.desc()).limit(size).offset(from_end)
-        else:
-            page_ids = self.ids.order_by(self.id_column).limit(size).offset(first)
-        selected = page_ids.subquery()
+        backwards = from_end < first
+        bounds = {"page_limit": size, "page_offset": from_end if backwards else first}
+        return self.statements.pages[backwards], {**self.parameters, **bounds}
+
+
+@functools.lru_cache(maxsize=64)
+def _matching_statements(
+    attributes: int, true_types: int, false_types: int, by_zarr_url: bool
+) -> _MatchingStatements:
+    dataset_id: BindParameter[int] = bindparam("dataset_id")
+    attribute_keys: list[tuple[BindParameter[str], BindParameter[str]]] = [
+        (bindparam(f"attribute_{index}"), bindparam(f"value_{index}"))
+        for index in range(attributes)
+    ]
+    true_keys: list[BindParameter[str]] = [bindparam(f"true_{i}") for i in range(true_types)]
+    false_keys: list[BindParameter[str]] = [bindparam(f"false_{i}") for i in range(false_types)]
+    total = _total_from_summary(attribute_keys, true_keys, false_keys, by_zarr_url)
+
+    ids: Select[int]
+    id_column: InstrumentedAttribute[int]
+    if not by_zarr_url and attribute_keys:
+        key, value_key = attribute_keys.pop(0)
+        ids = select(ImageAttribute.image_id).where(
+            ImageAttribute.dataset_id == dataset_id,
+            ImageAttribute.key == key,
+            ImageAttribute.value_key == value_key,
+        )
+        id_column = ImageAttribute.image_id
+    elif not by_zarr_url and true_keys:
+        ids = select(ImageType.image_id).where(
+            ImageType.dataset_id == dataset_id,
+            ImageType.key == true_keys.pop(0),
+            # `=`, not `IS`: an equality keeps the index's image_id order (no sort).
+            ImageType.value == true(),
+        )
+        id_column = ImageType.image_id
+    else:
+        ids = select(Image.id).where(Image.dataset_id == dataset_id)
+        if by_zarr_url:
+            ids = ids.where(Image.zarr_url == bindparam("zarr_url"))
+        id_column = Image.id
+    for key, value_key in attribute_keys:
+        other = aliased(ImageAttribute)
+        ids = ids.where(
+            exists().where(
+                other.image_id == id_column, other.key == key, other.value_key == value_key
+            )
+        )
+    for key, wanted in [(key, True) for key in true_keys] + [(k, False) for k in false_keys]:
+        other_type = aliased(ImageType)
+        is_true = exists().where(
+            other_type.image_id == id_column,
+            other_type.key == key,
+            other_type.value.is_(True),
+        )
+        ids = ids.where(is_true if wanted else ~is_true)
+    count = total if total is not None else select(func.count()).select_from(ids.subquery())
+    pages = {}
+    for backwards in (False, True):
+        order = id_column.desc() if backwards else id_column
+        selected = (
+            ids.order_by(order)
+            .limit(bindparam("page_limit"))
+            .offset(bindparam("page_offset"))
+            .subquery()
+        )
         # Attributes and types as the JSON texts stored: the answer embeds them as they are.
-        return (
+        pages[backwards] = (
             select(
                 Image.zarr_url,
                 Image.origin,
@@ -451,17 +495,19 @@ class MatchingImages:
             .join(selected, Image.id == selected.c[0])
             .order_by(Image.id)
         )
+    return _MatchingStatements(ids, id_column, count, pages)
 
 
 def _total_from_summary(
-    dataset_id: int,
-    attributes: list[tuple[str, str]],
-    true_types: list[str],
-    false_types: list[str],
-    zarr_url: str | None,
+    attributes: list[tuple[BindParameter[str], BindParameter[str]]],
+    true_types: list[BindParameter[str]],
+    false_types: list[BindParameter[str]],
+    by_zarr_url: bool,
 ) -> Select[Any] | None:
-    if zarr_url is not None or len(attributes) + len(true_types) + len(false_types) > 1:
+    """With no filter or a single one, the total is read from the summaries."""
+    if by_zarr_url or len(attributes) + len(true_types) + len(false_types) > 1:
         return None
+    dataset_id: BindParameter[int] = bindparam("dataset_id")
     if attributes:
         key, value_key = attributes[0]
         return select(AttributeSummary.image_count).where(
@@ -483,21 +529,28 @@ def _total_from_summary(
     )
 
 
+# The summaries of a whole dataset, built once (bound parameter `dataset_id`): every image
+# query reads them, and SQLAlchemy then reuses their compiled form without rebuilding them.
+_DATASET_ATTRIBUTE_VALUES = (
+    select(AttributeSummary.key, cast(AttributeSummary.value, Text))
+    .where(AttributeSummary.dataset_id == bindparam("dataset_id"))
+    .order_by(AttributeSummary.key, AttributeSummary.value_key)
+)
+_DATASET_TYPE_KEYS = (
+    select(TypeSummary.key)
+    .where(TypeSummary.dataset_id == bindparam("dataset_id"))
+    .order_by(TypeSummary.key)
+)
+
+
 def _summaries(
     connection: Connection, dataset_id: int, restrict: MatchingImages | None
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """(key, JSON value) pairs and type keys of the dataset, or of the `restrict` images."""
     if restrict is None:
-        attribute_rows = connection.execute(
-            select(AttributeSummary.key, cast(AttributeSummary.value, Text))
-            .where(AttributeSummary.dataset_id == dataset_id)
-            .order_by(AttributeSummary.key, AttributeSummary.value_key)
-        ).all()
-        type_keys = connection.scalars(
-            select(TypeSummary.key)
-            .where(TypeSummary.dataset_id == dataset_id)
-            .order_by(TypeSummary.key)
-        ).all()
+        parameters = {"dataset_id": dataset_id}
+        attribute_rows = connection.execute(_DATASET_ATTRIBUTE_VALUES, parameters).all()
+        type_keys = connection.scalars(_DATASET_TYPE_KEYS, parameters).all()
     else:
         selected = restrict.ids.subquery()
         present = (
@@ -517,7 +570,8 @@ def _summaries(
                 & (present.c.value_key == AttributeSummary.value_key),
             )
             .where(AttributeSummary.dataset_id == dataset_id)
-            .order_by(AttributeSummary.key, AttributeSummary.value_key)
+            .order_by(AttributeSummary.key, AttributeSummary.value_key),
+            restrict.parameters,
         ).all()
         type_keys = connection.scalars(
             select(ImageType.key)
@@ -526,7 +580,8 @@ def _summaries(
                 ImageType.image_id.in_(select(selected.c[0])),
             )
             .distinct()
-            .order_by(ImageType.key)
+            .order_by(ImageType.key),
+            restrict.parameters,
         ).all()
     return [(key, value) for key, value in attribute_rows], list(type_keys)
 
@@ -591,7 +646,7 @@ def _read_page(
         zarr_url = query.zarr_url
         filter_sets.append(query.filters)
     matching = MatchingImages.build(dataset_id, filter_sets, zarr_url)
-    total_count = connection.scalar(matching.count()) or 0
+    total_count = connection.scalar(matching.count(), matching.parameters) or 0
     if page_size is None:
         page_size = total_count
     rows: Sequence[tuple[str, str | None, str, str]] = []
@@ -600,7 +655,7 @@ def _read_page(
     else:
         page = min(page, -(-total_count // page_size))
         first = (page - 1) * page_size
-        rows = connection.execute(matching.page(first, page_size, total_count)).tuples().all()
+        rows = connection.execute(*matching.page(first, page_size, total_count)).all()
     return RenderedImagePage(
         total_count=total_count,
         page_size=page_size,
