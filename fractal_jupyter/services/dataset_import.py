@@ -69,7 +69,7 @@ class _Reader:
     def _take(self, expected: str) -> str:
         self._skip_blanks()
         char = self.text[self.pos : self.pos + 1]
-        if char not in expected:
+        if not char or char not in expected:  # "" is "in" every string
             raise _WholeBody
         self.pos += 1
         return char
