@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from ..commands import split_command
 from .interface import JSON, TaskCall, TaskFailed
 
-FORBIDDEN_COMMAND_CHARACTERS = frozenset("`#$&*()\\|[]{};<>?!")
 LOG_TAIL_BYTES = 4_000
 
 
@@ -40,11 +39,11 @@ def call_paths(job_dir: Path, call: TaskCall) -> tuple[Path, Path, Path]:
 
 
 def command_line(call: TaskCall, args_path: Path, out_path: Path) -> list[str]:
-    forbidden = sorted(FORBIDDEN_COMMAND_CHARACTERS.intersection(call.command))
-    if forbidden:
-        raise TaskFailed(call, f"invalid command {call.command!r}: it contains {forbidden}")
-    argv = shlex.split(call.command)
-    if not argv or shutil.which(argv[0]) is None:
+    try:
+        argv = split_command(call.command)
+    except ValueError as error:
+        raise TaskFailed(call, f"invalid command {call.command!r}: {error}") from None
+    if shutil.which(argv[0]) is None:
         raise TaskFailed(call, f"command {call.command!r} is not valid: {argv[:1]} not found")
     return [*argv, "--args-json", str(args_path), "--out-json", str(out_path)]
 

@@ -102,12 +102,39 @@ def check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
     return stripped
 
 
+def _non_finite_at(value: Any) -> list[str | int] | None:
+    """Where in a JSON value a NaN or an infinity is (`[]`: the value itself), else None."""
+    pending: list[tuple[list[str | int], Any]] = [([], value)]
+    while pending:  # no recursion: a deeply nested body must not overflow the stack
+        path, item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path
+        if isinstance(item, dict):
+            pending.extend(([*path, key], child) for key, child in item.items())
+        elif isinstance(item, list):
+            pending.extend(([*path, index], child) for index, child in enumerate(item))
+    return None
+
+
+def refuse_non_finite(value: Any) -> Any:
+    """JSON has no NaN nor Infinity, yet Python's and pydantic's parsers read them; stored,
+    they would come back as null or break the answers that include them."""
+    path = _non_finite_at(value)
+    if path is not None:
+        where = "the value" + "".join(f"[{step!r}]" for step in path)
+        raise ValueError(f"{where} is NaN or infinite; JSON numbers must be finite")
+    return value
+
+
+# Free-form JSON objects of a request (task meta and schemas, workflow-task arguments).
+JsonObject = Annotated[dict[str, Any], AfterValidator(refuse_non_finite)]
+
+
 def _check_scalar(value: Any) -> int | float | str | bool:
     if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("attribute values must be finite numbers")
+        refuse_non_finite(value)
         return value
     if isinstance(value, str):
         if len(value.encode()) > MAX_VALUE_BYTES:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
-from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp
+from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp, refuse_null
 from .query import QueryModel
 from .user import AbsolutePath, unique_items
 
@@ -38,3 +38,5 @@ class UserGroupUpdate(RequestModel):
 
     new_user_ids: UserIds = Field(default_factory=list)
     viewer_paths: ViewerPaths | None = None
+
+    _not_null = field_validator("viewer_paths", mode="before")(refuse_null)

@@ -1,6 +1,13 @@
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .common import LenientRequestModel, NonEmptyStr, RequestModel, ResponseModel, Timestamp
+from .common import (
+    LenientRequestModel,
+    NonEmptyStr,
+    RequestModel,
+    ResponseModel,
+    Timestamp,
+    refuse_null,
+)
 
 
 class ProjectCreate(RequestModel):
@@ -9,6 +16,8 @@ class ProjectCreate(RequestModel):
 
 class ProjectUpdate(LenientRequestModel):
     name: NonEmptyStr | None = Field(default=None)
+
+    _not_null = field_validator("name", mode="before")(refuse_null)
 
 
 class ProjectRead(ResponseModel):

@@ -2,20 +2,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from ..commands import split_command
 from .common import (
     MAX_NAME_CHARS,
+    JsonObject,
     LenientRequestModel,
     NonEmptyStr,
     RequestModel,
     ResponseModel,
     TypeDict,
     check_dict_keys,
+    refuse_null,
 )
-
-# fractal-server refuses these characters in task commands (they would reach a shell).
-FORBIDDEN_COMMAND_CHARACTERS = frozenset("`#$&*()\\|[]{};<>?!")
 
 TaskType = Literal[
     "non_parallel", "parallel", "compound", "converter_non_parallel", "converter_compound"
@@ -35,9 +42,7 @@ def has_non_parallel_part(task_type: str) -> bool:
 
 
 def _check_command(command: str) -> str:
-    forbidden = sorted(FORBIDDEN_COMMAND_CHARACTERS.intersection(command))
-    if forbidden:
-        raise ValueError(f"commands must not contain {' '.join(forbidden)}")
+    split_command(command)
     return command
 
 
@@ -64,8 +69,8 @@ Command = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=10 * MAX_NAME_CHARS),
     AfterValidator(_check_command),
 ]
-MetaDict = Annotated[dict[str, Any], AfterValidator(check_dict_keys)]
-ArgsSchema = Annotated[dict[str, Any], AfterValidator(_check_args_schema)]
+MetaDict = Annotated[JsonObject, AfterValidator(check_dict_keys)]
+ArgsSchema = Annotated[JsonObject, AfterValidator(_check_args_schema)]
 HttpUrlText = Annotated[str, AfterValidator(_check_http_url)]
 
 
@@ -138,6 +143,17 @@ class TaskUpdate(LenientRequestModel):
     modality: NonEmptyStr | None = None
     tags: list[NonEmptyStr] | None = None
     authors: NonEmptyStr | None = None
+
+    # `version`, `category`, `modality` and `authors` may be unset with null (2.6.4: version).
+    _not_null = field_validator(
+        "name",
+        "command_parallel",
+        "command_non_parallel",
+        "input_types",
+        "output_types",
+        "tags",
+        mode="before",
+    )(refuse_null)
 
 
 class TaskRead(ResponseModel):

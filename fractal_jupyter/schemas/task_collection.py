@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ..commands import FORBIDDEN_COMMAND_CHARACTERS
 from .common import (
+    JsonObject,
     LenientRequestModel,
     NonEmptyStr,
     ResponseModel,
@@ -17,7 +19,7 @@ from .common import (
     check_dict_keys,
 )
 from .query import QueryModel
-from .task import FORBIDDEN_COMMAND_CHARACTERS, CatalogueFields, HttpUrlText, MetaDict
+from .task import CatalogueFields, Command, HttpUrlText, MetaDict
 
 # What reaches pip's command line must not be taken for one of its options ("--index-url=...").
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
@@ -78,14 +80,15 @@ class TaskManifest(LenientRequestModel, CatalogueFields):
     """One task of a manifest (version 2), with the fields that current packages carry."""
 
     name: NonEmptyStr
-    executable_non_parallel: NonEmptyStr | None = None
-    executable_parallel: NonEmptyStr | None = None
+    # Each becomes (part of) a command: held to the command rule before anything is installed.
+    executable_non_parallel: Command | None = None
+    executable_parallel: Command | None = None
     input_types: TypeDict = Field(default_factory=dict)
     output_types: TypeDict = Field(default_factory=dict)
     meta_non_parallel: MetaDict = Field(default_factory=dict)
     meta_parallel: MetaDict = Field(default_factory=dict)
-    args_schema_non_parallel: dict[str, Any] | None = None
-    args_schema_parallel: dict[str, Any] | None = None
+    args_schema_non_parallel: JsonObject | None = None
+    args_schema_parallel: JsonObject | None = None
     docs_info: str | None = None
     docs_link: HttpUrlText | None = None
 

@@ -6,6 +6,7 @@ from pydantic import AfterValidator, Field, NonNegativeInt, field_validator
 
 from .common import (
     Filters,
+    JsonObject,
     LenientRequestModel,
     NonEmptyStr,
     RequestModel,
@@ -29,7 +30,7 @@ def _check_args(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-ArgsDict = Annotated[dict[str, Any], AfterValidator(_check_args)]
+ArgsDict = Annotated[JsonObject, AfterValidator(_check_args)]
 
 
 class WorkflowTaskCreate(RequestModel):
@@ -82,6 +83,8 @@ class WorkflowUpdate(LenientRequestModel):
     reordered_workflowtask_ids: Annotated[list[int], AfterValidator(_check_reordering)] | None = (
         None
     )
+
+    _not_null = field_validator("name", "reordered_workflowtask_ids", mode="before")(refuse_null)
 
 
 class WorkflowRead(ResponseModel):

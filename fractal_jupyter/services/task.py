@@ -96,16 +96,6 @@ async def update_task(
         raise Unprocessable("Cannot set an unset `command_parallel`.")
     if "command_non_parallel" in changes and task.type == "parallel":
         raise Unprocessable("Cannot set an unset `command_non_parallel`.")
-    for key in (
-        "name",
-        "command_parallel",
-        "command_non_parallel",
-        "input_types",
-        "output_types",
-        "tags",
-    ):
-        if key in changes and changes[key] is None:
-            raise Unprocessable(f"`{key}` may be left out, but not set to null")
     for key, value in changes.items():
         setattr(task, key, value)
     await session.flush()
