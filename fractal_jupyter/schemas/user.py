@@ -4,10 +4,12 @@ and `UserSettings*` (usernames come from Jupyter; passwords are Jupyter's busine
 from __future__ import annotations
 
 import os
+import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StrictStr, field_validator
+from pydantic import AfterValidator, Field, StrictStr, field_validator, model_validator
 
+from ..commands import FORBIDDEN_COMMAND_CHARACTERS
 from .common import (
     MAX_PATH_BYTES,
     LenientRequestModel,
@@ -17,10 +19,6 @@ from .common import (
     refuse_null,
 )
 from .query import QueryModel
-
-# Characters fractal-server 2.6.4 refuses in a command (`validate_cmd`); `cache_dir` goes into
-# shell commands, so it is checked the same way.
-FORBIDDEN_COMMAND_CHARACTERS = "`#$&*()\\|[]{};<>?!"
 
 
 class GroupIdsQuery(QueryModel):
@@ -48,24 +46,42 @@ class UserRead(ResponseModel):
 def _check_email(value: str) -> str:
     value = value.strip()
     local, at, domain = value.rpartition("@")
-    if not at or not local or "." not in domain or " " in value:
-        raise ValueError(f"'{value}' is not a valid e-mail address")
+    if not at or not local or "." not in domain or " " in value or _unprintable(value):
+        raise ValueError(f"{value!r} is not a valid e-mail address")
     if len(value) > 320:
         raise ValueError("an e-mail address has at most 320 characters")
     return value
 
 
 Email = Annotated[str, AfterValidator(_check_email)]
-Username = Annotated[
-    NonEmptyStr,
-    AfterValidator(lambda value: _at_most(value, 255, "username")),
-]
+
+MAX_USERNAME_CHARS = 255
+# Control characters (NUL, tabs, line breaks...), lone surrogates and line/paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
-def _at_most(value: str, limit: int, what: str) -> str:
-    if len(value) > limit:
-        raise ValueError(f"{what} has at most {limit} characters")
+def check_username(value: str) -> str:
+    """The rule for every username: from a request body (stripped first, as fractal-server
+    does) and from the caller's Jupyter identity (taken as it is)."""
+    if not value.strip():
+        raise ValueError("a username must not be empty or blank")
+    if value != value.strip():
+        raise ValueError(f"username {value!r} begins or ends with blanks")
+    if len(value) > MAX_USERNAME_CHARS:
+        raise ValueError(f"a username has at most {MAX_USERNAME_CHARS} characters")
+    unprintable = _unprintable(value)
+    if unprintable:
+        raise ValueError(f"a username must not contain control characters (found {unprintable})")
     return value
+
+
+def _unprintable(value: str) -> str:
+    """The control characters of `value` as "U+0000, U+000A", or ""."""
+    found = sorted({char for char in value if unicodedata.category(char) in _UNPRINTABLE})
+    return ", ".join(f"U+{ord(char):04X}" for char in found)
+
+
+Username = Annotated[NonEmptyStr, AfterValidator(check_username)]
 
 
 class UserCreate(LenientRequestModel):
@@ -82,6 +98,16 @@ class UserCreate(LenientRequestModel):
     is_superuser: bool = False
     is_verified: bool = True
     username: Username | None = None
+
+    @model_validator(mode="after")
+    def _check_jupyter_username(self) -> UserCreate:
+        check_username(self.jupyter_username)
+        return self
+
+    @property
+    def jupyter_username(self) -> str:
+        """`username`, or else the part of `email` before "@"."""
+        return self.username or self.email.rpartition("@")[0]
 
 
 class UserUpdate(RequestModel):

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import LinkUserGroup, User, UserGroup, UserSettings
 from ..errors import Forbidden, FractalError, NotFound, Unprocessable
-from ..schemas.user import UserCreate, UserRead, UserUpdate
+from ..schemas.user import UserCreate, UserRead, UserUpdate, check_username
 from .group import add_links, check_all_exist, default_group, linked_ids
 
 # fractal-server requires an e-mail address; Jupyter identities have none.
@@ -37,7 +37,29 @@ class BadRequest(FractalError):
 
 
 def email_for(username: str) -> str:
+    """The made-up address of a user, which follows the username when an admin renames it.
+
+    Addresses at EMAIL_DOMAIN are nobody else's (see `_check_email`), so a new user's made-up
+    address is free as long as usernames are unique.
+    """
     return f"{username}@{EMAIL_DOMAIN}"
+
+
+async def _check_email(
+    session: AsyncSession, email: str, username: str, user_id: int | None, taken: FractalError
+) -> None:
+    """`email` may be `username`'s (user `user_id`, None for a new user): `taken` if another
+    user has it (compared without case, as e-mail addresses are)."""
+    if email.rpartition("@")[2].lower() == EMAIL_DOMAIN and email != email_for(username):
+        raise Unprocessable(
+            f"E-mail addresses at {EMAIL_DOMAIN} are made up from usernames: user "
+            f"'{username}' may only have '{email_for(username)}' there, not '{email}'."
+        )
+    query = select(User.id).where(func.lower(User.email) == email.lower())
+    if user_id is not None:
+        query = query.where(User.id != user_id)
+    if await session.scalar(query.limit(1)) is not None:
+        raise taken
 
 
 async def _new_user(
@@ -71,6 +93,18 @@ async def get_or_create_user(session: AsyncSession, username: str, is_superuser:
     """The user row for `username`, created on first sight; `is_superuser` follows the config."""
     user = await session.scalar(select(User).where(User.username == username))
     if user is None:
+        await _check_email(
+            session,
+            email_for(username),
+            username,
+            None,
+            Unprocessable(
+                f"No Fractal user can be made for '{username}': its e-mail address "
+                f"{email_for(username)} belongs to another user (renamed before this version "
+                "made addresses follow usernames). A Fractal administrator must change that "
+                "user's e-mail address."
+            ),
+        )
         try:
             user = await _new_user(session, username, email_for(username), is_superuser)
         except IntegrityError:
@@ -83,6 +117,10 @@ async def get_or_create_user(session: AsyncSession, username: str, is_superuser:
 
 async def caller(session: AsyncSession, username: str, is_superuser: bool) -> CurrentUser:
     """The caller of a request; a user an admin deactivated gets 403 everywhere."""
+    try:
+        check_username(username)
+    except ValueError as error:
+        raise Forbidden(f"The Jupyter user {username!r} cannot use Fractal: {error}.") from None
     user = await get_or_create_user(session, username, is_superuser)
     if not user.is_active:
         raise Forbidden(f"User '{username}' has been deactivated by a Fractal administrator.")
@@ -145,13 +183,12 @@ async def register_user(
     session: AsyncSession, data: UserCreate, admins: Collection[str]
 ) -> UserRead:
     """The record of a Jupyter user, e.g. to preset their settings before their first visit."""
-    username = data.username or data.email.rpartition("@")[0]
+    username = data.jupyter_username
     _check_superuser_flag(data.is_superuser, username, admins)
-    clash = await session.scalar(
-        select(User.id).where((User.username == username) | (User.email == data.email))
-    )
-    if clash is not None:
-        raise BadRequest("REGISTER_USER_ALREADY_EXISTS")
+    exists = BadRequest("REGISTER_USER_ALREADY_EXISTS")
+    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise exists
+    await _check_email(session, data.email, username, None, exists)
     try:
         user = await _new_user(
             session,
@@ -190,17 +227,36 @@ async def update_user(
         return await _with_group_ids(session, user)
     username = data.username if data.username is not None else user.username
     _check_superuser_flag(data.is_superuser, username, admins)
+    email = data.email
     if data.username is not None and data.username != user.username:
         taken = await session.scalar(select(User.id).where(User.username == data.username))
         if taken is not None:
             raise Unprocessable(f"Username '{data.username}' is already taken.")
+        if email is None and user.email == email_for(user.username):
+            email = email_for(data.username)
+            await _check_email(
+                session,
+                email,
+                data.username,
+                user.id,
+                Unprocessable(
+                    f"Renaming '{user.username}' to '{data.username}' would move its e-mail "
+                    f"address to {email}, which belongs to another user; give that user "
+                    "another address first, or this one another address in the same request."
+                ),
+            )
         user.username = data.username
         user.is_superuser = data.username in admins
-    if data.email is not None and data.email != user.email:
-        taken = await session.scalar(select(User.id).where(User.email == data.email))
-        if taken is not None:
-            raise BadRequest("UPDATE_USER_EMAIL_ALREADY_EXISTS")
-        user.email = data.email
+    if data.email is not None:
+        await _check_email(
+            session,
+            data.email,
+            user.username,
+            user.id,
+            BadRequest("UPDATE_USER_EMAIL_ALREADY_EXISTS"),
+        )
+    if email is not None:
+        user.email = email
     if data.is_active is not None:
         user.is_active = data.is_active
     if data.is_verified is not None:
