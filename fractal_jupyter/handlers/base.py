@@ -188,19 +188,25 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             raise RequestError(validation_detail(error, "query")) from None
 
 
+# Python's `int()` also reads "+1", " 1", "1_0" and non-ASCII (e.g. full-width) digits: one
+# object must have one path, so only the plain decimal form is an id (19 digits hold any
+# 64-bit one).
+_PATH_ID = re.compile(r"-?[0-9]{1,19}")
+
+
 def _parse_path_ids(path_arguments: dict[str, str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     problems = []
     for name, text in path_arguments.items():
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
+        value = int(text) if _PATH_ID.fullmatch(text) else None
         if value is None or not -MAX_ID <= value <= MAX_ID:
             problems.append(
                 {
                     "loc": ["path", name],
-                    "msg": f"Input should be a valid integer of at most 64 bits, not '{text}'",
+                    "msg": (
+                        "Input should be an integer of at most 64 bits in ASCII digits "
+                        f"(optionally after '-'), not {text!r}"
+                    ),
                     "type": "int_parsing",
                 }
             )

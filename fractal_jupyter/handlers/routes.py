@@ -5,8 +5,10 @@ Paths are fractal-server 2.6.4's, below `<base_url>fractal/`, with `{name}` for 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
@@ -100,7 +102,8 @@ ROUTES: list[Route] = [
 
 
 class AddSlashHandler(web.RequestHandler):
-    """fractal-server answers a path without its trailing slash with a 307 to the slash form."""
+    """fractal-server answers a path without its trailing slash with a 307 to the slash form,
+    whatever the method (a 307 makes clients repeat the method and the body there)."""
 
     @allow_unauthenticated
     def _redirect(self, path: str) -> None:
@@ -108,6 +111,17 @@ class AddSlashHandler(web.RequestHandler):
         self.redirect(f"{self.request.path}/{query}", status=307)
 
     get = post = patch = put = delete = _redirect
+
+    def check_xsrf_cookie(self) -> None:
+        """Nothing is done here; the request repeated at the slash form is checked there.
+
+        (Tornado's check would refuse a token-authenticated POST with an HTML 403, since
+        only Jupyter's handlers know that a token request needs no XSRF cookie.)
+        """
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"detail": self._reason}))
 
 
 def tornado_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
