@@ -395,3 +395,27 @@ async def test_unknown_methods_without_the_slash_get_json(jp_fetch):
     )
     assert response.code == 405
     assert json.loads(response.body) == {"detail": "Method Not Allowed"}
+
+
+async def test_a_made_up_address_left_behind_by_an_older_rename_is_a_clear_refusal(
+    api, jp_serverapp
+):
+    """Before made-up addresses followed renames, a renamed user kept `<old>@...`."""
+    from sqlalchemy import update
+
+    from fractal_jupyter.db.models import User
+
+    await api("GET", "auth/current-user/")
+    state = jp_serverapp.web_app.settings["fractal"]
+    async with state.database.session(write=True) as session:
+        await session.execute(
+            update(User).where(User.username == "alice").values(username="alice-old")
+        )
+    state.forget_users()
+    status, answer = await api("GET", "auth/current-user/")
+    assert status == 422, answer
+    assert f"alice@{EMAIL_DOMAIN} belongs to another user" in answer["detail"]
+    old = await user_id(api, "alice-old")
+    await api("PATCH", f"auth/users/{old}/", {"email": "old@lab.org"}, user="admin")
+    status, me = await api("GET", "auth/current-user/")
+    assert status == 200 and me["email"] == f"alice@{EMAIL_DOMAIN}", me
