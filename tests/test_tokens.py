@@ -90,6 +90,10 @@ async def test_a_wrong_credential_is_401(api, jupyter_token):
     status, answer = await login(api, SERVER_USER, jupyter_token + "x")
     assert status == 401
     assert "Bad credentials" in answer["detail"]
+    # The token must be the whole password (Jupyter reads a header up to its end of line).
+    for suffix in ("\nx", "\rx", " x", "\tx"):
+        status, answer = await login(api, SERVER_USER, jupyter_token + suffix)
+        assert status == 401, (suffix, answer)
     # The identity provider says who the token is (here: with X-Test-User): nobody else.
     status, answer = await login(api, "alice", jupyter_token, test_user=SERVER_USER)
     assert status == 401

@@ -71,7 +71,11 @@ class TokenLoginHandler(FractalHandler):
         configuration under which the password alone proved who the caller is.
         """
         provider = self.identity_provider
-        found = await self._user_of_probe(self._probe(authorization=f"token {form.password}"))
+        found = None
+        # A header value ends at a line break: "<token>\n<anything>" must not pass as <token>.
+        if form.password.isprintable():
+            probe = self._probe(authorization=f"token {form.password}")
+            found = await self._user_of_probe(probe)
         if found is None and _checks_passwords(provider):
             found = provider.process_login_form(self._probe(password=form.password))
         if found is None:
