@@ -72,7 +72,7 @@ from bench.runner import (
 from fractal_jupyter.runner.batching import BatchingLimits, heuristics
 
 CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "slurm-cluster.sh"
-CLUSTER_ENV = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-test-cluster")) / "env"
+CLUSTER_ENV = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-jupyter-test")) / "env"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 REQUEST_TIMEOUT_S = 120.0
 NODE_PYTHON = "/usr/bin/python3"  # Debian's: the cluster user can run it (ours is root's)
@@ -114,8 +114,11 @@ def cluster() -> Iterator[dict[str, str]]:
     if up != 0:
         progress("starting the test cluster (scripts/slurm-cluster.sh start)")
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "start"], check=True)
+    env = read_env(CLUSTER_ENV)
+    # The cluster's private configuration, for our squeue and everything the server starts.
+    os.environ["SLURM_CONF"] = env["SLURM_CONF"]
     try:
-        yield read_env(CLUSTER_ENV)
+        yield env
     finally:
         if up != 0:
             subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop"], check=False)

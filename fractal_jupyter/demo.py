@@ -25,6 +25,20 @@ from typing import Any, Protocol
 from .demo_tasks.manifest import demo_task_bodies
 
 JOB_TIMEOUT_SECONDS = 300
+# Signals that end the demo: its server, in a session of its own, must end with it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """The demo got one of `STOP_SIGNALS`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
 
 
 class ApiCaller(Protocol):
@@ -162,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port(args.port)
     token = secrets.token_hex(16)
     command = server_command(data_dir, port, token)
+    # Without handlers, SIGTERM or SIGHUP (a closed terminal) would end this process at once,
+    # leaving the server (in its own session, so that Ctrl-C reaches us first) running.
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
     process = subprocess.Popen(command, start_new_session=True)
     server = DemoServer(f"http://127.0.0.1:{port}/", token)
     try:
@@ -202,13 +219,20 @@ def main(argv: list[str] | None = None) -> int:
         return process.returncode
     except KeyboardInterrupt:
         return 0
+    except Stopped as stopped:
+        return 128 + stopped.signum
     finally:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

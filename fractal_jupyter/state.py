@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
 from .services.job_events import sync_submitted_jobs
 from .services.task_collection import TaskCollector
-from .services.users import CurrentUser, caller
+from .services.users import CurrentUser, caller, is_still_active
 from .tokens import TokenSigner
 
 # How often running jobs' event files are looked at between two passes over the database.
 QUICK_LOOK_SECONDS = 0.05
+# How long a user record (its active flag) is trusted before it is read again.
+USER_CACHE_SECONDS = 2.0
 
 
 @dataclass
@@ -42,7 +45,9 @@ class FractalState:
     hub_access_scopes: frozenset[str] = frozenset()
     # The FractalJupyter configuration values, for `GET api/settings/` (secrets masked there).
     config: dict[str, Any] = field(default_factory=dict)
-    _users: dict[str, CurrentUser] = field(default_factory=dict)
+    # How long a user record read from the database is trusted (see `user`).
+    user_cache_seconds: float = USER_CACHE_SECONDS
+    _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
     _news: asyncio.Event = field(default_factory=asyncio.Event)
@@ -61,15 +66,30 @@ class FractalState:
             raise
         self.start_watching_jobs()
 
-    async def user(self, username: str) -> CurrentUser:
-        """The caller's user record, created on first sight and then kept in memory."""
+    async def user(self, username: str, *, fresh: bool = False) -> CurrentUser:
+        """The caller's user record, created on first sight, then kept in memory for
+        `user_cache_seconds` (or read again now when `fresh`).
+
+        Not longer: on a shared database an admin may deactivate the user through another
+        server, and the user's requests here (their bearer tokens too) must stop soon after.
+        """
+        now = time.monotonic()
         known = self._users.get(username)
-        if known is not None:
-            return known
+        if known is not None and not fresh:
+            seen_at, current = known
+            if now - seen_at < self.user_cache_seconds:
+                return current
+            # A read, not a write: it must not queue behind a long write (an import).
+            async with self.database.session() as session:
+                if await is_still_active(session, current.id):
+                    self._users[username] = (now, current)
+                    return current
+        # Unknown, deactivated (`caller` says so) or to be read afresh.
+        self._users.pop(username, None)
         is_superuser = username in self.admin_users
         async with self.database.session(write=True) as session:
             current = await caller(session, username, is_superuser)
-        self._users[username] = current
+        self._users[username] = (now, current)
         return current
 
     def forget_users(self) -> None:

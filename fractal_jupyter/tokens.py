@@ -4,8 +4,9 @@ A token is a JWT signed with HS256 by a key that lives in `data_dir` (mode 0600,
 first use); `sub` is the username, `exp` comes from `FractalJupyter.token_lifetime`. Tokens are
 stateless: removing the key file and restarting the server revokes all of them.
 
-Logging in checks a Jupyter credential instead of a password of our own: the server's token or
-password, or, under JupyterHub, an API token of the hub user (asked to the hub's `GET /user`).
+Logging in checks a Jupyter credential instead of a password of our own: one the server's
+identity provider accepts for that user (handlers/token.py asks the provider), or, under
+JupyterHub, an API token of the hub user (asked to the hub's `GET /user`).
 """
 
 from __future__ import annotations

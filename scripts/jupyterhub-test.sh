@@ -22,6 +22,9 @@
 #   FRACTAL_HUB_SERVER_CONFIG  JSON written as the single-user servers' jupyter_server config
 #                              (e.g. '{"FractalJupyter": {"db_url": "postgresql+asyncpg://..."}}'),
 #                              in <venv>/etc/jupyter/jupyter_server_config.json (readable by the users)
+#   SLURM_CONF                 passed on to the single-user servers (and so to their jobs' sbatch,
+#                              squeue, scancel): the private configuration of the test cluster
+#                              (scripts/slurm-cluster.sh), which is not in /etc/slurm
 #
 # `start` prints one line on stdout: the path of the env file (mode 600), which holds HUB_URL,
 # HUB_API_URL, HUB_USER_PASSWORD, HUB_ADMIN_PASSWORD, HUB_SERVICE_TOKEN, HUB_DIR, HUB_VENV,

@@ -8,24 +8,38 @@
 #   scripts/slurm-cluster.sh status   exit 0 when everything is up
 #
 # After `start`, $STATE/env holds shell assignments for tests (CI_USER, CI_SSH_HOST, CI_SSH_PORT,
-# CI_SSH_KEY, CI_SSH_KNOWN_HOSTS, SLURM_PARTITION, SLURM_NODE, SLURM_NODE_MEMORY_MB).
+# CI_SSH_KEY, CI_SSH_KNOWN_HOSTS, SLURM_CONF, SLURM_PARTITION, SLURM_NODE, SLURM_NODE_MEMORY_MB).
 #
 # Settings (environment): CLUSTER_USER [fractaluser], CLUSTER_SSH_PORT [2222],
-# CLUSTER_STATE [/var/lib/fractal-test-cluster], CLUSTER_USER_PATHS: files the user must reach
+# CLUSTER_SLURMCTLD_PORT [16817], CLUSTER_SLURMD_PORT [16818],
+# CLUSTER_STATE [/var/lib/fractal-jupyter-test], CLUSTER_USER_PATHS: files the user must reach
 # (e.g. a Python under /root): `start` grants the user, with an ACL, the right to traverse each
 # folder on the way that it cannot traverse yet; `stop` revokes exactly those grants.
 #
+# The machine's own services are never touched: everything this cluster writes is under
+# $STATE (its slurm.conf, spool and state folders, pid and log files, a munged with its own key
+# and socket), and its daemons listen on ports of their own. Nothing is written under
+# /etc/slurm, /etc/munge, /var/spool, /var/log or /run/munge, so a SLURM or munge already on
+# the machine goes on as before. Every SLURM command must find the private configuration:
+# `SLURM_CONF=$STATE/slurm/slurm.conf` (in the env file; the sshd sets it for its sessions).
+#
 # Exit codes: 0 ok, 1 failure, 2 usage, 3 cannot run here (not root, or no Debian packages).
-# It overwrites /etc/slurm/slurm.conf: never run it on a machine with a real SLURM.
 set -euo pipefail
 
 USER_NAME=${CLUSTER_USER:-fractaluser}
 SSH_PORT=${CLUSTER_SSH_PORT:-2222}
-STATE=${CLUSTER_STATE:-/var/lib/fractal-test-cluster}
+SLURMCTLD_PORT=${CLUSTER_SLURMCTLD_PORT:-16817}
+SLURMD_PORT=${CLUSTER_SLURMD_PORT:-16818}
+STATE=${CLUSTER_STATE:-/var/lib/fractal-jupyter-test}
 # apt-get under one lock: `make test` runs test groups side by side that may all install.
 APT="flock /tmp/fractal-jupyter-apt.lock apt-get -o DPkg::Lock::Timeout=600"
 PIDS=$STATE/pids
 SSHDIR=$STATE/ssh
+MUNGE_DIR=$STATE/munge
+MUNGE_SOCKET=$MUNGE_DIR/munged.socket
+SLURM_DIR=$STATE/slurm
+# Read by every SLURM command and daemon started from here (and passed on to the tests).
+export SLURM_CONF=$SLURM_DIR/slurm.conf
 PACKAGES="slurmctld slurmd slurm-client munge openssh-server acl"
 STARTED_AT=$(date +%s%N)
 
@@ -114,31 +128,32 @@ install_packages() {
     [ "$status" = 0 ] || fail "apt-get failed (exit $status)"
 }
 
+# munge_works: a credential from our munged, decoded by it
+munge_works() {
+    munge -n --socket="$MUNGE_SOCKET" | unmunge --socket="$MUNGE_SOCKET"
+}
+
 start_munge() {
-    [ -s /etc/munge/munge.key ] || {
-        install -d -o munge -g munge -m 0700 /etc/munge
-        dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-    }
-    chown munge:munge /etc/munge/munge.key
-    chmod 0400 /etc/munge/munge.key
-    # Without systemd nobody creates the socket folder; a munge upgrade deletes it.
-    install -d -o munge -g munge -m 0755 /run/munge
-    install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+    # munged refuses folders that others may write to: the key, seed, socket, log and pid
+    # file all live in one folder of the munge user.
+    install -d -o munge -g munge -m 0755 "$MUNGE_DIR"
+    [ -s "$MUNGE_DIR/munge.key" ] ||
+        dd if=/dev/urandom of="$MUNGE_DIR/munge.key" bs=1024 count=1 status=none
+    chown munge:munge "$MUNGE_DIR/munge.key"
+    chmod 0400 "$MUNGE_DIR/munge.key"
     local pid
-    if pid=$(ours munged /usr/sbin/munged) && ! (munge -n | unmunge) >/dev/null 2>&1; then
+    if pid=$(ours munged /usr/sbin/munged) && ! munge_works >/dev/null 2>&1; then
         say "munged (pid $pid) lost its socket: restarting it"
         terminate munged "$pid"
     fi
     if ours munged /usr/sbin/munged >/dev/null; then return 0; fi
-    if [ -s /run/munge/munged.pid ] && [ -d "/proc/$(tr -dc '0-9' </run/munge/munged.pid)" ]; then
-        say "a munged we did not start is running: using it"
-    else
-        rm -f /run/munge/munged.pid
-        runuser -u munge -- /usr/sbin/munged
-        adopt /run/munge/munged.pid munged /usr/sbin/munged || fail "munged did not start"
-        say "munged started"
-    fi
-    until_true 10 "a munge credential" sh -c 'munge -n | unmunge'
+    rm -f "$MUNGE_DIR/munged.pid" "$MUNGE_SOCKET"
+    runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCKET" \
+        --key-file="$MUNGE_DIR/munge.key" --pid-file="$MUNGE_DIR/munged.pid" \
+        --log-file="$MUNGE_DIR/munged.log" --seed-file="$MUNGE_DIR/munged.seed"
+    adopt "$MUNGE_DIR/munged.pid" munged /usr/sbin/munged || fail "munged did not start"
+    say "munged started (socket $MUNGE_SOCKET)"
+    until_true 10 "a munge credential" munge_works
 }
 
 write_slurm_conf() {
@@ -148,30 +163,34 @@ write_slurm_conf() {
     memory=$(( $(free -m | awk '/^Mem:/ {print $2}') * 95 / 100 )) # slurmd must never see less
     default_memory=$(( memory / cpus / 4 ))
     [ "$default_memory" -gt 1024 ] && default_memory=1024
-    install -d -m 0755 /etc/slurm /var/spool/slurmd
-    install -d -o slurm -g slurm -m 0755 /var/spool/slurmctld /var/log/slurm
+    install -d -m 0755 "$SLURM_DIR" "$SLURM_DIR/slurmd" "$SLURM_DIR/run"
+    install -d -o slurm -g slurm -m 0755 "$SLURM_DIR/slurmctld" "$SLURM_DIR/log"
     conf=$(mktemp)
     cat >"$conf" <<EOF
 # Written by fractal-jupyter's scripts/slurm-cluster.sh: one node, no cgroups, no slurmdbd.
+# Private to the test cluster: its own ports, munged socket, folders and files (all in $STATE).
 ClusterName=fractaltest
 SlurmctldHost=${node}(127.0.0.1)
+SlurmctldPort=${SLURMCTLD_PORT}
+SlurmdPort=${SLURMD_PORT}
 SlurmUser=slurm
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=socket=${MUNGE_SOCKET}
 MpiDefault=none
 MailProg=/usr/bin/true
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+StateSaveLocation=${SLURM_DIR}/slurmctld
+SlurmdSpoolDir=${SLURM_DIR}/slurmd
+SlurmctldPidFile=${SLURM_DIR}/run/slurmctld.pid
+SlurmdPidFile=${SLURM_DIR}/run/slurmd.pid
+SlurmctldLogFile=${SLURM_DIR}/log/slurmctld.log
+SlurmdLogFile=${SLURM_DIR}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc=/var/log/slurm/jobcomp.log
+JobCompLoc=${SLURM_DIR}/log/jobcomp.log
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Without a default, a job with no --mem takes the whole node and jobs run one at a time.
@@ -190,12 +209,12 @@ Waittime=0
 NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} Sockets=1 CoresPerSocket=${cpus} ThreadsPerCore=1 RealMemory=${memory} State=UNKNOWN
 PartitionName=debug Nodes=${node} Default=YES MaxTime=INFINITE State=UP
 EOF
-    if cmp -s "$conf" /etc/slurm/slurm.conf; then
+    if cmp -s "$conf" "$SLURM_CONF"; then
         rm -f "$conf"
         return 1
     fi
-    mv "$conf" /etc/slurm/slurm.conf
-    chmod 0644 /etc/slurm/slurm.conf
+    mv "$conf" "$SLURM_CONF"
+    chmod 0644 "$SLURM_CONF"
     return 0
 }
 
@@ -210,16 +229,18 @@ start_slurm() {
         done
     fi
     if ! ours slurmctld /usr/sbin/slurmctld >/dev/null; then
-        rm -f /run/slurmctld.pid
-        /usr/sbin/slurmctld
-        adopt /run/slurmctld.pid slurmctld /usr/sbin/slurmctld || fail "slurmctld did not start"
+        rm -f "$SLURM_DIR/run/slurmctld.pid"
+        /usr/sbin/slurmctld -f "$SLURM_CONF"
+        adopt "$SLURM_DIR/run/slurmctld.pid" slurmctld /usr/sbin/slurmctld ||
+            fail "slurmctld did not start (log: $SLURM_DIR/log/slurmctld.log)"
         say "slurmctld started"
     fi
     until_true 30 "slurmctld answering" sh -c 'scontrol ping | grep -q UP'
     if ! ours slurmd /usr/sbin/slurmd >/dev/null; then
-        rm -f /run/slurmd.pid
-        /usr/sbin/slurmd -N "$(hostname -s)"
-        adopt /run/slurmd.pid slurmd /usr/sbin/slurmd || fail "slurmd did not start"
+        rm -f "$SLURM_DIR/run/slurmd.pid"
+        /usr/sbin/slurmd -f "$SLURM_CONF" -N "$(hostname -s)"
+        adopt "$SLURM_DIR/run/slurmd.pid" slurmd /usr/sbin/slurmd ||
+            fail "slurmd did not start (log: $SLURM_DIR/log/slurmd.log)"
         say "slurmd started"
     fi
     until_true 60 "the node idle" node_idle
@@ -274,6 +295,8 @@ UseDNS no
 PrintMotd no
 MaxStartups 50:30:100
 MaxSessions 64
+# The sessions' SLURM commands must use the test cluster's configuration.
+SetEnv SLURM_CONF=${SLURM_CONF}
 # OpenSSH's first choice (sntrup761) costs ~200 ms per connection here, and paramiko lacks it.
 KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,diffie-hellman-group14-sha256
 Subsystem sftp internal-sftp
@@ -351,6 +374,7 @@ CI_SSH_HOST=127.0.0.1
 CI_SSH_PORT=$SSH_PORT
 CI_SSH_KEY=$SSHDIR/id_ed25519
 CI_SSH_KNOWN_HOSTS=$SSHDIR/known_hosts
+SLURM_CONF=$SLURM_CONF
 SLURM_PARTITION=debug
 SLURM_NODE=$(hostname -s)
 SLURM_NODE_MEMORY_MB=$(sinfo -h -o %m | head -1)
@@ -402,8 +426,9 @@ stop() {
     for name in slurmd slurmctld; do
         if pid=$(ours "$name" "/usr/sbin/$name"); then
             terminate "$name" "$pid"
-            # slurmctld cannot remove its root-owned pid file; a stale one breaks package removal.
-            [ "$(tr -dc '0-9' <"/run/$name.pid" 2>/dev/null)" = "$pid" ] && rm -f "/run/$name.pid"
+            # slurmctld cannot remove its root-owned pid file.
+            [ "$(tr -dc '0-9' <"$SLURM_DIR/run/$name.pid" 2>/dev/null)" = "$pid" ] &&
+                rm -f "$SLURM_DIR/run/$name.pid"
         fi
     done
     if pid=$(ours munged /usr/sbin/munged); then terminate munged "$pid"; fi

@@ -9,13 +9,17 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import pytest
+from jupyter_server.auth import passwd
+from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider, User
+from sqlalchemy import update
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from fractal_jupyter.db.models import User as UserRow
 from fractal_jupyter.demo import free_port
 from fractal_jupyter.token_command import fractal_client_token_path
 from fractal_jupyter.tokens import KEY_FILE, TokenSigner, hub_access_scopes
@@ -41,10 +45,15 @@ def jupyter_token(jp_serverapp: Any) -> str:
     return token
 
 
-async def login(api: Any, username: str, password: str) -> tuple[int, Any]:
+async def login(
+    api: Any, username: str, password: str, *, test_user: str | None = None
+) -> tuple[int, Any]:
+    """The token login; `X-Test-User` (tests/conftest.py's provider) names `username` unless
+    `test_user` says otherwise."""
     return await api(
         "POST",
         "auth/token/login/",
+        user=test_user or username,
         raw_body=urllib.parse.urlencode({"username": username, "password": password}).encode(),
         headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
     )
@@ -81,8 +90,12 @@ async def test_a_wrong_credential_is_401(api, jupyter_token):
     status, answer = await login(api, SERVER_USER, jupyter_token + "x")
     assert status == 401
     assert "Bad credentials" in answer["detail"]
-    # The server's token belongs to the server's user only.
-    status, answer = await login(api, "alice", jupyter_token)
+    # The token must be the whole password (Jupyter reads a header up to its end of line).
+    for suffix in ("\nx", "\rx", " x", "\tx"):
+        status, answer = await login(api, SERVER_USER, jupyter_token + suffix)
+        assert status == 401, (suffix, answer)
+    # The identity provider says who the token is (here: with X-Test-User): nobody else.
+    status, answer = await login(api, "alice", jupyter_token, test_user=SERVER_USER)
     assert status == 401
     assert "Bad credentials" in answer["detail"]
     status, answer = await api(
@@ -304,3 +317,130 @@ def test_the_token_file_is_where_fractal_client_reads_it(monkeypatch, tmp_path):
     # fractal-client reads FRACTAL_TOKEN as the path of the token file.
     monkeypatch.setenv("FRACTAL_TOKEN", "/else/my-token")
     assert fractal_client_token_path() == Path("/else/my-token")
+
+
+# --- The token login asks the server's identity provider, whichever it is --------------------
+
+
+class TwoUserProvider(IdentityProvider):  # type: ignore[misc]
+    """A deployment's own identity provider: each user has a token of their own."""
+
+    user_tokens: ClassVar[dict[str, str]] = {"dora-secret": "dora", "emil-secret": "emil"}
+
+    async def get_user(self, handler: Any) -> User | None:
+        name = self.user_tokens.get(self.get_token(handler) or "")
+        return User(username=name) if name else None
+
+
+@pytest.fixture
+def provider_config() -> dict[str, Any]:
+    """Extra Jupyter configuration for a test (another identity provider)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any], provider_config: dict[str, Any]) -> Any:
+    merged = {section: dict(values) for section, values in jp_server_config.items()}
+    for section, values in provider_config.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+@pytest.mark.parametrize(
+    "provider_config", [{"ServerApp": {"identity_provider_class": TwoUserProvider}}]
+)
+async def test_each_user_of_a_custom_provider_logs_in_with_their_own_token(api, jupyter_token):
+    for name, token in (("dora", "dora-secret"), ("emil", "emil-secret")):
+        status, answer = await login(api, name, token)
+        assert status == 200, answer
+        assert (
+            jwt.decode(answer["access_token"], options={"verify_signature": False})["sub"] == name
+        )
+        status, me = await api("GET", "auth/current-user/", headers=bearer(answer["access_token"]))
+        assert (status, me["username"]) == (200, name)
+    # One's token is not the other's; the server's own token means nothing to this provider.
+    for name, token in (("dora", "emil-secret"), ("emil", "dora-secret"), ("dora", jupyter_token)):
+        status, answer = await login(api, name, token)
+        assert status == 401, (name, token, answer)
+        assert answer["detail"].startswith("Bad credentials")
+    # The e-mail form of the username is the same user.
+    status, answer = await login(api, "emil@fractal-jupyter.localhost", "emil-secret")
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize(
+    "provider_config",
+    [
+        {
+            "ServerApp": {"identity_provider_class": PasswordIdentityProvider},
+            "PasswordIdentityProvider": {"hashed_password": passwd("the-password")},
+        }
+    ],
+)
+async def test_jupyters_own_provider_logs_in_the_server_user(api, jupyter_token):
+    # Jupyter's provider knows no usernames: its token and password are default_username's.
+    for password in (jupyter_token, "the-password"):
+        status, answer = await login(api, SERVER_USER, password)
+        assert status == 200, (password, answer)
+        claims = jwt.decode(answer["access_token"], options={"verify_signature": False})
+        assert claims["sub"] == SERVER_USER
+    for username, password in (
+        ("alice", jupyter_token),
+        ("alice", "the-password"),
+        (SERVER_USER, "the-passwordx"),
+        (SERVER_USER, jupyter_token[:-1]),
+    ):
+        status, answer = await login(api, username, password)
+        assert status == 401, (username, password, answer)
+        assert answer["detail"].startswith("Bad credentials")
+
+
+@pytest.mark.parametrize(
+    "provider_config",
+    [{"ServerApp": {"identity_provider_class": PasswordIdentityProvider, "token": ""}}],
+)
+async def test_a_server_without_authentication_issues_no_token(api):
+    # Any password "works" here; a JWT would stay valid once authentication is turned on.
+    status, answer = await login(api, SERVER_USER, "anything")
+    assert status == 403
+    assert "without any credential" in answer["detail"]
+
+
+async def deactivate(api: Any, username: str) -> None:
+    _, users = await api("GET", "auth/users/", user="admin")
+    (user_id,) = [user["id"] for user in users if user["username"] == username]
+    status, answer = await api(
+        "PATCH", f"auth/users/{user_id}/", {"is_active": False}, user="admin"
+    )
+    assert (status, answer["is_active"]) == (200, False)
+
+
+async def test_a_deactivated_user_gets_no_token_and_their_tokens_stop(api, jupyter_token):
+    _, answer = await login(api, SERVER_USER, jupyter_token)
+    headers = bearer(answer["access_token"])
+    status, _ = await api("GET", "api/v2/project/", headers=headers)
+    assert status == 200
+    await deactivate(api, SERVER_USER)
+    status, answer = await api("GET", "api/v2/project/", headers=headers)
+    assert status == 403
+    assert "deactivated" in answer["detail"]
+    status, answer = await login(api, SERVER_USER, jupyter_token)
+    assert status == 403, answer
+    assert answer["detail"] == "User 'carla' has been deactivated by a Fractal administrator."
+
+
+async def test_a_deactivation_through_another_server_stops_the_tokens(api, jupyter_token, state):
+    """On a shared database, an admin may deactivate a user through another server: this
+    server, which knows the user, must notice."""
+    _, answer = await login(api, "alice", jupyter_token)
+    headers = bearer(answer["access_token"])
+    status, _ = await api("GET", "api/v2/project/", headers=headers)
+    assert status == 200
+    async with state.database.session(write=True) as session:
+        await session.execute(
+            update(UserRow).where(UserRow.username == "alice").values(is_active=False)
+        )
+    state.user_cache_seconds = 0.0
+    status, answer = await api("GET", "api/v2/project/", headers=headers)
+    assert status == 403
+    assert "deactivated" in answer["detail"]

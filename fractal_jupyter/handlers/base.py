@@ -142,11 +142,9 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         """
         if self.bearer_username is not None:
             return self.bearer_username
-        provider_module = type(self.identity_provider).__module__
-        if provider_module.startswith("jupyter_server."):
-            return self.fractal.default_username
-        username: str = self.current_user.username
-        return username
+        return jupyter_username(
+            self.identity_provider, self.current_user, self.fractal.default_username
+        )
 
     def send_json(self, status: int, payload: bytes | None) -> None:
         self.set_status(status)
@@ -186,6 +184,18 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             return model.model_validate(values)
         except ValidationError as error:
             raise RequestError(validation_detail(error, "query")) from None
+
+
+def jupyter_username(provider: Any, user: User, default_username: str) -> str:
+    """The username of a user the identity provider authenticated.
+
+    Jupyter's own providers (plain token or password) make up a random anonymous user per
+    request: their user is `default_username`, the one the server runs for.
+    """
+    if type(provider).__module__.startswith("jupyter_server."):
+        return default_username
+    username: str = user.username
+    return username
 
 
 # Python's `int()` also reads "+1", " 1", "1_0" and non-ASCII (e.g. full-width) digits: one

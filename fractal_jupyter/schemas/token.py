@@ -19,8 +19,8 @@ class LoginForm(BaseModel):
     )
     password: str = Field(
         min_length=1,
-        description="A Jupyter credential of that user: this server's token or password, or "
-        "under JupyterHub an API token of the hub user.",
+        description="A Jupyter credential of that user: a token (or password) this server's "
+        "identity provider accepts for them, or under JupyterHub an API token of the hub user.",
     )
 
 

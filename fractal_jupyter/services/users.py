@@ -127,6 +127,11 @@ async def caller(session: AsyncSession, username: str, is_superuser: bool) -> Cu
     return CurrentUser(id=user.id, username=user.username, is_superuser=is_superuser)
 
 
+async def is_still_active(session: AsyncSession, user_id: int) -> bool:
+    """Whether the user's row is still there and active (a cheap re-check of a known caller)."""
+    return bool(await session.scalar(select(User.is_active).where(User.id == user_id)))
+
+
 async def _user_or_404(session: AsyncSession, user_id: int) -> User:
     user = await session.get(User, user_id)
     if user is None:

@@ -1,10 +1,13 @@
 """The real single-node SLURM cluster of the tests, and a Jupyter server running as its user.
 
 `scripts/slurm-cluster.sh` starts munged, slurmctld, slurmd and an sshd on 127.0.0.1:2222 (as
-root, installing the Debian packages when missing). The session fixture `slurm_cluster` starts
-it, and stops it at the end only if it was not already running (so a cluster someone else
-uses is left alone); where it cannot run (not root), the tests that need it are skipped with a
-loud reason.
+root, installing the Debian packages when missing), all from a private configuration under
+`CLUSTER_STATE`: the machine's own SLURM and munge, if any, are left alone. The session fixture
+`slurm_cluster` starts it, and stops it at the end only if it was not already running (so a
+cluster someone else uses is left alone); where it cannot run (not root), the tests that need
+it are skipped with a loud reason. While it runs, `SLURM_CONF` in this process's environment
+names the cluster's configuration, so that every SLURM command of the tests, and of the
+servers and job processes they start, finds it (the sshd sets it for its sessions).
 
 Jobs must run as the cluster's unprivileged user, never as root. With the `slurm` backend the
 job process calls sbatch itself, so the Jupyter server that starts it must be that user's:
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Coverage data of the processes that run as the cluster's user (`make coverage-report`).
 USER_COVERAGE = REPO / ".coverage-users"
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
-STATE = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-test-cluster"))
+STATE = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-jupyter-test"))
 USER_ROOT = Path("/tmp/fractal-slurm-tests")
 CANNOT_RUN = 3
 
@@ -51,6 +54,7 @@ class ClusterInfo:
     ssh_port: int
     ssh_key: str
     known_hosts: str
+    slurm_conf: str
     partition: str
     node_memory_mb: int
     node_cpus: int
@@ -126,6 +130,7 @@ def cluster_info() -> ClusterInfo:
         ssh_port=int(env["CI_SSH_PORT"]),
         ssh_key=env["CI_SSH_KEY"],
         known_hosts=env["CI_SSH_KNOWN_HOSTS"],
+        slurm_conf=env["SLURM_CONF"],
         partition=env["SLURM_PARTITION"],
         node_memory_mb=int(env["SLURM_NODE_MEMORY_MB"]),
         node_cpus=int(env["SLURM_NODE_CPUS"]),
@@ -169,11 +174,18 @@ def slurm_cluster_fixture() -> Iterator[ClusterInfo]:
     if started.returncode == CANNOT_RUN:
         pytest.skip(f"*** SKIPPED: no SLURM cluster here: {started.stderr.strip()[-500:]} ***")
     assert started.returncode == 0, started.stderr
+    info = cluster_info()
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = info.slurm_conf
     try:
-        yield cluster_info()
+        yield info
     finally:
         if not was_running:
             subprocess.run([SCRIPT, "stop"], capture_output=True, check=False)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous
 
 
 slurm_cluster = pytest.fixture(scope="session", name="slurm_cluster")(slurm_cluster_fixture)

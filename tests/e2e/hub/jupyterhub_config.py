@@ -36,6 +36,9 @@ c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.args = ["--ServerApp.jpserver_extensions=fractal_jupyter=True"]
 c.Spawner.environment = {"JUPYTERHUB_DISABLE_USER_CONFIG": "1"}
+# the servers' (and their jobs') sbatch and squeue use the test cluster's private configuration
+if E.get("SLURM_CONF"):
+    c.Spawner.environment["SLURM_CONF"] = E["SLURM_CONF"]
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 90
 # stop: SIGINT, then SIGTERM after this many seconds (on SIGINT a Jupyter server waits 5 s
