@@ -9,12 +9,14 @@ workflows use it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
 from fractal_jupyter.db.models import Task, WorkflowTask
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
+from fractal_jupyter.runner.files import JobSpec
 from tests.support.jobs import make_workflow, wait_for_job
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, wait_for_collection
@@ -220,6 +222,8 @@ async def test_own_admin_and_collected_tasks_run(api, jp_serverapp, tmp_path):
     assert status == 200, patched
     job = await wait_for_job(bob, path, job["id"])
     assert job["status"] == "done", job["log"]
+    spec = JobSpec.read(Path(job["working_dir"]))
+    assert spec.tasks[2].command_parallel == tasks["Project image"]["command_parallel"]
     _, page = await api("POST", f"{path}dataset/{dataset['id']}/images/query/", {}, user="bob")
     assert page["total_count"] == 2, page  # the plate's image and its projection
 
