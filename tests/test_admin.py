@@ -64,10 +64,11 @@ async def test_non_admins_get_403_on_every_admin_route(api):
 
 @pytest.fixture
 def jobs_env(api, jp_asyncio_loop, tmp_path):
-    """Alice: a project with a finished job. Bob: a project with a long running job."""
+    """Alice: a project with a finished job. Bob: a project with a long running job.
+    The tasks are an admin's: both users' jobs may run them."""
 
     async def make():
-        tasks = await register_tasks(api)
+        tasks = await register_tasks(api, user="admin")
         made = {}
         for user in ("alice", "bob"):
             _, project = await api("POST", "api/v2/project/", {"name": f"{user}'s"}, user=user)
@@ -321,7 +322,7 @@ async def test_admin_task_query(api, jobs_env):
     assert by_name[0]["relationships"] == []
     _, by_source = await api("GET", "admin/v2/task/", user="admin", params={"source": "misbeh"})
     assert [item["task"]["name"] for item in by_source] == ["Misbehave"]
-    _, by_owner = await api("GET", "admin/v2/task/", user="admin", params={"owner": "alice"})
+    _, by_owner = await api("GET", "admin/v2/task/", user="admin", params={"owner": "admin"})
     assert len(by_owner) == len(tasks)
     _, users_tasks = await api("GET", "admin/v2/task/", user="admin", params={"kind": "users"})
     _, common = await api("GET", "admin/v2/task/", user="admin", params={"kind": "common"})

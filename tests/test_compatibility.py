@@ -36,6 +36,8 @@ DIFFERENCES: dict[str, str] = {
     "types flag of wrong type": "Strict types",
     "patch dataset zarr_dir null": "null in dataset PATCH",
     "args against schema": "Arguments checked against the task's JSON Schema",
+    "another user's task": "Who may run which task",
+    "import of another user's task": "Who may run which task",
 }
 
 SCHEMA = {
@@ -590,6 +592,29 @@ STEPS = [
         "api/v2/project/{p9}/workflow/{w9}/wftask/",
         {"args_parallel": {"sigma": "high"}},
         params={"task_id": "{tpar}"},
+    ),
+    Step(
+        "bob's workflow",
+        "POST",
+        "api/v2/project/{p2}/workflow/",
+        {"name": "bw"},
+        user="bob",
+        save="bw",
+    ),
+    Step(
+        "another user's task",
+        "POST",
+        "api/v2/project/{p2}/workflow/{bw}/wftask/",
+        {},
+        params={"task_id": "{tpar}"},
+        user="bob",
+    ),
+    Step(
+        "import of another user's task",
+        "POST",
+        "api/v2/project/{p2}/workflow/import/",
+        {"name": "bimp", "task_list": [{"task": {"source": "alice:par"}}]},
+        user="bob",
     ),
 ]
 

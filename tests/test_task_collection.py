@@ -51,8 +51,10 @@ def leftovers(tasks_dir: Path) -> list[str]:
 
 
 async def test_pip_collection_of_a_local_wheel(api, jp_serverapp, tmp_path):
+    # An administrator's collection: tasks without owner, as in 2.6.4 (a user's own collection
+    # is theirs: tests/test_task_trust.py).
     wheel = build_task_wheel(tmp_path / "wheels", manifest=mock_manifest())
-    status, state = await api("POST", COLLECT + "pip/", {"package": str(wheel)})
+    status, state = await api("POST", COLLECT + "pip/", {"package": str(wheel)}, user="admin")
     assert status == 201, state
     assert state["data"]["status"] == "pending"
     assert state["data"]["package"] == str(wheel)

@@ -26,6 +26,7 @@ class JobSubmitHandler(FractalHandler):
             body,
             self.fractal.runner,
             self.fractal.launcher,
+            self.fractal.admin_users,
         )
 
     def on_finish(self) -> None:

@@ -23,7 +23,7 @@ class TaskCollectPipHandler(FractalHandler):
     async def post(self, body: TaskCollectPip) -> CollectionState:
         self.require_server_owner("collect tasks")
         return await task_collection.start_pip_collection(
-            self.db_session, self.fractal.collector, body
+            self.db_session, self.fractal.collector, self.user, body
         )
 
 

@@ -64,7 +64,9 @@ class WorkflowImportHandler(FractalHandler):
         "Create a workflow from an export", body=WorkflowImport, response=WorkflowRead, status=201
     )
     async def post(self, project_id: int, body: WorkflowImport) -> Workflow:
-        return await workflow.import_workflow(self.db_session, self.user, project_id, body)
+        return await workflow.import_workflow(
+            self.db_session, self.user, project_id, body, self.fractal.admin_users
+        )
 
 
 class WorkflowJobListHandler(FractalHandler):
@@ -85,7 +87,13 @@ class WorkflowTaskListHandler(FractalHandler):
         self, project_id: int, workflow_id: int, query: TaskIdQuery, body: WorkflowTaskCreate
     ) -> WorkflowTask:
         return await workflowtask.create_workflow_task(
-            self.db_session, self.user, project_id, workflow_id, query.task_id, body
+            self.db_session,
+            self.user,
+            project_id,
+            workflow_id,
+            query.task_id,
+            body,
+            self.fractal.admin_users,
         )
 
 

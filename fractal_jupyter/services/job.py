@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from .access import (
     member_project_ids,
 )
 from .images import list_all_images
+from .task_trust import require_runnable_tasks
 from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
 from .workflowtask import check_arguments
@@ -159,6 +160,7 @@ async def submit_job(
     data: JobCreate,
     settings: RunnerSettings,
     launcher: JobLauncher,
+    admin_users: Collection[str],
 ) -> Job:
     project = await get_project_for_member(session, project_id, user)
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
@@ -183,6 +185,13 @@ async def submit_job(
             f"{settings.submit_rate_limit_seconds:g} seconds."
         )
     selected = workflow.task_list[first : last + 1]
+    await require_runnable_tasks(
+        session,
+        user,
+        (workflow_task.task for workflow_task in selected),
+        admin_users,
+        action="Cannot submit the job",
+    )
     problems = []
     for workflow_task in selected:
         problems += check_arguments(

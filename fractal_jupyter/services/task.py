@@ -1,4 +1,7 @@
-"""The task catalogue: every user reads every task; owners (or admins) change their own."""
+"""The task catalogue: every user reads every task; owners (or admins) change their own.
+
+Who may run which task, and what may not change while others use it: `task_trust`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import LinkUserProject, Project, Task, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
+from .task_trust import check_run_fields_unchanged
 from .users import CurrentUser
 
 
@@ -96,6 +100,7 @@ async def update_task(
         raise Unprocessable("Cannot set an unset `command_parallel`.")
     if "command_non_parallel" in changes and task.type == "parallel":
         raise Unprocessable("Cannot set an unset `command_non_parallel`.")
+    await check_run_fields_unchanged(session, user, task, changes)
     for key, value in changes.items():
         setattr(task, key, value)
     await session.flush()

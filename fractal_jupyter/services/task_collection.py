@@ -80,12 +80,17 @@ def slugify_task_name(name: str) -> str:
 
 @dataclass
 class PipPackage:
-    """What a pip collection installs; `version` is known once the wheel is at hand."""
+    """What a pip collection installs; `version` is known once the wheel is at hand.
+
+    `owner` is the owner of the collected tasks: None (every user's jobs may run them) when an
+    administrator collects, else the collecting user (see `services/task_trust.py`).
+    """
 
     package: str
     name: str
     python_version: str
     interpreter: str
+    owner: str | None
     extras: str | None = None
     version: str | None = None
     pins: dict[str, str] = field(default_factory=dict)
@@ -93,7 +98,7 @@ class PipPackage:
 
     @classmethod
     def from_request(
-        cls, body: TaskCollectPip, python_version: str, interpreter: str
+        cls, body: TaskCollectPip, python_version: str, interpreter: str, owner: str | None
     ) -> PipPackage:
         if body.is_wheel:
             wheel = Path(body.package)
@@ -103,6 +108,7 @@ class PipPackage:
                 name=normalize_package_name(distribution),
                 python_version=python_version,
                 interpreter=interpreter,
+                owner=owner,
                 extras=body.package_extras,
                 version=version,
                 pins=dict(body.pinned_package_versions or {}),
@@ -113,6 +119,7 @@ class PipPackage:
             name=normalize_package_name(body.package),
             python_version=python_version,
             interpreter=interpreter,
+            owner=owner,
             extras=body.package_extras,
             version=body.package_version,
             pins=dict(body.pinned_package_versions or {}),
@@ -133,11 +140,17 @@ class PipPackage:
 
     @property
     def install_request(self) -> dict[str, Any]:
-        """What decides the content of the venv: a folder is reused only for the same."""
-        return {
+        """What decides the content of the venv: a folder is reused only for the same.
+
+        A user's own collection names its owner: its tasks are trusted as that user's, so
+        they never point into a folder that another user's collection left."""
+        request: dict[str, Any] = {
             "package_source": self.package_source,
             "pinned_package_versions": self.pins,
         }
+        if self.owner is not None:
+            request["owner"] = self.owner
+        return request
 
     def requirement(self) -> str:
         extras = f"[{self.extras}]" if self.extras else ""
@@ -330,7 +343,7 @@ class TaskCollector:
         shutil.copyfile(log.path, venv_dir / LOG_FILE)
         async with self.database.session(write=True) as session:
             state = await _get_state(session, state_id)
-            rows = await insert_tasks(session, tasks, owner=None)
+            rows = await insert_tasks(session, tasks, owner=package.owner)
             data = {
                 **state.data,
                 "status": "OK",
@@ -636,13 +649,18 @@ def _after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 
 
 async def start_pip_collection(
-    session: AsyncSession, collector: TaskCollector, body: TaskCollectPip
+    session: AsyncSession, collector: TaskCollector, user: CurrentUser, body: TaskCollectPip
 ) -> CollectionState:
     """Check what can be checked at once, record a pending state, start the background work
-    once the state is committed."""
+    once the state is committed.
+
+    An administrator's collection makes tasks without owner, which every user's jobs may run
+    (fractal-server 2.6.4 makes all collected tasks so); anyone else's makes tasks they own.
+    """
     python_version = body.python_version or collector.default_python_version
     interpreter = collector.interpreter(python_version)
-    package = PipPackage.from_request(body, python_version, interpreter)
+    owner = None if user.is_superuser else user.username
+    package = PipPackage.from_request(body, python_version, interpreter, owner)
     data: dict[str, Any] = {"status": "pending", "package": body.package}
     if package.version is not None:
         venv_dir = collector.venv_dir(package)

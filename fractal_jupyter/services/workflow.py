@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -17,6 +17,7 @@ from ..schemas.workflow import (
 )
 from .access import get_project_for_member, get_workflow_for_member, member_project_ids
 from .job import check_no_submitted_job
+from .task_trust import require_runnable_tasks
 from .users import CurrentUser
 from .workflowtask import check_arguments, check_sides, insert_workflow_task
 
@@ -109,9 +110,14 @@ async def export_workflow(
 
 
 async def import_workflow(
-    session: AsyncSession, user: CurrentUser, project_id: int, data: WorkflowImport
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    data: WorkflowImport,
+    admin_users: Collection[str],
 ) -> Workflow:
-    """A new workflow whose tasks are found by `source`; all checked before anything is made."""
+    """A new workflow whose tasks are found by `source`; all checked before anything is made
+    (including that the caller's jobs may run them)."""
     project = await get_project_for_member(session, project_id, user)
     await _check_name_free(session, project_id, data.name)
     sources = {entry.task.source for entry in data.task_list}
@@ -126,6 +132,13 @@ async def import_workflow(
             + ", ".join(f"'{source}'" for source in missing)
             + ": collect or create it first (GET api/v2/task/ lists the known sources)."
         )
+    await require_runnable_tasks(
+        session,
+        user,
+        (tasks[entry.task.source] for entry in data.task_list),
+        admin_users,
+        action="Cannot import the workflow",
+    )
     entries: list[tuple[Task, WorkflowTaskCreate]] = []
     problems: list[dict[str, Any]] = []
     for position, entry in enumerate(data.task_list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +14,7 @@ from ..schemas.workflow import WorkflowTaskCreate, WorkflowTaskUpdate
 from .access import get_workflow_for_member, get_workflow_task_for_member
 from .args import argument_problems
 from .task import get_task
+from .task_trust import require_runnable_tasks
 from .users import CurrentUser
 
 
@@ -96,9 +98,13 @@ async def create_workflow_task(
     workflow_id: int,
     task_id: int,
     data: WorkflowTaskCreate,
+    admin_users: Collection[str],
 ) -> WorkflowTask:
     workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
     task = await get_task(session, task_id, not_found=f"TaskV2 {task_id} not found.")
+    await require_runnable_tasks(
+        session, user, [task], admin_users, action=f"Cannot add task {task_id} to the workflow"
+    )
     check_sides(task.type, data.model_dump())
     problems = check_arguments(task, data.args_non_parallel, data.args_parallel, location=["body"])
     if problems:

@@ -293,22 +293,32 @@ def hub_python_tasks(hub: Hub) -> list[dict[str, Any]]:
     return bodies
 
 
+def own_tasks(hub: Hub, server: Server, user: str) -> dict[str, dict[str, Any]]:
+    """`user`'s own copies of the hub tasks (a job runs only its user's tasks, owner-less
+    ones and administrators'), created on first use: the database outlives a run."""
+    known = {
+        task["source"].split(":", 1)[-1]: task
+        for task in server.ok("GET", "api/v2/task/")
+        if task["owner"] == user
+    }
+    return {
+        body["name"]: known.get(body["source"]) or server.ok("POST", "api/v2/task/", body)
+        for body in hub_python_tasks(hub)
+    }
+
+
 @pytest.fixture(scope="module")
 def world(hub: Hub) -> Iterator[dict[str, Any]]:
     """Both servers started through the hub, the tasks, and each user's workspace."""
     users = hub.env["HUB_USERS"].split()
     assert users[:2] == ["alice", "bob"], users
     hub.start_servers(*users)
-    alice = hub.server("alice")
-    known = {task["source"].split(":", 1)[-1]: task for task in alice.ok("GET", "api/v2/task/")}
-    tasks = {}
-    for body in hub_python_tasks(hub):
-        task = known.get(body["source"]) or alice.ok("POST", "api/v2/task/", body)
-        tasks[body["name"]] = task
     run = uuid.uuid4().hex[:8]
+    tasks = {}
     spaces = {}
     for user in users:
         server = hub.server(user)
+        tasks[user] = own_tasks(hub, server, user)
         project = server.ok("POST", "api/v2/project/", {"name": f"{user}'s project {run}"})
         pid = project["id"]
         zarr_dir = Path(pwd.getpwnam(user).pw_dir) / f"fractal-e2e-{run}"
@@ -325,7 +335,7 @@ def world(hub: Hub) -> Iterator[dict[str, Any]]:
             server.ok(
                 "POST",
                 f"api/v2/project/{pid}/workflow/{workflow['id']}/wftask/"
-                f"?task_id={tasks[name]['id']}",
+                f"?task_id={tasks[user][name]['id']}",
                 args,
             )
         spaces[user] = Workspace(server, project, dataset, workflow, zarr_dir)
@@ -392,7 +402,7 @@ def test_hub_admin_cannot_run_jobs_on_a_users_server(hub: Hub, world: dict[str, 
         "POST", f"api/v2/project/{pid}/dataset/", {"name": "d", "zarr_dir": "/tmp/admin-e2e"}
     )
     workflow = as_admin.ok("POST", f"api/v2/project/{pid}/workflow/", {"name": "w"})
-    sleep = world["tasks"]["Sleep"]
+    sleep = own_tasks(hub, as_admin, admin)["Sleep"]
     as_admin.ok(
         "POST",
         f"api/v2/project/{pid}/workflow/{workflow['id']}/wftask/?task_id={sleep['id']}",
@@ -584,7 +594,7 @@ def test_job_outlives_its_server(hub: Hub, world: dict[str, Any]) -> None:
         server.ok(
             "POST",
             f"api/v2/project/{pid}/workflow/{workflow['id']}/wftask/"
-            f"?task_id={world['tasks'][name]['id']}",
+            f"?task_id={world['tasks']['alice'][name]['id']}",
             args,
         )
     job = alice.submit(workflow)

@@ -62,7 +62,9 @@ def _no_pythonpath(jp_environ: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def collect(api: Any, body: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
-    status, state = await api("POST", COLLECT + "pip/", body)
+    # As an administrator: owner-less tasks, which alice's jobs below may run (a user's own
+    # collection would be theirs, and the cached venvs hold administrators' collections).
+    status, state = await api("POST", COLLECT + "pip/", body, user="admin")
     assert status == 201, state
     final, _ = await wait_for_collection(api, state["id"], timeout=COLLECTION_TIMEOUT)
     data = final["data"]

@@ -19,10 +19,12 @@ MISBEHAVE_TASK = {
 }
 
 
-async def register_tasks(api: Any) -> dict[str, dict[str, Any]]:
+async def register_tasks(api: Any, user: str = "alice") -> dict[str, dict[str, Any]]:
+    """The demo tasks and the misbehaving task, owned by `user` (only their jobs, and if
+    `user` is an admin everyone's, may run them)."""
     tasks = {}
     for body in [*demo_task_bodies(), MISBEHAVE_TASK]:
-        status, task = await api("POST", "api/v2/task/", body)
+        status, task = await api("POST", "api/v2/task/", body, user=user)
         assert status == 201, task
         tasks[task["name"]] = task
     return tasks
