@@ -15,11 +15,12 @@ from traitlets.config.loader import ArgumentError
 
 from ._version import __version__
 from .configuration import (
+    CHECK_ATTEMPT_SECONDS,
     ConfigurationError,
     check_outside_world,
     configuration_layers,
     invalid_settings,
-    outside_problems,
+    login_node_problem,
     settings_problems,
 )
 from .db.engine import Database
@@ -414,8 +415,10 @@ class FractalJupyter(ExtensionApp):
         if not isinstance(state, FractalState):
             return
         if not self.started_by_fractal:
-            # `jupyter fractal` checked these before serving; here the server is up already.
-            for problem in await outside_problems(self, timeout=3.0):
+            # `jupyter fractal` checked it before serving; here the server is up already, and
+            # jobs retry the connection for slurm_unreachable_timeout.
+            problem = await login_node_problem(self, CHECK_ATTEMPT_SECONDS)
+            if problem:
                 self.log.error("fractal_jupyter: %s", problem)
         try:
             await state.ensure_ready()

@@ -25,7 +25,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -310,12 +310,17 @@ async def outside_problems(app: FractalJupyter, timeout: float) -> list[str]:
     SQLite needs no such check: the folder check covers it, and a connection would create
     the file.
     """
-    checks = []
+    checks: list[Coroutine[Any, Any, str | None]] = [login_node_problem(app, timeout)]
     if not app.db_url.startswith("sqlite"):
         checks.append(_database_problem(app.db_url, timeout))
-    if app.runner_backend == "slurm_ssh" and app.slurm_ssh_host:
-        checks.append(_ssh_host_problem(app.slurm_ssh_host, app.slurm_ssh_port, timeout))
     return [problem for problem in await asyncio.gather(*checks) if problem]
+
+
+async def login_node_problem(app: FractalJupyter, timeout: float) -> str | None:
+    """Why the `slurm_ssh` backend's login node cannot be reached (None: it can, or no SSH)."""
+    if app.runner_backend != "slurm_ssh" or not app.slurm_ssh_host:
+        return None
+    return await _ssh_host_problem(app.slurm_ssh_host, app.slurm_ssh_port, timeout)
 
 
 def check_outside_world(app: FractalJupyter, budget: float, log: Any = None) -> list[str]:

@@ -296,3 +296,57 @@ async def test_client_and_widgets_show_the_message(make_client, in_thread):
         await in_thread(WorkflowBuilder, client, 1)
     browser = await in_thread(ImageBrowser, client, 1, 1)
     assert browser.message.failed and message in browser.message.text
+
+
+def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch):
+    """Inside jupyter lab: 503 naming db_url (password masked) meanwhile, no fallback."""
+    import asyncio
+    import logging
+
+    from sqlalchemy.engine import make_url
+
+    from fractal_jupyter import state as state_module
+    from fractal_jupyter.errors import Unavailable
+
+    monkeypatch.setattr(state_module, "FIRST_RETRY_SECONDS", 0.01)
+
+    class RestartingDatabase:
+        url = make_url("postgresql+asyncpg://fractal:hunter2@db.example.org/fractal")
+        attempts = 0
+
+        async def upgrade(self) -> None:
+            self.attempts += 1
+            if self.attempts < 4:
+                raise OSError("Connect call failed")
+
+    class Collector:
+        reaped = False
+
+        async def reap_orphans(self) -> None:
+            self.reaped = True
+
+    async def run() -> None:
+        database, collector = RestartingDatabase(), Collector()
+        state = state_module.FractalState(
+            database=database,  # type: ignore[arg-type]
+            admin_users=frozenset(),
+            default_username="u",
+            log=logging.getLogger("test"),
+            runner=None,  # type: ignore[arg-type]
+            collector=collector,  # type: ignore[arg-type]
+        )
+        with pytest.raises(Unavailable) as down:
+            await state.ensure_ready()
+        assert down.value.status_code == 503
+        assert "FractalJupyter.db_url = 'postgresql+asyncpg://fractal:***@db.example.org" in str(
+            down.value.detail
+        )
+        assert "Connect call failed" in down.value.detail and "hunter2" not in down.value.detail
+        state.retry_until_ready()
+        assert state._retrier is not None
+        await asyncio.wait_for(state._retrier, 10)
+        assert database.attempts == 4 and collector.reaped
+        await state.stop_watching_jobs()
+        await state.stop_retrying()
+
+    asyncio.run(run())
