@@ -332,6 +332,8 @@ def check_outside_world(app: FractalJupyter, budget: float, log: Any = None) -> 
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    if app.db_url.startswith("sqlite") and app.runner_backend != "slurm_ssh":
+        return []  # nothing outside to reach: no thread, no event loop
     deadline = time.monotonic() + budget
     delay = FIRST_RETRY_SECONDS
     while True:
