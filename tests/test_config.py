@@ -350,3 +350,27 @@ def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch):
         await state.stop_retrying()
 
     asyncio.run(run())
+
+
+def test_settings_that_cannot_be_opened(tmp_path):
+    """Found without connecting or writing: nothing is created by the check."""
+    from fractal_jupyter.configuration import settings_problems
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    sync_driver = FractalJupyter(db_url=f"sqlite:///{tmp_path}/f.db", data_dir=str(tmp_path))
+    under_a_file = FractalJupyter(
+        db_url=f"sqlite+aiosqlite:///{a_file}/sub/f.db", data_dir=str(tmp_path / "new" / "d")
+    )
+    no_ssh = FractalJupyter(runner_backend="slurm_ssh", data_dir=str(tmp_path))
+    [problem] = settings_problems(sync_driver)
+    assert problem.startswith(f"FractalJupyter.db_url = 'sqlite:///{tmp_path}/f.db' is not valid")
+    assert "sqlite+aiosqlite:///" in problem
+    [problem] = settings_problems(under_a_file)
+    assert f"{a_file} is not a folder" in problem and problem.startswith("FractalJupyter.db_url")
+    assert [p.split(" ")[0] for p in settings_problems(no_ssh)] == [
+        "FractalJupyter.runner_backend",
+        "FractalJupyter.runner_backend",
+        "FractalJupyter.slurm_ssh_key_path",
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
