@@ -34,16 +34,20 @@ class ConfigCheckApp(JupyterApp):
     the command line), runs the start-up checks and exits non-zero on any problem.
     Give it the options you give the server.
     """
-    examples = """
-    jupyter fractal config check
-    jupyter fractal config check --FractalJupyter.runner_backend=slurm
-    """
+    examples = """jupyter fractal config check
+jupyter fractal config check --FractalJupyter.runner_backend=slurm
+"""
 
     server_argv: list[str]
 
     def initialize(self, argv: Any = None) -> None:
         # The command line is the server's: a ServerApp parses it in `start`.
         self.server_argv = list(argv or [])
+        if {"-h", "--help", "--help-all"} & set(self.server_argv):
+            print(self.description)
+            self.print_examples()
+            print("Any other option is taken as the server's (`jupyter server --help-all`).")
+            self.exit(0)
 
     def start(self) -> None:
         from jupyter_server.serverapp import ServerApp
