@@ -10,11 +10,23 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Integer, List, Set, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Set, TraitError, Unicode, default
+from traitlets.config.loader import ArgumentError
 
 from ._version import __version__
+from .configuration import (
+    CHECK_ATTEMPT_SECONDS,
+    ConfigurationError,
+    check_outside_world,
+    configuration_layers,
+    invalid_settings,
+    login_node_problem,
+    settings_problems,
+)
 from .db.engine import Database
+from .errors import Unavailable
 from .handlers.routes import tornado_handlers
+from .handlers.unavailable import unavailable_handlers
 from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
 from .services.task_collection import TaskCollector
@@ -34,8 +46,16 @@ class FractalJupyter(ExtensionApp):
         "token": (
             "fractal_jupyter.token_command.TokenApp",
             "Print a bearer token for the `fractal` CLI, or write it where the CLI reads it.",
-        )
+        ),
+        "config": (
+            "fractal_jupyter.config_command.ConfigApp",
+            "`jupyter fractal config check`: every FractalJupyter setting, its value and "
+            "where it comes from, and the start-up checks; exits non-zero on any problem.",
+        ),
     }
+    # Why the configuration could not be applied (found when linking or loading); the
+    # extension then serves nothing but that message (see `initialize_settings`).
+    configuration_error: ConfigurationError | None = None
 
     data_dir = Unicode(
         help="Folder for fractal_jupyter's own files (the SQLite database by default). "
@@ -46,6 +66,14 @@ class FractalJupyter(ExtensionApp):
         help="SQLAlchemy URL of the database, with an async driver: "
         "sqlite+aiosqlite:///<path> (the default, <data_dir>/fractal.db) or "
         "postgresql+asyncpg://user:password@host/dbname for a database shared by many servers.",
+    ).tag(config=True)
+
+    startup_timeout = Float(
+        10.0,
+        help="Seconds the start-up checks that need the outside world (the database server, "
+        "the SSH login node) keep retrying, with backoff, before `jupyter fractal` refuses to "
+        "start. Inside another Jupyter application (jupyter lab) the database is retried in "
+        "the background for as long as it takes, and the Fractal routes answer 503 meanwhile.",
     ).tag(config=True)
 
     admin_users = Set(
@@ -294,7 +322,47 @@ class FractalJupyter(ExtensionApp):
     def _default_username_default(self) -> str:
         return getpass.getuser()
 
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Apply the configuration only if every value of every source is valid.
+
+        traitlets would apply values one by one and stop at the first bad one, and
+        jupyter_server only warns about a failed link: Fractal would then run on a partial
+        configuration, often the defaults. Here a bad configuration is applied not at all,
+        and `initialize_settings` refuses to start or serves the reason as a 503.
+        """
+        self.serverapp = serverapp
+        try:
+            problems = invalid_settings(type(self), configuration_layers(self, serverapp))
+            if problems:
+                raise ConfigurationError(problems)
+            try:
+                super()._link_jupyter_server_extension(serverapp)
+            except (TraitError, ArgumentError, ValueError) as error:  # what the probe missed
+                raise ConfigurationError([f"{error}"]) from error
+            problems = settings_problems(self)
+            if problems:
+                raise ConfigurationError(problems)
+        except ConfigurationError as error:
+            self.configuration_error = error
+        self._linked = True
+
+    @property
+    def started_by_fractal(self) -> bool:
+        """`jupyter fractal` (Fractal is the point) rather than e.g. `jupyter lab`."""
+        return self.serverapp is not None and self.serverapp.starter_app is self
+
     def initialize_settings(self) -> None:
+        if self.configuration_error is None and self.started_by_fractal:
+            problems = check_outside_world(self, self.startup_timeout, self.log)
+            if problems:
+                self.configuration_error = ConfigurationError(problems)
+        if self.configuration_error is not None:
+            self.log.error(self.configuration_error.message)
+            if self.started_by_fractal:
+                self.exit(1)
+            # ExtensionApp put the app itself under its name; there is no state to serve.
+            self.settings.pop("fractal", None)
+            return
         database = Database(self.db_url)
         state = FractalState(
             database=database,
@@ -337,20 +405,34 @@ class FractalJupyter(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
+        if self.configuration_error is not None:
+            self.handlers.extend(unavailable_handlers(self.configuration_error.message))
+            return
         self.handlers.extend(tornado_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        state: FractalState = self.settings["fractal"]
+        state = self.settings.get("fractal")
+        if not isinstance(state, FractalState):
+            return
+        if not self.started_by_fractal:
+            # `jupyter fractal` checked it before serving; here the server is up already, and
+            # jobs retry the connection for slurm_unreachable_timeout.
+            problem = await login_node_problem(self, CHECK_ATTEMPT_SECONDS)
+            if problem:
+                self.log.error("fractal_jupyter: %s", problem)
         try:
             await state.ensure_ready()
-        except Exception:
-            self.log.exception("fractal_jupyter could not prepare its database")
-            raise
+        except Unavailable as error:
+            # No fallback: the Fractal routes answer 503 with this until the database is back.
+            self.log.error("fractal_jupyter: %s", error.detail)
+            state.retry_until_ready()
+            return
         await state.collector.reap_orphans()
 
     async def stop_extension(self) -> None:
-        state: FractalState | None = self.settings.get("fractal")
-        if state is not None:
+        state = self.settings.get("fractal")
+        if isinstance(state, FractalState):
+            await state.stop_retrying()
             await state.stop_watching_jobs()
             await state.collector.stop()
             await state.database.dispose()

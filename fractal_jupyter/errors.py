@@ -25,6 +25,12 @@ class Unprocessable(FractalError):
     status_code = 422
 
 
+class Unavailable(FractalError):
+    """Nothing was done: something the server needs (its database) cannot be reached."""
+
+    status_code = 503
+
+
 def validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:
     """pydantic's errors as FastAPI's 422 `detail` (each `loc` starts with `location`)."""
     return [

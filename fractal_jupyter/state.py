@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .db.engine import Database
+from .errors import Unavailable
 from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
@@ -23,6 +24,9 @@ from .tokens import TokenSigner
 QUICK_LOOK_SECONDS = 0.05
 # How long a user record (its active flag) is trusted before it is read again.
 USER_CACHE_SECONDS = 2.0
+# Backoff of the start-up retries while the database cannot be reached.
+FIRST_RETRY_SECONDS = 0.5
+LONGEST_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -50,21 +54,54 @@ class FractalState:
     _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
+    _retrier: asyncio.Task[None] | None = None
     _news: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
 
-        A failed attempt (database unreachable) is forgotten, so that a later request retries.
+        A failed attempt (database unreachable) is forgotten, so that a later request retries;
+        it raises `Unavailable` (a 503) naming the setting and the reason, never falls back.
         """
         if self._ready is None:
             self._ready = asyncio.ensure_future(self.database.upgrade())
         try:
             await asyncio.shield(self._ready)
-        except Exception:
+        except Exception as error:
             self._ready = None
-            raise
+            shown = self.database.url.render_as_string(hide_password=True)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise Unavailable(
+                f"The database FractalJupyter.db_url = {shown!r} cannot be reached or "
+                f"prepared: {reason}. Nothing was done; try again later."
+            ) from error
         self.start_watching_jobs()
+
+    def retry_until_ready(self) -> None:
+        """Retry the migrations in the background, with backoff, until they succeed."""
+        if self._retrier is None:
+            self._retrier = asyncio.ensure_future(self._retry_until_ready())
+
+    async def _retry_until_ready(self) -> None:
+        delay = FIRST_RETRY_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.ensure_ready()
+            except Unavailable as error:
+                delay = min(delay * 2, LONGEST_RETRY_SECONDS)
+                self.log.warning("fractal_jupyter: %s Retrying in %.1f s.", error.detail, delay)
+                continue
+            self.log.info("fractal_jupyter: the database is ready")
+            await self.collector.reap_orphans()
+            return
+
+    async def stop_retrying(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+            self._retrier = None
 
     async def user(self, username: str, *, fresh: bool = False) -> CurrentUser:
         """The caller's user record, created on first sight, then kept in memory for

@@ -23,6 +23,7 @@ from .transport import (
     Endpoint,
     FractalAPIError,
     FractalConnectionError,
+    FractalUnavailable,
     Transport,
     endpoints_of,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "FractalAPIError",
     "FractalClient",
     "FractalConnectionError",
+    "FractalUnavailable",
     "ServerInfo",
     "ServerNotFound",
     "discover",

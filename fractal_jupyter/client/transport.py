@@ -41,6 +41,26 @@ class FractalAPIError(Exception):
         self.url = url
 
 
+class FractalUnavailable(FractalAPIError):
+    """503: the server cannot serve Fractal now; `detail` says why (e.g. which setting of
+    its configuration is wrong, or that its database cannot be reached).
+
+    In a notebook it shows as that message alone: a traceback through the client would
+    only hide it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.detail)
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback."""
+        return [f"{type(self).__name__}: {self.detail}"]
+
+
+# The header of a 503 that lasts until the server is reconfigured (not worth a retry).
+UNAVAILABLE_HEADER = "X-Fractal-Unavailable"
+
+
 class FractalConnectionError(ConnectionError):
     """The server could not be reached (not running, wrong URL, network trouble)."""
 
@@ -176,10 +196,18 @@ class Transport:
                 raise FractalConnectionError(
                     f"Cannot reach the Fractal API at {self.api_root}: {error}"
                 ) from error
-            # 503: the database was busy and nothing was done; reads are worth another try.
-            if response.status_code != 503 or method != "GET" or delay is None:
+            # 503: the database was busy and nothing was done; reads are worth another try,
+            # unless the server says it is not configured to serve at all.
+            if (
+                response.status_code != 503
+                or method != "GET"
+                or delay is None
+                or UNAVAILABLE_HEADER in response.headers
+            ):
                 break
             time.sleep(delay)
+        if response.status_code == 503:
+            raise FractalUnavailable(503, _detail(response), method, str(response.url))
         if response.is_error:
             raise FractalAPIError(
                 response.status_code, _detail(response), method, str(response.url)

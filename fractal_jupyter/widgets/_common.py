@@ -15,6 +15,8 @@ def describe_error(error: Exception) -> str:
     """A refused call as a one-line text (status and the server's `detail`)."""
     status = getattr(error, "status", None)
     detail = getattr(error, "detail", None)
+    if status == 503 and isinstance(detail, str):
+        return detail  # why Fractal cannot serve (a wrong setting, its database): says it all
     if status is not None:
         shown = detail if isinstance(detail, str) else repr(detail)
         return f"{status}: {shown}"
