@@ -14,6 +14,7 @@ from traitlets import Dict, Enum, Float, Integer, List, Set, Unicode, default
 
 from ._version import __version__
 from .db.engine import Database
+from .handlers.base import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMPORT_BODY_BYTES
 from .handlers.routes import tornado_handlers
 from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
@@ -229,6 +230,21 @@ class FractalJupyter(ExtensionApp):
             remote_dir=self.slurm_ssh_remote_dir,
             remote_python=self.slurm_ssh_python,
         )
+
+    # -- limits of a request (issue 16) --
+
+    max_body_bytes = Integer(
+        DEFAULT_MAX_BODY_BYTES,
+        help="Largest JSON request body, in bytes, of every route but the dataset import "
+        "(413 above it). Jupyter's ServerApp.max_body_size (512 MiB) still bounds what is "
+        "read before this check.",
+    ).tag(config=True)
+
+    max_import_body_bytes = Integer(
+        DEFAULT_MAX_IMPORT_BODY_BYTES,
+        help="Largest body, in bytes, of `POST .../dataset/import/` (413 above it); "
+        "100,000 images with a few attributes each are about 30 MB.",
+    ).tag(config=True)
 
     token_lifetime = Float(
         7 * 24 * 3600.0,

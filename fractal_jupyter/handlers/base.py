@@ -6,12 +6,14 @@ parses the request, serializes the answer and feeds the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any, cast
 
 from jupyter_server import CallContext
@@ -25,13 +27,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import web
 
 from ..errors import Forbidden, FractalError, validation_detail
-from ..schemas.common import RenderedResponse
-from ..services.access import require_server_owner
+from ..schemas.common import MAX_INTEGER, TOO_BIG_INTEGER, RenderedResponse
+from ..services.access import (
+    get_dataset_for_member,
+    get_project_for_member,
+    require_server_owner,
+)
 from ..services.users import CurrentUser
 from ..state import FractalState
 from ..tokens import InvalidToken, TokenSigner, looks_like_jwt
 
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_INTEGER
+# Defaults of the FractalJupyter traits of the same names (the body limits of a request).
+DEFAULT_MAX_BODY_BYTES = 10_000_000
+DEFAULT_MAX_IMPORT_BODY_BYTES = 100_000_000
+# A body above this size is parsed in a worker thread, so that other requests are answered
+# meanwhile, and under a project only once the caller is known to be a member.
+LARGE_BODY_BYTES = 256 * 1024
+# The shortest run of digits that may be an integer beyond 64 bits: a body without one (the
+# usual case) is not looked at again for such integers.
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
 ADMIN_ONLY = "Forbidden: only Fractal administrators (FractalJupyter.admin_users) may do this."
 HandlerMethod = Callable[..., Awaitable[Any]]
 TornadoMethod = Callable[..., Awaitable[None]]
@@ -63,6 +78,53 @@ class RequestError(Exception):
         self.detail = detail
 
 
+class PayloadTooLarge(FractalError):
+    status_code = 413
+
+
+def _too_big_integers(value: Any, loc: list[str | int]) -> Iterator[list[str | int]]:
+    """Where decoded JSON (or a dumped model) holds an integer beyond 64 bits."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_INTEGER <= value <= MAX_INTEGER:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _too_big_integers(item, [*loc, key])
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _too_big_integers(item, [*loc, index])
+
+
+def refuse_too_big_integers(value: Any, location: str) -> None:
+    """422 for every integer beyond 64 bits: the database would refuse it (a 500) or keep
+    a rounded float that no filter finds again."""
+    problems = [
+        {"loc": loc, "msg": TOO_BIG_INTEGER, "type": "int_parsing"}
+        for loc in _too_big_integers(value, [location])
+    ]
+    if problems:
+        raise RequestError(problems)
+
+
+def is_json_content_type(header: str | None) -> bool:
+    """Whether a body sent with this Content-Type is read as JSON.
+
+    As FastAPI: none, application/json and application/*+json. Also
+    application/x-www-form-urlencoded, which is what curl -d and Tornado's client send when
+    they are not told a type (fractal-server answers such a body 422).
+    """
+    if not header:
+        return True
+    message = Message()
+    message["content-type"] = header
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype in ("json", "x-www-form-urlencoded") or subtype.endswith("+json")
+
+
 class FractalHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "fractal"
     db_session: AsyncSession
@@ -71,6 +133,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     raw_payload: bytes | None = None
     # The user named by a valid bearer JWT of ours (tokens.py), else None.
     bearer_username: str | None = None
+    # The FractalJupyter trait that limits this route's request bodies, and its default.
+    body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
 
     @property
     def fractal(self) -> FractalState:
@@ -156,36 +220,109 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(payload)
 
-    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+    def check_body_size(self) -> None:
+        """413 for a body above this route's limit (Tornado has read it, within
+        `ServerApp.max_body_size`, but nothing has parsed it)."""
+        name, default = self.body_limit
+        limit: int = self.fractal.config.get(name, default)
+        size = len(self.request.body)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The request body has {size} bytes; this route takes at most {limit} "
+                f"(FractalJupyter.{name})."
+            )
+
+    def check_json_content_type(self) -> None:
+        """422 for a JSON route's body sent as another type (text/plain, a multipart form)."""
+        content_type = self.request.headers.get("Content-Type")
+        if self.request.body and not is_json_content_type(content_type):
+            raise RequestError(
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": "The body must be JSON, sent with Content-Type: "
+                        f"application/json (not {content_type})",
+                        "type": "content_type",
+                    }
+                ]
+            )
+
+    async def check_membership(self, path_ids: dict[str, int]) -> None:
+        """403/404 unless the caller is a member of the project (and dataset) of the path."""
+        project_id = path_ids.get("project_id")
+        if project_id is None:
+            return
+        state = self.fractal
+        await state.ensure_ready()
+        user = await state.user(self.caller_username())
+        async with state.database.session(write=False) as session:
+            dataset_id = path_ids.get("dataset_id")
+            if dataset_id is None:
+                await get_project_for_member(session, project_id, user)
+            else:
+                await get_dataset_for_member(session, project_id, dataset_id, user)
+
+    async def parse_request(self, spec: Operation, path_ids: dict[str, int]) -> dict[str, Any]:
+        """The method's arguments: path ids, body, form and query, each checked.
+
+        A body is first checked for size; a large one is then parsed in a worker thread, after
+        the membership check of a project route (so that a stranger's body is never parsed).
+        """
+        arguments: dict[str, Any] = dict(path_ids)
+        if spec.body is not None or spec.form is not None:
+            self.check_body_size()
+        if spec.body is not None:
+            self.check_json_content_type()
+            if len(self.request.body) > LARGE_BODY_BYTES and not spec.public:
+                await self.check_membership(path_ids)
+            arguments["body"] = await self.parse_body(spec.body, spec.body_required)
+        if spec.form is not None:
+            arguments["form"] = self.parse_form(spec.form)
+        if spec.query is not None:
+            arguments["query"] = self.parse_query(spec.query)
+        return arguments
+
+    async def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
         raw = self.request.body
         if not raw or not raw.strip():
             if not required:
                 return None
             raise RequestError([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
-        try:
-            return model.model_validate_json(raw)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "body")) from None
+        if len(raw) > LARGE_BODY_BYTES:
+            return await asyncio.to_thread(_parse_json_body, model, raw)
+        return _parse_json_body(model, raw)
 
     def parse_form(self, model: type[BaseModel]) -> BaseModel:
-        values = {
-            key: self.decode_argument(items[-1], name=key)
-            for key, items in self.request.body_arguments.items()
-        }
-        try:
-            return model.model_validate(values)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "body")) from None
+        return _validated(model, self.request.body_arguments, "body", self.decode_argument)
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
-        values = {
-            key: self.decode_argument(items[-1], name=key)
-            for key, items in self.request.query_arguments.items()
-        }
-        try:
-            return model.model_validate(values)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "query")) from None
+        return _validated(model, self.request.query_arguments, "query", self.decode_argument)
+
+
+def _parse_json_body(model: type[BaseModel], raw: bytes) -> BaseModel:
+    try:
+        parsed = model.model_validate_json(raw)
+    except ValidationError as error:
+        raise RequestError(validation_detail(error, "body")) from None
+    if _LONG_DIGIT_RUN.search(raw):
+        refuse_too_big_integers(json.loads(raw), "body")
+    return parsed
+
+
+def _validated(
+    model: type[BaseModel],
+    arguments: dict[str, list[bytes]],
+    location: str,
+    decode: Callable[..., str],
+) -> BaseModel:
+    """A query string or form as `model` (the last of repeated keys wins)."""
+    values = {key: decode(items[-1], name=key) for key, items in arguments.items()}
+    try:
+        parsed = model.model_validate(values)
+    except ValidationError as error:
+        raise RequestError(validation_detail(error, location)) from None
+    refuse_too_big_integers(dict(parsed), location)
+    return parsed
 
 
 def _parse_path_ids(path_arguments: dict[str, str]) -> dict[str, int]:
@@ -240,15 +377,12 @@ def operation(
         @functools.wraps(method)
         async def wrapper(self: FractalHandler, **path_arguments: str) -> None:
             try:
-                kwargs: dict[str, Any] = _parse_path_ids(path_arguments)
-                if body is not None:
-                    kwargs["body"] = self.parse_body(body, body_required)
-                if form is not None:
-                    kwargs["form"] = self.parse_form(form)
-                if query is not None:
-                    kwargs["query"] = self.parse_query(query)
+                kwargs = await self.parse_request(spec, _parse_path_ids(path_arguments))
             except RequestError as error:
                 self.send_json(422, json.dumps({"detail": error.detail}).encode())
+                return
+            except FractalError as error:
+                self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
                 return
             if public:
                 result = await method(self, **kwargs)

@@ -12,7 +12,7 @@ from ..schemas.dataset import (
 )
 from ..schemas.query import HistoryQuery
 from ..services import dataset, dataset_import
-from .base import FractalHandler, operation
+from .base import DEFAULT_MAX_IMPORT_BODY_BYTES, FractalHandler, operation
 
 
 class DatasetListHandler(FractalHandler):
@@ -54,11 +54,13 @@ class DatasetHandler(FractalHandler):
 
 
 class DatasetImportHandler(FractalHandler):
-    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+    body_limit = ("max_import_body_bytes", DEFAULT_MAX_IMPORT_BODY_BYTES)
+
+    async def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
         # An empty body is refused as usual; any other is read by the service, a chunk of
         # images at a time (`DatasetImport` still describes it in the OpenAPI document).
         if not self.request.body.strip():
-            return super().parse_body(model, required)
+            return await super().parse_body(model, required)
         return None
 
     @operation(
