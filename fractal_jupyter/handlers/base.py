@@ -7,10 +7,12 @@ parses the request, serializes the answer and feeds the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
@@ -25,6 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from ..errors import Forbidden, FractalError, validation_detail
 from ..schemas.common import MAX_INTEGER, TOO_BIG_INTEGER, RenderedResponse
@@ -78,6 +81,64 @@ class RequestError(Exception):
         self.detail = detail
 
 
+# A streamed answer goes out in chunks of this size; a few wait while the client is slow.
+STREAM_CHUNK_BYTES = 256 * 1024
+STREAM_QUEUE_CHUNKS = 4
+
+
+class _StreamStopped(Exception):
+    """The streamed answer's reader is gone (the client left, or the loop stopped)."""
+
+
+class ChunkPipe:
+    """A write-only, unseekable file for a worker thread whose bytes the event loop sends.
+
+    `write` blocks the thread while `STREAM_QUEUE_CHUNKS` chunks wait, so memory stays a few
+    chunks however slow the client; it raises `_StreamStopped` once the reader is gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE_CHUNKS)
+        self.stopped = threading.Event()
+        self._buffer = bytearray()
+
+    def write(self, data: bytes, /) -> int:
+        self._buffer += data
+        if len(self._buffer) >= STREAM_CHUNK_BYTES:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        """Bytes are sent by the chunk (zipfile calls this at its end)."""
+
+    def close(self) -> None:
+        """The end is sent by `run`."""
+
+    def run(self, produce: Callable[[ChunkPipe], None]) -> None:
+        """In the worker thread: `produce` writes the answer; then the end is sent."""
+        try:
+            produce(self)
+            if self._buffer:
+                self._send(bytes(self._buffer))
+        finally:
+            with contextlib.suppress(_StreamStopped):
+                self._send(None)
+
+    def _send(self, chunk: bytes | None) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.chunks.put(chunk), self.loop)
+        while True:
+            if self.stopped.is_set() or self.loop.is_closed():
+                future.cancel()
+                raise _StreamStopped
+            try:
+                future.result(timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+
+
 class PayloadTooLarge(FractalError):
     status_code = 413
 
@@ -129,8 +190,10 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "fractal"
     db_session: AsyncSession
     user: CurrentUser
-    # Set by a method that answers with something other than JSON (a zip archive).
+    # Set by a method that answers with something other than JSON (a zip archive): the bytes,
+    # or what writes them in a worker thread (they are streamed as they come).
     raw_payload: bytes | None = None
+    raw_stream: Callable[[ChunkPipe], None] | None = None
     # The user named by a valid bearer JWT of ours (tokens.py), else None.
     bearer_username: str | None = None
     # The FractalJupyter trait that limits this route's request bodies, and its default.
@@ -219,6 +282,23 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             return
         self.set_header("Content-Type", "application/json")
         self.finish(payload)
+
+    async def send_stream(self, produce: Callable[[ChunkPipe], None]) -> None:
+        """Answer with what `produce` writes in a worker thread, a chunk at a time."""
+        loop = asyncio.get_running_loop()
+        pipe = ChunkPipe(loop)
+        worker = loop.run_in_executor(None, pipe.run, produce)
+        try:
+            while (chunk := await pipe.chunks.get()) is not None:
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return  # the client left; the worker stops at its next chunk
+        finally:
+            pipe.stopped.set()
+            with contextlib.suppress(_StreamStopped):
+                await worker
+        self.finish()
 
     def check_body_size(self) -> None:
         """413 for a body above this route's limit (Tornado has read it, within
@@ -418,6 +498,10 @@ def operation(
                 state.log.error("Database unavailable: %s", error)
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
+                return
+            if self.raw_stream is not None:
+                self.set_status(status)
+                await self.send_stream(self.raw_stream)
                 return
             if self.raw_payload is not None:
                 self.set_status(status)

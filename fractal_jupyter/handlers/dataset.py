@@ -10,6 +10,7 @@ from ..schemas.dataset import (
     DatasetRead,
     DatasetUpdate,
 )
+from ..schemas.images import RenderedDatasetExport
 from ..schemas.query import HistoryQuery
 from ..services import dataset, dataset_import
 from .base import DEFAULT_MAX_IMPORT_BODY_BYTES, FractalHandler, operation
@@ -74,5 +75,7 @@ class DatasetImportHandler(FractalHandler):
 
 class DatasetExportHandler(FractalHandler):
     @operation("A dataset with all its images", response=DatasetExport)
-    async def get(self, project_id: int, dataset_id: int) -> DatasetExport:
-        return await dataset.export_dataset(self.db_session, self.user, project_id, dataset_id)
+    async def get(self, project_id: int, dataset_id: int) -> RenderedDatasetExport:
+        return await dataset.export_dataset(
+            self.db_session, self.fractal.database, self.user, project_id, dataset_id
+        )

@@ -1,5 +1,5 @@
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -64,6 +64,17 @@ class ImagePage(ResponseModel):
     images: list[SingleImage]
 
 
+def render_image_rows(rows: Iterable[tuple[str, str | None, str, str]]) -> str:
+    """`SingleImage`s as JSON (no brackets), from (zarr_url, origin, JSON of the attributes,
+    JSON of the types) rows as the database stores them."""
+    dumps = json.dumps
+    return ",".join(
+        f'{{"zarr_url":{dumps(zarr_url)},"origin":{dumps(origin)},'
+        f'"attributes":{attributes_json},"types":{types_json}}}'
+        for zarr_url, origin, attributes_json, types_json in rows
+    )
+
+
 @dataclass(frozen=True)
 class RenderedImagePage(RenderedResponse):
     """An `ImagePage` made of the JSON texts the database stores (the image query's answer).
@@ -87,13 +98,19 @@ class RenderedImagePage(RenderedResponse):
         attributes = ",".join(
             f"{dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
         )
-        images = ",".join(
-            f'{{"zarr_url":{dumps(zarr_url)},"origin":{dumps(origin)},'
-            f'"attributes":{attributes_json},"types":{types_json}}}'
-            for zarr_url, origin, attributes_json, types_json in self.images
-        )
+        images = render_image_rows(self.images)
         return (
             f'{{"total_count":{self.total_count},"page_size":{self.page_size},'
             f'"current_page":{self.current_page},"attributes":{{{attributes}}},'
             f'"types":{dumps(list(self.types))},"images":[{images}]}}'
         ).encode()
+
+
+@dataclass(frozen=True)
+class RenderedDatasetExport(RenderedResponse):
+    """A `DatasetExport`, rendered where the images are read (see `export_dataset`)."""
+
+    text: bytes
+
+    def to_json(self) -> bytes:
+        return self.text
