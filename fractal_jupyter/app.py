@@ -14,7 +14,11 @@ from traitlets import Dict, Enum, Float, Integer, List, Set, Unicode, default
 
 from ._version import __version__
 from .db.engine import Database
-from .handlers.base import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IMPORT_BODY_BYTES
+from .handlers.base import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IMPORT_BODY_BYTES,
+    read_long_headers,
+)
 from .handlers.routes import tornado_handlers
 from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
@@ -356,6 +360,7 @@ class FractalJupyter(ExtensionApp):
         self.handlers.extend(tornado_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        read_long_headers(getattr(serverapp, "http_server", None))
         state: FractalState = self.settings["fractal"]
         try:
             await state.ensure_ready()

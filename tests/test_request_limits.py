@@ -259,3 +259,37 @@ async def test_a_text_plain_body_is_refused_naming_json(api, dataset_path):
             "POST", dataset_path + "images/query/", {}, headers={"Content-Type": content_type}
         )
         assert status == 200, answer
+
+
+# -- URLs --
+
+
+async def test_a_too_long_url_gets_414(api, dataset_path):
+    status, answer = await api(
+        "DELETE", dataset_path + "images/", params={"zarr_url": "x" * 40_000}
+    )
+    assert status == 414, answer
+    assert "at most 32768" in answer["detail"]
+
+
+def test_a_real_server_answers_a_100_kb_url(tmp_path):
+    """Tornado's own limit on request heads (64 KiB) closed the connection without a word."""
+    import http.client
+
+    from tests.support.server import ServerProcess
+
+    server = ServerProcess(tmp_path)
+    server.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request(
+            "GET",
+            "/fractal/api/v2/project/?" + "x" * 100_000,
+            headers={"Authorization": f"token {server.token}"},
+        )
+        response = connection.getresponse()
+        assert response.status == 414
+        assert "at most 32768" in json.loads(response.read())["detail"]
+        connection.close()
+    finally:
+        server.stop()

@@ -133,5 +133,7 @@ _EXPORTED_IMAGES = (
 def _render_export(
     dataset_id: int, head: str, tail: str, connection: Connection
 ) -> RenderedDatasetExport:
-    rows = connection.execute(_EXPORTED_IMAGES, {"dataset_id": dataset_id})
-    return RenderedDatasetExport(f"{head}{render_image_rows(rows.tuples())}{tail}".encode())
+    rows: Sequence[tuple[str, str | None, str, str]] = connection.execute(
+        _EXPORTED_IMAGES, {"dataset_id": dataset_id}
+    ).all()
+    return RenderedDatasetExport(f"{head}{render_image_rows(rows)}{tail}".encode())
