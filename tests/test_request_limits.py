@@ -293,3 +293,21 @@ def test_a_real_server_answers_a_100_kb_url(tmp_path):
         connection.close()
     finally:
         server.stop()
+
+
+async def test_an_image_query_has_at_most_100_filters_of_each_kind(api, dataset_path):
+    many = {f"k{index}": index for index in range(101)}
+    for kind, filters in (("attribute", many), ("type", dict.fromkeys(many, True))):
+        status, answer = await api(
+            "POST", dataset_path + "images/query/", {"filters": {f"{kind}s": filters}}
+        )
+        assert status == 422, answer
+        assert answer["detail"][0]["loc"] == ["body", "filters"]
+        assert f"at most 100 {kind} filters" in answer["detail"][0]["msg"]
+    del many["k100"]
+    status, page = await api(
+        "POST",
+        dataset_path + "images/query/",
+        {"filters": {"attributes": many, "types": dict.fromkeys(many, True)}},
+    )
+    assert (status, page["total_count"]) == (200, 0), page

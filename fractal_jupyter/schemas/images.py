@@ -50,9 +50,25 @@ class SingleImageUpdate(LenientRequestModel):
     types: ImageTypes | None = None
 
 
+# Each filter of a query is a clause of its SQL statement: 500 attribute and 500 type
+# filters passed SQLite's expression depth (a 503 after seconds of work).
+MAX_QUERY_FILTERS = 100
+
+
+def _check_query_filters(filters: Filters) -> Filters:
+    for what, given in (("attribute", filters.attributes), ("type", filters.types)):
+        if len(given) > MAX_QUERY_FILTERS:
+            raise ValueError(
+                f"a query has at most {MAX_QUERY_FILTERS} {what} filters, not {len(given)}"
+            )
+    return filters
+
+
 class ImageQuery(LenientRequestModel):
     zarr_url: str | None = None
-    filters: Filters = Field(default_factory=Filters)
+    filters: Annotated[Filters, AfterValidator(_check_query_filters)] = Field(
+        default_factory=Filters
+    )
 
 
 class ImagePage(ResponseModel):
