@@ -311,3 +311,38 @@ async def test_an_image_query_has_at_most_100_filters_of_each_kind(api, dataset_
         {"filters": {"attributes": many, "types": dict.fromkeys(many, True)}},
     )
     assert (status, page["total_count"]) == (200, 0), page
+
+
+async def test_a_large_invalid_import_is_validated_while_other_requests_are_answered(
+    api, project_path, monkeypatch
+):
+    import asyncio
+    import time
+
+    from fractal_jupyter.services import dataset_import
+
+    times = []
+    validate = dataset_import._validate_whole
+
+    def timed(raw):
+        start = time.perf_counter()
+        try:
+            return validate(raw)
+        finally:
+            times.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(dataset_import, "_validate_whole", timed)
+    # The invalid image first: the import goes straight to validating the whole body.
+    images = [{"zarr_url": 5}]
+    images += [{"zarr_url": f"/z/{index}", "attributes": {"i": index}} for index in range(20_000)]
+    body = {"name": "imported", "zarr_dir": "/z", "images": images}
+    work = asyncio.ensure_future(api("POST", f"{project_path}dataset/import/", body))
+    answered = []
+    while not work.done():
+        status, _ = await api("GET", "api/alive/")
+        answered.append(time.perf_counter())
+    status, answer = await work
+    assert status == 422, answer
+    assert [problem["loc"] for problem in answer["detail"]] == [["body", "images", 0, "zarr_url"]]
+    [(start, end)] = times
+    assert any(start < moment < end for moment in answered), (start, end, answered)
