@@ -87,7 +87,7 @@ class RequestError(Exception):
 
 
 # A streamed answer goes out in chunks of this size; a few wait while the client is slow.
-STREAM_CHUNK_BYTES = 256 * 1024
+STREAM_CHUNK_BYTES = 1024 * 1024
 STREAM_QUEUE_CHUNKS = 4
 
 
