@@ -15,7 +15,6 @@ import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any, cast
 
 from jupyter_server import CallContext
@@ -183,12 +182,10 @@ def is_json_content_type(header: str | None) -> bool:
     """
     if not header:
         return True
-    message = Message()
-    message["content-type"] = header
-    if message.get_content_maintype() != "application":
-        return False
-    subtype = message.get_content_subtype()
-    return subtype in ("json", "x-www-form-urlencoded") or subtype.endswith("+json")
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type in ("application/json", "application/x-www-form-urlencoded"):
+        return True
+    return media_type.startswith("application/") and media_type.endswith("+json")
 
 
 class FractalHandler(ExtensionHandlerMixin, APIHandler):
