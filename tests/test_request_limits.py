@@ -207,7 +207,8 @@ def parse_times(monkeypatch):
 
 
 def slow_invalid_query():
-    """An image query of 4 MB that validates for a while, then fails (zarr_url is no str)."""
+    """An image query of 4 MB that validates for a while, then fails (zarr_url is no str,
+    and there are too many filters)."""
     types = {f"type-{index}": True for index in range(200_000)}
     return {"zarr_url": 5, "filters": {"types": types}}
 
@@ -226,7 +227,7 @@ async def test_a_large_body_is_parsed_while_other_requests_are_answered(
         answered.append(time.perf_counter())
     status, answer = await big
     assert status == 422, answer
-    assert [problem["loc"] for problem in answer["detail"]] == [["body", "zarr_url"]]
+    assert ["body", "zarr_url"] in [problem["loc"] for problem in answer["detail"]]
     [(start, end)] = parse_times
     assert any(start < moment < end for moment in answered), (start, end, answered)
 
