@@ -347,3 +347,27 @@ async def test_a_large_invalid_import_is_validated_while_other_requests_are_answ
     assert [problem["loc"] for problem in answer["detail"]] == [["body", "images", 0, "zarr_url"]]
     [(start, end)] = times
     assert any(start < moment < end for moment in answered), (start, end, answered)
+
+
+async def test_a_body_too_large_by_its_content_length_is_refused_before_it_is_sent(
+    dataset_path, jp_http_port, jp_base_url, jp_serverapp
+):
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    token = jp_serverapp.identity_provider.token
+    head = (
+        f"POST {jp_base_url}fractal/{dataset_path}images/ HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        f"Authorization: token {token}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {10 * BODY_LIMIT}\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    # Not a byte of the body is sent: the answer comes all the same.
+    answer = await asyncio.wait_for(reader.read(), timeout=30)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line, answer
+    assert b"FractalJupyter.max_body_bytes" in rest

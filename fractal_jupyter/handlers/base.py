@@ -25,7 +25,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
-from tornado import web
+from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
 from ..errors import Forbidden, FractalError, validation_detail
@@ -188,7 +188,15 @@ def is_json_content_type(header: str | None) -> bool:
     return media_type.startswith("application/") and media_type.endswith("+json")
 
 
+@web.stream_request_body
 class FractalHandler(ExtensionHandlerMixin, APIHandler):
+    """The base of every Fractal route.
+
+    Bodies are streamed in (`data_received`), so that one whose Content-Length is above the
+    route's limit is refused (413) before any of it is read; `request.body` is set when it is
+    complete (`collect_body`).
+    """
+
     auth_resource = "fractal"
     db_session: AsyncSession
     user: CurrentUser
@@ -200,6 +208,32 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     bearer_username: str | None = None
     # The FractalJupyter trait that limits this route's request bodies, and its default.
     body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    _body_parts: list[bytes] | None = None
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_parts is None:
+            self._body_parts = []
+        self._body_parts.append(chunk)
+
+    def collect_body(self) -> None:
+        """`request.body` (and a form's arguments) from the streamed parts, once."""
+        if self._body_parts is None:
+            return
+        self.request.body = b"".join(self._body_parts)
+        self._body_parts = None
+        httputil.parse_body_arguments(
+            self.request.headers.get("Content-Type", ""),
+            self.request.body,
+            self.request.body_arguments,
+            self.request.files,
+            self.request.headers,
+        )
+
+    def body_size_limit(self) -> tuple[str, int]:
+        """The name of this route's body limit and its value."""
+        name, default = self.body_limit
+        limit: int = self.fractal.config.get(name, default)
+        return name, limit
 
     @property
     def fractal(self) -> FractalState:
@@ -224,6 +258,12 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(
                 414, f"The URL has {len(self.request.uri or '')} bytes; at most {MAX_URL_BYTES}."
             )
+        name, limit = self.body_size_limit()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise web.HTTPError(413, _too_large(int(declared), name, limit))
+        # A body without a Content-Length (chunked) is cut off by Tornado past the limit.
+        self.request.connection.set_max_body_size(limit)  # type: ignore[union-attr]
         match = re.fullmatch(
             r"bearer\s+(\S+)\s*", self.request.headers.get("Authorization", ""), re.I
         )
@@ -307,16 +347,12 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         self.finish()
 
     def check_body_size(self) -> None:
-        """413 for a body above this route's limit (Tornado has read it, within
-        `ServerApp.max_body_size`, but nothing has parsed it)."""
-        name, default = self.body_limit
-        limit: int = self.fractal.config.get(name, default)
+        """413 for a body above this route's limit (`prepare` refuses one that says so in its
+        Content-Length before reading it; this catches the others)."""
+        name, limit = self.body_size_limit()
         size = len(self.request.body)
         if size > limit:
-            raise PayloadTooLarge(
-                f"The request body has {size} bytes; this route takes at most {limit} "
-                f"(FractalJupyter.{name})."
-            )
+            raise PayloadTooLarge(_too_large(size, name, limit))
 
     def check_json_content_type(self) -> None:
         """422 for a JSON route's body sent as another type (text/plain, a multipart form)."""
@@ -383,6 +419,13 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
         return _validated(model, self.request.query_arguments, "query", self.decode_argument)
+
+
+def _too_large(size: int, name: str, limit: int) -> str:
+    return (
+        f"The request body has {size} bytes; this route takes at most {limit} "
+        f"(FractalJupyter.{name})."
+    )
 
 
 def _parse_json_body(model: type[BaseModel], raw: bytes) -> BaseModel:
@@ -470,6 +513,7 @@ def operation(
     def decorate(method: HandlerMethod) -> TornadoMethod:
         @functools.wraps(method)
         async def wrapper(self: FractalHandler, **path_arguments: str) -> None:
+            self.collect_body()
             try:
                 kwargs = await self.parse_request(spec, _parse_path_ids(path_arguments))
             except RequestError as error:
