@@ -239,9 +239,9 @@ class FractalJupyter(ExtensionApp):
 
     max_body_bytes = Integer(
         DEFAULT_MAX_BODY_BYTES,
-        help="Largest JSON request body, in bytes, of every route but the dataset import "
-        "(413 above it). Jupyter's ServerApp.max_body_size (512 MiB) still bounds what is "
-        "read before this check.",
+        help="Largest request body, in bytes, of every route but the dataset import: a body "
+        "above it gets 413, before it is read when its Content-Length says so. Bodies above "
+        "256 KiB are parsed in a worker thread, after the project membership check.",
     ).tag(config=True)
 
     max_import_body_bytes = Integer(
