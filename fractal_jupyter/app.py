@@ -25,6 +25,11 @@ from .configuration import (
 )
 from .db.engine import Database
 from .errors import Unavailable
+from .handlers.base import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_IMPORT_BODY_BYTES,
+    read_long_headers,
+)
 from .handlers.routes import tornado_handlers
 from .handlers.unavailable import unavailable_handlers
 from .runner.slurm import SlurmSettings
@@ -258,6 +263,21 @@ class FractalJupyter(ExtensionApp):
             remote_python=self.slurm_ssh_python,
         )
 
+    # -- limits of a request (issue 16) --
+
+    max_body_bytes = Integer(
+        DEFAULT_MAX_BODY_BYTES,
+        help="Largest request body, in bytes, of every route but the dataset import: a body "
+        "above it gets 413, before it is read when its Content-Length says so. Bodies above "
+        "256 KiB are parsed in a worker thread, after the project membership check.",
+    ).tag(config=True)
+
+    max_import_body_bytes = Integer(
+        DEFAULT_MAX_IMPORT_BODY_BYTES,
+        help="Largest body, in bytes, of `POST .../dataset/import/` (413 above it); "
+        "100,000 images with a few attributes each are about 30 MB.",
+    ).tag(config=True)
+
     token_lifetime = Float(
         7 * 24 * 3600.0,
         help="Seconds a bearer token from auth/token/login/ (or `jupyter fractal token`) "
@@ -411,6 +431,7 @@ class FractalJupyter(ExtensionApp):
         self.handlers.extend(tornado_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        read_long_headers(getattr(serverapp, "http_server", None))
         state = self.settings.get("fractal")
         if not isinstance(state, FractalState):
             return

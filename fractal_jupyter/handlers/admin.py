@@ -57,8 +57,7 @@ class AdminJobStopHandler(FractalHandler):
 class AdminJobDownloadHandler(FractalHandler):
     @operation("A job's folder as a zip archive", status=200, admin=True)
     async def get(self, job_id: int) -> None:
-        filename, archive = await admin.job_archive(self.db_session, job_id)
-        send_zip(self, filename, archive)
+        send_zip(self, await admin.job_archive(self.db_session, job_id))
 
 
 class AdminTaskListHandler(FractalHandler):

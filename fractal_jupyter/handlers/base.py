@@ -6,11 +6,14 @@ parses the request, serializes the answer and feeds the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,16 +25,35 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
-from tornado import web
+from tornado import httputil, web
+from tornado.iostream import StreamClosedError
 
 from ..errors import Forbidden, FractalError, validation_detail
-from ..schemas.common import RenderedResponse
-from ..services.access import require_server_owner
+from ..schemas.common import MAX_INTEGER, TOO_BIG_INTEGER, RenderedResponse
+from ..services.access import (
+    get_dataset_for_member,
+    get_project_for_member,
+    require_server_owner,
+)
 from ..services.users import CurrentUser
 from ..state import FractalState
 from ..tokens import InvalidToken, TokenSigner, looks_like_jwt
 
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_INTEGER
+# Defaults of the FractalJupyter traits of the same names (the body limits of a request).
+DEFAULT_MAX_BODY_BYTES = 10_000_000
+DEFAULT_MAX_IMPORT_BODY_BYTES = 100_000_000
+# A body above this size is parsed in a worker thread, so that other requests are answered
+# meanwhile, and under a project only once the caller is known to be a member.
+LARGE_BODY_BYTES = 256 * 1024
+# Tornado closes, without an answer, a connection whose request line and headers exceed its
+# `max_header_size` (64 KiB unless set; Jupyter does not set it). The extension raises it to
+# this, so that a too long URL (above MAX_URL_BYTES) gets a 414 that says why.
+READABLE_HEADER_BYTES = 1024 * 1024
+MAX_URL_BYTES = 32 * 1024
+# The shortest run of digits that may be an integer beyond 64 bits: a body without one (the
+# usual case) is not looked at again for such integers.
+_LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
 ADMIN_ONLY = "Forbidden: only Fractal administrators (FractalJupyter.admin_users) may do this."
 HandlerMethod = Callable[..., Awaitable[Any]]
 TornadoMethod = Callable[..., Awaitable[None]]
@@ -63,14 +85,155 @@ class RequestError(Exception):
         self.detail = detail
 
 
+# A streamed answer goes out in chunks of this size; a few wait while the client is slow.
+STREAM_CHUNK_BYTES = 1024 * 1024
+STREAM_QUEUE_CHUNKS = 4
+
+
+class _StreamStopped(Exception):
+    """The streamed answer's reader is gone (the client left, or the loop stopped)."""
+
+
+class ChunkPipe:
+    """A write-only, unseekable file for a worker thread whose bytes the event loop sends.
+
+    `write` blocks the thread while `STREAM_QUEUE_CHUNKS` chunks wait, so memory stays a few
+    chunks however slow the client; it raises `_StreamStopped` once the reader is gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE_CHUNKS)
+        self.stopped = threading.Event()
+        self._buffer = bytearray()
+
+    def write(self, data: bytes, /) -> int:
+        self._buffer += data
+        if len(self._buffer) >= STREAM_CHUNK_BYTES:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        """Bytes are sent by the chunk (zipfile calls this at its end)."""
+
+    def close(self) -> None:
+        """The end is sent by `run`."""
+
+    def run(self, produce: Callable[[ChunkPipe], None]) -> None:
+        """In the worker thread: `produce` writes the answer; then the end is sent."""
+        try:
+            produce(self)
+            if self._buffer:
+                self._send(bytes(self._buffer))
+        finally:
+            with contextlib.suppress(_StreamStopped):
+                self._send(None)
+
+    def _send(self, chunk: bytes | None) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.chunks.put(chunk), self.loop)
+        while True:
+            if self.stopped.is_set() or self.loop.is_closed():
+                future.cancel()
+                raise _StreamStopped
+            try:
+                future.result(timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+
+
+class PayloadTooLarge(FractalError):
+    status_code = 413
+
+
+def _too_big_integers(value: Any, loc: list[str | int]) -> Iterator[list[str | int]]:
+    """Where decoded JSON (or a dumped model) holds an integer beyond 64 bits."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_INTEGER <= value <= MAX_INTEGER:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _too_big_integers(item, [*loc, key])
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _too_big_integers(item, [*loc, index])
+
+
+def refuse_too_big_integers(value: Any, location: str) -> None:
+    """422 for every integer beyond 64 bits: the database would refuse it (a 500) or keep
+    a rounded float that no filter finds again."""
+    problems = [
+        {"loc": loc, "msg": TOO_BIG_INTEGER, "type": "int_parsing"}
+        for loc in _too_big_integers(value, [location])
+    ]
+    if problems:
+        raise RequestError(problems)
+
+
+def is_json_content_type(header: str | None) -> bool:
+    """Whether a body sent with this Content-Type is read as JSON.
+
+    As FastAPI: none, application/json and application/*+json. Also
+    application/x-www-form-urlencoded, which is what curl -d and Tornado's client send when
+    they are not told a type (fractal-server answers such a body 422).
+    """
+    if not header:
+        return True
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type in ("application/json", "application/x-www-form-urlencoded"):
+        return True
+    return media_type.startswith("application/") and media_type.endswith("+json")
+
+
+@web.stream_request_body
 class FractalHandler(ExtensionHandlerMixin, APIHandler):
+    """The base of every Fractal route.
+
+    Bodies are streamed in (`data_received`), so that one whose Content-Length is above the
+    route's limit is refused (413) before any of it is read; `request.body` is set when it is
+    complete (`collect_body`).
+    """
+
     auth_resource = "fractal"
     db_session: AsyncSession
     user: CurrentUser
-    # Set by a method that answers with something other than JSON (a zip archive).
+    # Set by a method that answers with something other than JSON (a zip archive): the bytes,
+    # or what writes them in a worker thread (they are streamed as they come).
     raw_payload: bytes | None = None
+    raw_stream: Callable[[ChunkPipe], None] | None = None
     # The user named by a valid bearer JWT of ours (tokens.py), else None.
     bearer_username: str | None = None
+    # The FractalJupyter trait that limits this route's request bodies, and its default.
+    body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    _body_parts: list[bytes] | None = None
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_parts is None:
+            self._body_parts = []
+        self._body_parts.append(chunk)
+
+    def collect_body(self) -> None:
+        """`request.body` (and a form's arguments) from the streamed parts, once."""
+        if self._body_parts is None:
+            return
+        self.request.body = b"".join(self._body_parts)
+        self._body_parts = None
+        httputil.parse_body_arguments(
+            self.request.headers.get("Content-Type", ""),
+            self.request.body,
+            self.request.body_arguments,
+            self.request.files,
+            self.request.headers,
+        )
+
+    def body_size_limit(self) -> tuple[str, int]:
+        """The name of this route's body limit and its value."""
+        name, default = self.body_limit
+        limit: int = self.fractal.config.get(name, default)
+        return name, limit
 
     @property
     def fractal(self) -> FractalState:
@@ -91,6 +254,16 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         origin check. Anything else goes through Jupyter's identity provider; a JWT-shaped
         bearer that is not ours (nor Jupyter's own token) is refused with a 401 that says why.
         """
+        if len(self.request.uri or "") > MAX_URL_BYTES:
+            raise web.HTTPError(
+                414, f"The URL has {len(self.request.uri or '')} bytes; at most {MAX_URL_BYTES}."
+            )
+        name, limit = self.body_size_limit()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise web.HTTPError(413, _too_large(int(declared), name, limit))
+        # A body without a Content-Length (chunked) is cut off by Tornado past the limit.
+        self.request.connection.set_max_body_size(limit)  # type: ignore[union-attr]
         match = re.fullmatch(
             r"bearer\s+(\S+)\s*", self.request.headers.get("Authorization", ""), re.I
         )
@@ -154,36 +327,137 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(payload)
 
-    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+    async def send_stream(self, produce: Callable[[ChunkPipe], None]) -> None:
+        """Answer with what `produce` writes in a worker thread, a chunk at a time."""
+        loop = asyncio.get_running_loop()
+        pipe = ChunkPipe(loop)
+        worker = loop.run_in_executor(None, pipe.run, produce)
+        try:
+            while (chunk := await pipe.chunks.get()) is not None:
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            return  # the client left; the worker stops at its next chunk
+        finally:
+            pipe.stopped.set()
+            with contextlib.suppress(_StreamStopped):
+                await worker
+        self.finish()
+
+    def check_body_size(self) -> None:
+        """413 for a body above this route's limit (`prepare` refuses one that says so in its
+        Content-Length before reading it; this catches the others)."""
+        name, limit = self.body_size_limit()
+        size = len(self.request.body)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(size, name, limit))
+
+    def check_json_content_type(self) -> None:
+        """422 for a JSON route's body sent as another type (text/plain, a multipart form)."""
+        content_type = self.request.headers.get("Content-Type")
+        if self.request.body and not is_json_content_type(content_type):
+            raise RequestError(
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": "The body must be JSON, sent with Content-Type: "
+                        f"application/json (not {content_type})",
+                        "type": "content_type",
+                    }
+                ]
+            )
+
+    async def check_membership(self, path_ids: dict[str, int]) -> None:
+        """403/404 unless the caller is a member of the project (and dataset) of the path."""
+        project_id = path_ids.get("project_id")
+        if project_id is None:
+            return
+        state = self.fractal
+        await state.ensure_ready()
+        user = await state.user(self.caller_username())
+        async with state.database.session(write=False) as session:
+            dataset_id = path_ids.get("dataset_id")
+            if dataset_id is None:
+                await get_project_for_member(session, project_id, user)
+            else:
+                await get_dataset_for_member(session, project_id, dataset_id, user)
+
+    async def parse_request(self, spec: Operation, path_ids: dict[str, int]) -> dict[str, Any]:
+        """The method's arguments: path ids, body, form and query, each checked.
+
+        A body is first checked for size; a large one is then parsed in a worker thread, after
+        the membership check of a project route (so that a stranger's body is never parsed).
+        """
+        arguments: dict[str, Any] = dict(path_ids)
+        if spec.body is not None or spec.form is not None:
+            self.check_body_size()
+        if spec.body is not None:
+            self.check_json_content_type()
+            if len(self.request.body) > LARGE_BODY_BYTES and not spec.public:
+                await self.check_membership(path_ids)
+            arguments["body"] = await self.parse_body(spec.body, spec.body_required)
+        if spec.form is not None:
+            arguments["form"] = self.parse_form(spec.form)
+        if spec.query is not None:
+            arguments["query"] = self.parse_query(spec.query)
+        return arguments
+
+    async def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
         raw = self.request.body
         if not raw or not raw.strip():
             if not required:
                 return None
             raise RequestError([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
-        try:
-            return model.model_validate_json(raw)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "body")) from None
+        if len(raw) > LARGE_BODY_BYTES:
+            return await asyncio.to_thread(_parse_json_body, model, raw)
+        return _parse_json_body(model, raw)
 
     def parse_form(self, model: type[BaseModel]) -> BaseModel:
-        values = {
-            key: self.decode_argument(items[-1], name=key)
-            for key, items in self.request.body_arguments.items()
-        }
-        try:
-            return model.model_validate(values)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "body")) from None
+        return _validated(model, self.request.body_arguments, "body", self.decode_argument)
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
-        values = {
-            key: self.decode_argument(items[-1], name=key)
-            for key, items in self.request.query_arguments.items()
-        }
-        try:
-            return model.model_validate(values)
-        except ValidationError as error:
-            raise RequestError(validation_detail(error, "query")) from None
+        return _validated(model, self.request.query_arguments, "query", self.decode_argument)
+
+
+def _too_large(size: int, name: str, limit: int) -> str:
+    return (
+        f"The request body has {size} bytes; this route takes at most {limit} "
+        f"(FractalJupyter.{name})."
+    )
+
+
+def _parse_json_body(model: type[BaseModel], raw: bytes) -> BaseModel:
+    try:
+        parsed = model.model_validate_json(raw)
+    except ValidationError as error:
+        raise RequestError(validation_detail(error, "body")) from None
+    if _LONG_DIGIT_RUN.search(raw):
+        refuse_too_big_integers(json.loads(raw), "body")
+    return parsed
+
+
+def _validated(
+    model: type[BaseModel],
+    arguments: dict[str, list[bytes]],
+    location: str,
+    decode: Callable[..., str],
+) -> BaseModel:
+    """A query string or form as `model` (the last of repeated keys wins)."""
+    values = {key: decode(items[-1], name=key) for key, items in arguments.items()}
+    try:
+        parsed = model.model_validate(values)
+    except ValidationError as error:
+        raise RequestError(validation_detail(error, location)) from None
+    refuse_too_big_integers(dict(parsed), location)
+    return parsed
+
+
+def read_long_headers(http_server: Any) -> None:
+    """Let Jupyter's HTTP server read request heads up to READABLE_HEADER_BYTES (for new
+    connections; it never lowers a larger setting)."""
+    params = getattr(http_server, "conn_params", None)
+    if params is not None and params.max_header_size < READABLE_HEADER_BYTES:
+        params.max_header_size = READABLE_HEADER_BYTES
 
 
 def jupyter_username(provider: Any, user: User, default_username: str) -> str:
@@ -255,16 +529,14 @@ def operation(
     def decorate(method: HandlerMethod) -> TornadoMethod:
         @functools.wraps(method)
         async def wrapper(self: FractalHandler, **path_arguments: str) -> None:
+            self.collect_body()
             try:
-                kwargs: dict[str, Any] = _parse_path_ids(path_arguments)
-                if body is not None:
-                    kwargs["body"] = self.parse_body(body, body_required)
-                if form is not None:
-                    kwargs["form"] = self.parse_form(form)
-                if query is not None:
-                    kwargs["query"] = self.parse_query(query)
+                kwargs = await self.parse_request(spec, _parse_path_ids(path_arguments))
             except RequestError as error:
                 self.send_json(422, json.dumps({"detail": error.detail}).encode())
+                return
+            except FractalError as error:
+                self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
                 return
             if public:
                 result = await method(self, **kwargs)
@@ -300,6 +572,10 @@ def operation(
                 state.log.error("Database unavailable: %s", error)
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
+                return
+            if self.raw_stream is not None:
+                self.set_status(status)
+                await self.send_stream(self.raw_stream)
                 return
             if self.raw_payload is not None:
                 self.set_status(status)

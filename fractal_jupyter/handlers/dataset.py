@@ -10,9 +10,10 @@ from ..schemas.dataset import (
     DatasetRead,
     DatasetUpdate,
 )
+from ..schemas.images import RenderedDatasetExport
 from ..schemas.query import HistoryQuery
 from ..services import dataset, dataset_import
-from .base import FractalHandler, operation
+from .base import DEFAULT_MAX_IMPORT_BODY_BYTES, FractalHandler, operation
 
 
 class DatasetListHandler(FractalHandler):
@@ -54,11 +55,13 @@ class DatasetHandler(FractalHandler):
 
 
 class DatasetImportHandler(FractalHandler):
-    def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
+    body_limit = ("max_import_body_bytes", DEFAULT_MAX_IMPORT_BODY_BYTES)
+
+    async def parse_body(self, model: type[BaseModel], required: bool) -> BaseModel | None:
         # An empty body is refused as usual; any other is read by the service, a chunk of
         # images at a time (`DatasetImport` still describes it in the OpenAPI document).
         if not self.request.body.strip():
-            return super().parse_body(model, required)
+            return await super().parse_body(model, required)
         return None
 
     @operation(
@@ -72,5 +75,7 @@ class DatasetImportHandler(FractalHandler):
 
 class DatasetExportHandler(FractalHandler):
     @operation("A dataset with all its images", response=DatasetExport)
-    async def get(self, project_id: int, dataset_id: int) -> DatasetExport:
-        return await dataset.export_dataset(self.db_session, self.user, project_id, dataset_id)
+    async def get(self, project_id: int, dataset_id: int) -> RenderedDatasetExport:
+        return await dataset.export_dataset(
+            self.db_session, self.fractal.database, self.user, project_id, dataset_id
+        )

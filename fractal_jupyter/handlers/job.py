@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 from ..db.models import Job
 from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead
 from ..schemas.query import LogQuery, ShowTmpLogsQuery, StatusQuery, SubmitQuery
@@ -67,15 +69,18 @@ class JobStopHandler(FractalHandler):
 class JobDownloadHandler(FractalHandler):
     @operation("The job folder as a zip archive", status=200)
     async def get(self, project_id: int, job_id: int) -> None:
-        filename, archive = await job.job_archive(self.db_session, self.user, project_id, job_id)
-        send_zip(self, filename, archive)
+        send_zip(self, await job.job_archive(self.db_session, self.user, project_id, job_id))
 
 
-def send_zip(handler: FractalHandler, filename: str, archive: bytes) -> None:
-    """Answer with a zip archive, as fractal-server 2.6.4 sends job folders."""
+def send_zip(handler: FractalHandler, archive: job.FolderArchive) -> None:
+    """Answer with a zip archive, as fractal-server 2.6.4 sends job folders.
+
+    The archive is written in a worker thread and streamed as it grows: a large folder
+    neither holds the event loop nor sits whole in memory.
+    """
     handler.set_header("Content-Type", "application/x-zip-compressed")
-    handler.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-    handler.raw_payload = archive
+    handler.set_header("Content-Disposition", f'attachment; filename="{archive.filename}"')
+    handler.raw_stream = functools.partial(job.write_folder_zip, archive.folder)
 
 
 class StatusHandler(FractalHandler):

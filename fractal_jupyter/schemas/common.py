@@ -25,6 +25,10 @@ MAX_NAME_CHARS = 1_000
 MAX_PATH_BYTES = 2_000
 MAX_KEY_BYTES = 500
 MAX_VALUE_BYTES = 1_000
+# Integers are 64-bit in the database (and in JSON as most readers decode it); a larger one
+# is refused, never stored rounded to a float that no filter finds again.
+MAX_INTEGER = 2**63 - 1
+TOO_BIG_INTEGER = "Input should be an integer of at most 64 bits"
 
 
 class RequestModel(BaseModel):
@@ -131,7 +135,11 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(refuse_non_finite)]
 
 
 def _check_scalar(value: Any) -> int | float | str | bool:
-    if isinstance(value, bool | int):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_INTEGER <= value <= MAX_INTEGER:
+            raise ValueError(TOO_BIG_INTEGER)
         return value
     if isinstance(value, float):
         refuse_non_finite(value)

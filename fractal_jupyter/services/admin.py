@@ -30,7 +30,7 @@ from ..schemas.admin import (
 )
 from ..schemas.job import JobRead
 from ..schemas.project import ProjectRead
-from .job import job_folder_archive, job_read, stop_job_process
+from .job import FolderArchive, job_folder_archive, job_read, stop_job_process
 
 # Configuration values whose names say they are secret are shown as "***".
 SECRET_NAME = re.compile(r"password|passwd|pwd|secret|credential|private_key$|_token$", re.I)
@@ -114,7 +114,7 @@ async def stop_job(session: AsyncSession, job_id: int, launcher: JobLauncher) ->
     stop_job_process(await _job_or_404(session, job_id), launcher)
 
 
-async def job_archive(session: AsyncSession, job_id: int) -> tuple[str, bytes]:
+async def job_archive(session: AsyncSession, job_id: int) -> FolderArchive:
     return job_folder_archive(await _job_or_404(session, job_id))
 
 

@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Dataset
+from ..db.engine import Database
+from ..db.models import Dataset, Image
 from ..errors import Unprocessable
+from ..schemas.common import Filters
 from ..schemas.dataset import (
     DatasetCreate,
-    DatasetExport,
     DatasetImport,
     DatasetRead,
     DatasetUpdate,
 )
+from ..schemas.images import RenderedDatasetExport, render_image_rows
 from .access import get_dataset_for_member, get_project_for_member, member_project_ids
-from .images import count_images, list_all_images
+from .images import count_images
 from .job import check_no_submitted_job
 from .users import CurrentUser
 
@@ -104,14 +108,32 @@ async def delete_dataset(
 
 
 async def export_dataset(
-    session: AsyncSession, user: CurrentUser, project_id: int, dataset_id: int
-) -> DatasetExport:
+    session: AsyncSession, database: Database, user: CurrentUser, project_id: int, dataset_id: int
+) -> RenderedDatasetExport:
+    """The dataset with all its images, as the JSON texts the database stores.
+
+    Decoding, validating and encoding 50,000 images held the event loop for 1.6 s; the images
+    are read and rendered in one `Database.read` instead (a worker thread on SQLite).
+    """
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
-    return DatasetExport.model_validate(
-        {
-            "name": dataset.name,
-            "zarr_dir": dataset.zarr_dir,
-            "images": await list_all_images(session, dataset),
-            "filters": dataset.filters,
-        }
+    head = (
+        f'{{"name":{json.dumps(dataset.name)},"zarr_dir":{json.dumps(dataset.zarr_dir)},"images":['
     )
+    tail = f'],"filters":{Filters.model_validate(dataset.filters).model_dump_json()}}}'
+    return await database.read(functools.partial(_render_export, dataset.id, head, tail))
+
+
+_EXPORTED_IMAGES = (
+    select(Image.zarr_url, Image.origin, cast(Image.attributes, Text), cast(Image.types, Text))
+    .where(Image.dataset_id == bindparam("dataset_id"))
+    .order_by(Image.id)
+)
+
+
+def _render_export(
+    dataset_id: int, head: str, tail: str, connection: Connection
+) -> RenderedDatasetExport:
+    rows: Sequence[tuple[str, str | None, str, str]] = connection.execute(
+        _EXPORTED_IMAGES, {"dataset_id": dataset_id}
+    ).all()
+    return RenderedDatasetExport(f"{head}{render_image_rows(rows)}{tail}".encode())

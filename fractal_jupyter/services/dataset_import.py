@@ -16,6 +16,7 @@ the whole list.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -146,7 +147,8 @@ class _ImageStream:
 
     async def feed(self, chunk: list[Any]) -> None:
         try:
-            images = _IMAGES.validate_python(chunk)
+            # In a worker thread: other requests are answered meanwhile.
+            images = await asyncio.to_thread(_IMAGES.validate_python, chunk)
         except ValidationError:
             raise _WholeBody from None
         await self.accept(images)
@@ -230,7 +232,7 @@ async def _walk(
 
 
 async def _import_whole(session: AsyncSession, project_id: int, raw: bytes) -> Dataset:
-    data = _validate_whole(raw)
+    data = await asyncio.to_thread(_validate_whole, raw)
     dataset = await new_dataset(session, project_id, data)
     writer = ImageWriter(session, dataset.id)
     stream = _ImageStream(data.zarr_dir, writer)
@@ -246,7 +248,7 @@ async def _raise_validation_errors(raw: bytes) -> None:
     try:
         await _walk(None, 0, raw, None)
     except _WholeBody:
-        _validate_whole(raw)
+        await asyncio.to_thread(_validate_whole, raw)
 
 
 async def import_dataset(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import io
+import os
+import shutil
+import stat
+import time
 import zipfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -326,28 +329,78 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
     launcher.stop(job.pid)
 
 
-def zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder))
-    return buffer.getvalue()
+# Bytes of a job file read at a time into its archive.
+ARCHIVE_READ_BYTES = 1024 * 1024
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FolderArchive:
+    """A job folder to send as a zip archive named `filename` (see `write_folder_zip`)."""
+
+    filename: str
+    folder: Path
+
+
+def _archived_files(folder: Path) -> Iterator[tuple[Path, str]]:
+    """The regular files under `folder` and their names in the archive, in name order.
+
+    Symbolic links are left out, whether to files or folders, inside the folder or not: a
+    link to a file outside would put that file's content in the archive.
+    """
+    for root, folders, files in os.walk(folder):  # linked folders are not entered
+        folders.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            yield path, path.relative_to(folder).as_posix()
+
+
+def write_folder_zip(folder: Path, output: Writable) -> None:
+    """Write a zip archive of `folder`'s regular files to `output` (need not be seekable).
+
+    Each file is opened without following a link (O_NOFOLLOW), so a file replaced by a link
+    meanwhile is skipped too; files that vanish or cannot be read are skipped.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # O_NONBLOCK: a FIFO never blocks
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, name in _archived_files(folder):
+            try:
+                descriptor = os.open(path, flags)
+            except OSError:
+                continue
+            with open(descriptor, "rb") as source:
+                status = os.fstat(source.fileno())
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                modified = time.localtime(status.st_mtime)[:6]
+                info = zipfile.ZipInfo(name, max(modified, (1980, 1, 1, 0, 0, 0)))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (status.st_mode & 0xFFFF) << 16
+                info.file_size = status.st_size
+                with archive.open(info, "w") as target:
+                    shutil.copyfileobj(source, target, ARCHIVE_READ_BYTES)
 
 
 async def job_archive(
     session: AsyncSession, user: CurrentUser, project_id: int, job_id: int
-) -> tuple[str, bytes]:
+) -> FolderArchive:
     job = await get_job_for_member(session, project_id, job_id, user)
     return job_folder_archive(job)
 
 
-def job_folder_archive(job: Job) -> tuple[str, bytes]:
-    """The file name and zip archive of a job's folder (for a member, or for an admin)."""
+def job_folder_archive(job: Job) -> FolderArchive:
+    """The job's folder to send as a zip archive (for a member, or for an admin)."""
     if not job.working_dir or not Path(job.working_dir).is_dir():
         raise NotFound(f"The folder of job {job.id} is gone.")
     folder = Path(job.working_dir)
-    return f"{folder.name}_archive.zip", zip_folder(folder)
+    return FolderArchive(f"{folder.name}_archive.zip", folder)
 
 
 async def workflow_status(
