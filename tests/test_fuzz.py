@@ -9,10 +9,13 @@ the operations whose `METHOD /path` contains it (to chase one failure), and
 from __future__ import annotations
 
 import os
+import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import TEST_DB_URL
 from tests.support.fuzz import (
@@ -21,10 +24,13 @@ from tests.support.fuzz import (
     FuzzReport,
     FuzzTarget,
     KnownFailure,
+    TableFingerprints,
     examples_per_operation,
     fuzz_seed,
+    has_json_detail,
     run_fuzz,
 )
+from tests.support.fuzz_mutations import mutate, mutate_body_leaf, mutate_parameter
 from tests.support.fuzz_world import make_worlds
 
 # Failures that fixes under way elsewhere will close. Each is tolerated here, not skipped:
@@ -123,3 +129,75 @@ async def test_fuzz_whole_api(
                 print(f"[fuzz] {operation}: {dict(sorted(statuses.items()))}")
     assert report.requests > 0
     assert not new, f"seed {report.seed} ({SEED_VARIABLE}):\n" + "\n".join(new)
+
+
+# The harness's own parts, without a server: each check must be able to fail.
+
+
+def test_table_fingerprints_see_any_changed_row(tmp_path: Path) -> None:
+    database = tmp_path / "fingerprints.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE project (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO project (name) VALUES ('p'), ('q')")
+    fingerprints = TableFingerprints(database)
+    try:
+        before = fingerprints.take()
+        assert fingerprints.take() == before
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE project SET name = 'r' WHERE id = 2")
+        assert fingerprints.take()["project"] != before["project"]
+    finally:
+        fingerprints.close()
+
+
+def _answer(status: int, content_type: str, body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers["Content-Type"] = content_type
+    response._content = body
+    return response
+
+
+def test_error_detail_check() -> None:
+    assert has_json_detail(_answer(404, "application/json", b'{"detail": "Project not found"}'))
+    assert has_json_detail(_answer(200, "text/html", b"<html></html>"))  # not an error
+    assert not has_json_detail(_answer(403, "text/html", b"<html>403: Forbidden</html>"))
+    assert not has_json_detail(_answer(422, "application/json", b'{"message": "no"}'))
+    assert not has_json_detail(_answer(400, "application/json", b"[1]"))
+
+
+def test_mutations_are_seeded_and_flag_invalid_requests() -> None:
+    def request() -> dict[str, Any]:
+        return {
+            "method": "PATCH",
+            "url": "http://127.0.0.1:1/base/fractal/api/v2/project/1/",
+            "headers": {"Content-Type": "application/json"},
+            "params": {},
+            "json": {"name": "p", "args": {"x": 1.5}},
+        }
+
+    first, second = request(), request()
+    assert mutate(random.Random(7), first) == mutate(random.Random(7), second)
+    assert first == second
+
+    invalid = request()
+    applied = mutate_body_leaf(_ChooseFloats(), invalid)
+    assert applied is not None and applied.invalid
+    assert b"NaN" in invalid["data"]
+
+    path = request()
+    applied = mutate_parameter(random.Random(1), path)
+    assert applied is not None and applied.kind == "path id"
+    assert path["url"] != request()["url"]
+
+
+class _ChooseFloats(random.Random):
+    """Picks the float leaf, then NaN: the one way to make a body that is not JSON."""
+
+    def choice(self, seq: Any) -> Any:
+        for item in seq:
+            if isinstance(item, tuple) and isinstance(item[1], float):
+                return item
+            if isinstance(item, float) and item != item:
+                return item
+        return seq[0]

@@ -3,11 +3,13 @@
 For every operation of `<base_url>fractal/openapi.json`, schemathesis generates requests that
 fit the document and requests that do not (its positive and negative modes); each is sent as
 alice, bob or (on admin routes) admin, with the ids of path and query parameters drawn from the
-seeded worlds (tests/support/fuzz_world.py). Every answer is checked:
+seeded worlds (tests/support/fuzz_world.py); a third of the requests get one edge value that
+schemathesis seldom makes (tests/support/fuzz_mutations.py). Every answer is checked:
 
 - `server-error`: the status is below 500;
 - `error-detail`: a 4xx is a JSON object with a `detail`;
 - `state-changed`: a refused (4xx) write leaves every database table as it was;
+- `no-answer`: every request gets an answer (a hang or a dropped connection stops the run);
 - `invalid-accepted`: a request made invalid by an edge value (tests/support/fuzz_mutations.py:
   not JSON, not an integer, a text/plain body) is not answered with a 2xx.
 
@@ -45,6 +47,7 @@ ADMIN_PREFIXES = ("/fractal/admin/", "/fractal/auth/users/", "/fractal/auth/grou
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ANSWER_EXCERPT = 300
 ANONYMOUS_SHARE = 1 / 16  # requests sent without credentials
+ANSWER_TIMEOUT = 60.0  # seconds; the large bodies take well under one
 MUTATION_SHARE = 1 / 3  # requests that get an edge value (fuzz_mutations.py)
 
 
@@ -150,6 +153,7 @@ class FuzzReport:
     known_failures: dict[tuple[str, str, str, str], Failure] = field(default_factory=dict)
     counts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     statuses: dict[str, dict[int, int]] = field(default_factory=dict)
+    stopped: bool = False  # a request went unanswered: the run ends there
 
     def add(self, failure: Failure) -> None:
         known = any(entry.matches(failure) for entry in self.known)
@@ -305,6 +309,8 @@ def fuzz_operation(
     )
     @given(case=_case_strategy(operation), caller=st.sampled_from(callers))
     def run(case: Any, caller: str) -> None:
+        if report.stopped:
+            return
         caller_world = next((w for w in target.worlds if w.user == caller), None)
         _aim_ids(rng, case, target.worlds, caller_world)
         _aim_paths(rng, case.body, caller_world or target.worlds[0])
@@ -319,7 +325,25 @@ def fuzz_operation(
         report.seconds_fingerprinting += time.perf_counter() - started
         session.cookies.clear()  # each request stands alone, as a REST client's does
         started = time.perf_counter()
-        response = session.request(**request, timeout=60)
+        try:
+            response = session.request(**request, timeout=ANSWER_TIMEOUT)
+        except requests.RequestException as error:
+            # No answer (a hang, a dropped connection) is as bad as a 500; the server may be
+            # stuck, so the run stops here rather than wait on every later request.
+            report.stopped = True
+            report.add(
+                Failure(
+                    check="no-answer",
+                    method=method,
+                    template=template,
+                    caller=caller,
+                    mutation=mutation,
+                    request=describe_request(request, target.base_url),
+                    status=0,
+                    answer=repr(error),
+                )
+            )
+            return
         report.seconds_answering += time.perf_counter() - started
         report.requests += 1
         status = response.status_code
@@ -360,7 +384,7 @@ class Check:
     passes: Callable[[Any], bool]
 
 
-def _has_json_detail(response: Any) -> bool:
+def has_json_detail(response: requests.Response) -> bool:
     if not 400 <= response.status_code < 500:
         return True
     if not response.headers.get("Content-Type", "").startswith("application/json"):
@@ -374,7 +398,7 @@ def _has_json_detail(response: Any) -> bool:
 
 CHECKS = [
     Check("server-error", lambda response: response.status_code < 500),
-    Check("error-detail", _has_json_detail),
+    Check("error-detail", has_json_detail),
 ]
 
 
@@ -388,6 +412,8 @@ def run_fuzz(target: FuzzTarget, report: FuzzReport, only: str | None = None) ->
                 label = f"{operation.method.upper()} {operation.path}"
                 if only and only not in label:
                     continue
+                if report.stopped:
+                    break
                 fuzz_operation(operation, target, report, fingerprints, session)
     finally:
         fingerprints.close()
