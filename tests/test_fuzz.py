@@ -4,6 +4,14 @@ Seeded and bounded: the seed is printed when the test starts (`FRACTAL_FUZZ_SEED
 a run), `FRACTAL_FUZZ_EXAMPLES` sets the examples per operation and `FRACTAL_FUZZ_ONLY` keeps
 the operations whose `METHOD /path` contains it (to chase one failure), and
 `FRACTAL_FUZZ_VERBOSE=1` prints the statuses each operation answered.
+
+Every operation is fuzzed, none is left out. Those whose success would start processes are
+refused to the fuzz callers instead: the server's owner (JupyterHub's rule, `server_owner`) is
+set to nobody once the seed jobs are over, so job submission and task collection (pip, custom)
+answer 403 after their input is validated, and a refused request must leave no trace like any
+other. Deletions run last, so that the seeded objects serve every other operation first.
+The test runs in the quick suite only: its state check reads the SQLite file, so the
+PostgreSQL run (make pytest-postgres) skips it.
 """
 
 from __future__ import annotations
