@@ -42,7 +42,7 @@ from .fuzz_world import World
 
 SEED_VARIABLE = "FRACTAL_FUZZ_SEED"
 EXAMPLES_VARIABLE = "FRACTAL_FUZZ_EXAMPLES"
-DEFAULT_EXAMPLES = 40
+DEFAULT_EXAMPLES = 60
 ADMIN_PREFIXES = ("/fractal/admin/", "/fractal/auth/users/", "/fractal/auth/group/")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ANSWER_EXCERPT = 300
