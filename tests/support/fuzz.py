@@ -267,10 +267,19 @@ def _aim_ids(
 PATH_FIELDS = ("zarr_dir", "zarr_url", "origin")
 
 
-def _aim_paths(rng: random.Random, body: Any, world: World) -> None:
-    """Often make path fields of a body (and of its `images`) paths in the caller's zarr_dir."""
+# A task needs a command, which the document cannot say (both are optional there).
+COMMAND_FIELDS = ("command_non_parallel", "command_parallel")
+COMMAND = "/bin/true"
+
+
+def _aim_body(rng: random.Random, body: Any, world: World) -> None:
+    """Often make path fields of a body (and of its `images`) paths in the caller's zarr_dir,
+    and give a new task (a body with a `source`) the command it needs."""
     if not isinstance(body, dict):
         return
+    needs_command = "source" in body and not any(body.get(name) for name in COMMAND_FIELDS)
+    if needs_command and rng.random() < 0.5:
+        body[rng.choice(COMMAND_FIELDS)] = COMMAND
     for name in PATH_FIELDS:
         if isinstance(body.get(name), str) and rng.random() < 0.5:
             made = world.zarr_dir + "/" + "".join(rng.choices("ab/._-", k=rng.randrange(8)))
@@ -278,7 +287,7 @@ def _aim_paths(rng: random.Random, body: Any, world: World) -> None:
     images = body.get("images")
     if isinstance(images, list):
         for image in images:
-            _aim_paths(rng, image, world)
+            _aim_body(rng, image, world)
 
 
 def fuzz_operation(
@@ -313,7 +322,7 @@ def fuzz_operation(
             return
         caller_world = next((w for w in target.worlds if w.user == caller), None)
         _aim_ids(rng, case, target.worlds, caller_world)
-        _aim_paths(rng, case.body, caller_world or target.worlds[0])
+        _aim_body(rng, case.body, caller_world or target.worlds[0])
         headers = {"X-Test-User": caller}
         if rng.random() >= ANONYMOUS_SHARE:
             headers["Authorization"] = f"token {target.token}"
