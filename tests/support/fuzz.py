@@ -329,6 +329,10 @@ def fuzz_operation(
         request = case.as_transport_kwargs(base_url=target.base_url, headers=headers)
         mutation = mutate(rng, request) if rng.random() < MUTATION_SHARE else None
 
+        def record(check: str, status: int, answer: str) -> None:
+            sent = describe_request(request, target.base_url)
+            report.add(Failure(check, method, template, caller, mutation, sent, status, answer))
+
         started = time.perf_counter()
         before = fingerprints.take() if writes else None
         report.seconds_fingerprinting += time.perf_counter() - started
@@ -340,18 +344,7 @@ def fuzz_operation(
             # No answer (a hang, a dropped connection) is as bad as a 500; the server may be
             # stuck, so the run stops here rather than wait on every later request.
             report.stopped = True
-            report.add(
-                Failure(
-                    check="no-answer",
-                    method=method,
-                    template=template,
-                    caller=caller,
-                    mutation=mutation,
-                    request=describe_request(request, target.base_url),
-                    status=0,
-                    answer=repr(error),
-                )
-            )
+            record("no-answer", 0, repr(error))
             return
         report.seconds_answering += time.perf_counter() - started
         report.requests += 1
@@ -371,18 +364,7 @@ def fuzz_operation(
                 failed_checks.append("state-changed")
                 note = f"(tables changed: {', '.join(changed)}) "
         for check in failed_checks:
-            report.add(
-                Failure(
-                    check=check,
-                    method=method,
-                    template=template,
-                    caller=caller,
-                    mutation=mutation,
-                    request=describe_request(request, target.base_url),
-                    status=status,
-                    answer=note + response.text,
-                )
-            )
+            record(check, status, note + response.text)
 
     run()
 
