@@ -371,3 +371,46 @@ async def test_a_body_too_large_by_its_content_length_is_refused_before_it_is_se
     status_line, _, rest = answer.partition(b"\r\n")
     assert b" 413 " in status_line, answer
     assert b"FractalJupyter.max_body_bytes" in rest
+
+
+async def test_a_refused_request_keeps_its_connection_open(
+    api, jp_http_port, jp_base_url, jp_serverapp, in_thread
+):
+    """A refusal while the request is admitted (no credentials) must not close the keep-alive
+    connection: clients reuse it for their next request."""
+    import http.client
+
+    token = jp_serverapp.identity_provider.token
+    path = f"{jp_base_url}fractal/api/v2/project/"
+
+    def two_requests_on_one_connection() -> list[tuple[int, bytes]]:
+        connection = http.client.HTTPConnection("127.0.0.1", jp_http_port, timeout=30)
+        answers = []
+        try:
+            for headers in ({}, {"Authorization": f"token {token}"}):
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                answers.append((response.status, response.read()))
+        finally:
+            connection.close()
+        return answers
+
+    (refused, refusal), (status, projects) = await in_thread(two_requests_on_one_connection)
+    assert refused in (401, 403), refusal
+    assert b'"detail"' in refusal
+    assert status == 200, projects
+
+
+async def test_nan_is_refused_even_where_the_model_ignores_the_key(api, project_path):
+    for token in ("NaN", "Infinity", "-Infinity"):
+        body = f'{{"name": "renamed", "unknown": {token}}}'.encode()
+        status, answer = await api("PATCH", project_path, raw_body=body)
+        assert status == 422, answer
+        assert answer["detail"][0]["loc"] == ["body"]
+        assert token.lstrip("-") in answer["detail"][0]["msg"]
+    status, project = await api("GET", project_path)
+    assert project["name"] == "project"
+    # The words themselves are fine inside strings.
+    status, project = await api("PATCH", project_path, {"name": "NaN and Infinity"})
+    assert status == 200, project
+    assert project["name"] == "NaN and Infinity"

@@ -54,6 +54,8 @@ MAX_URL_BYTES = 32 * 1024
 # The shortest run of digits that may be an integer beyond 64 bits: a body without one (the
 # usual case) is not looked at again for such integers.
 _LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
+# Python's and pydantic's JSON parsers read these tokens, which JSON does not have.
+_NON_FINITE_TOKEN = re.compile(rb"NaN|Infinity")
 ADMIN_ONLY = "Forbidden: only Fractal administrators (FractalJupyter.admin_users) may do this."
 HandlerMethod = Callable[..., Awaitable[Any]]
 TornadoMethod = Callable[..., Awaitable[None]]
@@ -248,6 +250,25 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         return signer
 
     async def prepare(self) -> None:  # type: ignore[override]
+        """Admit the request (`_admit`); a refusal waits for the end of its body.
+
+        Tornado closes the keep-alive connection of a streamed request answered before its
+        body was read, and a client that reuses that connection meets a reset. So a refusal
+        is sent once the body (bounded by the route's limit, checked first) is in; only a
+        body too large (413) or a URL too long (414) is refused at once, with the connection
+        closed (`write_error` says so to the client).
+        """
+        try:
+            await self._admit()
+        except web.HTTPError as error:
+            if error.status_code in (413, 414) or self._prepared_future is None:
+                raise
+            self._prepared_future.set_result(None)
+            with contextlib.suppress(StreamClosedError):
+                await self.request._body_future
+            raise
+
+    async def _admit(self) -> None:
         """A valid `Authorization: Bearer <JWT of ours>` makes its `sub` the caller.
 
         Such a request is token-authenticated, as Jupyter's own token is: no XSRF cookie, no
@@ -300,6 +321,10 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         require_server_owner(self.user, self.fractal.server_owner, action)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        body_future = getattr(self.request, "_body_future", None)
+        if body_future is not None and not body_future.done():
+            # Answered before its body was read: Tornado closes the connection after this.
+            self.set_header("Connection", "close")
         reason = self._reason
         exc_info = kwargs.get("exc_info")
         if exc_info is not None and isinstance(exc_info[1], web.HTTPError):
@@ -431,9 +456,26 @@ def _parse_json_body(model: type[BaseModel], raw: bytes) -> BaseModel:
         parsed = model.model_validate_json(raw)
     except ValidationError as error:
         raise RequestError(validation_detail(error, "body")) from None
-    if _LONG_DIGIT_RUN.search(raw):
-        refuse_too_big_integers(json.loads(raw), "body")
+    has_long_digits = _LONG_DIGIT_RUN.search(raw) is not None
+    if has_long_digits or _NON_FINITE_TOKEN.search(raw):
+        # Only then is the body decoded a second time (the tokens may also be inside strings).
+        decoded = json.loads(raw, parse_constant=_refuse_non_finite_token)
+        if has_long_digits:
+            refuse_too_big_integers(decoded, "body")
     return parsed
+
+
+def _refuse_non_finite_token(token: str) -> Any:
+    """The whole body is refused, even where the model would ignore the value (an unknown key)."""
+    raise RequestError(
+        [
+            {
+                "loc": ["body"],
+                "msg": f"Invalid JSON: {token} is not a JSON number (numbers must be finite)",
+                "type": "json_invalid",
+            }
+        ]
+    )
 
 
 def _validated(
