@@ -34,6 +34,9 @@ class WorkflowTaskSpec:
     input_types: dict[str, bool]
     output_types: dict[str, bool]
     dump: JSON  # fractal-server's WorkflowTaskDumpV2, for history items
+    # The workflow task (arguments included) and its task as submitted, frozen for the run
+    # history: {"workflowtask": {...}, "task": {...}} (absent in job specs of older versions).
+    run_dumps: JSON = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,4 +91,7 @@ class TaskResult:
 
 OnTaskStart = Callable[[WorkflowTaskSpec, int], None]  # (task, number of calls)
 OnCallsDone = Callable[[int], None]  # (how many more calls ended well)
+# Calls that ended, each with True when it ended well: every call that ran to its end is
+# reported, also when a sibling failed; calls cancelled or stopped before their end are not.
+OnCallsEnded = Callable[[Sequence[tuple[TaskCall, bool]]], None]
 OnTaskDone = Callable[[TaskResult], None]

@@ -34,7 +34,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from .._version import __version__
 from .batching import BatchingError, BatchingLimits, heuristics, parse_mem, split
 from .call import LOG_TAIL_BYTES, log_tail
-from .interface import JSON, JobFailed, OnCallsDone, TaskCall, TaskFailed
+from .interface import JSON, JobFailed, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
 from .transport import CommandResult, LocalTransport, Transport, TransportError
 
 SLURM_JOBS_FILE = "slurm-jobs.txt"
@@ -222,6 +222,7 @@ class SlurmExecutor:
         self._stop_requested = False
         self._made_dirs: set[str] = set()
         self.on_calls_done: OnCallsDone | None = None
+        self.on_calls_ended: OnCallsEnded | None = None
         if self.copy_files:
             self._makedirs(self.remote_job_dir)
 
@@ -504,14 +505,20 @@ class SlurmExecutor:
             raise TaskFailed(job.calls[0][1], self._describe_end(job, state)) from None
         failure: TaskFailed | None = None
         done = 0
+        ended: list[tuple[TaskCall, bool]] = []
         for (index, call), result in zip(job.calls, results, strict=True):
             if result["status"] == "done":
                 outputs[index] = result["output"]
                 done += 1
-            elif result["status"] == "failed" and failure is None:
-                failure = TaskFailed(call, result["reason"], result.get("log_tail", ""))
+                ended.append((call, True))
+            elif result["status"] == "failed":
+                ended.append((call, False))
+                if failure is None:
+                    failure = TaskFailed(call, result["reason"], result.get("log_tail", ""))
         if done and self.on_calls_done is not None:
             self.on_calls_done(done)
+        if ended and self.on_calls_ended is not None:
+            self.on_calls_ended(ended)
         if failure is not None:
             raise failure
 

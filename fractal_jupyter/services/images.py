@@ -71,7 +71,7 @@ def check_image_location(zarr_url: str, zarr_dir: str) -> None:
         )
 
 
-def _dialect_insert(session: AsyncSession) -> Any:
+def dialect_insert(session: AsyncSession) -> Any:
     name = session.get_bind().dialect.name
     return postgresql.insert if name == "postgresql" else sqlite.insert
 
@@ -124,7 +124,7 @@ async def _change_summaries(
             .where(Dataset.id == dataset_id)
             .values(image_count=Dataset.image_count + sign * counts.images)
         )
-    upsert = _dialect_insert(session)
+    upsert = dialect_insert(session)
     # Sorted, so that concurrent writers take row locks in one order (no deadlock).
     attribute_rows = [
         {
@@ -149,7 +149,7 @@ async def _change_summaries(
         (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
         (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
     ):
-        for chunk in _chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
+        for chunk in chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
             statement = upsert(model).values(chunk)
             await session.execute(
                 statement.on_conflict_do_update(
@@ -166,7 +166,7 @@ async def _change_summaries(
             )
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -175,7 +175,7 @@ async def _write_index_rows(
     session: AsyncSession, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
 ) -> None:
     for id_chunk, image_chunk in zip(
-        _chunks(image_ids, IDS_PER_STATEMENT), _chunks(images, IDS_PER_STATEMENT), strict=True
+        chunks(image_ids, IDS_PER_STATEMENT), chunks(images, IDS_PER_STATEMENT), strict=True
     ):
         attribute_rows = [
             {
@@ -240,7 +240,7 @@ class ImageWriter:
         # row by row), so the new ids are read back by zarr_url.
         await self.session.execute(insert(Image), rows)
         ids_by_url: dict[str, int] = {}
-        for chunk in _chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+        for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
             found = await self.session.execute(
                 select(Image.zarr_url, Image.id).where(
                     Image.dataset_id == self.dataset_id, Image.zarr_url.in_(chunk)
@@ -270,7 +270,7 @@ async def insert_images(
     duplicate = writer.first_duplicate(new_images)
     if duplicate is not None:
         raise Unprocessable(f"Image with zarr_url '{duplicate}' appears twice")
-    for chunk in _chunks(new_images, INSERT_CHUNK_IMAGES):
+    for chunk in chunks(new_images, INSERT_CHUNK_IMAGES):
         await writer.write(chunk)
     await writer.finish()
 
@@ -339,7 +339,7 @@ async def _replace_images(
     by_url = {image.zarr_url: image for image in stored.values()}
     await _change_summaries(session, dataset_id, [_image_dict(i) for i in stored.values()], -1)
     ids = list(stored)
-    for chunk in _chunks(ids, IDS_PER_STATEMENT):
+    for chunk in chunks(ids, IDS_PER_STATEMENT):
         await session.execute(delete(ImageAttribute).where(ImageAttribute.image_id.in_(chunk)))
         await session.execute(delete(ImageType).where(ImageType.image_id.in_(chunk)))
     for replacement in replacements:
@@ -693,7 +693,7 @@ async def apply_image_changes(
     """
     urls = [image.zarr_url for image in upserted] + list(removed)
     existing: dict[str, Image] = {}
-    for chunk in _chunks(urls, IDS_PER_STATEMENT):
+    for chunk in chunks(urls, IDS_PER_STATEMENT):
         found = await session.scalars(
             select(Image).where(Image.dataset_id == dataset.id, Image.zarr_url.in_(chunk))
         )
@@ -701,7 +701,7 @@ async def apply_image_changes(
     gone = [existing[url] for url in dict.fromkeys(removed) if url in existing]
     if gone:
         await _change_summaries(session, dataset.id, [_image_dict(image) for image in gone], -1)
-        for id_chunk in _chunks([image.id for image in gone], IDS_PER_STATEMENT):
+        for id_chunk in chunks([image.id for image in gone], IDS_PER_STATEMENT):
             await session.execute(delete(Image).where(Image.id.in_(id_chunk)))
     replacements = [image for image in upserted if image.zarr_url in existing]
     if replacements:

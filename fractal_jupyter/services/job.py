@@ -118,7 +118,41 @@ def workflow_task_spec(workflow_task: WorkflowTask) -> WorkflowTaskSpec:
         input_types=task.input_types,
         output_types=task.output_types,
         dump=workflow_task_dump(workflow_task),
+        run_dumps=history_run_dumps(workflow_task),
     )
+
+
+def history_run_dumps(workflow_task: WorkflowTask) -> dict[str, Any]:
+    """The workflow task (arguments and meta included) and its task, frozen for the run
+    history (fractal-server 2.26's `HistoryRun.workflowtask_dump` and task fields)."""
+    task = workflow_task.task
+    return {
+        "workflowtask": {
+            "id": workflow_task.id,
+            "workflow_id": workflow_task.workflow_id,
+            "order": workflow_task.order,
+            "task_type": workflow_task.task_type,
+            "task_id": task.id,
+            "meta_non_parallel": workflow_task.meta_non_parallel,
+            "meta_parallel": workflow_task.meta_parallel,
+            "args_non_parallel": workflow_task.args_non_parallel,
+            "args_parallel": workflow_task.args_parallel,
+            "input_filters": workflow_task.input_filters,
+        },
+        "task": {
+            "id": task.id,
+            "name": task.name,
+            "type": task.type,
+            "source": task.source,
+            "version": task.version,
+            "command_non_parallel": task.command_non_parallel,
+            "command_parallel": task.command_parallel,
+            "args_schema_non_parallel": task.args_schema_non_parallel,
+            "args_schema_parallel": task.args_schema_parallel,
+            "input_types": task.input_types,
+            "output_types": task.output_types,
+        },
+    }
 
 
 def _task_range(workflow: Workflow, data: JobCreate) -> tuple[int, int]:
