@@ -37,6 +37,10 @@ class JobSpec:
     slurm: JSON | None = None  # runner.slurm.SlurmSettings.to_dict() for the SLURM backends
     slurm_account: str | None = None
     worker_init: str | None = None
+    # The job's filters (fractal-server 2.11+): runner.engine.JobFilters as JSON.
+    attribute_filters: JSON | None = None
+    type_filters: dict[str, bool] | None = None
+    first_task_zarr_urls: list[str] | None = None
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))

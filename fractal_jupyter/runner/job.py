@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from .call import call_paths
-from .engine import run_workflow
+from .engine import JobFilters, run_workflow
 from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
 from .interface import JSON, JobFailed, TaskCall, TaskFailed, TaskResult, WorkflowTaskSpec
 from .local import LocalExecutor
@@ -255,6 +255,13 @@ def run(
             on_task_start=on_task_start,
             on_task_done=on_task_done,
             log=log,
+            job_filters=JobFilters(
+                attributes=spec.attribute_filters or {},
+                types=spec.type_filters or {},
+                first_task_zarr_urls=None
+                if spec.first_task_zarr_urls is None
+                else frozenset(spec.first_task_zarr_urls),
+            ),
         )
     except TaskFailed as error:
         if stopped:

@@ -45,6 +45,16 @@ class ImagePage(ResponseModel):
     images: list[SingleImage]
 
 
+def render_attribute_values(attribute_values: Sequence[tuple[str, str]]) -> str:
+    """The members of the `attributes` summary object, from (key, JSON value) pairs."""
+    values_by_key: dict[str, list[str]] = {}
+    for key, value in attribute_values:
+        values_by_key.setdefault(key, []).append(value)
+    return ",".join(
+        f"{json.dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
+    )
+
+
 @dataclass(frozen=True)
 class RenderedImagePage(RenderedResponse):
     """An `ImagePage` made of the JSON texts the database stores (the image query's answer).
@@ -62,12 +72,7 @@ class RenderedImagePage(RenderedResponse):
 
     def to_json(self) -> bytes:
         dumps = json.dumps
-        values_by_key: dict[str, list[str]] = {}
-        for key, value in self.attribute_values:
-            values_by_key.setdefault(key, []).append(value)
-        attributes = ",".join(
-            f"{dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
-        )
+        attributes = render_attribute_values(self.attribute_values)
         images = ",".join(
             f'{{"zarr_url":{dumps(zarr_url)},"origin":{dumps(origin)},'
             f'"attributes":{attributes_json},"types":{types_json}}}'

@@ -8,6 +8,7 @@ equality, and the index tables store it, so a filter is an index look-up.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     Select,
     Text,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     true,
     update,
@@ -33,9 +36,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from ..db.engine import Database
-from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
+from ..db.models import (
+    AttributeSummary,
+    Dataset,
+    Image,
+    ImageAttribute,
+    ImageStatus,
+    ImageType,
+    TypeSummary,
+    Workflow,
+    WorkflowTask,
+)
 from ..errors import NotFound, Unprocessable
 from ..schemas.common import Filters
+from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
+from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
 from .access import get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
@@ -361,16 +376,41 @@ class _MatchingStatements:
     ids: Select[int]
     id_column: InstrumentedAttribute[int]
     count: Select[Any]
-    pages: dict[bool, Select[str, str | None, str, str]]  # by "walk from the end"
+    # By "walk from the end": (zarr_url, origin, attributes JSON, types JSON[, status]) rows.
+    pages: dict[bool, Select[Any]]
+
+
+@dataclass(frozen=True)
+class StatusFilter:
+    """Images by their latest status for a workflow task (`image_status`); `unset` is an
+    image without a status for it. `statuses` empty: no condition, only the status column."""
+
+    workflowtask_id: int
+    statuses: frozenset[str] = frozenset()
+
+
+# (key, value keys): an image matches when it has one of the values (OR within a key).
+AttributeCondition = tuple[str, Sequence[str]]
+
+
+def attribute_conditions(filter_sets: Sequence[Filters]) -> list[AttributeCondition]:
+    """fractal-server 2.6.4 filters as conditions: one value per key, None matches all."""
+    return [
+        (key, [match_key(value)])
+        for filters in filter_sets
+        for key, value in filters.attributes.items()
+        if value is not None
+    ]
 
 
 @dataclass(frozen=True)
 class MatchingImages:
     """The ids of a dataset's images that match some filters, as one indexed SQL query.
 
-    The most selective kind of condition drives the query: a zarr_url, else the first
-    attribute or true-type filter (an index range on `image_attribute` / `image_type`, already
-    in id order), else the dataset's own index. Further conditions are per-row look-ups on the
+    The most selective kind of condition drives the query: a zarr_url, else a single-status
+    filter (an index range on `image_status`), else the first single-value attribute or
+    true-type filter (an index range on `image_attribute` / `image_type`), all already in id
+    order, else the dataset's own index. Further conditions are per-row look-ups on the
     index tables' primary keys. So a page is read from the index, without sorting the matches.
     The statements depend only on the shape of the filters (how many of each kind), so they
     are built once per shape, and the values are bound parameters (`parameters`).
@@ -385,32 +425,43 @@ class MatchingImages:
 
     @classmethod
     def build(
-        cls, dataset_id: int, filter_sets: Sequence[Filters], zarr_url: str | None = None
+        cls,
+        dataset_id: int,
+        filter_sets: Sequence[Filters],
+        zarr_url: str | None = None,
+        *,
+        attributes: Sequence[AttributeCondition] = (),
+        status: StatusFilter | None = None,
     ) -> MatchingImages:
-        attributes = [
-            (key, match_key(value))
-            for filters in filter_sets
-            for key, value in filters.attributes.items()
-            if value is not None
-        ]
+        conditions = [*attribute_conditions(filter_sets), *attributes]
         types = [(key, wanted) for filters in filter_sets for key, wanted in filters.types.items()]
         true_types = [key for key, wanted in types if wanted]
         false_types = [key for key, wanted in types if not wanted]
         parameters: dict[str, Any] = {"dataset_id": dataset_id, "zarr_url": zarr_url}
-        for index, (key, value_key) in enumerate(attributes):
+        for index, (key, value_keys) in enumerate(conditions):
             parameters[f"attribute_{index}"] = key
-            parameters[f"value_{index}"] = value_key
+            parameters[f"value_{index}"] = value_keys[0] if len(value_keys) == 1 else value_keys
         parameters.update({f"true_{index}": key for index, key in enumerate(true_types)})
         parameters.update({f"false_{index}": key for index, key in enumerate(false_types)})
-        shape = (len(attributes), len(true_types), len(false_types), zarr_url is not None)
+        status_shape: tuple[int, bool] | None = None
+        if status is not None:
+            set_statuses = sorted(status.statuses - {"unset"})
+            status_shape = (len(set_statuses), "unset" in status.statuses)
+            parameters["workflowtask_id"] = status.workflowtask_id
+            parameters.update({f"status_{i}": value for i, value in enumerate(set_statuses)})
+        shape = (
+            tuple(len(value_keys) for _key, value_keys in conditions),
+            len(true_types),
+            len(false_types),
+            zarr_url is not None,
+            status_shape,
+        )
         return cls(_matching_statements(*shape), parameters)
 
     def count(self) -> Select[Any]:
         return self.statements.count
 
-    def page(
-        self, first: int, size: int, total: int
-    ) -> tuple[Select[str, str | None, str, str], dict[str, Any]]:
+    def page(self, first: int, size: int, total: int) -> tuple[Select[Any], dict[str, Any]]:
         """Matches number `first` to `first + size - 1` (0-based) of `total`, in id order.
 
         SQLite and PostgreSQL reach an offset by stepping through the index, so a page in the
@@ -425,21 +476,48 @@ class MatchingImages:
 
 @functools.lru_cache(maxsize=64)
 def _matching_statements(
-    attributes: int, true_types: int, false_types: int, by_zarr_url: bool
+    attribute_sizes: tuple[int, ...],
+    true_types: int,
+    false_types: int,
+    by_zarr_url: bool,
+    status_shape: tuple[int, bool] | None,
 ) -> _MatchingStatements:
+    """The statements of one shape: attribute conditions by number of values, type filters,
+    a zarr_url, and a status filter as (number of set statuses, whether `unset` is one)."""
     dataset_id: BindParameter[int] = bindparam("dataset_id")
-    attribute_keys: list[tuple[BindParameter[str], BindParameter[str]]] = [
-        (bindparam(f"attribute_{index}"), bindparam(f"value_{index}"))
-        for index in range(attributes)
+    attribute_keys: list[tuple[BindParameter[str], BindParameter[Any], int]] = [
+        (bindparam(f"attribute_{index}"), bindparam(f"value_{index}", expanding=size > 1), size)
+        for index, size in enumerate(attribute_sizes)
     ]
     true_keys: list[BindParameter[str]] = [bindparam(f"true_{i}") for i in range(true_types)]
     false_keys: list[BindParameter[str]] = [bindparam(f"false_{i}") for i in range(false_types)]
-    total = _total_from_summary(attribute_keys, true_keys, false_keys, by_zarr_url)
+    total = None
+    if status_shape is None and all(size == 1 for size in attribute_sizes):
+        total = _total_from_summary(
+            [(key, value) for key, value, _size in attribute_keys],
+            true_keys,
+            false_keys,
+            by_zarr_url,
+        )
+    workflowtask_id: BindParameter[int] = bindparam("workflowtask_id")
+    statuses: list[BindParameter[str]] = []
+    with_unset = False
+    if status_shape is not None:
+        statuses = [bindparam(f"status_{i}") for i in range(status_shape[0])]
+        with_unset = status_shape[1]
+    single_value = [index for index, (_k, _v, size) in enumerate(attribute_keys) if size == 1]
 
     ids: Select[int]
     id_column: InstrumentedAttribute[int]
-    if not by_zarr_url and attribute_keys:
-        key, value_key = attribute_keys.pop(0)
+    if not by_zarr_url and len(statuses) == 1 and not with_unset:
+        ids = select(ImageStatus.image_id).where(
+            ImageStatus.dataset_id == dataset_id,
+            ImageStatus.workflowtask_id == workflowtask_id,
+            ImageStatus.status == statuses.pop(0),
+        )
+        id_column = ImageStatus.image_id
+    elif not by_zarr_url and single_value:
+        key, value_key, _size = attribute_keys.pop(single_value[0])
         ids = select(ImageAttribute.image_id).where(
             ImageAttribute.dataset_id == dataset_id,
             ImageAttribute.key == key,
@@ -459,12 +537,11 @@ def _matching_statements(
         if by_zarr_url:
             ids = ids.where(Image.zarr_url == bindparam("zarr_url"))
         id_column = Image.id
-    for key, value_key in attribute_keys:
+    for key, value_key, size in attribute_keys:
         other = aliased(ImageAttribute)
+        matches_value = other.value_key.in_(value_key) if size > 1 else other.value_key == value_key
         ids = ids.where(
-            exists().where(
-                other.image_id == id_column, other.key == key, other.value_key == value_key
-            )
+            exists().where(other.image_id == id_column, other.key == key, matches_value)
         )
     for key, wanted in [(key, True) for key in true_keys] + [(k, False) for k in false_keys]:
         other_type = aliased(ImageType)
@@ -474,6 +551,8 @@ def _matching_statements(
             other_type.value.is_(True),
         )
         ids = ids.where(is_true if wanted else ~is_true)
+    if statuses or with_unset:
+        ids = ids.where(_status_condition(id_column, workflowtask_id, statuses, with_unset))
     count = total if total is not None else select(func.count()).select_from(ids.subquery())
     pages = {}
     for backwards in (False, True):
@@ -485,17 +564,48 @@ def _matching_statements(
             .subquery()
         )
         # Attributes and types as the JSON texts stored: the answer embeds them as they are.
-        pages[backwards] = (
-            select(
-                Image.zarr_url,
-                Image.origin,
-                cast(Image.attributes, Text),
-                cast(Image.types, Text),
+        columns: list[Any] = [
+            Image.zarr_url,
+            Image.origin,
+            cast(Image.attributes, Text),
+            cast(Image.types, Text),
+        ]
+        page = select(*columns).join(selected, Image.id == selected.c[0])
+        if status_shape is not None:
+            page = page.add_columns(func.coalesce(ImageStatus.status, "unset")).outerjoin(
+                ImageStatus,
+                (ImageStatus.image_id == Image.id)
+                & (ImageStatus.workflowtask_id == workflowtask_id),
             )
-            .join(selected, Image.id == selected.c[0])
-            .order_by(Image.id)
-        )
+        pages[backwards] = page.order_by(Image.id)
     return _MatchingStatements(ids, id_column, count, pages)
+
+
+def _status_condition(
+    id_column: InstrumentedAttribute[int],
+    workflowtask_id: BindParameter[int],
+    statuses: list[BindParameter[str]],
+    with_unset: bool,
+) -> Any:
+    """The image has one of `statuses` for the workflow task, or (`with_unset`) none."""
+    status_row = aliased(ImageStatus)
+    conditions: list[ColumnElement[bool]] = []
+    if statuses:
+        conditions.append(
+            exists().where(
+                status_row.image_id == id_column,
+                status_row.workflowtask_id == workflowtask_id,
+                status_row.status.in_(statuses),
+            )
+        )
+    if with_unset:
+        any_status = aliased(ImageStatus)
+        conditions.append(
+            ~exists().where(
+                any_status.image_id == id_column, any_status.workflowtask_id == workflowtask_id
+            )
+        )
+    return or_(*conditions)
 
 
 def _total_from_summary(
@@ -586,6 +696,13 @@ def _summaries(
     return [(key, value) for key, value in attribute_rows], list(type_keys)
 
 
+def check_pagination(page: int, page_size: int | None) -> None:
+    if page < 1:
+        raise Unprocessable(f"Invalid pagination parameter: page={page} < 1")
+    if page_size is not None and page_size <= 0:
+        raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
+
+
 async def query_images(
     database: Database,
     user: CurrentUser,
@@ -603,10 +720,7 @@ async def query_images(
     `use_dataset_filters`), not the page; a page past the end is the last page. The look-ups
     run as one read of the database (`Database.read`): one snapshot, one thread hand-off.
     """
-    if page < 1:
-        raise Unprocessable(f"Invalid pagination parameter: page={page} < 1")
-    if page_size is not None and page_size <= 0:
-        raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
+    check_pagination(page, page_size)
     return await database.read(
         functools.partial(
             _read_page,
@@ -646,16 +760,7 @@ def _read_page(
         zarr_url = query.zarr_url
         filter_sets.append(query.filters)
     matching = MatchingImages.build(dataset_id, filter_sets, zarr_url)
-    total_count = connection.scalar(matching.count(), matching.parameters) or 0
-    if page_size is None:
-        page_size = total_count
-    rows: Sequence[tuple[str, str | None, str, str]] = []
-    if total_count == 0:
-        page = 1
-    else:
-        page = min(page, -(-total_count // page_size))
-        first = (page - 1) * page_size
-        rows = connection.execute(*matching.page(first, page_size, total_count)).all()
+    total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
     return RenderedImagePage(
         total_count=total_count,
         page_size=page_size,
@@ -664,6 +769,144 @@ def _read_page(
         types=types,
         images=rows,
     )
+
+
+async def query_status_images(
+    database: Database,
+    user: CurrentUser,
+    project_id: int,
+    dataset_id: int,
+    workflowtask_id: int,
+    query: ImageFilterQuery,
+    *,
+    page: int,
+    page_size: int | None,
+    include_warnings: bool,
+) -> RenderedStatusImagePage:
+    """`query_images` with each image's status for a workflow task as the attribute
+    `IMAGE_STATUS_KEY` (done, failed, submitted or unset), filtered and summarised like one."""
+    check_pagination(page, page_size)
+    return await database.read(
+        functools.partial(
+            _read_status_page,
+            user=user,
+            project_id=project_id,
+            dataset_id=dataset_id,
+            workflowtask_id=workflowtask_id,
+            query=query,
+            page=page,
+            page_size=page_size,
+            include_warnings=include_warnings,
+        )
+    )
+
+
+_WORKFLOW_TASK_OF_PROJECT = (
+    select(WorkflowTask.id)
+    .join(Workflow, Workflow.id == WorkflowTask.workflow_id)
+    .where(
+        WorkflowTask.id == bindparam("workflowtask_id"),
+        Workflow.project_id == bindparam("project_id"),
+    )
+)
+_STATUSES_PRESENT = (
+    select(ImageStatus.status, func.count())
+    .where(
+        ImageStatus.dataset_id == bindparam("dataset_id"),
+        ImageStatus.workflowtask_id == bindparam("workflowtask_id"),
+    )
+    .group_by(ImageStatus.status)
+)
+_DATASET_IMAGE_COUNT = select(Dataset.image_count).where(Dataset.id == bindparam("dataset_id"))
+
+
+def check_workflow_task_in_project(
+    connection: Connection, project_id: int, workflowtask_id: int
+) -> None:
+    found = connection.scalar(
+        _WORKFLOW_TASK_OF_PROJECT,
+        {"workflowtask_id": workflowtask_id, "project_id": project_id},
+    )
+    if found is None:
+        raise NotFound(f"Workflow task {workflowtask_id} is not in project {project_id}.")
+
+
+def _status_values(connection: Connection, dataset_id: int, workflowtask_id: int) -> list[str]:
+    """The statuses the dataset's images have for the workflow task, `unset` included."""
+    parameters = {"dataset_id": dataset_id, "workflowtask_id": workflowtask_id}
+    counts: dict[str, int] = {
+        status: count for status, count in connection.execute(_STATUSES_PRESENT, parameters)
+    }
+    total = connection.scalar(_DATASET_IMAGE_COUNT, parameters) or 0
+    if sum(counts.values()) < total:
+        counts["unset"] = total - sum(counts.values())
+    return sorted(counts)
+
+
+def _read_status_page(
+    connection: Connection,
+    *,
+    user: CurrentUser,
+    project_id: int,
+    dataset_id: int,
+    workflowtask_id: int,
+    query: ImageFilterQuery,
+    page: int,
+    page_size: int | None,
+    include_warnings: bool,
+) -> RenderedStatusImagePage:
+    read_dataset_filters(connection, project_id, dataset_id, user)
+    check_workflow_task_in_project(connection, project_id, workflowtask_id)
+    attributes, types = _summaries(connection, dataset_id, None)
+    attributes += [
+        (IMAGE_STATUS_KEY, json.dumps(status))
+        for status in _status_values(connection, dataset_id, workflowtask_id)
+    ]
+    matching = matching_images(dataset_id, workflowtask_id, query)
+    total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
+    return RenderedStatusImagePage(
+        total_count=total_count,
+        page_size=page_size,
+        current_page=page,
+        attribute_values=attributes,
+        types=types,
+        images=rows,
+        include_warnings=include_warnings,
+    )
+
+
+def matching_images(
+    dataset_id: int, workflowtask_id: int | None, query: ImageFilterQuery
+) -> MatchingImages:
+    """The images matching 2.11+ filters; the status key needs a workflow task."""
+    conditions: list[AttributeCondition] = [
+        (key, [match_key(value) for value in dict.fromkeys(values)])
+        for key, values in query.attribute_filters.items()
+        if key != IMAGE_STATUS_KEY
+    ]
+    status = None
+    if workflowtask_id is not None:
+        wanted = query.attribute_filters.get(IMAGE_STATUS_KEY, [])
+        status = StatusFilter(workflowtask_id, frozenset(wanted))
+    types = Filters(types=query.type_filters)
+    return MatchingImages.build(dataset_id, [types], attributes=conditions, status=status)
+
+
+def _page_rows(
+    connection: Connection, matching: MatchingImages, page: int, page_size: int | None
+) -> tuple[int, int, int, Sequence[Any]]:
+    """(total, page, page size, rows) of a page; a page past the end is the last page."""
+    total_count = connection.scalar(matching.count(), matching.parameters) or 0
+    if page_size is None:
+        page_size = total_count
+    rows: Sequence[Any] = []
+    if total_count == 0:
+        page = 1
+    else:
+        page = min(page, -(-total_count // page_size))
+        first = (page - 1) * page_size
+        rows = connection.execute(*matching.page(first, page_size, total_count)).all()
+    return total_count, page, page_size, rows
 
 
 async def list_all_images(session: AsyncSession, dataset: Dataset) -> list[dict[str, Any]]:

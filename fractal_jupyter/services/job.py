@@ -13,12 +13,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Dataset, Job, Project, Workflow, WorkflowTask, utc_now
+from ..db.models import Dataset, Image, Job, Project, Workflow, WorkflowTask, utc_now
 from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
 from ..runner.slurm import SlurmSettings, remote_job_dir
+from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead, TaskProgressRead
 from .access import (
     get_dataset_for_member,
@@ -26,7 +27,7 @@ from .access import (
     get_workflow_for_member,
     member_project_ids,
 )
-from .images import list_all_images
+from .images import list_all_images, matching_images
 from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
 from .workflowtask import check_arguments
@@ -246,6 +247,8 @@ async def submit_job(
         backend=settings.backend,
         runner=launcher.runner,
         progress={},
+        attribute_filters=data.attribute_filters,
+        type_filters=data.type_filters,
     )
     session.add(job)
     await session.flush()
@@ -268,10 +271,33 @@ async def submit_job(
         slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
         slurm_account=slurm_account,
         worker_init=data.worker_init,
+        **await job_filters_spec(session, dataset.id, selected[0].id, data),
     ).write(job_dir)
     job.pid = launcher.start(job_dir)
     await session.flush()
     return job
+
+
+async def job_filters_spec(
+    session: AsyncSession, dataset_id: int, first_wftask_id: int, data: JobCreate
+) -> dict[str, Any]:
+    """The job's filters for its spec. The image status pseudo-attribute is resolved here,
+    for the first task (the images it selects are the first task's only candidates); the
+    other filters are the job process's, at every task."""
+    attributes = {
+        key: values for key, values in data.attribute_filters.items() if key != IMAGE_STATUS_KEY
+    }
+    spec: dict[str, Any] = {"attribute_filters": attributes, "type_filters": data.type_filters}
+    if IMAGE_STATUS_KEY in data.attribute_filters:
+        query = ImageFilterQuery(
+            attribute_filters=data.attribute_filters, type_filters=data.type_filters
+        )
+        matching = matching_images(dataset_id, first_wftask_id, query)
+        urls = await session.scalars(
+            select(Image.zarr_url).where(Image.id.in_(matching.ids)), matching.parameters
+        )
+        spec["first_task_zarr_urls"] = list(urls)
+    return spec
 
 
 def job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:
