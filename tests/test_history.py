@@ -167,6 +167,17 @@ async def test_failed_images_are_named_with_their_logs_and_rerun_alone(api, env)
     assert latest["attribute_filters"] == {STATUS: ["failed"]}
     assert latest["task_statuses"][str(env["wftask"]["id"])]["num_done_images"] == 4
 
+    # A deleted image leaves the status counts.
+    status, _ = await api(
+        "DELETE",
+        f"{project_path}dataset/{env['dataset']['id']}/images/",
+        params={"zarr_url": urls[0]},
+    )
+    assert status == 204
+    done = await status_images(api, env, ["done"])
+    assert done["total_count"] == 3 and done["attributes"][STATUS] == ["done"]
+    assert (await status_images(api, env, ["unset"]))["total_count"] == 0
+
 
 async def test_status_of_images_never_run_is_unset_and_filters_combine(api, env):
     page = await status_images(api, env, ["unset"])

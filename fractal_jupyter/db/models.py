@@ -363,6 +363,23 @@ class ImageStatus(Base):
     )
 
 
+class ImageStatusSummary(Base):
+    """How many images of a dataset have each status for a workflow task (rows with 0 are
+    deleted): the status values of the attribute summary, and the totals of status filters,
+    without counting `image_status` rows. Images without a row are `unset`."""
+
+    __tablename__ = "image_status_summary"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflowtask_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow_task.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    image_count: Mapped[int] = mapped_column(Integer)
+
+
 class UserGroup(Base):
     """A group of users (fractal-server 2.6.4: no access meaning; it feeds viewer paths)."""
 

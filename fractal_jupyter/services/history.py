@@ -7,6 +7,7 @@ statements (executemany), never an ORM object per unit or image: a task has up t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,12 @@ from ..schemas.history import (
     TaskStatusImages,
 )
 from ..schemas.query import UnitLogQuery, UnitQuery
+from . import image_status
 from .access import get_dataset_for_member, get_workflow_for_member
 from .images import (
     IDS_PER_STATEMENT,
     check_pagination,
     chunks,
-    dialect_insert,
     matching_images,
 )
 from .job import job_read
@@ -103,32 +104,13 @@ async def _set_image_statuses(
 ) -> None:
     """Each image of the units gets the unit's status (later units win): (id, status, urls)."""
     ids = await _image_ids(session, dataset_id, (url for _, _, urls in units for url in urls))
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, tuple[str, int]] = {}
     for unit_id, status, urls in units:
         for url in urls:
             image_id = ids.get(url)
             if image_id is not None:
-                rows[image_id] = {
-                    "image_id": image_id,
-                    "workflowtask_id": workflow_task_id,
-                    "dataset_id": dataset_id,
-                    "status": status,
-                    "latest_history_unit_id": unit_id,
-                }
-    if not rows:
-        return
-    upsert = dialect_insert(session)(ImageStatus)
-    statement = upsert.on_conflict_do_update(
-        index_elements=["image_id", "workflowtask_id"],
-        set_={
-            "status": upsert.excluded.status,
-            "latest_history_unit_id": upsert.excluded.latest_history_unit_id,
-        },
-    )
-    # Sorted: concurrent writers lock rows in one order.
-    ordered = [rows[image_id] for image_id in sorted(rows)]
-    for chunk in chunks(ordered, IDS_PER_STATEMENT):
-        await session.execute(statement, list(chunk))
+                rows[image_id] = (status, unit_id)
+    await image_status.set_statuses(session, dataset_id, workflow_task_id, rows)
 
 
 async def _units_by_logfile(
@@ -262,11 +244,25 @@ async def close_job_history(session: AsyncSession, job: Job) -> None:
     open_units = select(HistoryUnit.id).where(
         HistoryUnit.history_run_id.in_(runs), HistoryUnit.status == "submitted"
     )
+    to_fail = (ImageStatus.latest_history_unit_id.in_(open_units), ImageStatus.status != "failed")
+    counted = await session.execute(
+        select(
+            ImageStatus.dataset_id, ImageStatus.workflowtask_id, ImageStatus.status, func.count()
+        )
+        .where(*to_fail)
+        .group_by(ImageStatus.dataset_id, ImageStatus.workflowtask_id, ImageStatus.status)
+    )
+    deltas: image_status.Deltas = Counter()
+    for dataset_id, workflow_task_id, status, count in counted:
+        deltas[(dataset_id, workflow_task_id, status)] -= count
+        deltas[(dataset_id, workflow_task_id, "failed")] += count
     await session.execute(
         update(ImageStatus)
-        .where(ImageStatus.latest_history_unit_id.in_(open_units))
+        .where(*to_fail)
         .values(status="failed")
+        .execution_options(synchronize_session=False)
     )
+    await image_status.change_summary(session, deltas)
     await session.execute(
         update(HistoryUnit)
         .where(HistoryUnit.history_run_id.in_(runs), HistoryUnit.status == "submitted")

@@ -42,6 +42,7 @@ from ..db.models import (
     Image,
     ImageAttribute,
     ImageStatus,
+    ImageStatusSummary,
     ImageType,
     TypeSummary,
     Workflow,
@@ -52,6 +53,7 @@ from ..schemas.common import Filters
 from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
+from . import image_status
 from .access import get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
 
@@ -325,6 +327,7 @@ async def delete_image(
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
     image = await _get_image(session, dataset, zarr_url)
     await _change_summaries(session, dataset.id, [_image_dict(image)], -1)
+    await image_status.forget(session, [image.id])
     await session.execute(delete(Image).where(Image.id == image.id))
 
 
@@ -505,6 +508,9 @@ def _matching_statements(
     if status_shape is not None:
         statuses = [bindparam(f"status_{i}") for i in range(status_shape[0])]
         with_unset = status_shape[1]
+    only_status = not (attribute_sizes or true_types or false_types or by_zarr_url)
+    if only_status and (statuses or with_unset):
+        total = _total_from_status_summary(workflowtask_id, statuses, with_unset)
     single_value = [index for index, (_k, _v, size) in enumerate(attribute_keys) if size == 1]
 
     ids: Select[int]
@@ -579,6 +585,29 @@ def _matching_statements(
             )
         pages[backwards] = page.order_by(Image.id)
     return _MatchingStatements(ids, id_column, count, pages)
+
+
+def _total_from_status_summary(
+    workflowtask_id: BindParameter[int], statuses: list[BindParameter[str]], with_unset: bool
+) -> Select[Any]:
+    """With a status filter alone, the total is read from `image_status_summary`."""
+    dataset_id: BindParameter[int] = bindparam("dataset_id")
+
+    def counted(*where: ColumnElement[bool]) -> Any:
+        return (
+            select(func.coalesce(func.sum(ImageStatusSummary.image_count), 0))
+            .where(
+                ImageStatusSummary.dataset_id == dataset_id,
+                ImageStatusSummary.workflowtask_id == workflowtask_id,
+                *where,
+            )
+            .scalar_subquery()
+        )
+
+    total: Any = counted(ImageStatusSummary.status.in_(statuses)) if statuses else 0
+    if with_unset:
+        total = total + Dataset.image_count - counted()
+    return select(total).select_from(Dataset).where(Dataset.id == dataset_id)
 
 
 def _status_condition(
@@ -809,13 +838,9 @@ _WORKFLOW_TASK_OF_PROJECT = (
         Workflow.project_id == bindparam("project_id"),
     )
 )
-_STATUSES_PRESENT = (
-    select(ImageStatus.status, func.count())
-    .where(
-        ImageStatus.dataset_id == bindparam("dataset_id"),
-        ImageStatus.workflowtask_id == bindparam("workflowtask_id"),
-    )
-    .group_by(ImageStatus.status)
+_STATUSES_PRESENT = select(ImageStatusSummary.status, ImageStatusSummary.image_count).where(
+    ImageStatusSummary.dataset_id == bindparam("dataset_id"),
+    ImageStatusSummary.workflowtask_id == bindparam("workflowtask_id"),
 )
 _DATASET_IMAGE_COUNT = select(Dataset.image_count).where(Dataset.id == bindparam("dataset_id"))
 
@@ -944,6 +969,7 @@ async def apply_image_changes(
     gone = [existing[url] for url in dict.fromkeys(removed) if url in existing]
     if gone:
         await _change_summaries(session, dataset.id, [_image_dict(image) for image in gone], -1)
+        await image_status.forget(session, [image.id for image in gone])
         for id_chunk in chunks([image.id for image in gone], IDS_PER_STATEMENT):
             await session.execute(delete(Image).where(Image.id.in_(id_chunk)))
     replacements = [image for image in upserted if image.zarr_url in existing]

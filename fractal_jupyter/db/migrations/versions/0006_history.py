@@ -84,9 +84,20 @@ def upgrade() -> None:
             ["dataset_id", "workflowtask_id", "status", "image_id"],
             unique=False,
         )
+    op.create_table(
+        "image_status_summary",
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.Column("workflowtask_id", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("image_count", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["workflowtask_id"], ["workflow_task.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("dataset_id", "workflowtask_id", "status"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("image_status_summary")
     op.drop_table("image_status")
     op.drop_table("history_unit")
     op.drop_table("history_run")
