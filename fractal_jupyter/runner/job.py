@@ -79,6 +79,13 @@ class CallProgress:
             self.events.write("calls_done", workflow_task_id=self._task_id, calls_done=self._done)
 
 
+def zarr_urls(call: TaskCall) -> list[str]:
+    """The images a call works on: a parallel call's one, a non-parallel call's list."""
+    if call.zarr_url is not None:
+        return [call.zarr_url]
+    return list(call.args.get("zarr_urls", []))
+
+
 class UnitReporter:
     """Reports the units of work (task calls) of the job for the run history.
 
@@ -107,15 +114,7 @@ class UnitReporter:
         self.flush()
         with self._lock:
             self._task_id = calls[0].workflow_task_id
-        units = [
-            {
-                "logfile": self.logfile(call),
-                "zarr_urls": [call.zarr_url]
-                if call.zarr_url is not None
-                else list(call.args.get("zarr_urls", [])),
-            }
-            for call in calls
-        ]
+        units = [{"logfile": self.logfile(call), "zarr_urls": zarr_urls(call)} for call in calls]
         self.events.write(
             "units_submitted", workflow_task_id=calls[0].workflow_task_id, units=units
         )
@@ -123,7 +122,11 @@ class UnitReporter:
     def ended(self, outcomes: Sequence[tuple[TaskCall, bool]]) -> None:
         with self._lock:
             self._ended += [
-                {"logfile": self.logfile(call), "status": "done" if ok else "failed"}
+                {
+                    "logfile": self.logfile(call),
+                    "status": "done" if ok else "failed",
+                    "zarr_urls": zarr_urls(call),
+                }
                 for call, ok in outcomes
             ]
             if time.monotonic() - self._reported_at < self.REPORT_INTERVAL_SECONDS:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import (
@@ -47,6 +47,11 @@ from .images import (
 )
 from .job import job_read
 from .users import CurrentUser
+
+_UNITS = cast(Table, HistoryUnit.__table__)
+_SET_UNIT_STATUS = (
+    update(_UNITS).where(_UNITS.c.id == bindparam("unit_id")).values(status=bindparam("new_status"))
+)
 
 
 async def _current_run_id(session: AsyncSession, job: Job, workflow_task_id: int) -> int | None:
@@ -86,8 +91,9 @@ async def _image_ids(
 ) -> dict[str, int]:
     """The dataset's image ids by zarr_url (urls of no image of the dataset are left out)."""
     found: dict[str, int] = {}
+    connection = await session.connection()
     for chunk in chunks(list(dict.fromkeys(zarr_urls)), IDS_PER_STATEMENT):
-        rows = await session.execute(
+        rows = await connection.execute(
             select(Image.zarr_url, Image.id).where(
                 Image.dataset_id == dataset_id, Image.zarr_url.in_(chunk)
             )
@@ -113,19 +119,17 @@ async def _set_image_statuses(
     await image_status.set_statuses(session, dataset_id, workflow_task_id, rows)
 
 
-async def _units_by_logfile(
-    session: AsyncSession, run_id: int, logfiles: Sequence[str]
-) -> dict[str, tuple[int, list[str]]]:
-    found: dict[str, tuple[int, list[str]]] = {}
+async def _unit_ids(session: AsyncSession, run_id: int, logfiles: Sequence[str]) -> dict[str, int]:
+    """The run's units by log file (which names a call)."""
+    found: dict[str, int] = {}
+    connection = await session.connection()
     for chunk in chunks(logfiles, IDS_PER_STATEMENT):
-        rows = await session.execute(
-            select(HistoryUnit.logfile, HistoryUnit.id, HistoryUnit.zarr_urls).where(
+        rows = await connection.execute(
+            select(HistoryUnit.logfile, HistoryUnit.id).where(
                 HistoryUnit.history_run_id == run_id, HistoryUnit.logfile.in_(chunk)
             )
         )
-        for logfile, unit_id, zarr_urls in rows:
-            if logfile is not None:
-                found[logfile] = (unit_id, zarr_urls)
+        found.update((logfile, unit_id) for logfile, unit_id in rows if logfile is not None)
     return found
 
 
@@ -135,8 +139,9 @@ async def apply_units_submitted(session: AsyncSession, job: Job, event: dict[str
     if run_id is None or job.dataset_id is None:
         return
     units: list[dict[str, Any]] = event["units"]
-    await session.execute(
-        insert(HistoryUnit),
+    connection = await session.connection()
+    await connection.execute(
+        insert(_UNITS),
         [
             {
                 "history_run_id": run_id,
@@ -148,7 +153,7 @@ async def apply_units_submitted(session: AsyncSession, job: Job, event: dict[str
             for unit in units
         ],
     )
-    stored = await _units_by_logfile(session, run_id, [unit["logfile"] for unit in units])
+    stored = await _unit_ids(session, run_id, [unit["logfile"] for unit in units])
     run = await session.get(HistoryRun, run_id)
     if run is not None and run.num_available_images is None:
         run.num_available_images = len({url for unit in units for url in unit["zarr_urls"]})
@@ -156,7 +161,7 @@ async def apply_units_submitted(session: AsyncSession, job: Job, event: dict[str
         session,
         job.dataset_id,
         workflow_task_id,
-        [(stored[unit["logfile"]][0], "submitted", unit["zarr_urls"]) for unit in units],
+        [(stored[unit["logfile"]], "submitted", unit["zarr_urls"]) for unit in units],
     )
 
 
@@ -166,23 +171,20 @@ async def apply_units_ended(session: AsyncSession, job: Job, event: dict[str, An
     if run_id is None or job.dataset_id is None:
         return
     ended: list[dict[str, Any]] = event["units"]
-    stored = await _units_by_logfile(session, run_id, [unit["logfile"] for unit in ended])
-    known = [unit for unit in ended if unit["logfile"] in stored]
+    stored = await _unit_ids(session, run_id, [unit["logfile"] for unit in ended])
+    known = [(stored[unit["logfile"]], unit) for unit in ended if unit["logfile"] in stored]
     if not known:
         return
-    # ORM bulk UPDATE by primary key: one executemany.
-    await session.execute(
-        update(HistoryUnit),
-        [{"id": stored[unit["logfile"]][0], "status": unit["status"]} for unit in known],
+    connection = await session.connection()
+    await connection.execute(
+        _SET_UNIT_STATUS,
+        [{"unit_id": unit_id, "new_status": unit["status"]} for unit_id, unit in known],
     )
     await _set_image_statuses(
         session,
         job.dataset_id,
         workflow_task_id,
-        [
-            (stored[unit["logfile"]][0], unit["status"], stored[unit["logfile"]][1])
-            for unit in known
-        ],
+        [(unit_id, unit["status"], unit["zarr_urls"]) for unit_id, unit in known],
     )
 
 

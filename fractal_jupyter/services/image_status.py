@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import ImageStatus, ImageStatusSummary
 
 IDS_PER_STATEMENT = 5_000
+# Bulk statements go to the table, not the mapped class: no ORM bookkeeping per row.
+_IMAGE_STATUS = cast(Table, ImageStatus.__table__)
 # (dataset id, workflow task id, status) -> change of its image count
 Deltas = Counter[tuple[int, int, str]]
 
@@ -57,8 +59,9 @@ async def set_statuses(
         return
     ids = sorted(rows)  # concurrent writers lock rows in one order
     old: dict[int, str] = {}
+    connection = await session.connection()
     for start in range(0, len(ids), IDS_PER_STATEMENT):
-        found = await session.execute(
+        found = await connection.execute(
             select(ImageStatus.image_id, ImageStatus.status).where(
                 ImageStatus.workflowtask_id == workflow_task_id,
                 ImageStatus.image_id.in_(ids[start : start + IDS_PER_STATEMENT]),
@@ -72,7 +75,7 @@ async def set_statuses(
             deltas[(dataset_id, workflow_task_id, status)] += 1
             if previous is not None:
                 deltas[(dataset_id, workflow_task_id, previous)] -= 1
-    upsert = _upsert(session)(ImageStatus)
+    upsert = _upsert(session)(_IMAGE_STATUS)
     statement = upsert.on_conflict_do_update(
         index_elements=["image_id", "workflowtask_id"],
         set_={
@@ -91,7 +94,7 @@ async def set_statuses(
         for image_id in ids
     ]
     for start in range(0, len(values), IDS_PER_STATEMENT):
-        await session.execute(statement, values[start : start + IDS_PER_STATEMENT])
+        await connection.execute(statement, values[start : start + IDS_PER_STATEMENT])
     await change_summary(session, deltas)
 
 

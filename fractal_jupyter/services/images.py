@@ -495,7 +495,8 @@ def _matching_statements(
     true_keys: list[BindParameter[str]] = [bindparam(f"true_{i}") for i in range(true_types)]
     false_keys: list[BindParameter[str]] = [bindparam(f"false_{i}") for i in range(false_types)]
     total = None
-    if status_shape is None and all(size == 1 for size in attribute_sizes):
+    # A status filter without values only adds the status column: the plain query's total.
+    if status_shape in (None, (0, False)) and all(size == 1 for size in attribute_sizes):
         total = _total_from_summary(
             [(key, value) for key, value, _size in attribute_keys],
             true_keys,
