@@ -151,6 +151,14 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     ]
     assert "END" in monitor.log_tail or "Project image" in monitor.log_tail
     assert monitor.stop_button.disabled
+    # Images by status, per task: the plate's 3D images; the projection's inputs and outputs.
+    counts = [monitor.image_counts[t.workflow_task_id] for t in monitor.progress.tasks]
+    assert [(c.num_done_images, c.num_failed_images) for c in counts if c] == [
+        (4, 0),
+        (8, 0),
+        (4, 0),
+    ]
+    assert "images: 8 done, 0 failed" in monitor.tasks_box.children[1].children[2].value
 
 
 async def test_job_monitor_stop_button(api, make_client, in_thread, tmp_path):
