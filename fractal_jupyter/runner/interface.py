@@ -57,11 +57,15 @@ class TaskCall:
 class TaskFailed(Exception):
     """A task process failed (non-zero exit, killed, or unreadable output)."""
 
-    def __init__(self, call: TaskCall, reason: str, log_tail: str = "") -> None:
+    def __init__(
+        self, call: TaskCall, reason: str, log_tail: str = "", executor_error: str = ""
+    ) -> None:
         super().__init__(reason)
         self.call = call
         self.reason = reason
         self.log_tail = log_tail
+        # What the executor itself says (SLURM's stderr of a job it killed), without noise.
+        self.executor_error = executor_error
 
 
 class JobFailed(Exception):

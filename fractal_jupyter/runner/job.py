@@ -248,6 +248,7 @@ def run(
             spec.max_workers,
         )
     message: str | None = None
+    executor_error = ""
     try:
         run_workflow(
             spec.tasks,
@@ -267,6 +268,7 @@ def run(
             ),
         )
     except TaskFailed as error:
+        executor_error = error.executor_error
         if stopped:
             message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
         elif current:
@@ -282,7 +284,7 @@ def run(
     if isinstance(executor, SlurmExecutor):
         executor.close()
     if message is not None:
-        return finish_failed(events, log, message, current[-1] if current else None)
+        return finish_failed(events, log, message, current[-1] if current else None, executor_error)
     if stopped:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
         return finish_failed(events, log, message, None)
@@ -292,7 +294,11 @@ def run(
 
 
 def finish_failed(
-    events: EventWriter, log: logging.Logger, message: str, task: WorkflowTaskSpec | None
+    events: EventWriter,
+    log: logging.Logger,
+    message: str,
+    task: WorkflowTaskSpec | None,
+    executor_error: str = "",
 ) -> int:
     log.error(message)
     if task is not None:
@@ -301,7 +307,10 @@ def finish_failed(
             workflow_task_id=task.id,
             history_item={"workflowtask": task.dump, "status": "failed", "parallelization": {}},
         )
-    events.write("job_failed", message=message)
+    if executor_error:
+        events.write("job_failed", message=message, executor_error_log=executor_error)
+    else:
+        events.write("job_failed", message=message)
     return 0
 
 

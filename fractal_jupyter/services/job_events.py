@@ -80,6 +80,7 @@ async def apply_event(session: AsyncSession, job: Job, event: dict[str, Any]) ->
     elif kind == "job_done":
         await _finish(session, job, "done")
     elif kind == "job_failed":
+        job.executor_error_log = event.get("executor_error_log")
         await _finish(session, job, "failed", event["message"])
     job.events_applied = event["seq"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -9,8 +10,14 @@ import pytest
 
 from fractal_jupyter.runner.files import EventWriter, read_events
 from fractal_jupyter.runner.interface import JSON, TaskCall, TaskFailed
-from fractal_jupyter.runner.job import CallProgress, ReportingExecutor, UnitReporter
+from fractal_jupyter.runner.job import (
+    CallProgress,
+    ReportingExecutor,
+    UnitReporter,
+    finish_failed,
+)
 from fractal_jupyter.runner.local import LocalExecutor
+from fractal_jupyter.runner.slurm import executor_error_log
 from tests.support.jobs import MISBEHAVE
 
 
@@ -80,3 +87,34 @@ def test_every_call_that_ended_is_reported_also_when_a_sibling_failed(tmp_path: 
         logfiles[2]: "done",
         logfiles[3]: "done",
     }
+
+
+def test_executor_error_log_keeps_what_slurm_says_without_its_noise() -> None:
+    oom = (
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=42.batch. Some of the step "
+        "tasks have been OOM Killed.\n"
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=42.batch. Some of the step "
+        "tasks have been OOM Killed.\n"
+    )
+    assert executor_error_log(oom) == (
+        "Out of memory.\nDetected 1 oom_kill event in StepId=42.batch. Some of the step tasks "
+        "have been OOM Killed."
+    )
+    timeout = (
+        "slurmstepd: error: *** JOB 43 ON node1 CANCELLED AT 2026-12-04T10:00:00 DUE TO TIME "
+        "LIMIT ***\n\n"
+    )
+    assert executor_error_log(timeout) == (
+        "Time limit reached.\nJOB 43 ON node1 CANCELLED AT 2026-12-04T10:00:00 DUE TO TIME LIMIT"
+    )
+    cancelled = "slurmstepd: error: *** JOB 44 ON node1 CANCELLED AT 2026-12-04T10:00:00 ***"
+    assert executor_error_log(cancelled).splitlines()[0] == "Cancelled."
+    assert executor_error_log("\n  \n") == ""
+    assert executor_error_log("Traceback: boom") == "Traceback: boom"
+
+
+def test_a_failure_that_the_executor_explains_is_reported_with_the_job(tmp_path: Path) -> None:
+    events = EventWriter(tmp_path)
+    finish_failed(events, logging.getLogger("test"), "JOB ERROR", None, "Out of memory.")
+    [failed] = unit_events(tmp_path, "job_failed")
+    assert failed["executor_error_log"] == "Out of memory."
