@@ -22,6 +22,7 @@ from ..db.models import (
     ImageStatus,
     ImageType,
     Job,
+    Task,
     Workflow,
     WorkflowTask,
 )
@@ -70,14 +71,20 @@ async def apply_task_started(session: AsyncSession, job: Job, event: dict[str, A
     workflow_task_id = event["workflow_task_id"]
     if await _current_run_id(session, job, workflow_task_id) is not None:
         return
+    if await session.get(WorkflowTask, workflow_task_id) is None:
+        # Deleted while the job ran: its history could not be asked for; none is kept.
+        return
     workflowtask_dump = event.get("workflowtask") or {"id": workflow_task_id}
     task_dump = event.get("task") or {}
+    task_id = task_dump.get("id")
+    if task_id is not None and await session.get(Task, task_id) is None:
+        task_id = None
     session.add(
         HistoryRun(
             job_id=job.id,
             dataset_id=job.dataset_id,
             workflowtask_id=workflow_task_id,
-            task_id=task_dump.get("id"),
+            task_id=task_id,
             workflowtask_dump=workflowtask_dump,
             task_dump=task_dump,
             status="submitted",
