@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.bulk import IDS_PER_STATEMENT, chunks
 from ..db.models import (
     HistoryRun,
     HistoryUnit,
@@ -40,12 +41,7 @@ from ..schemas.history import (
 from ..schemas.query import UnitLogQuery, UnitQuery
 from . import image_status
 from .access import get_dataset_for_member, get_workflow_for_member
-from .images import (
-    IDS_PER_STATEMENT,
-    check_pagination,
-    chunks,
-    matching_images,
-)
+from .images import check_pagination, matching_images
 from .job import job_read
 from .users import CurrentUser
 

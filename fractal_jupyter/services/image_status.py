@@ -9,24 +9,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert
 from ..db.models import ImageStatus, ImageStatusSummary
 
-IDS_PER_STATEMENT = 5_000
 # Bulk statements go to the table, not the mapped class: no ORM bookkeeping per row.
 _IMAGE_STATUS = cast(Table, ImageStatus.__table__)
 # (dataset id, workflow task id, status) -> change of its image count
 Deltas = Counter[tuple[int, int, str]]
-
-
-def _upsert(session: AsyncSession) -> Any:
-    name = session.get_bind().dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 async def change_summary(session: AsyncSession, deltas: Deltas) -> None:
@@ -37,7 +31,7 @@ async def change_summary(session: AsyncSession, deltas: Deltas) -> None:
     ]
     if not rows:
         return
-    statement = _upsert(session)(ImageStatusSummary).values(rows)
+    statement = dialect_insert(session)(ImageStatusSummary).values(rows)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["dataset_id", "workflowtask_id", "status"],
@@ -60,11 +54,10 @@ async def set_statuses(
     ids = sorted(rows)  # concurrent writers lock rows in one order
     old: dict[int, str] = {}
     connection = await session.connection()
-    for start in range(0, len(ids), IDS_PER_STATEMENT):
+    for chunk in chunks(ids, IDS_PER_STATEMENT):
         found = await connection.execute(
             select(ImageStatus.image_id, ImageStatus.status).where(
-                ImageStatus.workflowtask_id == workflow_task_id,
-                ImageStatus.image_id.in_(ids[start : start + IDS_PER_STATEMENT]),
+                ImageStatus.workflowtask_id == workflow_task_id, ImageStatus.image_id.in_(chunk)
             )
         )
         old.update((image_id, status) for image_id, status in found)
@@ -75,7 +68,7 @@ async def set_statuses(
             deltas[(dataset_id, workflow_task_id, status)] += 1
             if previous is not None:
                 deltas[(dataset_id, workflow_task_id, previous)] -= 1
-    upsert = _upsert(session)(_IMAGE_STATUS)
+    upsert = dialect_insert(session)(_IMAGE_STATUS)
     statement = upsert.on_conflict_do_update(
         index_elements=["image_id", "workflowtask_id"],
         set_={
@@ -93,15 +86,15 @@ async def set_statuses(
         }
         for image_id in ids
     ]
-    for start in range(0, len(values), IDS_PER_STATEMENT):
-        await connection.execute(statement, values[start : start + IDS_PER_STATEMENT])
+    for values_chunk in chunks(values, IDS_PER_STATEMENT):
+        await connection.execute(statement, list(values_chunk))
     await change_summary(session, deltas)
 
 
 async def forget(session: AsyncSession, image_ids: Sequence[int]) -> None:
     """Take images about to be deleted out of the summary (their rows go by cascade)."""
     deltas: Deltas = Counter()
-    for start in range(0, len(image_ids), IDS_PER_STATEMENT):
+    for chunk in chunks(image_ids, IDS_PER_STATEMENT):
         found = await session.execute(
             select(
                 ImageStatus.dataset_id,
@@ -109,7 +102,7 @@ async def forget(session: AsyncSession, image_ids: Sequence[int]) -> None:
                 ImageStatus.status,
                 func.count(),
             )
-            .where(ImageStatus.image_id.in_(image_ids[start : start + IDS_PER_STATEMENT]))
+            .where(ImageStatus.image_id.in_(chunk))
             .group_by(ImageStatus.dataset_id, ImageStatus.workflowtask_id, ImageStatus.status)
         )
         for dataset_id, workflow_task_id, status, count in found:

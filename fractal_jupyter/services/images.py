@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -31,10 +31,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert
 from ..db.engine import Database
 from ..db.models import (
     AttributeSummary,
@@ -59,8 +59,6 @@ from .users import CurrentUser
 
 # Multi-row statements stay below SQLite's limit on bound parameters.
 SUMMARY_ROWS_PER_STATEMENT = 1_000
-IDS_PER_STATEMENT = 5_000
-T = TypeVar("T")
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -86,11 +84,6 @@ def check_image_location(zarr_url: str, zarr_dir: str) -> None:
         raise Unprocessable(
             f"Cannot create image with zarr_url '{zarr_url}', which is not inside {zarr_dir}."
         )
-
-
-def dialect_insert(session: AsyncSession) -> Any:
-    name = session.get_bind().dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 ImageRow = dict[str, Any]  # {"zarr_url", "origin", "attributes", "types"}
@@ -181,11 +174,6 @@ async def _change_summaries(
             await session.execute(
                 delete(model).where(model.dataset_id == dataset_id, model.image_count <= 0)
             )
-
-
-def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 async def _write_index_rows(
