@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
+from tests import test_job
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
+
+# The main test runs on every backend, with test_job.py's fixtures (SLURM: a server as the
+# cluster's user, data in its folder).
+on_every_backend = test_job.on_every_backend
+backend = test_job.backend
+tmp_path = test_job.tmp_path
+user_server = test_job.user_server
+jp_fetch = test_job.jp_fetch
+slurm_cluster = test_job.slurm_cluster
 
 STATUS = "__wftask_dataset_image_status__"
 WELLS = ["A01", "A02", "B01", "B02"]
@@ -75,9 +85,10 @@ async def status_images(api, env, statuses: list[str] | None = None) -> dict[str
     return dict(page)
 
 
+@on_every_backend
 async def test_failed_images_are_named_with_their_logs_and_rerun_alone(api, env):
     project_path, urls = env["project_path"], env["urls"]
-    job = await wait_for_job(api, project_path, (await submit(api, env, {}))["id"])
+    job = await wait_for_job(api, project_path, (await submit(api, env, {}))["id"], timeout=180)
     assert job["status"] == "failed"
 
     failed = await status_images(api, env, ["failed"])
@@ -148,7 +159,7 @@ async def test_failed_images_are_named_with_their_logs_and_rerun_alone(api, env)
     )
     assert status == 200, answer
     rerun = await submit(api, env, {"attribute_filters": {STATUS: ["failed"]}})
-    rerun = await wait_for_job(api, project_path, rerun["id"])
+    rerun = await wait_for_job(api, project_path, rerun["id"], timeout=180)
     assert rerun["status"] == "done", rerun["log"]
 
     _, runs = await api("GET", project_path + "status/run/", params=ids(env))
