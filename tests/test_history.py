@@ -268,3 +268,22 @@ async def test_non_processed_and_unique_types_and_squeue(api, env):
     )
     assert (status, answer) == (200, [])
     assert await api("GET", "api/v2/job/squeue/") == (200, [])
+
+
+async def test_job_attribute_filters_select_the_images_it_runs_on(api, env):
+    status, answer = await api(
+        "PATCH",
+        f"{env['project_path']}workflow/{env['workflow']['id']}/wftask/{env['wftask']['id']}/",
+        {"args_parallel": {"mode": "exit", "victims": ["/nothing"]}},
+    )
+    assert status == 200, answer
+    job = await submit(api, env, {"attribute_filters": {"row": ["A", "C"]}})
+    job = await wait_for_job(api, env["project_path"], job["id"])
+    assert job["status"] == "done", job["log"]
+    page = await status_images(api, env)
+    assert [image["attributes"][STATUS] for image in page["items"]] == [
+        "done",
+        "done",
+        "unset",
+        "unset",
+    ]
