@@ -118,3 +118,16 @@ def test_a_failure_that_the_executor_explains_is_reported_with_the_job(tmp_path:
     finish_failed(events, logging.getLogger("test"), "JOB ERROR", None, "Out of memory.")
     [failed] = unit_events(tmp_path, "job_failed")
     assert failed["executor_error_log"] == "Out of memory."
+
+
+def test_events_already_applied_are_skipped_without_decoding(tmp_path: Path) -> None:
+    events = EventWriter(tmp_path)
+    for kind in ("job_started", "task_started", "job_done"):
+        events.write(kind)
+    lines = (tmp_path / "events.jsonl").read_text().splitlines(keepends=True)
+    # A line that could not be decoded is never read again once applied.
+    (tmp_path / "events.jsonl").write_text('{"seq": 1, "type": broken\n' + "".join(lines[1:]))
+    assert [event["type"] for event in read_events(tmp_path, after=1)] == [
+        "task_started",
+        "job_done",
+    ]
