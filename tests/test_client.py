@@ -291,6 +291,7 @@ async def test_tasks_workflows_and_a_job(fractal_client, make_client, in_thread,
         ("Measure intensity", "done"),
     ]
     assert progress.tasks[1].calls_done == progress.tasks[1].calls_total == 1
+    await check_history_methods(client, in_thread, project.id, dataset.id, workflow.id, job.id)
     status = await in_thread(client.get_status, project.id, dataset.id, workflow.id)
     assert set(status.status.values()) == {"done"} and len(status.status) == 2
     assert [j.id for j in await in_thread(client.list_jobs, project.id, log=False)] == [job.id]
@@ -330,6 +331,47 @@ async def test_tasks_workflows_and_a_job(fractal_client, make_client, in_thread,
     with pytest.raises(FractalAPIError) as gone:
         await in_thread(client.get_task, project_task.id)
     assert gone.value.status == 404
+
+
+async def check_history_methods(client, in_thread, project_id, dataset_id, workflow_id, job_id):
+    """The run history of a done job, workflow (create plate, measure), through the client."""
+    latest = await in_thread(client.get_latest_job, project_id, workflow_id, dataset_id)
+    assert latest.id == job_id and len(latest.task_statuses) == 2
+    plate_task, measure_task = (int(key) for key in latest.task_statuses)
+    assert latest.task_statuses[str(measure_task)].num_done_images == 1
+    runs = await in_thread(client.list_history_runs, project_id, dataset_id, measure_task)
+    assert [run.num_done_units for run in runs] == [1]
+    units = await in_thread(
+        client.list_history_units,
+        project_id,
+        runs[0].id,
+        dataset_id,
+        measure_task,
+        unit_status="done",
+    )
+    assert units.total_count == 1 and units.items[0].logfile
+    unit_log = await in_thread(
+        client.get_unit_log, project_id, dataset_id, measure_task, runs[0].id, units.items[0].id
+    )
+    assert isinstance(unit_log, str)
+    page = await in_thread(
+        client.query_status_images, project_id, dataset_id, measure_task, statuses=["done"]
+    )
+    assert page.total_count == 1
+    assert page.items[0].attributes["__wftask_dataset_image_status__"] == "done"
+    image_log = await in_thread(
+        client.get_image_log, project_id, dataset_id, measure_task, page.items[0].zarr_url
+    )
+    assert image_log == unit_log
+    # The plate's image was created by the first task, and counts as done by it.
+    assert (
+        await in_thread(
+            client.non_processed_images, project_id, dataset_id, workflow_id, measure_task
+        )
+        == []
+    )
+    assert await in_thread(client.verify_unique_types, project_id, dataset_id, plate_task) == []
+    assert await in_thread(client.squeue) == []
 
 
 async def test_bad_token_and_unreachable_server(jp_http_port, jp_base_url, http_server, in_thread):

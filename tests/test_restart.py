@@ -74,6 +74,31 @@ def wait_for_end(api: DemoServer, path: str, job_id: int) -> dict[str, Any]:
     return result
 
 
+def history(api: DemoServer, made: dict[str, Any]) -> list[tuple[list[int], list[str]]]:
+    """Per workflow task: its runs' units (done, failed, submitted), its images' statuses."""
+    path, dataset_id = made["path"], made["dataset"]["id"]
+    workflow = api.call("GET", f"{path}workflow/{made['job']['workflow_id']}/")
+    found = []
+    for wftask in workflow["task_list"]:
+        query = f"dataset_id={dataset_id}&workflowtask_id={wftask['id']}"
+        runs = api.call("GET", f"{path}status/run/?{query}")
+        units = [
+            count
+            for run in runs
+            for count in (
+                run["num_done_units"],
+                run["num_failed_units"],
+                run["num_submitted_units"],
+            )
+        ]
+        page = api.call("POST", f"{path}status/images/?{query}", {})
+        statuses = [
+            image["attributes"]["__wftask_dataset_image_status__"] for image in page["items"]
+        ]
+        found.append((units, statuses))
+    return found
+
+
 def test_job_finishes_while_the_server_is_down(server, tmp_path):
     made = setup_job(server.api, tmp_path, sleep_seconds=3)
     job = made["job"]
@@ -91,6 +116,12 @@ def test_job_finishes_while_the_server_is_down(server, tmp_path):
     assert all(image["attributes"]["level"] in ("bright", "dim") for image in page["images"])
     dataset = server.api.call("GET", f"{made['path']}dataset/{made['dataset']['id']}/")
     assert [item["status"] for item in dataset["history"]] == ["done", "done", "done"]
+    # Each unit once, whether its events were applied before or after the restart.
+    assert history(server.api, made) == [
+        ([1, 0, 0], ["done", "done"]),
+        ([2, 0, 0], ["done", "done"]),
+        ([2, 0, 0], ["done", "done"]),
+    ]
 
 
 def test_job_whose_process_died_is_failed_with_a_reason(server, tmp_path):
@@ -111,3 +142,9 @@ def test_job_whose_process_died_is_failed_with_a_reason(server, tmp_path):
         "POST", f"{made['path']}dataset/{made['dataset']['id']}/images/query/", {}
     )
     assert page["total_count"] == 2
+    # The calls that never reported are failed with the job; the third task never ran.
+    assert history(server.api, made) == [
+        ([1, 0, 0], ["done", "done"]),
+        ([0, 2, 0], ["failed", "failed"]),
+        ([], ["unset", "unset"]),
+    ]

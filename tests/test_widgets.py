@@ -15,8 +15,10 @@ import numpy as np
 from fractal_jupyter.widgets import ImageBrowser, JobMonitor, WorkflowBuilder
 from fractal_jupyter.widgets.forms import TextField
 from fractal_jupyter.widgets.zarr_thumbnail import thumbnail_png
-from tests.support.jobs import register_tasks
+from tests.support.jobs import make_workflow, register_tasks
 from tests.support.tasks_core import task_create_bodies, tasks_core_manifest
+
+STATUS = "__wftask_dataset_image_status__"
 
 
 async def _project(api: Any, tmp_path: Path) -> tuple[int, int]:
@@ -151,6 +153,14 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     ]
     assert "END" in monitor.log_tail or "Project image" in monitor.log_tail
     assert monitor.stop_button.disabled
+    # Images by status, per task: the plate's 3D images; the projection's inputs and outputs.
+    counts = [monitor.image_counts[t.workflow_task_id] for t in monitor.progress.tasks]
+    assert [(c.num_done_images, c.num_failed_images) for c in counts if c] == [
+        (4, 0),
+        (8, 0),
+        (4, 0),
+    ]
+    assert "images: 8 done, 0 failed" in monitor.tasks_box.children[1].children[2].value
 
 
 async def test_job_monitor_stop_button(api, make_client, in_thread, tmp_path):
@@ -300,3 +310,59 @@ async def test_image_browser_pages_filters_and_thumbnail(api, make_client, in_th
     # A refused query shows the server's reason.
     broken = await in_thread(ImageBrowser, make_client("bob"), project_id, dataset_id)
     assert broken.message.failed and "403" in broken.message.text
+
+
+async def test_image_browser_shows_status_logs_and_reruns_the_failed(
+    api, make_client, in_thread, tmp_path
+):
+    project_id, dataset_id = await _project(api, tmp_path)
+    urls = [f"{tmp_path}/zarr/plate.zarr/{well}" for well in ("A01", "B01")]
+    for url in urls:
+        status, answer = await api(
+            "POST", f"api/v2/project/{project_id}/dataset/{dataset_id}/images/", {"zarr_url": url}
+        )
+        assert status == 201, answer
+    tasks = await register_tasks(api)
+    project_path = f"api/v2/project/{project_id}/"
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [(tasks["Misbehave"], {"args_parallel": {"mode": "exit", "victims": ["/B01"]}})],
+    )
+    wftask_id = workflow["task_list"][0]["id"]
+    client = make_client()
+    job = await in_thread(client.submit_job, project_id, workflow["id"], dataset_id)
+    job = await in_thread(client.wait_for_job, project_id, job.id, timeout=60, poll_interval=0.1)
+    assert job.status == "failed"
+
+    browser = await in_thread(
+        ImageBrowser, client, project_id, dataset_id, workflow_id=workflow["id"]
+    )
+    assert browser.workflowtask_id is None and browser.rerun_button.disabled
+    await in_thread(setattr, browser.status_task, "value", wftask_id)
+    assert browser.attribute_values[STATUS] == ["done", "failed"]
+    assert STATUS in browser.table.value and not browser.rerun_button.disabled
+    await in_thread(browser.set_filter, STATUS, "failed")
+    assert [image.zarr_url for image in browser.images] == urls[1:]
+    await in_thread(browser.select, 0)
+    assert f"misbehaving (exit) on {urls[1]}" in browser.log_area.value
+
+    # The cause fixed, "Rerun failed" runs the task on that image only.
+    await api(
+        "PATCH",
+        f"{project_path}workflow/{workflow['id']}/wftask/{wftask_id}/",
+        {"args_parallel": {"mode": "exit", "victims": ["/nothing"]}},
+    )
+    await in_thread(browser.rerun_button.click)
+    assert browser.rerun_job_id is not None, browser.message.text
+    rerun = await in_thread(
+        client.wait_for_job, project_id, browser.rerun_job_id, timeout=60, poll_interval=0.1
+    )
+    assert rerun.status == "done", rerun.log
+    await in_thread(browser.set_filter, STATUS)
+    assert browser.attribute_values[STATUS] == ["done"] and browser.total_count == 2
+    assert browser.rerun_button.disabled
+    # Without a task, no status: the plain query.
+    await in_thread(setattr, browser.status_task, "value", None)
+    assert STATUS not in browser.attribute_values and STATUS not in browser.filters["attributes"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from .data import DataMixin
 from .discovery import ServerInfo, ServerNotFound, discover
+from .history import HistoryMixin
 from .jobs import JobsMixin
 from .transport import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -48,7 +49,7 @@ def _api_root(url: str) -> str:
     return url if url.endswith("/fractal/") else url + "fractal/"
 
 
-class FractalClient(DataMixin, WorkflowsMixin, JobsMixin, UsersMixin):
+class FractalClient(DataMixin, WorkflowsMixin, JobsMixin, HistoryMixin, UsersMixin):
     """The Fractal API of one Jupyter server.
 
     With no `url`, the server is found from the kernel's environment (JupyterHub's variables,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..schemas.job import JobProgressRead, JobRead, StatusRead
 from .data import PROJECT
@@ -25,13 +27,26 @@ class JobsMixin(ClientBase):
         last_task_index: int | None = None,
         slurm_account: str | None = None,
         worker_init: str | None = None,
+        attribute_filters: Mapping[str, Sequence[Any]] | None = None,
+        type_filters: Mapping[str, bool] | None = None,
     ) -> JobRead:
-        """Run a workflow (or the slice `first_task_index`..`last_task_index`) on a dataset."""
+        """Run a workflow (or the slice `first_task_index`..`last_task_index`) on a dataset.
+
+        `attribute_filters` ({key: [values]}) and `type_filters` select the images the job
+        starts from; `{"__wftask_dataset_image_status__": ["failed"]}` reruns the images on
+        which the first task failed.
+        """
         body = fields_given(
             first_task_index=first_task_index,
             last_task_index=last_task_index,
             slurm_account=slurm_account,
             worker_init=worker_init,
+            attribute_filters=(
+                {key: list(values) for key, values in attribute_filters.items()}
+                if attribute_filters
+                else None
+            ),
+            type_filters=dict(type_filters) if type_filters else None,
         )
         return self._transport.call(
             JobRead,

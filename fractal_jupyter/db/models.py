@@ -289,6 +289,95 @@ class Job(Base):
     events_applied: Mapped[int] = mapped_column(Integer, default=0)
     # {workflow task id: {"status": ..., "calls": n}}, for status and progress views.
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Job-level filters (fractal-server 2.11+): {key: [values]} and {key: bool}, applied to the
+    # images before the first task; the image status pseudo-attribute is one of the keys.
+    attribute_filters: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    type_filters: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    executor_error_log: Mapped[str | None] = mapped_column(Text)
+
+
+class HistoryRun(Base):
+    """One run of a workflow task on a dataset by a job, with the task as it ran (frozen)."""
+
+    __tablename__ = "history_run"
+    __table_args__ = (
+        Index("ix_history_run_dataset_wftask", "dataset_id", "workflowtask_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("job.id", ondelete="SET NULL"), index=True
+    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    workflowtask_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workflow_task.id", ondelete="SET NULL")
+    )
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("task.id", ondelete="SET NULL"))
+    # The workflow task (arguments and meta included) and its task, as the job ran them.
+    workflowtask_dump: Mapped[dict[str, Any]] = mapped_column()
+    task_dump: Mapped[dict[str, Any]] = mapped_column()
+    timestamp_started: Mapped[datetime] = mapped_column(default=utc_now)
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    num_available_images: Mapped[int | None] = mapped_column(Integer)
+
+
+class HistoryUnit(Base):
+    """One unit of work of a run: a task call, with the images it was given and its log."""
+
+    __tablename__ = "history_unit"
+    __table_args__ = (
+        Index("ix_history_unit_run_status", "history_run_id", "status", "id"),
+        Index("ix_history_unit_run_logfile", "history_run_id", "logfile"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    history_run_id: Mapped[int] = mapped_column(ForeignKey("history_run.id", ondelete="CASCADE"))
+    logfile: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    zarr_urls: Mapped[list[Any]] = mapped_column(default=list)
+    has_warnings: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class ImageStatus(Base):
+    """Each image's latest status for a workflow task (fractal-server's `HistoryImageCache`).
+
+    Keyed by image row, so the image query joins it like an attribute; the index serves a
+    status filter in image order.
+    """
+
+    __tablename__ = "image_status"
+    __table_args__ = (
+        Index("ix_image_status_lookup", "dataset_id", "workflowtask_id", "status", "image_id"),
+    )
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflowtask_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow_task.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    latest_history_unit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("history_unit.id", ondelete="SET NULL")
+    )
+
+
+class ImageStatusSummary(Base):
+    """How many images of a dataset have each status for a workflow task (rows with 0 are
+    deleted): the status values of the attribute summary, and the totals of status filters,
+    without counting `image_status` rows. Images without a row are `unset`."""
+
+    __tablename__ = "image_status_summary"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflowtask_id: Mapped[int] = mapped_column(
+        ForeignKey("workflow_task.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    image_count: Mapped[int] = mapped_column(Integer)
 
 
 class UserGroup(Base):

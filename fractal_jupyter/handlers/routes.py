@@ -18,6 +18,7 @@ from . import (
     auth,
     dataset,
     group,
+    history,
     images,
     job,
     misc,
@@ -96,6 +97,18 @@ ROUTES: list[Route] = [
     Route(PROJECT + "/job/{job_id}/progress/", job.JobProgressHandler, "job"),
     Route("/api/v2/job/", job.UserJobListHandler, "job"),
     Route(PROJECT + "/status/", job.StatusHandler, "status"),
+    # fractal-server 2.14+ (shapes of 2.26.0)
+    Route(PROJECT + "/status/run/", history.HistoryRunListHandler, "history"),
+    Route(
+        PROJECT + "/status/run/{history_run_id}/units/", history.HistoryUnitListHandler, "history"
+    ),
+    Route(PROJECT + "/status/images/", history.StatusImagesHandler, "history"),
+    Route(PROJECT + "/status/image-log/", history.ImageLogHandler, "history"),
+    Route(PROJECT + "/status/unit-log/", history.UnitLogHandler, "history"),
+    Route(PROJECT + "/latest-job/", history.LatestJobHandler, "job"),
+    Route(DATASET + "/images/non-processed/", history.NonProcessedImagesHandler, "images"),
+    Route(DATASET + "/images/verify-unique-types/", history.VerifyUniqueTypesHandler, "images"),
+    Route("/api/v2/job/squeue/", history.SqueueHandler, "job"),
     Route(WORKFLOW + "/wftask/", workflow.WorkflowTaskListHandler, "workflowtask"),
     Route(WORKFLOW + "/wftask/{workflow_task_id}/", workflow.WorkflowTaskHandler, "workflowtask"),
 ]

@@ -39,7 +39,13 @@ from .interface import (
     WorkflowTaskSpec,
 )
 
-__all__ = ["CONVERTER_TYPES", "MAX_PARALLELIZATION_LIST_SIZE", "TASK_TYPES", "run_workflow"]
+__all__ = [
+    "CONVERTER_TYPES",
+    "MAX_PARALLELIZATION_LIST_SIZE",
+    "TASK_TYPES",
+    "JobFilters",
+    "run_workflow",
+]
 
 # fractal-server's cap on the units of one parallel part (images, or parallelization items).
 MAX_PARALLELIZATION_LIST_SIZE = 20_000
@@ -159,12 +165,14 @@ def run_workflow(
     on_task_start: OnTaskStart | None = None,
     on_task_done: OnTaskDone | None = None,
     log: logging.Logger | None = None,
+    job_filters: JobFilters | None = None,
 ) -> tuple[list[JSON], JSON]:
     """Run `tasks` one after the other on the dataset; return its final (images, filters).
 
     The arguments are not modified. `TaskFailed` from the executor and `JobFailed` propagate;
     by then `on_task_done` has been called for every task that completed.
     """
+    job_filters = job_filters or JobFilters()
     state = _JobState(
         images=deepcopy(images),
         filters={
@@ -173,9 +181,10 @@ def run_workflow(
         },
     )
     logger = log or logging.getLogger(__name__)
-    for spec in tasks:
+    for position, spec in enumerate(tasks):
         logger.info(f'SUBMIT {spec.order}-th task (name="{spec.task_name}")')
-        result = _run_task(spec, state, zarr_dir, executor, on_task_start)
+        job_filters_now = job_filters if position == 0 else job_filters.after_first_task()
+        result = _run_task(spec, state, zarr_dir, executor, on_task_start, job_filters_now)
         if on_task_done is not None:
             on_task_done(result)
         logger.info(f'END {spec.order}-th task (name="{spec.task_name}")')
@@ -188,8 +197,11 @@ def _run_task(
     zarr_dir: str,
     executor: Executor,
     on_task_start: OnTaskStart | None,
+    job_filters: JobFilters,
 ) -> TaskResult:
-    input_images = [] if spec.task_type in CONVERTER_TYPES else _input_images(spec, state)
+    input_images = (
+        [] if spec.task_type in CONVERTER_TYPES else _input_images(spec, state, job_filters)
+    )
     # Reported before any check of this task can fail, so that the caller blames the right one.
     if on_task_start is not None:
         on_task_start(spec, len(input_images) if spec.task_type == "parallel" else 1)
@@ -216,11 +228,44 @@ def _label(spec: WorkflowTaskSpec) -> str:
 # --- input images ---------------------------------------------------------------------------
 
 
-def _input_images(spec: WorkflowTaskSpec, state: _JobState) -> list[JSON]:
-    """The images the task works on: dataset filters, overridden key by key by the task's."""
+@dataclass(frozen=True)
+class JobFilters:
+    """The job's own filters (fractal-server 2.11+), on top of the dataset's and the task's.
+
+    `attributes` are {key: [values]} (one of the values, for each key), `types` {key: flag};
+    `first_task_zarr_urls`, when given, are the only images the first task may work on (the
+    server selects them, e.g. by their status for that task).
+    """
+
+    attributes: dict[str, list[Any]] = field(default_factory=dict)
+    types: dict[str, bool] = field(default_factory=dict)
+    first_task_zarr_urls: frozenset[str] | None = None
+
+    def after_first_task(self) -> JobFilters:
+        return JobFilters(self.attributes, self.types)
+
+    def matches(self, image: JSON) -> bool:
+        if self.first_task_zarr_urls is not None and (
+            image["zarr_url"] not in self.first_task_zarr_urls
+        ):
+            return False
+        attributes = image["attributes"]
+        return _matches(image, {}, self.types) and all(
+            any(attributes.get(key) == value for value in values)
+            for key, values in self.attributes.items()
+        )
+
+
+def _input_images(spec: WorkflowTaskSpec, state: _JobState, job_filters: JobFilters) -> list[JSON]:
+    """The images the task works on: dataset filters, overridden key by key by the task's,
+    and the job's filters."""
     attributes = {**state.filters["attributes"], **spec.input_filters.get("attributes", {})}
     types = {**state.filters["types"], **spec.input_filters.get("types", {})}
-    return [image for image in state.images if _matches(image, attributes, types)]
+    return [
+        image
+        for image in state.images
+        if _matches(image, attributes, types) and job_filters.matches(image)
+    ]
 
 
 def _check_input_types(spec: WorkflowTaskSpec, images: list[JSON]) -> None:

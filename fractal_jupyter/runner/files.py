@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,8 @@ SPEC_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 WORKFLOW_LOG = "workflow.log"
 PROCESS_LOG = "job-process.log"
+# How `EventWriter` starts every line (json.dumps of a dict whose first key is "seq").
+_SEQ_PREFIX = re.compile(r'\{"seq": (\d+),')
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class JobSpec:
     slurm: JSON | None = None  # runner.slurm.SlurmSettings.to_dict() for the SLURM backends
     slurm_account: str | None = None
     worker_init: str | None = None
+    # The job's filters (fractal-server 2.11+): runner.engine.JobFilters as JSON.
+    attribute_filters: JSON | None = None
+    type_filters: dict[str, bool] | None = None
+    first_task_zarr_urls: list[str] | None = None
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))
@@ -76,6 +83,10 @@ def read_events(job_dir: Path, after: int = 0) -> list[JSON]:
     for line in text.splitlines(keepends=True):
         if not line.endswith("\n"):
             break
+        # Lines already applied are not decoded: units events of big tasks weigh megabytes.
+        written = _SEQ_PREFIX.match(line)
+        if written is not None and int(written.group(1)) <= after:
+            continue
         event: JSON = json.loads(line)
         if event["seq"] > after:
             events.append(event)

@@ -34,6 +34,9 @@ class WorkflowTaskSpec:
     input_types: dict[str, bool]
     output_types: dict[str, bool]
     dump: JSON  # fractal-server's WorkflowTaskDumpV2, for history items
+    # The workflow task (arguments included) and its task as submitted, frozen for the run
+    # history: {"workflowtask": {...}, "task": {...}} (absent in job specs of older versions).
+    run_dumps: JSON = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,15 @@ class TaskCall:
 class TaskFailed(Exception):
     """A task process failed (non-zero exit, killed, or unreadable output)."""
 
-    def __init__(self, call: TaskCall, reason: str, log_tail: str = "") -> None:
+    def __init__(
+        self, call: TaskCall, reason: str, log_tail: str = "", executor_error: str = ""
+    ) -> None:
         super().__init__(reason)
         self.call = call
         self.reason = reason
         self.log_tail = log_tail
+        # What the executor itself says (SLURM's stderr of a job it killed), without noise.
+        self.executor_error = executor_error
 
 
 class JobFailed(Exception):
@@ -88,4 +95,7 @@ class TaskResult:
 
 OnTaskStart = Callable[[WorkflowTaskSpec, int], None]  # (task, number of calls)
 OnCallsDone = Callable[[int], None]  # (how many more calls ended well)
+# Calls that ended, each with True when it ended well: every call that ran to its end is
+# reported, also when a sibling failed; calls cancelled or stopped before their end are not.
+OnCallsEnded = Callable[[Sequence[tuple[TaskCall, bool]]], None]
 OnTaskDone = Callable[[TaskResult], None]

@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from .engine import run_workflow
+from .call import call_paths
+from .engine import JobFilters, run_workflow
 from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
-from .interface import JobFailed, TaskFailed, TaskResult, WorkflowTaskSpec
+from .interface import JSON, JobFailed, TaskCall, TaskFailed, TaskResult, WorkflowTaskSpec
 from .local import LocalExecutor
 from .slurm import SlurmExecutor, SlurmSettings, make_executor
 
@@ -77,6 +79,87 @@ class CallProgress:
             self.events.write("calls_done", workflow_task_id=self._task_id, calls_done=self._done)
 
 
+def zarr_urls(call: TaskCall) -> list[str]:
+    """The images a call works on: a parallel call's one, a non-parallel call's list."""
+    if call.zarr_url is not None:
+        return [call.zarr_url]
+    return list(call.args.get("zarr_urls", []))
+
+
+class UnitReporter:
+    """Reports the units of work (task calls) of the job for the run history.
+
+    `units_submitted` names each call of a batch (its log file, which identifies it, and its
+    zarr_urls) before the batch runs; `units_ended` gives the status of the calls that ended,
+    gathered and written at most every few tenths of a second and whenever a batch is over
+    (also when it failed), so that a task of 10,000 calls makes a few events, not 10,000.
+    """
+
+    REPORT_INTERVAL_SECONDS = 0.5
+
+    def __init__(self, events: EventWriter, job_dir: Path) -> None:
+        self.events = events
+        self.job_dir = job_dir
+        self._lock = threading.Lock()
+        self._ended: list[JSON] = []
+        self._task_id: int | None = None
+        self._reported_at = 0.0
+
+    def logfile(self, call: TaskCall) -> str:
+        return str(call_paths(self.job_dir, call)[2])
+
+    def submitted(self, calls: Sequence[TaskCall]) -> None:
+        if not calls:
+            return
+        self.flush()
+        with self._lock:
+            self._task_id = calls[0].workflow_task_id
+        units = [{"logfile": self.logfile(call), "zarr_urls": zarr_urls(call)} for call in calls]
+        self.events.write(
+            "units_submitted", workflow_task_id=calls[0].workflow_task_id, units=units
+        )
+
+    def ended(self, outcomes: Sequence[tuple[TaskCall, bool]]) -> None:
+        with self._lock:
+            self._ended += [
+                {
+                    "logfile": self.logfile(call),
+                    "status": "done" if ok else "failed",
+                    "zarr_urls": zarr_urls(call),
+                }
+                for call, ok in outcomes
+            ]
+            if time.monotonic() - self._reported_at < self.REPORT_INTERVAL_SECONDS:
+                return
+            self._write_ended()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_ended()
+
+    def _write_ended(self) -> None:
+        self._reported_at = time.monotonic()
+        if self._ended:
+            units, self._ended = self._ended, []
+            self.events.write("units_ended", workflow_task_id=self._task_id, units=units)
+
+
+class ReportingExecutor:
+    """The job's executor, with each batch of calls reported to the run history."""
+
+    def __init__(self, executor: LocalExecutor | SlurmExecutor, units: UnitReporter) -> None:
+        self.executor = executor
+        self.units = units
+        executor.on_calls_ended = units.ended
+
+    def run_calls(self, calls: Sequence[TaskCall]) -> list[JSON | None]:
+        self.units.submitted(calls)
+        try:
+            return self.executor.run_calls(calls)
+        finally:
+            self.units.flush()
+
+
 def choose_executor(
     spec: JobSpec, job_dir: Path, log: logging.Logger
 ) -> LocalExecutor | SlurmExecutor:
@@ -132,7 +215,7 @@ def run(
     def on_task_start(task: WorkflowTaskSpec, calls: int) -> None:
         current.append(task)
         progress.task_started(task.id)
-        events.write("task_started", workflow_task_id=task.id, calls=calls)
+        events.write("task_started", workflow_task_id=task.id, calls=calls, **task.run_dumps)
 
     def on_task_done(result: TaskResult) -> None:
         events.write(
@@ -165,18 +248,27 @@ def run(
             spec.max_workers,
         )
     message: str | None = None
+    executor_error = ""
     try:
         run_workflow(
             spec.tasks,
             spec.images,
             spec.filters,
             spec.zarr_dir,
-            executor,
+            ReportingExecutor(executor, UnitReporter(events, job_dir)),
             on_task_start=on_task_start,
             on_task_done=on_task_done,
             log=log,
+            job_filters=JobFilters(
+                attributes=spec.attribute_filters or {},
+                types=spec.type_filters or {},
+                first_task_zarr_urls=None
+                if spec.first_task_zarr_urls is None
+                else frozenset(spec.first_task_zarr_urls),
+            ),
         )
     except TaskFailed as error:
+        executor_error = error.executor_error
         if stopped:
             message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
         elif current:
@@ -192,7 +284,7 @@ def run(
     if isinstance(executor, SlurmExecutor):
         executor.close()
     if message is not None:
-        return finish_failed(events, log, message, current[-1] if current else None)
+        return finish_failed(events, log, message, current[-1] if current else None, executor_error)
     if stopped:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
         return finish_failed(events, log, message, None)
@@ -202,7 +294,11 @@ def run(
 
 
 def finish_failed(
-    events: EventWriter, log: logging.Logger, message: str, task: WorkflowTaskSpec | None
+    events: EventWriter,
+    log: logging.Logger,
+    message: str,
+    task: WorkflowTaskSpec | None,
+    executor_error: str = "",
 ) -> int:
     log.error(message)
     if task is not None:
@@ -211,7 +307,10 @@ def finish_failed(
             workflow_task_id=task.id,
             history_item={"workflowtask": task.dump, "status": "failed", "parallelization": {}},
         )
-    events.write("job_failed", message=message)
+    if executor_error:
+        events.write("job_failed", message=message, executor_error_log=executor_error)
+    else:
+        events.write("job_failed", message=message)
     return 0
 
 

@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .call import run_call
-from .interface import JSON, OnCallsDone, TaskCall, TaskFailed
+from .interface import JSON, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
 
 STOP_GRACE_SECONDS = 5.0
 
@@ -25,6 +25,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.on_calls_done: OnCallsDone | None = None
+        self.on_calls_ended: OnCallsEnded | None = None
 
     def workers_for(self, calls: Sequence[TaskCall]) -> int:
         """`meta.parallel_tasks_per_job` narrows the concurrency of a task's calls."""
@@ -74,13 +75,18 @@ class LocalExecutor:
 
         try:
             output = run_call(self.job_dir, call, started)
-            if self.on_calls_done is not None:
-                self.on_calls_done(1)
-            return output
         except TaskFailed:
             if self._stopped.is_set():
                 raise TaskFailed(call, "the job was stopped") from None
+            if self.on_calls_ended is not None:
+                self.on_calls_ended([(call, False)])
             raise
+        else:
+            if self.on_calls_done is not None:
+                self.on_calls_done(1)
+            if self.on_calls_ended is not None:
+                self.on_calls_ended([(call, True)])
+            return output
         finally:
             with self._lock:
                 for process in process_holder:

@@ -34,7 +34,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from .._version import __version__
 from .batching import BatchingError, BatchingLimits, heuristics, parse_mem, split
 from .call import LOG_TAIL_BYTES, log_tail
-from .interface import JSON, JobFailed, OnCallsDone, TaskCall, TaskFailed
+from .interface import JSON, JobFailed, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
 from .transport import CommandResult, LocalTransport, Transport, TransportError
 
 SLURM_JOBS_FILE = "slurm-jobs.txt"
@@ -222,6 +222,7 @@ class SlurmExecutor:
         self._stop_requested = False
         self._made_dirs: set[str] = set()
         self.on_calls_done: OnCallsDone | None = None
+        self.on_calls_ended: OnCallsEnded | None = None
         if self.copy_files:
             self._makedirs(self.remote_job_dir)
 
@@ -501,17 +502,28 @@ class SlurmExecutor:
         try:
             results: list[JSON] = json.loads(results_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            raise TaskFailed(job.calls[0][1], self._describe_end(job, state)) from None
+            stderr = log_tail(self.job_dir / job.folder / f"{job.prefix}_slurm_{job.slurm_id}.err")
+            raise TaskFailed(
+                job.calls[0][1],
+                self._describe_end(job, state),
+                executor_error=executor_error_log(stderr),
+            ) from None
         failure: TaskFailed | None = None
         done = 0
+        ended: list[tuple[TaskCall, bool]] = []
         for (index, call), result in zip(job.calls, results, strict=True):
             if result["status"] == "done":
                 outputs[index] = result["output"]
                 done += 1
-            elif result["status"] == "failed" and failure is None:
-                failure = TaskFailed(call, result["reason"], result.get("log_tail", ""))
+                ended.append((call, True))
+            elif result["status"] == "failed":
+                ended.append((call, False))
+                if failure is None:
+                    failure = TaskFailed(call, result["reason"], result.get("log_tail", ""))
         if done and self.on_calls_done is not None:
             self.on_calls_done(done)
+        if ended and self.on_calls_ended is not None:
+            self.on_calls_ended(ended)
         if failure is not None:
             raise failure
 
@@ -602,6 +614,39 @@ def make_executor(
         worker_init=worker_init,
         log=log,
     )
+
+
+# SLURM's lines that say why it ended a job, and what they mean for a user.
+_SLURM_VERDICTS = (
+    (re.compile(r"oom[_-]kill|out of memory|OOM Killed", re.I), "Out of memory"),
+    (re.compile(r"DUE TO TIME LIMIT", re.I), "Time limit reached"),
+    (re.compile(r"CANCELLED AT", re.I), "Cancelled"),
+    (re.compile(r"DUE TO NODE FAILURE", re.I), "Node failure"),
+    (re.compile(r"DUE TO PREEMPTION", re.I), "Preempted"),
+)
+_SLURM_PREFIX = re.compile(r"^(slurmstepd|srun|sbatch|salloc)(-\S+)?: (error|warning|info): ")
+_SLURM_FRAME = re.compile(r"^\*+\s*|\s*\*+$")
+
+
+def executor_error_log(stderr: str) -> str:
+    """SLURM's stderr of a job it ended, for users: a first line with the verdict ("Out of
+    memory", "Time limit reached", ...), then the distinct lines without SLURM's prefixes and
+    `***` frames. Empty when there is nothing to say."""
+    lines: list[str] = []
+    for raw in stderr.splitlines():
+        line = _SLURM_FRAME.sub("", _SLURM_PREFIX.sub("", raw.strip())).strip()
+        if line and line not in lines:
+            lines.append(line)
+    verdicts = [
+        verdict
+        for pattern, verdict in _SLURM_VERDICTS
+        if any(pattern.search(line) for line in lines)
+    ]
+    if "Time limit reached" in verdicts or "Node failure" in verdicts or "Preempted" in verdicts:
+        verdicts = [v for v in verdicts if v != "Cancelled"]  # SLURM cancels for those reasons
+    if verdicts:
+        lines.insert(0, ", ".join(verdicts) + ".")
+    return "\n".join(lines)
 
 
 def recorded_job_ids(job_dir: Path) -> list[str]:

@@ -91,6 +91,16 @@ def render_image_rows(rows: Iterable[tuple[str, str | None, str, str]]) -> str:
     )
 
 
+def render_attribute_values(attribute_values: Sequence[tuple[str, str]]) -> str:
+    """The members of the `attributes` summary object, from (key, JSON value) pairs."""
+    values_by_key: dict[str, list[str]] = {}
+    for key, value in attribute_values:
+        values_by_key.setdefault(key, []).append(value)
+    return ",".join(
+        f"{json.dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
+    )
+
+
 @dataclass(frozen=True)
 class RenderedImagePage(RenderedResponse):
     """An `ImagePage` made of the JSON texts the database stores (the image query's answer).
@@ -108,12 +118,7 @@ class RenderedImagePage(RenderedResponse):
 
     def to_json(self) -> bytes:
         dumps = json.dumps
-        values_by_key: dict[str, list[str]] = {}
-        for key, value in self.attribute_values:
-            values_by_key.setdefault(key, []).append(value)
-        attributes = ",".join(
-            f"{dumps(key)}:[{','.join(values)}]" for key, values in values_by_key.items()
-        )
+        attributes = render_attribute_values(self.attribute_values)
         images = render_image_rows(self.images)
         return (
             f'{{"total_count":{self.total_count},"page_size":{self.page_size},'

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import NonNegativeInt, PlainSerializer, StrictStr, model_validator
+from pydantic import Field, NonNegativeInt, PlainSerializer, StrictStr, model_validator
 
-from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp
+from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp, TypeDict
+from .filters import AttributeFilters
 
 JobStatus = Literal["submitted", "done", "failed"]
 OptionalTimestamp = Annotated[
@@ -19,6 +20,9 @@ class JobCreate(RequestModel):
     last_task_index: NonNegativeInt | None = None
     slurm_account: StrictStr | None = None
     worker_init: NonEmptyStr | None = None
+    # fractal-server 2.11+: which images the job starts from (the status key included).
+    attribute_filters: AttributeFilters = Field(default_factory=dict)
+    type_filters: TypeDict = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_order(self) -> JobCreate:

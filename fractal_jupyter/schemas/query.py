@@ -1,5 +1,7 @@
 """Query-string parameters (lenient: query strings are text, "true" and "1" are fine)."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -50,3 +52,39 @@ class SubmitQuery(QueryModel):
 class StatusQuery(QueryModel):
     dataset_id: int
     workflow_id: int
+
+
+class DatasetWorkflowTaskQuery(QueryModel):
+    dataset_id: int
+    workflowtask_id: int
+
+
+class UnitQuery(DatasetWorkflowTaskQuery):
+    unit_status: Literal["submitted", "done", "failed"] | None = None
+    page: int = 1
+    page_size: int | None = None
+
+
+class UnitLogQuery(DatasetWorkflowTaskQuery):
+    history_run_id: int
+    history_unit_id: int
+
+
+class StatusImagesQuery(DatasetWorkflowTaskQuery):
+    include_warnings: bool = False
+    page: int = 1
+    page_size: int | None = None
+
+
+class WorkflowDatasetQuery(QueryModel):
+    workflow_id: int
+    dataset_id: int
+
+
+class WorkflowTaskIdQuery(QueryModel):
+    workflowtask_id: int
+
+
+class NonProcessedQuery(QueryModel):
+    workflow_id: int
+    workflowtask_id: int

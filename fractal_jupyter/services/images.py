@@ -8,13 +8,15 @@ equality, and the index tables store it, so a filter is an index look-up.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     Select,
     Text,
@@ -24,26 +26,39 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
+from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert
 from ..db.engine import Database
-from ..db.models import AttributeSummary, Dataset, Image, ImageAttribute, ImageType, TypeSummary
+from ..db.models import (
+    AttributeSummary,
+    Dataset,
+    Image,
+    ImageAttribute,
+    ImageStatus,
+    ImageStatusSummary,
+    ImageType,
+    TypeSummary,
+    Workflow,
+    WorkflowTask,
+)
 from ..errors import NotFound, Unprocessable
 from ..schemas.common import Filters
+from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
+from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
+from . import image_status
 from .access import get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
 
 # Multi-row statements stay below SQLite's limit on bound parameters.
 SUMMARY_ROWS_PER_STATEMENT = 1_000
-IDS_PER_STATEMENT = 5_000
-T = TypeVar("T")
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -69,11 +84,6 @@ def check_image_location(zarr_url: str, zarr_dir: str) -> None:
         raise Unprocessable(
             f"Cannot create image with zarr_url '{zarr_url}', which is not inside {zarr_dir}."
         )
-
-
-def _dialect_insert(session: AsyncSession) -> Any:
-    name = session.get_bind().dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 ImageRow = dict[str, Any]  # {"zarr_url", "origin", "attributes", "types"}
@@ -124,7 +134,7 @@ async def _change_summaries(
             .where(Dataset.id == dataset_id)
             .values(image_count=Dataset.image_count + sign * counts.images)
         )
-    upsert = _dialect_insert(session)
+    upsert = dialect_insert(session)
     # Sorted, so that concurrent writers take row locks in one order (no deadlock).
     attribute_rows = [
         {
@@ -149,7 +159,7 @@ async def _change_summaries(
         (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
         (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
     ):
-        for chunk in _chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
+        for chunk in chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
             statement = upsert(model).values(chunk)
             await session.execute(
                 statement.on_conflict_do_update(
@@ -166,16 +176,11 @@ async def _change_summaries(
             )
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 async def _write_index_rows(
     session: AsyncSession, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
 ) -> None:
     for id_chunk, image_chunk in zip(
-        _chunks(image_ids, IDS_PER_STATEMENT), _chunks(images, IDS_PER_STATEMENT), strict=True
+        chunks(image_ids, IDS_PER_STATEMENT), chunks(images, IDS_PER_STATEMENT), strict=True
     ):
         attribute_rows = [
             {
@@ -240,7 +245,7 @@ class ImageWriter:
         # row by row), so the new ids are read back by zarr_url.
         await self.session.execute(insert(Image), rows)
         ids_by_url: dict[str, int] = {}
-        for chunk in _chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+        for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
             found = await self.session.execute(
                 select(Image.zarr_url, Image.id).where(
                     Image.dataset_id == self.dataset_id, Image.zarr_url.in_(chunk)
@@ -270,7 +275,7 @@ async def insert_images(
     duplicate = writer.first_duplicate(new_images)
     if duplicate is not None:
         raise Unprocessable(f"Image with zarr_url '{duplicate}' appears twice")
-    for chunk in _chunks(new_images, INSERT_CHUNK_IMAGES):
+    for chunk in chunks(new_images, INSERT_CHUNK_IMAGES):
         await writer.write(chunk)
     await writer.finish()
 
@@ -310,6 +315,7 @@ async def delete_image(
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
     image = await _get_image(session, dataset, zarr_url)
     await _change_summaries(session, dataset.id, [_image_dict(image)], -1)
+    await image_status.forget(session, [image.id])
     await session.execute(delete(Image).where(Image.id == image.id))
 
 
@@ -339,7 +345,7 @@ async def _replace_images(
     by_url = {image.zarr_url: image for image in stored.values()}
     await _change_summaries(session, dataset_id, [_image_dict(i) for i in stored.values()], -1)
     ids = list(stored)
-    for chunk in _chunks(ids, IDS_PER_STATEMENT):
+    for chunk in chunks(ids, IDS_PER_STATEMENT):
         await session.execute(delete(ImageAttribute).where(ImageAttribute.image_id.in_(chunk)))
         await session.execute(delete(ImageType).where(ImageType.image_id.in_(chunk)))
     for replacement in replacements:
@@ -361,16 +367,41 @@ class _MatchingStatements:
     ids: Select[int]
     id_column: InstrumentedAttribute[int]
     count: Select[Any]
-    pages: dict[bool, Select[str, str | None, str, str]]  # by "walk from the end"
+    # By "walk from the end": (zarr_url, origin, attributes JSON, types JSON[, status]) rows.
+    pages: dict[bool, Select[Any]]
+
+
+@dataclass(frozen=True)
+class StatusFilter:
+    """Images by their latest status for a workflow task (`image_status`); `unset` is an
+    image without a status for it. `statuses` empty: no condition, only the status column."""
+
+    workflowtask_id: int
+    statuses: frozenset[str] = frozenset()
+
+
+# (key, value keys): an image matches when it has one of the values (OR within a key).
+AttributeCondition = tuple[str, Sequence[str]]
+
+
+def attribute_conditions(filter_sets: Sequence[Filters]) -> list[AttributeCondition]:
+    """fractal-server 2.6.4 filters as conditions: one value per key, None matches all."""
+    return [
+        (key, [match_key(value)])
+        for filters in filter_sets
+        for key, value in filters.attributes.items()
+        if value is not None
+    ]
 
 
 @dataclass(frozen=True)
 class MatchingImages:
     """The ids of a dataset's images that match some filters, as one indexed SQL query.
 
-    The most selective kind of condition drives the query: a zarr_url, else the first
-    attribute or true-type filter (an index range on `image_attribute` / `image_type`, already
-    in id order), else the dataset's own index. Further conditions are per-row look-ups on the
+    The most selective kind of condition drives the query: a zarr_url, else a single-status
+    filter (an index range on `image_status`), else the first single-value attribute or
+    true-type filter (an index range on `image_attribute` / `image_type`), all already in id
+    order, else the dataset's own index. Further conditions are per-row look-ups on the
     index tables' primary keys. So a page is read from the index, without sorting the matches.
     The statements depend only on the shape of the filters (how many of each kind), so they
     are built once per shape, and the values are bound parameters (`parameters`).
@@ -385,32 +416,43 @@ class MatchingImages:
 
     @classmethod
     def build(
-        cls, dataset_id: int, filter_sets: Sequence[Filters], zarr_url: str | None = None
+        cls,
+        dataset_id: int,
+        filter_sets: Sequence[Filters],
+        zarr_url: str | None = None,
+        *,
+        attributes: Sequence[AttributeCondition] = (),
+        status: StatusFilter | None = None,
     ) -> MatchingImages:
-        attributes = [
-            (key, match_key(value))
-            for filters in filter_sets
-            for key, value in filters.attributes.items()
-            if value is not None
-        ]
+        conditions = [*attribute_conditions(filter_sets), *attributes]
         types = [(key, wanted) for filters in filter_sets for key, wanted in filters.types.items()]
         true_types = [key for key, wanted in types if wanted]
         false_types = [key for key, wanted in types if not wanted]
         parameters: dict[str, Any] = {"dataset_id": dataset_id, "zarr_url": zarr_url}
-        for index, (key, value_key) in enumerate(attributes):
+        for index, (key, value_keys) in enumerate(conditions):
             parameters[f"attribute_{index}"] = key
-            parameters[f"value_{index}"] = value_key
+            parameters[f"value_{index}"] = value_keys[0] if len(value_keys) == 1 else value_keys
         parameters.update({f"true_{index}": key for index, key in enumerate(true_types)})
         parameters.update({f"false_{index}": key for index, key in enumerate(false_types)})
-        shape = (len(attributes), len(true_types), len(false_types), zarr_url is not None)
+        status_shape: tuple[int, bool] | None = None
+        if status is not None:
+            set_statuses = sorted(status.statuses - {"unset"})
+            status_shape = (len(set_statuses), "unset" in status.statuses)
+            parameters["workflowtask_id"] = status.workflowtask_id
+            parameters.update({f"status_{i}": value for i, value in enumerate(set_statuses)})
+        shape = (
+            tuple(len(value_keys) for _key, value_keys in conditions),
+            len(true_types),
+            len(false_types),
+            zarr_url is not None,
+            status_shape,
+        )
         return cls(_matching_statements(*shape), parameters)
 
     def count(self) -> Select[Any]:
         return self.statements.count
 
-    def page(
-        self, first: int, size: int, total: int
-    ) -> tuple[Select[str, str | None, str, str], dict[str, Any]]:
+    def page(self, first: int, size: int, total: int) -> tuple[Select[Any], dict[str, Any]]:
         """Matches number `first` to `first + size - 1` (0-based) of `total`, in id order.
 
         SQLite and PostgreSQL reach an offset by stepping through the index, so a page in the
@@ -425,21 +467,52 @@ class MatchingImages:
 
 @functools.lru_cache(maxsize=64)
 def _matching_statements(
-    attributes: int, true_types: int, false_types: int, by_zarr_url: bool
+    attribute_sizes: tuple[int, ...],
+    true_types: int,
+    false_types: int,
+    by_zarr_url: bool,
+    status_shape: tuple[int, bool] | None,
 ) -> _MatchingStatements:
+    """The statements of one shape: attribute conditions by number of values, type filters,
+    a zarr_url, and a status filter as (number of set statuses, whether `unset` is one)."""
     dataset_id: BindParameter[int] = bindparam("dataset_id")
-    attribute_keys: list[tuple[BindParameter[str], BindParameter[str]]] = [
-        (bindparam(f"attribute_{index}"), bindparam(f"value_{index}"))
-        for index in range(attributes)
+    attribute_keys: list[tuple[BindParameter[str], BindParameter[Any], int]] = [
+        (bindparam(f"attribute_{index}"), bindparam(f"value_{index}", expanding=size > 1), size)
+        for index, size in enumerate(attribute_sizes)
     ]
     true_keys: list[BindParameter[str]] = [bindparam(f"true_{i}") for i in range(true_types)]
     false_keys: list[BindParameter[str]] = [bindparam(f"false_{i}") for i in range(false_types)]
-    total = _total_from_summary(attribute_keys, true_keys, false_keys, by_zarr_url)
+    total = None
+    # A status filter without values only adds the status column: the plain query's total.
+    if status_shape in (None, (0, False)) and all(size == 1 for size in attribute_sizes):
+        total = _total_from_summary(
+            [(key, value) for key, value, _size in attribute_keys],
+            true_keys,
+            false_keys,
+            by_zarr_url,
+        )
+    workflowtask_id: BindParameter[int] = bindparam("workflowtask_id")
+    statuses: list[BindParameter[str]] = []
+    with_unset = False
+    if status_shape is not None:
+        statuses = [bindparam(f"status_{i}") for i in range(status_shape[0])]
+        with_unset = status_shape[1]
+    only_status = not (attribute_sizes or true_types or false_types or by_zarr_url)
+    if only_status and (statuses or with_unset):
+        total = _total_from_status_summary(workflowtask_id, statuses, with_unset)
+    single_value = [index for index, (_k, _v, size) in enumerate(attribute_keys) if size == 1]
 
     ids: Select[int]
     id_column: InstrumentedAttribute[int]
-    if not by_zarr_url and attribute_keys:
-        key, value_key = attribute_keys.pop(0)
+    if not by_zarr_url and len(statuses) == 1 and not with_unset:
+        ids = select(ImageStatus.image_id).where(
+            ImageStatus.dataset_id == dataset_id,
+            ImageStatus.workflowtask_id == workflowtask_id,
+            ImageStatus.status == statuses.pop(0),
+        )
+        id_column = ImageStatus.image_id
+    elif not by_zarr_url and single_value:
+        key, value_key, _size = attribute_keys.pop(single_value[0])
         ids = select(ImageAttribute.image_id).where(
             ImageAttribute.dataset_id == dataset_id,
             ImageAttribute.key == key,
@@ -459,12 +532,11 @@ def _matching_statements(
         if by_zarr_url:
             ids = ids.where(Image.zarr_url == bindparam("zarr_url"))
         id_column = Image.id
-    for key, value_key in attribute_keys:
+    for key, value_key, size in attribute_keys:
         other = aliased(ImageAttribute)
+        matches_value = other.value_key.in_(value_key) if size > 1 else other.value_key == value_key
         ids = ids.where(
-            exists().where(
-                other.image_id == id_column, other.key == key, other.value_key == value_key
-            )
+            exists().where(other.image_id == id_column, other.key == key, matches_value)
         )
     for key, wanted in [(key, True) for key in true_keys] + [(k, False) for k in false_keys]:
         other_type = aliased(ImageType)
@@ -474,6 +546,8 @@ def _matching_statements(
             other_type.value.is_(True),
         )
         ids = ids.where(is_true if wanted else ~is_true)
+    if statuses or with_unset:
+        ids = ids.where(_status_condition(id_column, workflowtask_id, statuses, with_unset))
     count = total if total is not None else select(func.count()).select_from(ids.subquery())
     pages = {}
     for backwards in (False, True):
@@ -485,17 +559,71 @@ def _matching_statements(
             .subquery()
         )
         # Attributes and types as the JSON texts stored: the answer embeds them as they are.
-        pages[backwards] = (
-            select(
-                Image.zarr_url,
-                Image.origin,
-                cast(Image.attributes, Text),
-                cast(Image.types, Text),
+        columns: list[Any] = [
+            Image.zarr_url,
+            Image.origin,
+            cast(Image.attributes, Text),
+            cast(Image.types, Text),
+        ]
+        page = select(*columns).join(selected, Image.id == selected.c[0])
+        if status_shape is not None:
+            page = page.add_columns(func.coalesce(ImageStatus.status, "unset")).outerjoin(
+                ImageStatus,
+                (ImageStatus.image_id == Image.id)
+                & (ImageStatus.workflowtask_id == workflowtask_id),
             )
-            .join(selected, Image.id == selected.c[0])
-            .order_by(Image.id)
-        )
+        pages[backwards] = page.order_by(Image.id)
     return _MatchingStatements(ids, id_column, count, pages)
+
+
+def _total_from_status_summary(
+    workflowtask_id: BindParameter[int], statuses: list[BindParameter[str]], with_unset: bool
+) -> Select[Any]:
+    """With a status filter alone, the total is read from `image_status_summary`."""
+    dataset_id: BindParameter[int] = bindparam("dataset_id")
+
+    def counted(*where: ColumnElement[bool]) -> Any:
+        return (
+            select(func.coalesce(func.sum(ImageStatusSummary.image_count), 0))
+            .where(
+                ImageStatusSummary.dataset_id == dataset_id,
+                ImageStatusSummary.workflowtask_id == workflowtask_id,
+                *where,
+            )
+            .scalar_subquery()
+        )
+
+    total: Any = counted(ImageStatusSummary.status.in_(statuses)) if statuses else 0
+    if with_unset:
+        total = total + Dataset.image_count - counted()
+    return select(total).select_from(Dataset).where(Dataset.id == dataset_id)
+
+
+def _status_condition(
+    id_column: InstrumentedAttribute[int],
+    workflowtask_id: BindParameter[int],
+    statuses: list[BindParameter[str]],
+    with_unset: bool,
+) -> Any:
+    """The image has one of `statuses` for the workflow task, or (`with_unset`) none."""
+    status_row = aliased(ImageStatus)
+    conditions: list[ColumnElement[bool]] = []
+    if statuses:
+        conditions.append(
+            exists().where(
+                status_row.image_id == id_column,
+                status_row.workflowtask_id == workflowtask_id,
+                status_row.status.in_(statuses),
+            )
+        )
+    if with_unset:
+        any_status = aliased(ImageStatus)
+        conditions.append(
+            ~exists().where(
+                any_status.image_id == id_column, any_status.workflowtask_id == workflowtask_id
+            )
+        )
+    return or_(*conditions)
 
 
 def _total_from_summary(
@@ -586,6 +714,13 @@ def _summaries(
     return [(key, value) for key, value in attribute_rows], list(type_keys)
 
 
+def check_pagination(page: int, page_size: int | None) -> None:
+    if page < 1:
+        raise Unprocessable(f"Invalid pagination parameter: page={page} < 1")
+    if page_size is not None and page_size <= 0:
+        raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
+
+
 async def query_images(
     database: Database,
     user: CurrentUser,
@@ -603,10 +738,7 @@ async def query_images(
     `use_dataset_filters`), not the page; a page past the end is the last page. The look-ups
     run as one read of the database (`Database.read`): one snapshot, one thread hand-off.
     """
-    if page < 1:
-        raise Unprocessable(f"Invalid pagination parameter: page={page} < 1")
-    if page_size is not None and page_size <= 0:
-        raise Unprocessable(f"Invalid pagination parameter: page_size={page_size} <= 0")
+    check_pagination(page, page_size)
     return await database.read(
         functools.partial(
             _read_page,
@@ -646,16 +778,7 @@ def _read_page(
         zarr_url = query.zarr_url
         filter_sets.append(query.filters)
     matching = MatchingImages.build(dataset_id, filter_sets, zarr_url)
-    total_count = connection.scalar(matching.count(), matching.parameters) or 0
-    if page_size is None:
-        page_size = total_count
-    rows: Sequence[tuple[str, str | None, str, str]] = []
-    if total_count == 0:
-        page = 1
-    else:
-        page = min(page, -(-total_count // page_size))
-        first = (page - 1) * page_size
-        rows = connection.execute(*matching.page(first, page_size, total_count)).all()
+    total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
     return RenderedImagePage(
         total_count=total_count,
         page_size=page_size,
@@ -664,6 +787,140 @@ def _read_page(
         types=types,
         images=rows,
     )
+
+
+async def query_status_images(
+    database: Database,
+    user: CurrentUser,
+    project_id: int,
+    dataset_id: int,
+    workflowtask_id: int,
+    query: ImageFilterQuery,
+    *,
+    page: int,
+    page_size: int | None,
+    include_warnings: bool,
+) -> RenderedStatusImagePage:
+    """`query_images` with each image's status for a workflow task as the attribute
+    `IMAGE_STATUS_KEY` (done, failed, submitted or unset), filtered and summarised like one."""
+    check_pagination(page, page_size)
+    return await database.read(
+        functools.partial(
+            _read_status_page,
+            user=user,
+            project_id=project_id,
+            dataset_id=dataset_id,
+            workflowtask_id=workflowtask_id,
+            query=query,
+            page=page,
+            page_size=page_size,
+            include_warnings=include_warnings,
+        )
+    )
+
+
+_WORKFLOW_TASK_OF_PROJECT = (
+    select(WorkflowTask.id)
+    .join(Workflow, Workflow.id == WorkflowTask.workflow_id)
+    .where(
+        WorkflowTask.id == bindparam("workflowtask_id"),
+        Workflow.project_id == bindparam("project_id"),
+    )
+)
+_STATUSES_PRESENT = select(ImageStatusSummary.status, ImageStatusSummary.image_count).where(
+    ImageStatusSummary.dataset_id == bindparam("dataset_id"),
+    ImageStatusSummary.workflowtask_id == bindparam("workflowtask_id"),
+)
+_DATASET_IMAGE_COUNT = select(Dataset.image_count).where(Dataset.id == bindparam("dataset_id"))
+
+
+def check_workflow_task_in_project(
+    connection: Connection, project_id: int, workflowtask_id: int
+) -> None:
+    found = connection.scalar(
+        _WORKFLOW_TASK_OF_PROJECT,
+        {"workflowtask_id": workflowtask_id, "project_id": project_id},
+    )
+    if found is None:
+        raise NotFound(f"Workflow task {workflowtask_id} is not in project {project_id}.")
+
+
+def _status_values(connection: Connection, dataset_id: int, workflowtask_id: int) -> list[str]:
+    """The statuses the dataset's images have for the workflow task, `unset` included."""
+    parameters = {"dataset_id": dataset_id, "workflowtask_id": workflowtask_id}
+    counts: dict[str, int] = {
+        status: count for status, count in connection.execute(_STATUSES_PRESENT, parameters)
+    }
+    total = connection.scalar(_DATASET_IMAGE_COUNT, parameters) or 0
+    if sum(counts.values()) < total:
+        counts["unset"] = total - sum(counts.values())
+    return sorted(counts)
+
+
+def _read_status_page(
+    connection: Connection,
+    *,
+    user: CurrentUser,
+    project_id: int,
+    dataset_id: int,
+    workflowtask_id: int,
+    query: ImageFilterQuery,
+    page: int,
+    page_size: int | None,
+    include_warnings: bool,
+) -> RenderedStatusImagePage:
+    read_dataset_filters(connection, project_id, dataset_id, user)
+    check_workflow_task_in_project(connection, project_id, workflowtask_id)
+    attributes, types = _summaries(connection, dataset_id, None)
+    attributes += [
+        (IMAGE_STATUS_KEY, json.dumps(status))
+        for status in _status_values(connection, dataset_id, workflowtask_id)
+    ]
+    matching = matching_images(dataset_id, workflowtask_id, query)
+    total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
+    return RenderedStatusImagePage(
+        total_count=total_count,
+        page_size=page_size,
+        current_page=page,
+        attribute_values=attributes,
+        types=types,
+        images=rows,
+        include_warnings=include_warnings,
+    )
+
+
+def matching_images(
+    dataset_id: int, workflowtask_id: int | None, query: ImageFilterQuery
+) -> MatchingImages:
+    """The images matching 2.11+ filters; the status key needs a workflow task."""
+    conditions: list[AttributeCondition] = [
+        (key, [match_key(value) for value in dict.fromkeys(values)])
+        for key, values in query.attribute_filters.items()
+        if key != IMAGE_STATUS_KEY
+    ]
+    status = None
+    if workflowtask_id is not None:
+        wanted = query.attribute_filters.get(IMAGE_STATUS_KEY, [])
+        status = StatusFilter(workflowtask_id, frozenset(wanted))
+    types = Filters(types=query.type_filters)
+    return MatchingImages.build(dataset_id, [types], attributes=conditions, status=status)
+
+
+def _page_rows(
+    connection: Connection, matching: MatchingImages, page: int, page_size: int | None
+) -> tuple[int, int, int, Sequence[Any]]:
+    """(total, page, page size, rows) of a page; a page past the end is the last page."""
+    total_count = connection.scalar(matching.count(), matching.parameters) or 0
+    if page_size is None:
+        page_size = total_count
+    rows: Sequence[Any] = []
+    if total_count == 0:
+        page = 1
+    else:
+        page = min(page, -(-total_count // page_size))
+        first = (page - 1) * page_size
+        rows = connection.execute(*matching.page(first, page_size, total_count)).all()
+    return total_count, page, page_size, rows
 
 
 async def list_all_images(session: AsyncSession, dataset: Dataset) -> list[dict[str, Any]]:
@@ -693,7 +950,7 @@ async def apply_image_changes(
     """
     urls = [image.zarr_url for image in upserted] + list(removed)
     existing: dict[str, Image] = {}
-    for chunk in _chunks(urls, IDS_PER_STATEMENT):
+    for chunk in chunks(urls, IDS_PER_STATEMENT):
         found = await session.scalars(
             select(Image).where(Image.dataset_id == dataset.id, Image.zarr_url.in_(chunk))
         )
@@ -701,7 +958,8 @@ async def apply_image_changes(
     gone = [existing[url] for url in dict.fromkeys(removed) if url in existing]
     if gone:
         await _change_summaries(session, dataset.id, [_image_dict(image) for image in gone], -1)
-        for id_chunk in _chunks([image.id for image in gone], IDS_PER_STATEMENT):
+        await image_status.forget(session, [image.id for image in gone])
+        for id_chunk in chunks([image.id for image in gone], IDS_PER_STATEMENT):
             await session.execute(delete(Image).where(Image.id.in_(id_chunk)))
     replacements = [image for image in upserted if image.zarr_url in existing]
     if replacements:

@@ -16,12 +16,13 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import Dataset, Job, Project, Workflow, WorkflowTask, utc_now
+from ..db.models import Dataset, Image, Job, Project, Workflow, WorkflowTask, utc_now
 from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
 from ..runner.slurm import SlurmSettings, remote_job_dir
+from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead, TaskProgressRead
 from .access import (
     get_dataset_for_member,
@@ -29,7 +30,7 @@ from .access import (
     get_workflow_for_member,
     member_project_ids,
 )
-from .images import list_all_images
+from .images import list_all_images, matching_images
 from .task_trust import require_runnable_tasks
 from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
@@ -122,7 +123,41 @@ def workflow_task_spec(workflow_task: WorkflowTask) -> WorkflowTaskSpec:
         input_types=task.input_types,
         output_types=task.output_types,
         dump=workflow_task_dump(workflow_task),
+        run_dumps=history_run_dumps(workflow_task),
     )
+
+
+def history_run_dumps(workflow_task: WorkflowTask) -> dict[str, Any]:
+    """The workflow task (arguments and meta included) and its task, frozen for the run
+    history (fractal-server 2.26's `HistoryRun.workflowtask_dump` and task fields)."""
+    task = workflow_task.task
+    return {
+        "workflowtask": {
+            "id": workflow_task.id,
+            "workflow_id": workflow_task.workflow_id,
+            "order": workflow_task.order,
+            "task_type": workflow_task.task_type,
+            "task_id": task.id,
+            "meta_non_parallel": workflow_task.meta_non_parallel,
+            "meta_parallel": workflow_task.meta_parallel,
+            "args_non_parallel": workflow_task.args_non_parallel,
+            "args_parallel": workflow_task.args_parallel,
+            "input_filters": workflow_task.input_filters,
+        },
+        "task": {
+            "id": task.id,
+            "name": task.name,
+            "type": task.type,
+            "source": task.source,
+            "version": task.version,
+            "command_non_parallel": task.command_non_parallel,
+            "command_parallel": task.command_parallel,
+            "args_schema_non_parallel": task.args_schema_non_parallel,
+            "args_schema_parallel": task.args_schema_parallel,
+            "input_types": task.input_types,
+            "output_types": task.output_types,
+        },
+    }
 
 
 def _task_range(workflow: Workflow, data: JobCreate) -> tuple[int, int]:
@@ -224,6 +259,8 @@ async def submit_job(
         backend=settings.backend,
         runner=launcher.runner,
         progress={},
+        attribute_filters=data.attribute_filters,
+        type_filters=data.type_filters,
     )
     session.add(job)
     await session.flush()
@@ -246,10 +283,33 @@ async def submit_job(
         slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
         slurm_account=slurm_account,
         worker_init=data.worker_init,
+        **await job_filters_spec(session, dataset.id, selected[0].id, data),
     ).write(job_dir)
     job.pid = launcher.start(job_dir)
     await session.flush()
     return job
+
+
+async def job_filters_spec(
+    session: AsyncSession, dataset_id: int, first_wftask_id: int, data: JobCreate
+) -> dict[str, Any]:
+    """The job's filters for its spec. The image status pseudo-attribute is resolved here,
+    for the first task (the images it selects are the first task's only candidates); the
+    other filters are the job process's, at every task."""
+    attributes = {
+        key: values for key, values in data.attribute_filters.items() if key != IMAGE_STATUS_KEY
+    }
+    spec: dict[str, Any] = {"attribute_filters": attributes, "type_filters": data.type_filters}
+    if IMAGE_STATUS_KEY in data.attribute_filters:
+        query = ImageFilterQuery(
+            attribute_filters=data.attribute_filters, type_filters=data.type_filters
+        )
+        matching = matching_images(dataset_id, first_wftask_id, query)
+        urls = await session.scalars(
+            select(Image.zarr_url).where(Image.id.in_(matching.ids)), matching.parameters
+        )
+        spec["first_task_zarr_urls"] = list(urls)
+    return spec
 
 
 def job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:

@@ -21,6 +21,7 @@ from ..runner.files import PROCESS_LOG, JobSpec, read_events
 from ..runner.launcher import JobLauncher
 from ..runner.slurm import SlurmSettings, cancel_recorded_jobs
 from ..schemas.images import SingleImage
+from . import history
 from .images import apply_image_changes
 from .job import read_workflow_log
 
@@ -36,7 +37,8 @@ def _append_history(dataset: Dataset | None, item: dict[str, Any]) -> None:
         dataset.history = [*dataset.history, item]
 
 
-async def _finish(job: Job, status: str, message: str | None = None) -> None:
+async def _finish(session: AsyncSession, job: Job, status: str, message: str | None = None) -> None:
+    await history.close_job_history(session, job)
     job.status = status
     job.end_timestamp = utc_now()
     log = read_workflow_log(Path(job.working_dir)) if job.working_dir else ""
@@ -50,6 +52,11 @@ async def apply_event(session: AsyncSession, job: Job, event: dict[str, Any]) ->
     kind = event["type"]
     if kind == "task_started":
         _set_progress(job, event["workflow_task_id"], status="submitted", calls=event["calls"])
+        await history.apply_task_started(session, job, event)
+    elif kind == "units_submitted":
+        await history.apply_units_submitted(session, job, event)
+    elif kind == "units_ended":
+        await history.apply_units_ended(session, job, event)
     elif kind == "calls_done":
         _set_progress(job, event["workflow_task_id"], calls_done=event["calls_done"])
     elif kind == "task_done":
@@ -57,16 +64,24 @@ async def apply_event(session: AsyncSession, job: Job, event: dict[str, Any]) ->
             upserted = [SingleImage.model_validate(image) for image in event["images_upserted"]]
             await apply_image_changes(session, dataset, upserted, event["images_removed"])
             dataset.filters = event["filters"]
+            await history.apply_task_done(
+                session,
+                job,
+                event["workflow_task_id"],
+                [image.zarr_url for image in upserted],
+            )
         _append_history(dataset, event["history_item"])
         calls = job.progress.get(str(event["workflow_task_id"]), {}).get("calls")
         _set_progress(job, event["workflow_task_id"], status="done", calls_done=calls)
     elif kind == "task_failed":
         _append_history(dataset, event["history_item"])
         _set_progress(job, event["workflow_task_id"], status="failed")
+        await history.apply_task_failed(session, job, event["workflow_task_id"])
     elif kind == "job_done":
-        await _finish(job, "done")
+        await _finish(session, job, "done")
     elif kind == "job_failed":
-        await _finish(job, "failed", event["message"])
+        job.executor_error_log = event.get("executor_error_log")
+        await _finish(session, job, "failed", event["message"])
     job.events_applied = event["seq"]
 
 
@@ -90,6 +105,7 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
                 launcher.kill_leftover_tasks(job_dir)
             tail = log_tail(job_dir / PROCESS_LOG)
             await _finish(
+                session,
                 job,
                 "failed",
                 f"JOB ERROR in Fractal job {job.id}:\nThe job process (pid {job.pid}) ended "

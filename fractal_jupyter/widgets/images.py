@@ -4,6 +4,11 @@ One drop-down per attribute (its values from the query's summary) and per type (
 false); the count of matching images; pages of `page_size`; a thumbnail of the selected image
 from its OME-Zarr lowest-resolution level. Every change is one `query_images` call, so a
 dataset of 100,000 images costs one page per view.
+
+With a `workflow_id`, a drop-down picks one of its tasks: the images then come with their
+status for it (`query_status_images`), as the attribute `__wftask_dataset_image_status__`
+(a column, and a filter like the others); the selected image's log for that task is shown, and
+"Rerun failed" submits the workflow from that task on the images where it failed.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..schemas.filters import IMAGE_STATUS_KEY
+from ..schemas.history import ImagePageWithWarnings
 from ..schemas.images import ImagePage, SingleImage
-from ._common import MessageArea, table
+from ._common import MessageArea, describe_error, table
 from .zarr_thumbnail import ThumbnailError, thumbnail_png
 
 ANY: Any = "(any)"
@@ -36,7 +43,13 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
     """
 
     def __init__(
-        self, client: Any, project_id: int, dataset_id: int, *, page_size: int = 25
+        self,
+        client: Any,
+        project_id: int,
+        dataset_id: int,
+        *,
+        page_size: int = 25,
+        workflow_id: int | None = None,
     ) -> None:
         super().__init__()
         self.add_class("fractal-image-browser")
@@ -52,6 +65,8 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.type_names: list[str] = []
         self.attribute_filters: dict[str, w.Dropdown] = {}
         self.type_filters: dict[str, w.Dropdown] = {}
+        self.workflow_id = workflow_id
+        self.rerun_job_id: int | None = None
         self._quiet = False
         self.message = MessageArea()
         dataset = self.message.attempt(
@@ -82,8 +97,29 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.picker.observe(self._picked, "value")
         self.thumbnail = w.Image(format="png", layout=w.Layout(max_width="256px"))
         self.thumbnail_note = w.HTML()
+        self.status_task = w.Dropdown(
+            options=[("(no status)", None), *self._workflow_tasks()],
+            value=None,
+            description="status of",
+            layout=w.Layout(width="320px", display="" if workflow_id is not None else "none"),
+        )
+        self.status_task.observe(self._status_task_changed, "value")
+        self.rerun_button = w.Button(
+            description="Rerun failed",
+            icon="redo",
+            button_style="warning",
+            disabled=True,
+            layout=w.Layout(display="" if workflow_id is not None else "none"),
+        )
+        self.rerun_button.on_click(lambda _b: self.rerun_failed())
+        self.log_area = w.Textarea(
+            value="",
+            disabled=True,
+            layout=w.Layout(width="100%", height="10em", display="none"),
+        )
         self.children = [
             w.HTML(f"<b>Images of dataset {dataset_id}</b>"),
+            w.HBox([self.status_task, self.rerun_button]),
             self.filters_box,
             w.HBox(
                 [
@@ -97,9 +133,21 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             ),
             self.table,
             w.HBox([self.picker, w.VBox([self.thumbnail, self.thumbnail_note])]),
+            self.log_area,
             self.message.widget,
         ]
         self.refresh()
+
+    def _workflow_tasks(self) -> list[tuple[str, int]]:
+        if self.workflow_id is None:
+            return []
+        workflow = self.message.attempt(
+            "reading the workflow",
+            lambda: self.client.get_workflow(self.project_id, self.workflow_id),
+        )
+        if workflow is None:
+            return []
+        return [(f"{wt.order}: {wt.task.name}", wt.id) for wt in workflow.task_list]
 
     # state
     @property
@@ -112,26 +160,53 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
     def page_count(self) -> int:
         return max(1, -(-self.total_count // self.page_size))
 
+    @property
+    def workflowtask_id(self) -> int | None:
+        """The workflow task whose status the images show (None: no status)."""
+        value: int | None = self.status_task.value
+        return value
+
     def refresh(self) -> None:
         """Query the current page with the current filters."""
-        answer: ImagePage | None = self.message.attempt(
-            "query",
-            lambda: self.client.query_images(
-                self.project_id,
-                self.dataset_id,
-                self.filters,
-                page=self.page,
-                page_size=self.page_size,
-            ),
+        answer: ImagePage | ImagePageWithWarnings | None = self.message.attempt(
+            "query", self._query
         )
         if answer is None:
             return
         self.message.clear()
         self.total_count = answer.total_count
         self.page = answer.current_page
-        self.images = list(answer.images)
+        if isinstance(answer, ImagePageWithWarnings):
+            self.images = [
+                SingleImage.model_construct(**item.model_dump(exclude={"has_warnings"}))
+                for item in answer.items
+            ]
+        else:
+            self.images = list(answer.images)
         self._update_filter_widgets(answer.attributes, answer.types)
         self._show()
+
+    def _query(self) -> ImagePage | ImagePageWithWarnings:
+        if self.workflowtask_id is None:
+            page: ImagePage = self.client.query_images(
+                self.project_id,
+                self.dataset_id,
+                self.filters,
+                page=self.page,
+                page_size=self.page_size,
+            )
+            return page
+        filters = self.filters
+        status_page: ImagePageWithWarnings = self.client.query_status_images(
+            self.project_id,
+            self.dataset_id,
+            self.workflowtask_id,
+            attribute_filters={key: [value] for key, value in filters["attributes"].items()},
+            type_filters=filters["types"],
+            page=self.page,
+            page_size=self.page_size,
+        )
+        return status_page
 
     def _update_filter_widgets(self, attributes: dict[str, list[Any]], types: list[str]) -> None:
         # The summary covers the whole dataset; a filter keeps its choice if still offered.
@@ -160,6 +235,7 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.attribute_values = dict(attributes)
         self.type_names = list(types)
         self.filters_box.children = [*self.attribute_filters.values(), *self.type_filters.values()]
+        self.rerun_button.disabled = "failed" not in attributes.get(IMAGE_STATUS_KEY, [])
 
     def _show(self) -> None:
         self.count_html.value = f"<b>{self.total_count}</b> image(s)&nbsp;"
@@ -214,6 +290,40 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
     def select(self, index: int | None) -> None:
         self.picker.value = index
 
+    def _status_task_changed(self, _change: Any) -> None:
+        if self.workflowtask_id is None and IMAGE_STATUS_KEY in self.attribute_filters:
+            # No status without a task: its filter goes.
+            self._quiet = True
+            try:
+                self.attribute_filters.pop(IMAGE_STATUS_KEY).close()
+            finally:
+                self._quiet = False
+        self.log_area.layout.display = "none" if self.workflowtask_id is None else ""
+        self.page = 1
+        self.refresh()
+
+    def rerun_failed(self) -> int | None:
+        """Submit the workflow from the chosen task on the images where it failed; the job id."""
+        workflowtask_id = self.workflowtask_id
+        if self.workflow_id is None or workflowtask_id is None:
+            return None
+        workflow = self.client.get_workflow(self.project_id, self.workflow_id)
+        first = [wt.id for wt in workflow.task_list].index(workflowtask_id)
+        try:
+            job = self.client.submit_job(
+                self.project_id,
+                self.workflow_id,
+                self.dataset_id,
+                first_task_index=first,
+                attribute_filters={IMAGE_STATUS_KEY: ["failed"]},
+            )
+        except Exception as error:
+            self.message.fail(f"rerun failed: {describe_error(error)}")
+            return None
+        self.rerun_job_id = job.id
+        self.message.ok(f"job {job.id} reruns the failed images")
+        return int(job.id)
+
     def _filter_changed(self, _change: Any) -> None:
         if not self._quiet:
             self.page = 1
@@ -230,6 +340,19 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.selected = self.images[change["new"]]
         self._render_table(change["new"])
         self._show_thumbnail(self.selected)
+        self._show_log(self.selected)
+
+    def _show_log(self, image: SingleImage) -> None:
+        workflowtask_id = self.workflowtask_id
+        if workflowtask_id is None:
+            return
+        log = self.message.attempt(
+            "reading the log",
+            lambda: self.client.get_image_log(
+                self.project_id, self.dataset_id, workflowtask_id, image.zarr_url
+            ),
+        )
+        self.log_area.value = log or ""
 
     def _show_thumbnail(self, image: SingleImage) -> None:
         try:

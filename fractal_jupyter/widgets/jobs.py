@@ -1,7 +1,8 @@
 """`JobMonitor`: a job's status, a progress bar per workflow task, its log's tail, a stop button.
 
-While the job runs, a daemon thread polls the server (`get_job` with the live log, and
-`get_job_progress`) every `interval` seconds and updates the widgets; the kernel stays free.
+While the job runs, a daemon thread polls the server (`get_job` with the live log,
+`get_job_progress`, and `get_latest_job` for each task's images by status) every `interval`
+seconds and updates the widgets; the kernel stays free.
 The thread ends with the job, or with `close()`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..schemas.history import TaskStatusImages
 from ..schemas.job import JobProgressRead, JobRead
 from ._common import MessageArea, describe_error
 
@@ -35,7 +37,8 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
     """Follow job `job_id` of project `project_id`.
 
     State: `status` ("submitted", "done", "failed"), `job` (JobRead), `progress`
-    (JobProgressRead), `log_tail` (text), `following` (the polling thread runs).
+    (JobProgressRead), `image_counts` (each workflow task's images of the dataset by status,
+    from the run history), `log_tail` (text), `following` (the polling thread runs).
     `refresh()` updates once; `stop()` stops the job (as the stop button does).
     """
 
@@ -56,6 +59,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         self.interval = interval
         self.job: JobRead | None = None
         self.progress: JobProgressRead | None = None
+        self.image_counts: dict[int, TaskStatusImages | None] = {}
         self.status = "unknown"
         self.log_tail = ""
         self.message = MessageArea()
@@ -121,11 +125,19 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
             try:
                 job = self.client.get_job(self.project_id, self.job_id, show_tmp_logs=True)
                 progress = self.client.get_job_progress(self.project_id, self.job_id)
+                counts = self._image_counts(job)
             except Exception as error:
                 self.message.fail(f"refresh failed: {describe_error(error)}")
                 return
             self.job, self.progress, self.status = job, progress, job.status
+            self.image_counts = counts
             self._show()
+
+    def _image_counts(self, job: JobRead) -> dict[int, TaskStatusImages | None]:
+        if job.workflow_id is None or job.dataset_id is None:
+            return {}
+        latest = self.client.get_latest_job(self.project_id, job.workflow_id, job.dataset_id)
+        return {int(key): counts for key, counts in latest.task_statuses.items()}
 
     def _refresh_clicked(self) -> None:
         self.refresh()
@@ -152,6 +164,12 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
             bar.value = min(task.calls_done, bar.max)
             bar.bar_style = BAR_STYLES.get(task.status, "")
             calls = f"{task.calls_done}/{total if task.calls_total is not None else '?'} calls"
+            counts = self.image_counts.get(task.workflow_task_id)
+            if counts is not None:
+                calls += (
+                    f"; images: {counts.num_done_images} done, {counts.num_failed_images} "
+                    f"failed, {counts.num_submitted_images} running"
+                )
             label = w.HTML(f"{html.escape(task.task_name)}", layout=w.Layout(width="220px"))
             rows.append(w.HBox([label, bar, w.HTML(f"&nbsp;{_badge(task.status)} {calls}")]))
         self.tasks_box.children = rows

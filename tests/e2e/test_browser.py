@@ -137,6 +137,8 @@ def test_quickstart_in_jupyterlab(server):
             expect(monitor.locator(".widget-hprogress")).to_have_count(3)
             monitor.locator("button", has_text="Refresh").click()
             expect(monitor).to_contain_text("refreshed: done", timeout=30_000)
+            # Each task's images by status, from the run history.
+            expect(monitor).to_contain_text("0 failed, 0 running")
             monitor.screenshot(path=str(ARTIFACTS / "3-monitor.png"))
 
             # The image browser: picking an image shows its thumbnail (or why there is none).

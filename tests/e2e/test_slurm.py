@@ -229,6 +229,14 @@ def test_scancel_by_hand_fails_the_job_and_cancels_the_siblings(server, tasks, s
     assert job["status"] == "failed"
     assert f"the SLURM job {victim} ended without the results of its calls" in job["log"]
     assert "state CANCELLED" in job["log"], job["log"]
+    # SLURM's own words, without its noise, with the job (fractal-server's executor_error_log).
+    latest = server.api.call(
+        "GET",
+        f"{run.path}latest-job/?workflow_id={job['workflow_id']}&dataset_id={run.dataset['id']}",
+    )
+    assert latest["id"] == job["id"]
+    assert latest["executor_error_log"].startswith("Cancelled.\n"), latest["executor_error_log"]
+    assert "slurmstepd" not in latest["executor_error_log"]
     # The siblings were cancelled too, and nothing of the job runs any more.
     states = run.slurm_states()
     assert len(states) == 3 and all(

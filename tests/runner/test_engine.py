@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fractal_jupyter.runner import engine
-from fractal_jupyter.runner.engine import run_workflow
+from fractal_jupyter.runner.engine import JobFilters, run_workflow
 from fractal_jupyter.runner.interface import (
     JSON,
     JobFailed,
@@ -942,3 +942,34 @@ def test_lax_output_values_are_coerced_and_keys_stripped() -> None:
     update = {"zarr_url": f"{ZARR_DIR}//x/", "attributes": {" a ": 1}, "types": {"t": 1}}
     images, _ = run([make_task()], [], FakeExecutor({"0": {"image_list_updates": [update]}}))
     assert images == [image(f"{ZARR_DIR}/x", {"a": 1}, {"t": True})]
+
+
+def test_job_filters_select_images_at_every_task_and_the_first_task_set_only_first() -> None:
+    executor = FakeExecutor()
+    tasks = [make_task(0, "First", "parallel"), make_task(1, "Second", "parallel")]
+    job_filters = JobFilters(
+        attributes={"well": ["A01", "A02", "B01", "C01"]},
+        types={"is_3D": True},
+        first_task_zarr_urls=frozenset({THREE_IMAGES[0]["zarr_url"]}),
+    )
+    run_workflow(
+        tasks, THREE_IMAGES, deepcopy(NO_FILTERS), ZARR_DIR, executor, job_filters=job_filters
+    )
+    first, second = executor.batches
+    # The first task: the selected image only; the next: the job's attribute and type filters
+    # (every well is listed, B01 is not 3D).
+    assert [call.zarr_url for call in first] == [THREE_IMAGES[0]["zarr_url"]]
+    assert [call.zarr_url for call in second] == urls(THREE_IMAGES[:2])
+    executor = FakeExecutor()
+    run_workflow(
+        tasks,
+        THREE_IMAGES,
+        deepcopy(NO_FILTERS),
+        ZARR_DIR,
+        executor,
+        job_filters=JobFilters(attributes={"well": ["A02", "B01"]}),
+    )
+    assert [[call.zarr_url for call in batch] for batch in executor.batches] == [
+        urls(THREE_IMAGES[1:]),
+        urls(THREE_IMAGES[1:]),
+    ]

@@ -14,9 +14,9 @@ def main() -> None:
     args = json.loads(args_path.read_text())
     mode = args["mode"]
     zarr_url = args.get("zarr_url", "")
-    victim = args.get("victim")
-    if victim is not None and not zarr_url.endswith(victim):
-        return  # only the victim image misbehaves; the others succeed with no output
+    victims = args.get("victims", [args["victim"]] if "victim" in args else None)
+    if victims is not None and not any(zarr_url.endswith(victim) for victim in victims):
+        return  # only the victim images misbehave; the others succeed with no output
     print(f"misbehaving ({mode}) on {zarr_url}", flush=True)
     if mode == "exit":
         print("Traceback: ValueError: the image is corrupt", file=sys.stderr)
