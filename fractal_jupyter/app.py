@@ -25,6 +25,7 @@ from .configuration import (
 )
 from .db.engine import Database
 from .errors import Unavailable
+from .file_modes import make_private_dir
 from .handlers.routes import tornado_handlers
 from .handlers.unavailable import unavailable_handlers
 from .runner.slurm import SlurmSettings
@@ -58,8 +59,8 @@ class FractalJupyter(ExtensionApp):
     configuration_error: ConfigurationError | None = None
 
     data_dir = Unicode(
-        help="Folder for fractal_jupyter's own files (the SQLite database by default). "
-        "Default: <Jupyter data dir>/fractal.",
+        help="Folder for fractal_jupyter's own files (the SQLite database by default, the "
+        "token signing key), created with mode 0700. Default: <Jupyter data dir>/fractal.",
     ).tag(config=True)
 
     db_url = Unicode(
@@ -363,6 +364,7 @@ class FractalJupyter(ExtensionApp):
             # ExtensionApp put the app itself under its name; there is no state to serve.
             self.settings.pop("fractal", None)
             return
+        make_private_dir(Path(self.data_dir), warn_if_open=True)
         database = Database(self.db_url)
         state = FractalState(
             database=database,

@@ -1,0 +1,119 @@
+"""Production deployment (issue 22): file modes, the configuration reference, CPU limits."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fractal_jupyter.file_modes import make_private_dir, make_shared_dir
+from fractal_jupyter.services.task_collection import CollectionLog
+from fractal_jupyter.tokens import KEY_FILE
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask022", "umask000"])
+def umask(request: Any) -> Iterator[int]:
+    """The process umask during the test (restored after it)."""
+    previous = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+def fractal_config(fractal_config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    # The database in the data folder, as by default, both created by the server.
+    data_dir = tmp_path / "home" / "fractal-data"
+    return {
+        **fractal_config,
+        "data_dir": str(data_dir),
+        "db_url": f"sqlite+aiosqlite:///{data_dir}/fractal.db",
+    }
+
+
+@pytest.fixture
+def jp_server_config(umask: int, jp_server_config: dict[str, Any]) -> dict[str, Any]:
+    return jp_server_config  # the umask is set before the server starts
+
+
+async def test_data_folder_database_and_key_are_private_whatever_the_umask(
+    api: Any, jp_serverapp: Any, fractal_config: dict[str, Any], umask: int
+) -> None:
+    data_dir = Path(fractal_config["data_dir"])
+    status, _ = await api("POST", "api/v2/project/", {"name": "p"})
+    assert status == 201
+    status, body = await api(
+        "POST",
+        "auth/token/login/",
+        raw_body=urllib.parse.urlencode(
+            {"username": "alice", "password": jp_serverapp.identity_provider.token}
+        ).encode(),
+        headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200, body
+    assert os.umask(umask) == umask  # the server ran under the umask of the test
+    assert mode_of(data_dir) == 0o700
+    database = data_dir / "fractal.db"
+    # The server keeps its connections open: the write-ahead log and its index exist.
+    for path in (database, data_dir / "fractal.db-wal", data_dir / "fractal.db-shm"):
+        assert mode_of(path) == 0o600, path
+    assert mode_of(data_dir / KEY_FILE) == 0o600
+
+
+def test_an_existing_database_file_others_can_read_is_made_private(
+    tmp_path: Path, umask: int
+) -> None:
+    from fractal_jupyter.db.engine import Database
+
+    path = tmp_path / "fractal.db"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    Database(f"sqlite+aiosqlite:///{path}")
+    assert mode_of(path) == 0o600
+
+
+def test_private_and_shared_folders_whatever_the_umask(tmp_path: Path) -> None:
+    for umask in (0o022, 0o000, 0o077):
+        previous = os.umask(umask)
+        try:
+            make_private_dir(tmp_path / f"private{umask}" / "data")
+            make_shared_dir(tmp_path / f"shared{umask}" / ".fractal" / "pkg1.0")
+        finally:
+            os.umask(previous)
+        assert mode_of(tmp_path / f"private{umask}" / "data") == 0o700
+        for path in (
+            tmp_path / f"shared{umask}",
+            tmp_path / f"shared{umask}" / ".fractal",
+            tmp_path / f"shared{umask}" / ".fractal" / "pkg1.0",
+        ):
+            assert mode_of(path) == 0o755, (oct(umask), path)
+
+
+async def test_collection_commands_write_files_every_user_can_read(tmp_path: Path) -> None:
+    # pip and venv write the shared venv: 0644 files and 0755 folders, even when the
+    # collecting server runs with a private umask.
+    previous = os.umask(0o077)
+    try:
+        await CollectionLog(tmp_path / "collection.log").run(
+            [
+                sys.executable,
+                "-c",
+                "import os; os.mkdir('lib'); open('lib/module.py', 'w').close()",
+            ],
+            cwd=tmp_path,
+        )
+    finally:
+        os.umask(previous)
+    assert mode_of(tmp_path / "lib") == 0o755
+    assert mode_of(tmp_path / "lib" / "module.py") == 0o644
