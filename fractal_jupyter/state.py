@@ -14,7 +14,7 @@ from .db.engine import Database
 from .errors import Unavailable
 from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
-from .services.job import RunnerSettings
+from .services.job import RunnerSettings, start_job_process
 from .services.job_events import sync_submitted_jobs
 from .services.task_collection import TaskCollector
 from .services.users import CurrentUser, caller, is_still_active
@@ -56,6 +56,8 @@ class FractalState:
     _watcher: asyncio.Task[None] | None = None
     _retrier: asyncio.Task[None] | None = None
     _news: asyncio.Event = field(default_factory=asyncio.Event)
+    # Committed submissions whose process the job watcher starts next.
+    _to_start: list[int] = field(default_factory=list)
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -153,6 +155,8 @@ class FractalState:
         running: dict[int, Path] = {}
         while True:
             try:
+                while self._to_start:
+                    await start_job_process(self.database, self._to_start.pop(0), self.launcher)
                 running = await sync_submitted_jobs(self.database, self.launcher)
             except asyncio.CancelledError:
                 raise
@@ -160,8 +164,9 @@ class FractalState:
                 self.log.exception("fractal_jupyter: following the running jobs failed")
             await self._wait_for_news(running)
 
-    def job_submitted(self) -> None:
-        """A job was just submitted: follow it now rather than at the next pass."""
+    def job_submitted(self, job_id: int) -> None:
+        """A job's submission was committed: start its process and follow it now."""
+        self._to_start.append(job_id)
         self._news.set()
 
     async def _wait_for_news(self, running: dict[int, Path]) -> None:
