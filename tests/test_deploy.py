@@ -117,3 +117,43 @@ async def test_collection_commands_write_files_every_user_can_read(tmp_path: Pat
         os.umask(previous)
     assert mode_of(tmp_path / "lib") == 0o755
     assert mode_of(tmp_path / "lib" / "module.py") == 0o644
+
+
+# -- the configuration reference --
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_configuration_reference_matches_the_code() -> None:
+    from fractal_jupyter.app import FractalJupyter
+    from fractal_jupyter.config_reference import reference_markdown
+
+    generated = reference_markdown()
+    written = (REPO / "docs" / "configuration.md").read_text()
+    assert written == generated, (
+        "docs/configuration.md is not what the traitlets say: run "
+        "`python -m fractal_jupyter.config_reference > docs/configuration.md`"
+    )
+    for name, trait in FractalJupyter.class_own_traits(config=True).items():
+        assert f"\n## `{name}`\n" in written
+        assert " ".join(trait.help.split()[:3]) in written.replace("\n", " "), name
+
+
+def test_the_configuration_reference_shows_type_default_and_help() -> None:
+    from traitlets import Integer, Unicode
+
+    from fractal_jupyter.app import FractalJupyter
+    from fractal_jupyter.config_reference import reference_markdown
+
+    class Changed(FractalJupyter):
+        new_setting = Integer(3, help="A new <thing>, as many as you like.").tag(config=True)
+        slurm_partition = Unicode("long", help="Another help.").tag(config=True)
+
+    text = reference_markdown(Changed)
+    assert (
+        "## `new_setting`\n\n- Type: Int (an int)\n- Default: `3`\n\n"
+        "A new \\<thing>, as many as you like.\n"
+    ) in text
+    assert "## `slurm_partition`\n\n- Type: Unicode (a unicode string)\n- Default: `'long'`" in text
+    data_dir = reference_markdown().split("## `data_dir`")[1].split("\n## ")[0]
+    assert "- Default: computed when the server starts" in data_dir
