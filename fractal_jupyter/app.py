@@ -28,6 +28,7 @@ from .errors import Unavailable
 from .file_modes import make_private_dir
 from .handlers.routes import tornado_handlers
 from .handlers.unavailable import unavailable_handlers
+from .runner.resources import usable_cpus
 from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
 from .services.task_collection import TaskCollector
@@ -95,7 +96,11 @@ class FractalJupyter(ExtensionApp):
 
     local_max_workers = Integer(
         help="How many task processes a job runs at once on the local backend. A task's "
-        "meta.parallel_tasks_per_job narrows it. Default: the number of CPUs.",
+        "meta.parallel_tasks_per_job narrows it. Default: the CPUs this server may run on "
+        "(its CPU affinity, which inside a SLURM allocation is the allocation's CPUs, capped "
+        "by a cgroup v2 cpu.max quota), not every CPU of the node. Memory is not counted: "
+        "the tasks share the server's (in an allocation: SLURM --mem, the cgroup's "
+        "memory.max); lower this for memory-hungry tasks.",
     ).tag(config=True)
 
     submit_rate_limit_seconds = Float(
@@ -301,7 +306,7 @@ class FractalJupyter(ExtensionApp):
 
     @default("local_max_workers")
     def _local_max_workers_default(self) -> int:
-        return os.cpu_count() or 1
+        return usable_cpus()
 
     @default("data_dir")
     def _data_dir_default(self) -> str:

@@ -157,3 +157,58 @@ def test_the_configuration_reference_shows_type_default_and_help() -> None:
     assert "## `slurm_partition`\n\n- Type: Unicode (a unicode string)\n- Default: `'long'`" in text
     data_dir = reference_markdown().split("## `data_dir`")[1].split("\n## ")[0]
     assert "- Default: computed when the server starts" in data_dir
+
+
+# -- local_max_workers inside an allocation --
+
+
+def fake_cgroup(tmp_path: Path, quotas: dict[str, str]) -> tuple[Path, Path]:
+    """A /proc/self/cgroup naming `/slurm/job_1/step_0` and a cgroup v2 tree with `cpu.max`
+    files (`quotas`: folder under the root -> content)."""
+    tmp_path.mkdir(exist_ok=True)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("0::/slurm/job_1/step_0\n")
+    root = tmp_path / "cgroup"
+    (root / "slurm" / "job_1" / "step_0").mkdir(parents=True, exist_ok=True)
+    for folder, content in quotas.items():
+        (root / folder / "cpu.max").write_text(content)
+    return proc, root
+
+
+def test_usable_cpus_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
+    from fractal_jupyter.runner.resources import usable_cpus
+
+    def eight() -> set[int]:
+        return set(range(8))
+
+    nothing = tmp_path / "missing"
+    assert usable_cpus(eight, nothing, nothing) == 8
+    assert usable_cpus(lambda: {3}, nothing, nothing) == 1
+    # No quota anywhere ("max"), a quota of 2.5 CPUs on the job, of 4 on the step: 3.
+    proc, root = fake_cgroup(tmp_path / "a", {"": "max 100000\n"})
+    assert usable_cpus(eight, proc, root) == 8
+    proc, root = fake_cgroup(
+        tmp_path / "b",
+        {"slurm/job_1": "250000 100000\n", "slurm/job_1/step_0": "400000 100000\n"},
+    )
+    assert usable_cpus(eight, proc, root) == 3
+    assert usable_cpus(lambda: {0, 1}, proc, root) == 2
+    # cgroup v1 only (no "0::" line): the affinity alone.
+    proc.write_text("4:memory:/x\n1:cpu:/\n")
+    assert usable_cpus(eight, proc, root) == 8
+
+
+def test_local_max_workers_defaults_to_the_cpus_of_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fractal_jupyter import app
+    from fractal_jupyter.runner import resources
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the node
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 6, 7}, raising=False)
+    monkeypatch.setattr(resources, "PROC_SELF_CGROUP", tmp_path / "none")
+    assert app.FractalJupyter().local_max_workers == 3
+    proc, root = fake_cgroup(tmp_path, {"slurm": "150000 100000"})
+    monkeypatch.setattr(resources, "PROC_SELF_CGROUP", proc)
+    monkeypatch.setattr(resources, "CGROUP_ROOT", root)
+    assert app.FractalJupyter().local_max_workers == 2
