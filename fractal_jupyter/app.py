@@ -397,6 +397,9 @@ class FractalJupyter(ExtensionApp):
             ),
         )
         state.config = {name: getattr(self, name) for name in self.class_own_traits(config=True)}
+        web_app = getattr(self.serverapp, "web_app", None)
+        if web_app is not None:
+            state.activity_times = web_app.settings.setdefault("last_activity_times", {})
         self.settings["fractal"] = state
         self.log.info(
             "fractal_jupyter %s: database %s", __version__, state.database.url.render_as_string()

@@ -498,3 +498,34 @@ async def test_a_committed_job_whose_process_never_started_is_failed(
     assert job["status"] == "failed"
     assert "The job process never started" in job["log"] and "submit the job again" in job["log"]
     assert processes_mentioning(job["working_dir"]) == []
+
+
+async def test_running_jobs_are_activity_for_jupyter_and_the_hub(api, env, jp_serverapp):
+    """jupyterhub-singleuser reports `web_app.last_activity()` to the hub, whose idle culler
+    then leaves the server alone; only running jobs count."""
+    project_path, dataset, tasks = env
+    jobs_activity = "fractal_running_jobs"
+    times = jp_serverapp.web_app.settings["last_activity_times"]
+    await asyncio.sleep(0.3)  # job watcher passes without jobs
+    assert jobs_activity not in times
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 2}}),
+        ],
+    )
+    job = await submit(api, project_path, workflow, dataset)
+    await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/1_misbehave")
+    first = times[jobs_activity]
+    await asyncio.sleep(0.5)
+    assert times[jobs_activity] > first
+    assert jp_serverapp.web_app.last_activity() >= times[jobs_activity]
+    job = await wait_for_job(api, project_path, job["id"], timeout=30)
+    assert job["status"] == "done", job["log"]
+    await asyncio.sleep(0.3)
+    last = times[jobs_activity]
+    await asyncio.sleep(0.5)
+    assert times[jobs_activity] == last  # no job runs: no activity
