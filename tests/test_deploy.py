@@ -100,6 +100,30 @@ def test_private_and_shared_folders_whatever_the_umask(tmp_path: Path) -> None:
             assert mode_of(path) == 0o755, (oct(umask), path)
 
 
+@pytest.mark.parametrize("umask", [0o077], indirect=True, ids=["umask077"])
+async def test_a_collected_venv_is_readable_by_every_user(
+    api: Any, jp_serverapp: Any, tmp_path: Path, umask: int
+) -> None:
+    """An administrator whose server runs with a private umask collects for everyone."""
+    from tests.support.task_packages import build_task_wheel, mock_manifest
+    from tests.test_task_collection import COLLECT, wait_for_collection
+
+    wheel = build_task_wheel(tmp_path / "wheels", manifest=mock_manifest())
+    status, state = await api("POST", COLLECT + "pip/", {"package": str(wheel)}, user="admin")
+    assert status == 201, state
+    final, _ = await wait_for_collection(api, state["id"])
+    assert final["data"]["status"] == "OK", final["data"].get("log")
+    tasks_dir = Path(jp_serverapp.web_app.settings["fractal"].collector.tasks_dir)
+    venv_dir = tasks_dir / ".fractal" / "fractal-tasks-mock0.1.0"
+    for folder in (tasks_dir, tasks_dir / ".fractal", venv_dir, venv_dir / "venv" / "bin"):
+        assert mode_of(folder) == 0o755, folder
+    python = Path(final["data"]["task_list"][0]["command_non_parallel"].split()[0])
+    assert mode_of(python.resolve()) & 0o055 == 0o055  # others may run the interpreter
+    package = next((venv_dir / "venv" / "lib").glob("python*/site-packages/fractal_tasks_mock"))
+    for path in [package, *package.rglob("*")]:
+        assert mode_of(path) & 0o044 == 0o044 and not mode_of(path) & 0o022, path
+
+
 async def test_collection_commands_write_files_every_user_can_read(tmp_path: Path) -> None:
     # pip and venv write the shared venv: 0644 files and 0755 folders, even when the
     # collecting server runs with a private umask.

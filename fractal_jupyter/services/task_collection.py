@@ -226,6 +226,8 @@ class TaskCollector:
         log = CollectionLog(staging / LOG_FILE)
         created: Path | None = None
         try:
+            with contextlib.suppress(FileExistsError):
+                make_shared_dir(self.public_dir)  # (and tasks_dir) before the staging area
             staging.mkdir(parents=True, exist_ok=True)
             log.write(f"START collection {state_id} of {package.package}")
             log.write(
