@@ -161,6 +161,9 @@ class FractalState:
         running: dict[int, Path] = {}
         while True:
             try:
+                # A start is tried once: a process started and then stopped (its pid could
+                # not be recorded) may still be writing to the job folder. A job left without
+                # a process is failed as never started.
                 while self._to_start:
                     await start_job_process(self.database, self._to_start.pop(0), self.launcher)
                 running = await sync_submitted_jobs(self.database, self.launcher)

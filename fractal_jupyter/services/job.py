@@ -287,9 +287,9 @@ async def start_job_process(database: Database, job_id: int, launcher: JobLaunch
 
 
 def never_started(job: Job) -> str | None:
-    """Why a submitted job without a process is failed, once it waited `START_GRACE_SECONDS`
-    (the server stopped between committing it and starting its process); None while it may
-    still start.
+    """Why a submitted job without a process is failed, once it waited `START_GRACE` (the
+    server stopped between committing it and starting its process); None while it may still
+    start.
 
     Such a job is failed, not started late: its images are those of the submission, and a
     job that starts by itself at some later server start would surprise its user.
