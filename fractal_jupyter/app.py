@@ -25,6 +25,7 @@ from .configuration import (
 )
 from .db.engine import Database
 from .errors import Unavailable
+from .file_modes import make_private_dir
 from .handlers.base import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMPORT_BODY_BYTES,
@@ -32,6 +33,7 @@ from .handlers.base import (
 )
 from .handlers.routes import tornado_handlers
 from .handlers.unavailable import unavailable_handlers
+from .runner.resources import usable_cpus
 from .runner.slurm import SlurmSettings
 from .services.job import RunnerSettings
 from .services.task_collection import TaskCollector
@@ -63,8 +65,8 @@ class FractalJupyter(ExtensionApp):
     configuration_error: ConfigurationError | None = None
 
     data_dir = Unicode(
-        help="Folder for fractal_jupyter's own files (the SQLite database by default). "
-        "Default: <Jupyter data dir>/fractal.",
+        help="Folder for fractal_jupyter's own files (the SQLite database by default, the "
+        "token signing key), created with mode 0700. Default: <Jupyter data dir>/fractal.",
     ).tag(config=True)
 
     db_url = Unicode(
@@ -99,7 +101,11 @@ class FractalJupyter(ExtensionApp):
 
     local_max_workers = Integer(
         help="How many task processes a job runs at once on the local backend. A task's "
-        "meta.parallel_tasks_per_job narrows it. Default: the number of CPUs.",
+        "meta.parallel_tasks_per_job narrows it. Default: the CPUs this server may run on "
+        "(its CPU affinity, which inside a SLURM allocation is the allocation's CPUs, capped "
+        "by a cgroup v2 cpu.max quota), not every CPU of the node. Memory is not counted: "
+        "the tasks share the server's (in an allocation: SLURM --mem, the cgroup's "
+        "memory.max); lower this for memory-hungry tasks.",
     ).tag(config=True)
 
     submit_rate_limit_seconds = Float(
@@ -320,7 +326,7 @@ class FractalJupyter(ExtensionApp):
 
     @default("local_max_workers")
     def _local_max_workers_default(self) -> int:
-        return os.cpu_count() or 1
+        return usable_cpus()
 
     @default("data_dir")
     def _data_dir_default(self) -> str:
@@ -383,6 +389,7 @@ class FractalJupyter(ExtensionApp):
             # ExtensionApp put the app itself under its name; there is no state to serve.
             self.settings.pop("fractal", None)
             return
+        make_private_dir(Path(self.data_dir), warn_if_open=True)
         database = Database(self.db_url)
         state = FractalState(
             database=database,
@@ -410,6 +417,9 @@ class FractalJupyter(ExtensionApp):
             ),
         )
         state.config = {name: getattr(self, name) for name in self.class_own_traits(config=True)}
+        web_app = getattr(self.serverapp, "web_app", None)
+        if web_app is not None:
+            state.activity_times = web_app.settings.setdefault("last_activity_times", {})
         self.settings["fractal"] = state
         self.log.info(
             "fractal_jupyter %s: database %s", __version__, state.database.url.render_as_string()

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ from .db.engine import Database
 from .errors import Unavailable
 from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
-from .services.job import RunnerSettings
+from .services.job import RunnerSettings, start_job_process
 from .services.job_events import sync_submitted_jobs
 from .services.task_collection import TaskCollector
 from .services.users import CurrentUser, caller, is_still_active
 from .tokens import TokenSigner
 
+# The key of the running jobs in jupyter_server's `last_activity_times`.
+JOBS_ACTIVITY = "fractal_running_jobs"
 # How often running jobs' event files are looked at between two passes over the database.
 QUICK_LOOK_SECONDS = 0.05
 # How long a user record (its active flag) is trusted before it is read again.
@@ -56,6 +60,10 @@ class FractalState:
     _watcher: asyncio.Task[None] | None = None
     _retrier: asyncio.Task[None] | None = None
     _news: asyncio.Event = field(default_factory=asyncio.Event)
+    # jupyter_server's `last_activity_times` (see `report_running_jobs`); None outside a server.
+    activity_times: dict[str, datetime] | None = None
+    # Committed submissions whose process the job watcher starts next.
+    _to_start: list[int] = field(default_factory=list)
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -153,15 +161,22 @@ class FractalState:
         running: dict[int, Path] = {}
         while True:
             try:
+                # A start is tried once: a process started and then stopped (its pid could
+                # not be recorded) may still be writing to the job folder. A job left without
+                # a process is failed as never started.
+                while self._to_start:
+                    await start_job_process(self.database, self._to_start.pop(0), self.launcher)
                 running = await sync_submitted_jobs(self.database, self.launcher)
+                report_running_jobs(self.activity_times, running)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.log.exception("fractal_jupyter: following the running jobs failed")
             await self._wait_for_news(running)
 
-    def job_submitted(self) -> None:
-        """A job was just submitted: follow it now rather than at the next pass."""
+    def job_submitted(self, job_id: int) -> None:
+        """A job's submission was committed: start its process and follow it now."""
+        self._to_start.append(job_id)
         self._news.set()
 
     async def _wait_for_news(self, running: dict[int, Path]) -> None:
@@ -183,6 +198,22 @@ class FractalState:
                 return
             if any(_events_size(folder) != sizes[job_id] for job_id, folder in running.items()):
                 return
+
+
+def report_running_jobs(
+    activity_times: dict[str, datetime] | None, running: Collection[int]
+) -> None:
+    """While jobs of this user run on this host, the server counts as active.
+
+    jupyter_server's `last_activity()` is the latest of its sources, `last_activity_times`
+    among them; jupyterhub-singleuser sends it to the hub every JUPYTERHUB_ACTIVITY_INTERVAL
+    (300 s), and the hub's idle culler stops servers whose last activity is too old. A job
+    survives its server, but while the server is down nobody records the job's progress,
+    and spawners that stop a process tree (SystemdSpawner, batchspawner) end the job too.
+    Only running jobs count: nothing else the extension does in the background is activity.
+    """
+    if activity_times is not None and running:
+        activity_times[JOBS_ACTIVITY] = datetime.now(UTC)
 
 
 def _events_size(job_dir: Path) -> int:

@@ -22,6 +22,8 @@ from typing import Any
 import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from .file_modes import PRIVATE_FILE_MODE, make_private_dir, restrict_file
+
 KEY_FILE = "jwt-signing-key"
 ALGORITHM = "HS256"
 ISSUER = "fractal-jupyter"
@@ -88,15 +90,18 @@ class TokenSigner:
 
 
 def _read_or_create_key(path: Path) -> bytes:
-    """The signing key, created with mode 0600 if missing (two servers may race: one wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The signing key, created with mode 0600 if missing (two servers may race: one wins);
+    an existing key that others could read is set to 0600. Its folder is created 0700."""
+    make_private_dir(path.parent)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
+        restrict_file(path)
         key = path.read_bytes().strip()
         if not key:
             raise RuntimeError(f"The token signing key {path} is empty; remove it.") from None
         return key
+    os.fchmod(descriptor, PRIVATE_FILE_MODE)
     with os.fdopen(descriptor, "wb") as file:
         key = secrets.token_hex(32).encode()
         file.write(key)

@@ -510,11 +510,11 @@ async def test_users_groups_settings_and_tokens(make_client, in_thread, jp_serve
     assert settings.slurm_accounts == ["acct"]
     assert (await in_thread(admin.get_user_settings, bob.id)).slurm_accounts == ["acct"]
     as_bob = make_client("bob")
-    own = await in_thread(as_bob.update_current_user_settings, cache_dir="/tmp/bob-cache")
-    assert own.cache_dir == "/tmp/bob-cache" and own.slurm_accounts == ["acct"]
-    assert (await in_thread(as_bob.get_current_user_settings)).cache_dir == "/tmp/bob-cache"
+    own = await in_thread(as_bob.update_current_user_settings, slurm_accounts=["acct", "b"])
+    assert own.slurm_accounts == ["acct", "b"] and own.cache_dir is None
+    assert (await in_thread(as_bob.get_current_user_settings)).slurm_accounts == ["acct", "b"]
     cleared = await in_thread(as_bob.update_current_user_settings, cache_dir=None)
-    assert cleared.cache_dir is None
+    assert cleared.cache_dir is None and cleared.slurm_accounts == ["acct", "b"]
     assert await in_thread(as_bob.get_viewer_paths) == ["/data/lab"]
     assert (await in_thread(as_bob.update_current_user)).username == "bob"
 

@@ -38,6 +38,7 @@ DIFFERENCES: dict[str, str] = {
     "args against schema": "Arguments checked against the task's JSON Schema",
     "another user's task": "Who may run which task",
     "import of another user's task": "Who may run which task",
+    "own settings cache_dir": "User settings that are not used",
 }
 
 SCHEMA = {
@@ -503,7 +504,13 @@ STEPS = [
         "patch own settings",
         "PATCH",
         "auth/current-user/settings/",
-        {"slurm_accounts": ["acc"], "cache_dir": "/tmp/cache"},
+        {"slurm_accounts": ["acc"], "cache_dir": None},
+    ),
+    Step(
+        "own settings cache_dir",
+        "PATCH",
+        "auth/current-user/settings/",
+        {"cache_dir": "/tmp/cache"},
     ),
     Step(
         "own settings relative cache_dir",

@@ -413,3 +413,119 @@ async def test_non_parallel_and_converter_compound_tasks(api, env):
         f"{zarr_dir}/imported/A01",
         f"{zarr_dir}/imported/B02",
     ]
+
+
+# -- the job process starts only once its row is committed (issue 22) --
+
+
+def fractal_state(jp_serverapp):
+    return jp_serverapp.web_app.settings["fractal"]
+
+
+async def plate_workflow(api, project_path, tasks):
+    return await make_workflow(
+        api, project_path, "wf", [(tasks["Create demo plate"], {"args_non_parallel": PLATE})]
+    )
+
+
+async def test_a_submission_whose_commit_fails_starts_no_process(
+    api, env, jp_serverapp, monkeypatch
+):
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from fractal_jupyter.db.models import Job
+
+    project_path, dataset, tasks = env
+    workflow = await plate_workflow(api, project_path, tasks)
+    started = []
+    monkeypatch.setattr(fractal_state(jp_serverapp).launcher, "start", started.append)
+
+    def fail_commit_of_a_job(session):
+        if any(isinstance(item, Job) for item in session.identity_map.values()):
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    event.listen(Session, "before_commit", fail_commit_of_a_job)
+    try:
+        job = await submit(api, project_path, workflow, dataset, expect=503)
+    finally:
+        event.remove(Session, "before_commit", fail_commit_of_a_job)
+    assert "nothing was changed" in job["detail"]
+    await asyncio.sleep(0.3)  # a few passes of the job watcher
+    assert started == []
+    assert await api("GET", project_path + "job/") == (200, [])
+
+
+async def test_a_job_whose_process_cannot_start_fails_with_the_reason(
+    api, env, jp_serverapp, monkeypatch
+):
+    project_path, dataset, tasks = env
+    workflow = await plate_workflow(api, project_path, tasks)
+
+    def cannot_start(job_dir):
+        raise FileNotFoundError(2, "No such file or directory", "/gone/python")
+
+    monkeypatch.setattr(fractal_state(jp_serverapp).launcher, "start", cannot_start)
+    job = await submit(api, project_path, workflow, dataset)
+    job = await wait_for_job(api, project_path, job["id"], timeout=10)
+    assert job["status"] == "failed"
+    assert "The job process could not start" in job["log"] and "/gone/python" in job["log"]
+    assert job["end_timestamp"] is not None
+
+
+async def test_a_committed_job_whose_process_never_started_is_failed(
+    api, env, jp_serverapp, monkeypatch
+):
+    from datetime import timedelta
+
+    from fractal_jupyter.services import job as job_service
+
+    project_path, dataset, tasks = env
+    workflow = await plate_workflow(api, project_path, tasks)
+    # The server stops between the commit and the start of the process.
+    monkeypatch.setattr(fractal_state(jp_serverapp), "job_submitted", lambda job_id: None)
+    job = await submit(api, project_path, workflow, dataset)
+    await asyncio.sleep(0.4)  # job watcher passes: within the grace period it may still start
+    status, job = await api("GET", f"{project_path}job/{job['id']}/")
+    assert (status, job["status"]) == (200, "submitted")
+    status, body = await api("GET", f"{project_path}job/{job['id']}/stop/")
+    assert status == 422 and "has not started yet" in body["detail"]
+    assert processes_mentioning(job["working_dir"]) == []
+
+    monkeypatch.setattr(job_service, "START_GRACE", timedelta(0))
+    job = await wait_for_job(api, project_path, job["id"], timeout=10)
+    assert job["status"] == "failed"
+    assert "The job process never started" in job["log"] and "submit the job again" in job["log"]
+    assert processes_mentioning(job["working_dir"]) == []
+
+
+async def test_running_jobs_are_activity_for_jupyter_and_the_hub(api, env, jp_serverapp):
+    """jupyterhub-singleuser reports `web_app.last_activity()` to the hub, whose idle culler
+    then leaves the server alone; only running jobs count."""
+    project_path, dataset, tasks = env
+    jobs_activity = "fractal_running_jobs"
+    times = jp_serverapp.web_app.settings["last_activity_times"]
+    await asyncio.sleep(0.3)  # job watcher passes without jobs
+    assert jobs_activity not in times
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 2}}),
+        ],
+    )
+    job = await submit(api, project_path, workflow, dataset)
+    await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/1_misbehave")
+    first = times[jobs_activity]
+    await asyncio.sleep(0.5)
+    assert times[jobs_activity] > first
+    assert jp_serverapp.web_app.last_activity() >= times[jobs_activity]
+    job = await wait_for_job(api, project_path, job["id"], timeout=30)
+    assert job["status"] == "done", job["log"]
+    await asyncio.sleep(0.3)
+    last = times[jobs_activity]
+    await asyncio.sleep(0.5)
+    assert times[jobs_activity] == last  # no job runs: no activity

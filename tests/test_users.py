@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 from fractal_jupyter.services.admin import sanitized_settings
 from fractal_jupyter.services.users import EMAIL_DOMAIN
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
@@ -39,11 +41,11 @@ async def test_own_settings(api):
     status, mine = await api(
         "PATCH",
         "auth/current-user/settings/",
-        {"slurm_accounts": ["lab", "other"], "cache_dir": "/scratch/alice/cache"},
+        {"slurm_accounts": ["lab", "other"], "cache_dir": None},
     )
     assert status == 200
     assert mine["slurm_accounts"] == ["lab", "other"]
-    assert mine["cache_dir"] == "/scratch/alice/cache"
+    assert mine["cache_dir"] is None
     _, again = await api("GET", "auth/current-user/settings/")
     assert again == mine
     # Only slurm_accounts and cache_dir are the user's to change; bad values are 422.
@@ -52,6 +54,7 @@ async def test_own_settings(api):
         ({"ssh_host": "x"}, "ssh_host"),
         ({"cache_dir": "relative/dir"}, "cache_dir"),
         ({"cache_dir": "/a;rm -rf"}, "cache_dir"),
+        ({"cache_dir": "/scratch/alice/cache"}, "cache_dir"),  # not used: refused
         ({"slurm_accounts": ["a", "a"]}, "slurm_accounts"),
         ({"slurm_accounts": [1]}, "slurm_accounts"),
     ]:
@@ -61,21 +64,23 @@ async def test_own_settings(api):
     _, unchanged = await api("GET", "auth/current-user/settings/")
     assert unchanged == mine
     # null clears.
-    _, cleared = await api("PATCH", "auth/current-user/settings/", {"cache_dir": None})
-    assert cleared["cache_dir"] is None and cleared["slurm_accounts"] == ["lab", "other"]
+    _, cleared = await api("PATCH", "auth/current-user/settings/", {"slurm_accounts": None})
+    assert cleared["cache_dir"] is None and cleared["slurm_accounts"] == []
 
 
 async def test_admin_reads_and_edits_anyones_settings(api):
     (bob,) = await ids(api, "bob")
+    # 2.6.4's full shape, with the values that are true on this server (the unused settings
+    # take no others: test_unused_settings_are_refused_with_the_reason).
     full = {
-        "ssh_host": "login.cluster",
-        "ssh_username": "bob_hpc",
-        "ssh_private_key_path": "/home/bob/.ssh/id_ed25519",
-        "ssh_tasks_dir": "/scratch/bob/tasks",
-        "ssh_jobs_dir": "/scratch/bob/jobs",
-        "slurm_user": "bob_hpc",
+        "ssh_host": None,
+        "ssh_username": None,
+        "ssh_private_key_path": None,
+        "ssh_tasks_dir": None,
+        "ssh_jobs_dir": None,
+        "slurm_user": "bob",
         "slurm_accounts": ["acc1"],
-        "cache_dir": "/scratch/bob/cache",
+        "cache_dir": None,
     }
     status, settings = await api("PATCH", f"auth/users/{bob}/settings/", full, user="admin")
     assert status == 200 and settings == {"id": settings["id"], **full}
@@ -84,10 +89,10 @@ async def test_admin_reads_and_edits_anyones_settings(api):
     # Bob sees the reduced view (no private key path, no host).
     _, own = await api("GET", "auth/current-user/settings/", user="bob")
     assert own == {
-        "slurm_user": "bob_hpc",
+        "slurm_user": "bob",
         "slurm_accounts": ["acc1"],
-        "cache_dir": "/scratch/bob/cache",
-        "ssh_username": "bob_hpc",
+        "cache_dir": None,
+        "ssh_username": None,
     }
     status, _ = await api(
         "PATCH", f"auth/users/{bob}/settings/", {"ssh_jobs_dir": "jobs"}, user="admin"
@@ -101,16 +106,68 @@ async def test_admin_reads_and_edits_anyones_settings(api):
 
 async def test_users_cannot_read_each_others_settings(api):
     alice, _ = await ids(api, "alice", "bob")
-    await api("PATCH", f"auth/users/{alice}/settings/", {"ssh_host": "secret.host"}, user="admin")
+    await api(
+        "PATCH", f"auth/users/{alice}/settings/", {"slurm_accounts": ["secret"]}, user="admin"
+    )
     for method, body in (("GET", None), ("PATCH", {"slurm_accounts": ["stolen"]})):
         status, answer = await api(method, f"auth/users/{alice}/settings/", body, user="bob")
         assert status == 403, (method, answer)
-        assert "secret.host" not in str(answer)
+        assert "secret" not in str(answer)
     # Bob's own settings route is his own.
     _, own = await api("GET", "auth/current-user/settings/", user="bob")
     assert own["slurm_accounts"] == []
     _, alices = await api("GET", f"auth/users/{alice}/settings/", user="admin")
-    assert alices["ssh_host"] == "secret.host" and alices["slurm_accounts"] == []
+    assert alices["slurm_accounts"] == ["secret"]
+
+
+async def test_unused_settings_are_refused_with_the_reason(api, jp_serverapp, monkeypatch):
+    """slurm_user, cache_dir and ssh_* have no effect here: only null or the value that is
+    true anyway are accepted, anything else is a 422 that says why (docs/compatibility.md)."""
+    alice, bob = await ids(api, "alice", "bob")
+    refused = {
+        "slurm_user": ("bob_hpc", "no sudo"),
+        "cache_dir": ("/scratch/bob/cache", "FractalJupyter.working_dir"),
+        "ssh_host": ("login.cluster", "FractalJupyter.slurm_ssh_host"),
+        "ssh_username": ("bob_hpc", "FractalJupyter.slurm_ssh_user"),
+        "ssh_private_key_path": ("/home/bob/.ssh/id_ed25519", "slurm_ssh_key_path"),
+        "ssh_tasks_dir": ("/scratch/bob/tasks", "FractalJupyter.tasks_dir"),
+        "ssh_jobs_dir": ("/scratch/bob/jobs", "FractalJupyter.slurm_ssh_remote_dir"),
+    }
+    for name, (value, why) in refused.items():
+        body = {"slurm_accounts": ["changed"], name: value}
+        status, answer = await api("PATCH", f"auth/users/{bob}/settings/", body, user="admin")
+        assert status == 422, (name, answer)
+        (problem,) = answer["detail"]
+        assert problem["loc"] == ["body", name]
+        assert f"{name} is not used by fractal-jupyter" in problem["msg"] and why in problem["msg"]
+        assert f"not {value!r}" in problem["msg"]
+    # Nothing of a refused request was written.
+    _, settings = await api("GET", f"auth/users/{bob}/settings/", user="admin")
+    assert settings["slurm_accounts"] == [] and settings["slurm_user"] is None
+    # The user's own name is their slurm_user; for the owner of the server (under
+    # JupyterHub: alice's server), the server's OS account too; null clears.
+    monkeypatch.setattr(jp_serverapp.web_app.settings["fractal"], "server_owner", "alice")
+    server_os_user = getpass.getuser()
+    for user_id, value in ((bob, "bob"), (alice, "alice"), (alice, server_os_user), (bob, None)):
+        status, answer = await api(
+            "PATCH", f"auth/users/{user_id}/settings/", {"slurm_user": value}, user="admin"
+        )
+        assert (status, answer["slurm_user"]) == (200, value), answer
+    if server_os_user != "bob":
+        status, answer = await api(
+            "PATCH", f"auth/users/{bob}/settings/", {"slurm_user": server_os_user}, user="admin"
+        )
+        assert status == 422 and "may only be null or 'bob'" in answer["detail"][0]["msg"]
+    # With the slurm_ssh backend, the ssh_* values the server uses are accepted (and no other).
+    state = jp_serverapp.web_app.settings["fractal"]
+    ssh_config = {"runner_backend": "slurm_ssh", "slurm_ssh_host": "login.cluster"}
+    monkeypatch.setattr(state, "config", {**state.config, **ssh_config})
+    body = {"ssh_host": "login.cluster"}
+    status, answer = await api("PATCH", f"auth/users/{bob}/settings/", body, user="admin")
+    assert (status, answer["ssh_host"]) == (200, "login.cluster")
+    body = {"ssh_host": "other.cluster"}
+    status, answer = await api("PATCH", f"auth/users/{bob}/settings/", body, user="admin")
+    assert status == 422 and "may only be null or 'login.cluster'" in answer["detail"][0]["msg"]
 
 
 async def test_list_get_and_patch_users(api):

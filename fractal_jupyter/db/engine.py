@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from ..file_modes import make_private_dir, make_private_file, restrict_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READ_ONLY = "fractal_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -40,6 +42,16 @@ def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def make_private_database_file(path: Path) -> None:
+    """The SQLite file is created 0600 (its folder 0700 when missing) before SQLite opens it:
+    SQLite would create it 0644 minus the umask, and it gives its -wal and -shm files the
+    mode of the database file."""
+    make_private_dir(path.parent)
+    make_private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        restrict_file(path.with_name(path.name + suffix))
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
@@ -77,7 +89,7 @@ class Database:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite and self.url.database and self.url.database != ":memory:":
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            make_private_database_file(Path(self.url.database))
         self.engine: AsyncEngine = create_async_engine(self.url, echo=echo)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)

@@ -41,7 +41,9 @@ class CurrentUserSettingsHandler(FractalHandler):
         response=UserSettingsReadStrict,
     )
     async def patch(self, body: UserSettingsUpdateStrict) -> UserSettingsReadStrict:
-        return await user_settings.update_own_settings(self.db_session, self.user.id, body)
+        return await user_settings.update_own_settings(
+            self.db_session, self.user, body, user_settings.ServerAccounts.of_state(self.fractal)
+        )
 
 
 class ViewerPathsHandler(FractalHandler):

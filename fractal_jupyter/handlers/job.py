@@ -10,6 +10,8 @@ from .base import FractalHandler, operation
 
 
 class JobSubmitHandler(FractalHandler):
+    submitted: Job
+
     @operation(
         "Run a slice of a workflow on a dataset",
         query=SubmitQuery,
@@ -19,7 +21,7 @@ class JobSubmitHandler(FractalHandler):
     )
     async def post(self, project_id: int, query: SubmitQuery, body: JobCreate) -> Job:
         self.require_server_owner("submit jobs")
-        return await job.submit_job(
+        self.submitted = await job.submit_job(
             self.db_session,
             self.user,
             project_id,
@@ -30,10 +32,12 @@ class JobSubmitHandler(FractalHandler):
             self.fractal.launcher,
             self.fractal.admin_users,
         )
+        return self.submitted
 
     def on_finish(self) -> None:
+        # 202: the job row is committed; its process starts now, never before.
         if self.get_status() == 202:
-            self.fractal.job_submitted()
+            self.fractal.job_submitted(self.submitted.id)
 
 
 class UserJobListHandler(FractalHandler):

@@ -45,4 +45,6 @@ class UserSettingsHandler(FractalHandler):
         "Change a user's settings", body=UserSettingsUpdate, response=UserSettingsRead, admin=True
     )
     async def patch(self, user_id: int, body: UserSettingsUpdate) -> UserSettingsRead:
-        return await user_settings.update_user_settings(self.db_session, user_id, body)
+        return await user_settings.update_user_settings(
+            self.db_session, user_id, body, user_settings.ServerAccounts.of_state(self.fractal)
+        )

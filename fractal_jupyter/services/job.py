@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import Database
 from ..db.models import Dataset, Image, Job, Project, Workflow, WorkflowTask, utc_now
 from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
@@ -35,6 +36,9 @@ from .task_trust import require_runnable_tasks
 from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
 from .workflowtask import check_arguments
+
+# How long a committed submission may wait for its process before it counts as never started.
+START_GRACE = timedelta(seconds=60)
 
 
 class TooManyRequests(FractalError):
@@ -285,8 +289,8 @@ async def submit_job(
         worker_init=data.worker_init,
         **await job_filters_spec(session, dataset.id, selected[0].id, data),
     ).write(job_dir)
-    job.pid = launcher.start(job_dir)
-    await session.flush()
+    # The process starts once this row is committed (`start_job_process`): a failed commit
+    # must not leave a job running that no row knows.
     return job
 
 
@@ -310,6 +314,56 @@ async def job_filters_spec(
         )
         spec["first_task_zarr_urls"] = list(urls)
     return spec
+
+
+async def start_job_process(database: Database, job_id: int, launcher: JobLauncher) -> None:
+    """Start the process of a committed submission and record its pid.
+
+    A start that fails fails the job with the reason. A pid that cannot be recorded (the
+    database went away, or the job was failed meanwhile as never started) stops the process.
+    """
+    async with database.session() as session:
+        job = await session.get(Job, job_id)
+        if job is None or job.status != "submitted" or job.pid is not None:
+            return
+        job_dir = Path(job.working_dir or "")
+    pid: int | None = None
+    problem = ""
+    try:
+        pid = launcher.start(job_dir)
+    except OSError as error:
+        problem = f"JOB ERROR in Fractal job {job_id}:\nThe job process could not start: {error}"
+    try:
+        async with database.session(write=True) as session:
+            job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+            if job is None or job.status != "submitted" or job.pid is not None:
+                launcher.stop(pid)
+            elif pid is None:
+                job.status = "failed"
+                job.end_timestamp = utc_now()
+                job.log = problem
+            else:
+                job.pid = pid
+    except BaseException:
+        launcher.stop(pid)
+        raise
+
+
+def never_started(job: Job) -> str | None:
+    """Why a submitted job without a process is failed, once it waited `START_GRACE` (the
+    server stopped between committing it and starting its process); None while it may still
+    start.
+
+    Such a job is failed, not started late: its images are those of the submission, and a
+    job that starts by itself at some later server start would surprise its user.
+    """
+    if job.pid is not None or utc_now() - job.start_timestamp < START_GRACE:
+        return None
+    return (
+        f"JOB ERROR in Fractal job {job.id}:\nThe job process never started: the server "
+        "stopped between recording the submission and starting it. Nothing ran; submit "
+        "the job again."
+    )
 
 
 def job_read(job: Job, *, log: bool = True, live_log: bool = False) -> JobRead:
@@ -386,6 +440,11 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
     """The stop of a job already looked up (by a member, or by an admin)."""
     if job.status != "submitted":
         raise Unprocessable(f"Job {job.id} is not running (its status is '{job.status}').")
+    if job.pid is None:
+        raise Unprocessable(
+            f"Job {job.id} is starting (its process has not started yet): stop it again in a "
+            "moment."
+        )
     launcher.stop(job.pid)
 
 

@@ -23,7 +23,7 @@ from ..runner.slurm import SlurmSettings, cancel_recorded_jobs
 from ..schemas.images import SingleImage
 from . import history
 from .images import apply_image_changes
-from .job import read_workflow_log
+from .job import never_started, read_workflow_log
 
 
 def _set_progress(job: Job, workflow_task_id: int, **values: Any) -> None:
@@ -91,6 +91,11 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
         # The row lock keeps two servers from applying the same events (PostgreSQL).
         job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
         if job is None or job.status != "submitted" or not job.working_dir:
+            return
+        if job.pid is None:  # committed, its process not started (yet, or ever)
+            reason = never_started(job)
+            if reason is not None:
+                await _finish(session, job, "failed", reason)
             return
         job_dir = Path(job.working_dir)
         # Liveness first: events written before the process ended are then surely on disk.

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from ..db.engine import Database
 from ..db.models import CollectionState, Task
 from ..errors import NotFound, Unprocessable
+from ..file_modes import SHARED_UMASK, make_shared_dir
 from ..schemas.task import TaskCreate, TaskRead
 from ..schemas.task_collection import (
     CollectionStateRead,
@@ -225,6 +226,8 @@ class TaskCollector:
         log = CollectionLog(staging / LOG_FILE)
         created: Path | None = None
         try:
+            with contextlib.suppress(FileExistsError):
+                make_shared_dir(self.public_dir)  # (and tasks_dir) before the staging area
             staging.mkdir(parents=True, exist_ok=True)
             log.write(f"START collection {state_id} of {package.package}")
             log.write(
@@ -243,7 +246,7 @@ class TaskCollector:
                 return
             await self._check_sources_free(package, manifest)
             try:
-                venv_dir.mkdir(parents=True, exist_ok=False)
+                make_shared_dir(venv_dir)
             except FileExistsError:
                 raise CollectionError(
                     f"{venv_dir} exists: another collection of {package.name} "
@@ -486,6 +489,8 @@ class CollectionLog:
             stderr=asyncio.subprocess.STDOUT,
             env=_subprocess_environment(),
             start_new_session=True,
+            # The venv is read by every user of a shared tasks_dir.
+            umask=SHARED_UMASK,
         )
         assert process.stdout is not None
         lines: list[str] = []

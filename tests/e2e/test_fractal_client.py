@@ -266,8 +266,9 @@ def test_fractal_client_2_2_1(server: LiveServer, tmp_path: Path) -> None:
     assert USER in [u["username"] for u in users]
     me_id = str(next(u["id"] for u in users if u["username"] == USER))
     assert client.json("user", "show", me_id)["username"] == USER
-    edited_user = client.json("user", "edit", me_id, "--new-slurm-user", "e2e-slurm")
-    assert edited_user["settings"]["slurm_user"] == "e2e-slurm"
+    # slurm_user may only be the user's own account (jobs run as their server's account).
+    edited_user = client.json("user", "edit", me_id, "--new-slurm-user", USER)
+    assert edited_user["settings"]["slurm_user"] == USER
     group = client.json("group", "new", "client lab", "--viewer-paths", "/tmp/a")
     assert (group["name"], group["viewer_paths"]) == ("client lab", ["/tmp/a"])
     assert "client lab" in [g["name"] for g in client.json("group", "list")]
