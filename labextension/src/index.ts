@@ -98,9 +98,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
           directory,
           target
         );
+        // With the default kernel, so that the cells can run at once (no kernel dialog).
+        const kernel =
+          app.serviceManager.kernelspecs.specs?.default ?? 'python3';
         await commands.execute('docmanager:open', {
           path,
-          factory: 'Notebook'
+          factory: 'Notebook',
+          kernel: { name: kernel }
         });
       } catch (error) {
         Notification.error(

@@ -86,7 +86,7 @@ export class JobView extends ReactWidget {
           </h2>
           <div className="fractal-actions">
             <button
-              className="jp-Button jp-mod-styled jp-mod-reject fractal-stop"
+              className="jp-Button jp-mod-styled jp-mod-warn fractal-stop"
               disabled={!running || this._stopping}
               onClick={() => void this._stop()}
             >
