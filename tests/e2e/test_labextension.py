@@ -11,7 +11,9 @@ the ImageBrowser. Screenshots go to .tmp/artifacts/labextension/.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,20 @@ SLEEP_TASK = {
     "command_non_parallel": f"{sys.executable} {MISBEHAVE}",
 }
 SLEEP_SECONDS = 12
+
+
+def test_labextension_is_installed_enabled_and_ok():
+    """The install (wheel or editable) put the built labextension where JupyterLab finds it."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
+    line = next((x for x in text.splitlines() if "fractal-jupyter-labextension" in x), "")
+    assert "enabled" in line and "OK" in line and "(python, fractal-jupyter)" in line, text
 
 
 @pytest.fixture
