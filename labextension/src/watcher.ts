@@ -42,13 +42,13 @@ export class JobWatcher {
 
   stop(): void {
     this._stopped = true;
-    window.clearTimeout(this._timer);
+    clearTimeout(this._timer);
   }
 
   /** Poll now (the timer starts again from this poll); a poll under way is shared. */
   refresh(): Promise<void> {
     if (!this._pending) {
-      window.clearTimeout(this._timer);
+      clearTimeout(this._timer);
       this._pending = this._poll().finally(() => {
         this._pending = null;
         this._schedule();
@@ -63,11 +63,16 @@ export class JobWatcher {
       jobs.sort((a, b) => b.id - a.id);
       for (const job of jobs) {
         const before = this._lastStatus.get(job.id);
-        if (before === 'submitted' && job.status !== 'submitted') {
+        // Ended since the last poll: seen running, or new since the first poll (a short job
+        // may run and end between two polls).
+        const endedSince =
+          before === 'submitted' || (before === undefined && this._polled);
+        if (endedSince && job.status !== 'submitted') {
           this._jobEnded.emit(job);
         }
         this._lastStatus.set(job.id, job.status);
       }
+      this._polled = true;
       this._jobs = jobs;
       this._error = null;
       const running = jobs.some(job => job.status === 'submitted');
@@ -85,8 +90,8 @@ export class JobWatcher {
     if (this._stopped) {
       return;
     }
-    window.clearTimeout(this._timer);
-    this._timer = window.setTimeout(() => void this.refresh(), this._interval);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => void this.refresh(), this._interval);
   }
 
   /** Poll soon and often again (after a submission, or when a view opens a running job). */
@@ -98,9 +103,10 @@ export class JobWatcher {
   private _jobs: IJob[] = [];
   private _error: Error | null = null;
   private _interval = FAST_INTERVAL_MS;
-  private _timer = 0;
+  private _timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private _stopped = true;
   private _pending: Promise<void> | null = null;
+  private _polled = false;
   private _lastStatus = new Map<number, IJob['status']>();
   private _changed = new Signal<this, void>(this);
   private _jobEnded = new Signal<this, IJob>(this);
