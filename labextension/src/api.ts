@@ -188,18 +188,25 @@ export class FractalApi {
     );
     const text = await response.text();
     let data: unknown = undefined;
+    let isJson = false;
     if (text) {
       try {
         data = JSON.parse(text);
+        isJson = true;
       } catch {
         data = text;
       }
     }
     if (!response.ok) {
-      const detail =
-        data && typeof data === 'object' && 'detail' in data
-          ? (data as { detail: unknown }).detail
-          : data ?? response.statusText;
+      let detail: unknown;
+      if (isJson && data && typeof data === 'object' && 'detail' in data) {
+        detail = (data as { detail: unknown }).detail;
+      } else if (isJson) {
+        detail = data;
+      } else {
+        // Not the API's answer (a proxy's or Jupyter's own error page): its status line.
+        detail = response.statusText || `HTTP ${response.status}`;
+      }
       throw new FractalApiError(response.status, detail);
     }
     return data as T;

@@ -12,6 +12,21 @@ import { ErrorLine, StatusBadge } from './components';
 import { CommandIDs } from './commands';
 import { JobWatcher } from './watcher';
 
+/** Props that make an element act as a button: click, Enter or Space, in the tab order. */
+function pressable(action: () => void): React.HTMLAttributes<HTMLElement> {
+  return {
+    role: 'button',
+    tabIndex: 0,
+    onClick: action,
+    onKeyDown: event => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        action();
+      }
+    }
+  };
+}
+
 /** Projects are opened on the first load when there are this many or fewer. */
 const OPEN_AT_START = 5;
 
@@ -29,7 +44,23 @@ export class FractalSidebar extends ReactWidget {
   ) {
     super();
     this.addClass('fractal-sidebar');
-    watcher.changed.connect(() => this.update(), this);
+    watcher.changed.connect(this._onJobs, this);
+  }
+
+  /** New jobs are shown; a job of a project not listed yet (made elsewhere) lists it. */
+  private _onJobs(): void {
+    const known = new Set((this._projects ?? []).map(project => project.id));
+    const unknown = this.watcher.jobs
+      .map(job => job.project_id)
+      .filter(
+        (id): id is number =>
+          id !== null && !known.has(id) && !this._lookedFor.has(id)
+      );
+    if (this._projects !== null && unknown.length && this._refreshing === 0) {
+      unknown.forEach(id => this._lookedFor.add(id)); // once each: no refresh loop
+      void this.refresh();
+    }
+    this.update();
   }
 
   /** Read the projects (and the opened projects' contents) and the jobs again. */
@@ -93,6 +124,7 @@ export class FractalSidebar extends ReactWidget {
       <button
         className="fractal-item-button fractal-item-notebook"
         title="Open in a notebook"
+        onKeyDown={event => event.stopPropagation()}
         onClick={event => {
           event.stopPropagation();
           void this.commands.execute(CommandIDs.openInNotebook, args);
@@ -111,7 +143,7 @@ export class FractalSidebar extends ReactWidget {
       <li key={project.id} className="fractal-project" data-project={project.name}>
         <div
           className="fractal-project-name"
-          onClick={() => this._toggle(project.id)}
+          {...pressable(() => this._toggle(project.id))}
         >
           <span className="fractal-caret">{open ? '▾' : '▸'}</span> {project.name}
         </div>
@@ -124,12 +156,13 @@ export class FractalSidebar extends ReactWidget {
                 <li
                   key={dataset.id}
                   className="fractal-item fractal-dataset"
-                  onClick={() =>
-                    void this.commands.execute(CommandIDs.openDataset, {
-                      projectId: project.id,
-                      datasetId: dataset.id
-                    })
-                  }
+                  {...pressable(
+                    () =>
+                      void this.commands.execute(CommandIDs.openDataset, {
+                        projectId: project.id,
+                        datasetId: dataset.id
+                      })
+                  )}
                 >
                   <span className="fractal-item-name">{dataset.name}</span>
                   {this._notebookButton({
@@ -146,12 +179,13 @@ export class FractalSidebar extends ReactWidget {
                 <li
                   key={workflow.id}
                   className="fractal-item fractal-workflow"
-                  onClick={() =>
-                    void this.commands.execute(CommandIDs.openWorkflow, {
-                      projectId: project.id,
-                      workflowId: workflow.id
-                    })
-                  }
+                  {...pressable(
+                    () =>
+                      void this.commands.execute(CommandIDs.openWorkflow, {
+                        projectId: project.id,
+                        workflowId: workflow.id
+                      })
+                  )}
                 >
                   <span className="fractal-item-name">{workflow.name}</span>
                   {this._notebookButton({
@@ -179,12 +213,13 @@ export class FractalSidebar extends ReactWidget {
         key={job.id}
         className="fractal-item fractal-job"
         data-job={job.id}
-        onClick={() =>
-          void this.commands.execute(CommandIDs.openJob, {
-            projectId,
-            jobId: job.id
-          })
-        }
+        {...pressable(
+          () =>
+            void this.commands.execute(CommandIDs.openJob, {
+              projectId,
+              jobId: job.id
+            })
+        )}
       >
         <span className="fractal-item-name">
           Job {job.id} <span className="fractal-muted">{workflow}</span>
@@ -227,4 +262,5 @@ export class FractalSidebar extends ReactWidget {
   private _open = new Set<number>();
   private _error: Error | null = null;
   private _refreshing = 0;
+  private _lookedFor = new Set<number>();
 }

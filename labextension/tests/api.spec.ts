@@ -143,11 +143,17 @@ describe('FractalApi', () => {
     );
 
     const { api: proxied } = fakeApi(
-      () => new Response('Bad Gateway', { status: 502, statusText: 'Bad Gateway' })
+      () =>
+        new Response('<html><body><h1>502</h1>...</body></html>', {
+          status: 502,
+          statusText: 'Bad Gateway'
+        })
     );
     const gateway = await proxied.listProjects().catch(e => e);
     expect(gateway).toBeInstanceOf(FractalApiError);
-    expect(gateway.detail).toBe('Bad Gateway');
+    expect(gateway.message).toBe('502: Bad Gateway');
+    const { api: bare } = fakeApi(() => new Response('', { status: 500 }));
+    expect((await bare.listProjects().catch(e => e)).message).toBe('500: HTTP 500');
     expect(describeDetail({ a: 1 })).toBe('{"a":1}');
   });
 
