@@ -110,7 +110,11 @@ def test_labextension_in_jupyterlab(server):
             page.on("console", lambda message: console.append(message.text))
             page.goto(url)
 
-            # The sidebar, from its own icon in the left area: the demo project, opened.
+            # The launcher's card; the sidebar, from its own icon in the left area: the demo
+            # project, opened.
+            expect(page.locator(".jp-LauncherCard", has_text="Fractal")).to_be_visible(
+                timeout=60_000
+            )
             page.locator(".jp-SideBar li[data-id='fractal-sidebar']").click(timeout=60_000)
             sidebar = page.locator("#fractal-sidebar")
             project = sidebar.locator(".fractal-project[data-project='demo']")
