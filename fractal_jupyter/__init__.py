@@ -26,3 +26,8 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .app import FractalJupyter
 
     return [{"module": "fractal_jupyter", "app": FractalJupyter}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where `jupyter labextension develop` finds the built labextension (in editable installs)."""
+    return [{"src": "labextension", "dest": "fractal-jupyter-labextension"}]

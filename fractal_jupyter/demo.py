@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         )["status"]
         print(
             f"\nfractal_jupyter is running: {server.url}fractal/api/alive/\n"
+            f"  JupyterLab (the Fractal sidebar): {server.url}lab?token={token}\n"
             f"  token:    {token}\n"
             f"  database: {data_dir / 'fractal' / 'fractal.db'}\n"
             f"  demo project {project_id}, dataset {dataset_id}, job {job['id']}: "
