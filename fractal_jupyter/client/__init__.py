@@ -17,6 +17,7 @@ from typing import Any
 
 from .data import DataMixin
 from .discovery import ServerInfo, ServerNotFound, discover
+from .functions import FunctionNotRegistrable, FunctionsMixin
 from .jobs import JobsMixin
 from .transport import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -36,6 +37,7 @@ __all__ = [
     "FractalClient",
     "FractalConnectionError",
     "FractalUnavailable",
+    "FunctionNotRegistrable",
     "ServerInfo",
     "ServerNotFound",
     "discover",
@@ -48,7 +50,7 @@ def _api_root(url: str) -> str:
     return url if url.endswith("/fractal/") else url + "fractal/"
 
 
-class FractalClient(DataMixin, WorkflowsMixin, JobsMixin, UsersMixin):
+class FractalClient(FunctionsMixin, DataMixin, WorkflowsMixin, JobsMixin, UsersMixin):
     """The Fractal API of one Jupyter server.
 
     With no `url`, the server is found from the kernel's environment (JupyterHub's variables,
