@@ -19,6 +19,7 @@ from .data import DataMixin
 from .discovery import ServerInfo, ServerNotFound, discover
 from .functions import FunctionNotRegistrable, FunctionsMixin
 from .jobs import JobsMixin
+from .results import ResultsMixin
 from .transport import (
     DEFAULT_TIMEOUT_SECONDS,
     Endpoint,
@@ -50,7 +51,7 @@ def _api_root(url: str) -> str:
     return url if url.endswith("/fractal/") else url + "fractal/"
 
 
-class FractalClient(FunctionsMixin, DataMixin, WorkflowsMixin, JobsMixin, UsersMixin):
+class FractalClient(FunctionsMixin, ResultsMixin, DataMixin, WorkflowsMixin, JobsMixin, UsersMixin):
     """The Fractal API of one Jupyter server.
 
     With no `url`, the server is found from the kernel's environment (JupyterHub's variables,

@@ -4,6 +4,10 @@ One drop-down per attribute (its values from the query's summary) and per type (
 false); the count of matching images; pages of `page_size`; a thumbnail of the selected image
 from its OME-Zarr lowest-resolution level. Every change is one `query_images` call, so a
 dataset of 100,000 images costs one page per view.
+
+Below the table: a small thumbnail of every image of the page and, when they belong to an
+OME-Zarr plate, an overview of that plate (a tile per well), both for the channel and z plane
+chosen in the widget (the middle plane by default).
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..client.results import open_image, plate_of
 from ..schemas.images import ImagePage, SingleImage
 from ._common import MessageArea, table
-from .zarr_thumbnail import ThumbnailError, thumbnail_png
+from .zarr_thumbnail import ThumbnailError, plate_overview, png_bytes, thumbnail_png
 
 ANY: Any = "(any)"
 PAGE_SIZES = (10, 25, 50, 100)
+SMALL_SIDE = 96
+MIDDLE: Any = "middle"
 
 
 def _option_label(value: Any) -> str:
@@ -82,6 +89,25 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.picker.observe(self._picked, "value")
         self.thumbnail = w.Image(format="png", layout=w.Layout(max_width="256px"))
         self.thumbnail_note = w.HTML()
+        self.thumbnails: dict[str, bytes] = {}  # zarr_url -> PNG (b"" when not shown)
+        self.channel_input = w.Dropdown(
+            options=[("0", 0)], value=0, description="channel", layout=w.Layout(width="220px")
+        )
+        self.z_input = w.Dropdown(
+            options=[(MIDDLE, MIDDLE)],
+            value=MIDDLE,
+            description="z",
+            layout=w.Layout(width="160px"),
+        )
+        self.channel_input.observe(self._plane_changed, "value")
+        self.z_input.observe(self._plane_changed, "value")
+        self.gallery = w.HBox([], layout=w.Layout(flex_flow="row wrap"))
+        self.gallery.add_class("fractal-image-gallery")
+        self.plate_url: str | None = None
+        self.plate_png = b""
+        self.plate_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.plate_note = w.HTML()
+        self.plate_box = w.VBox([self.plate_note, self.plate_image])
         self.children = [
             w.HTML(f"<b>Images of dataset {dataset_id}</b>"),
             self.filters_box,
@@ -97,6 +123,9 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             ),
             self.table,
             w.HBox([self.picker, w.VBox([self.thumbnail, self.thumbnail_note])]),
+            w.HBox([self.channel_input, self.z_input]),
+            self.gallery,
+            self.plate_box,
             self.message.widget,
         ]
         self.refresh()
@@ -180,6 +209,7 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             self.selected = None
             self.thumbnail.value = b""
             self.thumbnail_note.value = ""
+        self._show_pictures()
 
     def _render_table(self, selected: int | None) -> None:
         names = sorted({k for image in self.images for k in image.attributes})
@@ -231,9 +261,97 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self._render_table(change["new"])
         self._show_thumbnail(self.selected)
 
+    @property
+    def channel(self) -> int:
+        return int(self.channel_input.value)
+
+    @property
+    def z(self) -> int | None:
+        return None if self.z_input.value is MIDDLE else int(self.z_input.value)
+
+    def set_plane(self, channel: int | None = None, z: int | None = None) -> None:
+        """Choose the channel and z plane of every picture (`z=None`: the middle plane)."""
+        self._quiet = True
+        try:
+            if channel is not None:
+                self.channel_input.value = channel
+            self.z_input.value = MIDDLE if z is None else z
+        finally:
+            self._quiet = False
+        self._show_pictures()
+        if self.selected is not None:
+            self._show_thumbnail(self.selected)
+
+    def _plane_changed(self, _change: Any) -> None:
+        if not self._quiet:
+            self.set_plane(self.channel, self.z)
+
+    def _learn_planes(self) -> None:
+        """Channel names and z planes of the page's first readable image."""
+        for image in self.images:
+            try:
+                found = open_image(image.zarr_url)
+            except ThumbnailError:
+                continue
+            channels = [(f"{i}: {name}", i) for i, name in enumerate(found.channels)]
+            planes = [(MIDDLE, MIDDLE), *((str(i), i) for i in range(found.size("z")))]
+            self._quiet = True
+            try:
+                if self.channel_input.options != tuple(channels) and channels:
+                    self.channel_input.options = channels
+                    if self.channel_input.value not in dict(channels).values():
+                        self.channel_input.value = 0
+                if self.z_input.options != tuple(planes):
+                    current = self.z_input.value
+                    self.z_input.options = planes
+                    self.z_input.value = current if current in dict(planes).values() else MIDDLE
+            finally:
+                self._quiet = False
+            return
+
+    def _show_pictures(self) -> None:
+        """A small thumbnail per image of the page, and the overview of their plate."""
+        self._learn_planes()
+        self.thumbnails = {}
+        tiles = []
+        for image in self.images:
+            try:
+                png = thumbnail_png(image.zarr_url, SMALL_SIDE, channel=self.channel, z=self.z)
+            except ThumbnailError:
+                png = b""
+            self.thumbnails[image.zarr_url] = png
+            if png:
+                tiles.append(
+                    w.VBox(
+                        [
+                            w.Image(value=png, format="png"),
+                            w.HTML(f"<small>{html.escape(self.short(image.zarr_url))}</small>"),
+                        ],
+                        layout=w.Layout(margin="2px", max_width=f"{SMALL_SIDE + 8}px"),
+                    )
+                )
+        self.gallery.children = tiles
+        plates = [plate_of(image.zarr_url) for image in self.images]
+        self.plate_url = next((url for url in plates if url is not None), None)
+        self.plate_png = b""
+        if self.plate_url is not None:
+            try:
+                canvas, problems = plate_overview(self.plate_url, channel=self.channel, z=self.z)
+            except ThumbnailError as error:
+                self.plate_note.value = f"<i>no plate overview: {html.escape(str(error))}</i>"
+            else:
+                self.plate_png = png_bytes(canvas)
+                missing = f" ({len(problems)} well(s) not shown)" if problems else ""
+                self.plate_note.value = (
+                    f"<b>Plate</b> {html.escape(self.short(self.plate_url))}{missing}"
+                )
+        else:
+            self.plate_note.value = ""
+        self.plate_image.value = self.plate_png
+
     def _show_thumbnail(self, image: SingleImage) -> None:
         try:
-            png = thumbnail_png(image.zarr_url)
+            png = thumbnail_png(image.zarr_url, channel=self.channel, z=self.z)
         except ThumbnailError as error:
             self.thumbnail.value = b""
             self.thumbnail_note.value = f"<i>no thumbnail: {html.escape(str(error))}</i>"
