@@ -164,3 +164,29 @@ async def test_image_browser_thumbnails_and_plate_overview(fractal_client, in_th
     await in_thread(browser.set_plane, 1, 0)
     assert (browser.channel, browser.z) == (1, 0)
     assert browser.thumbnails.keys() == before.keys()
+
+
+def test_demo_tasks_write_real_images_labels_and_a_feature_table(tmp_path):
+    from fractal_jupyter.demo_tasks.compute_projection import compute_projection
+    from fractal_jupyter.demo_tasks.create_plate import create_plate
+    from fractal_jupyter.demo_tasks.measure_intensity import measure_intensity
+
+    output = create_plate(str(tmp_path), rows="A", columns=2, fields=1, pixels=True)
+    first = output["image_list_updates"][0]["zarr_url"]
+    image = open_image(first)
+    assert image.channels == ["DAPI"] and image.shapes[0] == (1, 5, 192, 192)
+    labels = np.asarray(open_image(f"{first}/labels/nuclei").array(0)[2])
+    assert labels.max() >= 5  # nuclei, each a label
+    pixels = np.asarray(image.plane(0, z=2))
+    assert pixels[labels > 0].mean() > 3 * pixels[labels == 0].mean()
+    assert open_plate(str(tmp_path / "demo_plate.zarr")).wells.keys() == {(0, 0), (0, 1)}
+
+    measure_intensity(first)
+    table = read_table(first, "nuclei")
+    assert len(table) == labels.max() and table.attrs["type"] == "feature_table"
+    assert (table["area"] > 0).all() and (table["mean_intensity"] > 100).all()
+
+    compute_projection(first, {"new_zarr_url": first + "_mip"})
+    projected = open_image(first + "_mip")
+    assert projected.shapes[0] == (1, 1, 192, 192)
+    assert np.asarray(projected.plane(0)).max() == np.asarray(image.array(0)[0]).max()
