@@ -21,6 +21,9 @@ from fractal_jupyter.client import FractalClient, FunctionNotRegistrable
 from fractal_jupyter.client.functions import arguments_schema, pickle_function
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
 from fractal_jupyter.runner.function import MAGIC, write_function_file
+from tests.support.cluster import UserServer, slurm_cluster
+
+__all__ = ["slurm_cluster"]  # the session fixture of the SLURM test
 
 # --- functions that become tasks ---------------------------------------------------------------
 
@@ -319,3 +322,52 @@ async def test_a_function_that_raises_fails_the_job_with_its_traceback(
     assert job.status == "failed"
     assert "RuntimeError: cannot process" in (job.log or "")
     assert "Traceback" in (job.log or "")
+
+
+def _run_on_plate(client: FractalClient, zarr_dir: str, steps: list[tuple[int, dict[str, Any]]]):
+    """The demo plate (2 images) then `steps` (task id, workflow task fields) as one job."""
+    plate = next(b for b in demo_task_bodies() if b["source"] == "demo:create_plate")
+    plate_task = client.create_task(plate)
+    project = client.create_project("p")
+    dataset = client.create_dataset(project.id, "d", zarr_dir)
+    workflow = client.create_workflow(project.id, "wf")
+    client.create_workflow_task(
+        project.id,
+        workflow.id,
+        plate_task.id,
+        args_non_parallel={"rows": "A", "columns": 2, "fields": 1},
+    )
+    for task_id, fields in steps:
+        client.create_workflow_task(project.id, workflow.id, task_id, **fields)
+    job = client.submit_job(project.id, workflow.id, dataset.id)
+    job = client.wait_for_job(project.id, job.id, timeout=180, poll_interval=0.5)
+    return job, client.query_images(project.id, dataset.id).images
+
+
+@pytest.mark.cluster
+def test_a_function_runs_on_slurm(slurm_cluster):
+    root = slurm_cluster.user_dir("test_functions")
+    server = UserServer(
+        slurm_cluster,
+        root,
+        {
+            "runner_backend": "slurm",
+            "job_poll_interval": 0.1,
+            "submit_rate_limit_seconds": 0.0,
+            **slurm_cluster.slurm_settings(),
+        },
+    )
+    server.start()
+    try:
+        with FractalClient(f"http://127.0.0.1:{server.port}/", server.token) as client:
+            task = client.register_function(
+                label_images, name="label", functions_dir=root / "functions"
+            )
+            job, images = _run_on_plate(
+                client, str(root / "zarr"), [(task.id, {"args_parallel": {"label": "slurm"}})]
+            )
+        assert job.status == "done", job.log
+        assert [image.attributes.get("label") for image in images] == ["slurm", "slurm"]
+    finally:
+        server.cancel_slurm_jobs()
+        server.stop()
