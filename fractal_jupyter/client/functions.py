@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import cloudpickle  # type: ignore[import-untyped]
-from pydantic import ConfigDict, PydanticUserError, TypeAdapter, create_model
+from pydantic import ConfigDict, PydanticUserError, create_model
 
 from ..commands import split_command
 from ..runner.function import python_version, write_function_file
@@ -136,7 +136,6 @@ def arguments_schema(function: Callable[..., Any], part: str) -> tuple[dict[str,
         annotation = hints.get(parameter.name, Any)
         default = ... if parameter.default is parameter.empty else parameter.default
         try:
-            TypeAdapter(annotation).json_schema()
             field: dict[str, Any] = {parameter.name: (annotation, default)}
             create_model("field", **field).model_json_schema()
         except (PydanticUserError, TypeError, ValueError) as error:
