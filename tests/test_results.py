@@ -159,6 +159,7 @@ async def test_image_browser_thumbnails_and_plate_overview(fractal_client, in_th
     assert browser.plate_url == plate_url
     (width, height), _ = _png_size_and_pixels(browser.plate_png)
     assert (width, height) == (3 * 66 + 2, 2 * 66 + 2)
+    assert browser.plate_image.layout.width == "800px"  # a small plate is shown enlarged
     assert "plate.zarr" in browser.plate_note.value
     before = dict(browser.thumbnails)
     await in_thread(browser.set_plane, 1, 0)

@@ -29,6 +29,11 @@ SMALL_SIDE = 96
 MIDDLE: Any = "middle"
 
 
+def _tail(zarr_url: str) -> str:
+    """The last three parts of a path: row/column/field of a plate's image."""
+    return "/".join(zarr_url.rstrip("/").split("/")[-3:])
+
+
 def _option_label(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
@@ -105,7 +110,7 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.gallery.add_class("fractal-image-gallery")
         self.plate_url: str | None = None
         self.plate_png = b""
-        self.plate_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.plate_image = w.Image(format="png")
         self.plate_note = w.HTML()
         self.plate_box = w.VBox([self.plate_note, self.plate_image])
         self.children = [
@@ -325,7 +330,10 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                     w.VBox(
                         [
                             w.Image(value=png, format="png"),
-                            w.HTML(f"<small>{html.escape(self.short(image.zarr_url))}</small>"),
+                            w.HTML(
+                                f"<small title='{html.escape(image.zarr_url, quote=True)}'>"
+                                f"{html.escape(_tail(image.zarr_url))}</small>"
+                            ),
                         ],
                         layout=w.Layout(margin="2px", max_width=f"{SMALL_SIDE + 8}px"),
                     )
@@ -341,6 +349,9 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                 self.plate_note.value = f"<i>no plate overview: {html.escape(str(error))}</i>"
             else:
                 self.plate_png = png_bytes(canvas)
+                # Small plates are shown enlarged (up to 4x, 800 pixels wide at most).
+                scale = max(1, min(4, 800 // max(1, canvas.shape[1])))
+                self.plate_image.layout.width = f"{canvas.shape[1] * scale}px"
                 missing = f" ({len(problems)} well(s) not shown)" if problems else ""
                 self.plate_note.value = (
                     f"<b>Plate</b> {html.escape(self.short(self.plate_url))}{missing}"
