@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,23 @@ def test_demo_tasks_write_real_images_labels_and_a_feature_table(tmp_path):
     projected = open_image(first + "_mip")
     assert projected.shapes[0] == (1, 1, 192, 192)
     assert np.asarray(projected.plane(0)).max() == np.asarray(image.array(0)[0]).max()
+
+
+def test_tables_written_by_anndata_itself():
+    """tests/data/anndata-0.12-tables.zarr: written by anndata 0.12.19 (zarr 3.1.6, Zarr v2 as
+    fractal-tasks-core writes it) with `AnnData(X, obs, var).write_zarr(...)`: a ROI table
+    (FOV names as index, X the six ROI columns) and a feature table with an integer and a
+    categorical obs column."""
+    url = str(Path(__file__).parent / "data" / "anndata-0.12-tables.zarr")
+    assert list_tables(url) == ["FOV_ROI_table", "nuclei"]
+    roi = read_table(url, "FOV_ROI_table")
+    assert list(roi.index) == ["FOV_1", "FOV_2"]
+    assert list(roi.columns)[:3] == ["x_micrometer", "y_micrometer", "z_micrometer"]
+    assert roi["x_micrometer"].tolist() == [0.0, 416.0]
+    features = read_table(url, "nuclei")
+    assert list(features.columns) == ["label", "kind", "area", "mean_intensity"]
+    assert features["label"].tolist() == [1, 2, 3]
+    assert features["kind"].tolist() == ["a", "b", "a"]
+    assert str(features["kind"].dtype) == "category"
+    assert features["area"].tolist() == [10.0, 20.0, 30.0]
+    assert features.attrs["type"] == "feature_table"
