@@ -104,6 +104,27 @@ def test_bad_functions_are_refused_before_anything_is_sent(tmp_path, function, k
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_command_that_the_server_would_refuse_is_refused_first(tmp_path):
+    # `$` may not be in a task command (commands.py): neither written nor sent.
+    folder = tmp_path / "price$"
+    with pytest.raises(FunctionNotRegistrable, match="would be refused"):
+        _client_that_sends_nothing().register_function(label_images, functions_dir=folder)
+    assert not folder.exists()
+
+
+def test_an_interpreter_path_with_spaces_is_quoted():
+    from fractal_jupyter.client.functions import _command
+    from fractal_jupyter.commands import split_command
+
+    command = _command("/opt/my python/bin/python3", Path("/data/my functions/f.pkl"))
+    assert split_command(command) == [
+        "/opt/my python/bin/python3",
+        "-m",
+        "fractal_jupyter.runner.function",
+        "/data/my functions/f.pkl",
+    ]
+
+
 def test_unsupported_argument_types_are_named(tmp_path):
     def smooth(zarr_url: str, kernel: np.ndarray, *extra: int) -> None:
         pass

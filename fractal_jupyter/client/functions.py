@@ -24,6 +24,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -243,10 +244,20 @@ def _command(python: str, function_file: Path) -> str:
     return command
 
 
-def write_function(
-    function: types.FunctionType, *, name: str, part: str, python: str, functions_dir: Path
-) -> tuple[Path, dict[str, Any], list[str]]:
-    """Check, pickle and write one part: its file, argument schema and dropped arguments."""
+@dataclass(frozen=True)
+class FunctionFile:
+    """One part of a task, ready to be written: its file, header, pickle and schema."""
+
+    path: Path
+    header: dict[str, Any]
+    payload: bytes
+    schema: dict[str, Any]
+
+
+def prepare_function(
+    function: types.FunctionType, *, name: str, part: str, functions_dir: Path
+) -> FunctionFile:
+    """Check and pickle one part of a task (nothing is written yet)."""
     schema, dropped = arguments_schema(function, part)
     payload = pickle_function(function)
     header = {
@@ -259,8 +270,7 @@ def write_function(
     }
     digest = hashlib.sha256(payload + repr(sorted(header.items())).encode()).hexdigest()[:20]
     path = functions_dir.expanduser().absolute() / _safe_name(name) / f"{part}-{digest}.pkl"
-    write_function_file(path, header, payload)
-    return path, schema, dropped
+    return FunctionFile(path, header, payload, schema)
 
 
 class FunctionsMixin(DataMixin, WorkflowsMixin):
@@ -320,18 +330,18 @@ class FunctionsMixin(DataMixin, WorkflowsMixin):
         else:
             assert isinstance(init, types.FunctionType)
             parts += [("init", init, "non_parallel"), ("compute", function, "parallel")]
-        for part, part_function, field in parts:
-            path, schema, _ = write_function(
-                part_function,
-                name=task_name,
-                part=part,
-                python=interpreter,
-                functions_dir=folder,
-            )
-            body[f"command_{field}"] = _command(interpreter, path)
-            body[f"args_schema_{field}"] = schema
+        prepared = [
+            (field, prepare_function(f, name=task_name, part=part, functions_dir=folder))
+            for part, f, field in parts
+        ]
+        for field, function_file in prepared:
+            body[f"command_{field}"] = _command(interpreter, function_file.path)
+            body[f"args_schema_{field}"] = function_file.schema
             if meta:
                 body[f"meta_{field}"] = dict(meta)
+        # Written only once every check passed; a file that exists is left as it is.
+        for _, function_file in prepared:
+            write_function_file(function_file.path, function_file.header, function_file.payload)
         return self._register_version(task_name, body)
 
     def function_task(
