@@ -196,6 +196,31 @@ def test_runner_calls_the_function_and_writes_its_output(tmp_path):
     assert path.read_bytes().startswith(MAGIC)
 
 
+def test_the_users_own_modules_are_pickled_by_value(tmp_path):
+    # A module next to the notebook (importable there, not installed): the task's interpreter
+    # cannot import it, so its code travels in the pickle.
+    modules = tmp_path / "notebook-folder"
+    modules.mkdir()
+    (modules / "lab_local_steps.py").write_text(
+        "def double(x):\n"
+        "    return 2 * x\n\n"
+        "def mark(zarr_url: str, value: int = 1):\n"
+        '    attributes = {"value": double(value)}\n'
+        '    return {"image_list_updates": [{"zarr_url": zarr_url, "attributes": attributes}]}\n'
+    )
+    sys.path.insert(0, str(modules))
+    try:
+        import lab_local_steps  # type: ignore[import-not-found]
+
+        path = _function_file(tmp_path, lab_local_steps.mark)
+    finally:
+        sys.path.remove(str(modules))
+        sys.modules.pop("lab_local_steps", None)
+    status, stderr, output = _run(path, {"zarr_url": "/a", "value": 21}, tmp_path)
+    assert status == 0, stderr
+    assert output["image_list_updates"][0]["attributes"] == {"value": 42}
+
+
 def test_runner_refuses_another_python_version(tmp_path):
     path = _function_file(tmp_path, label_images, python="3.1.0", python_executable="/old/python")
     status, stderr, output = _run(path, {"zarr_url": "/a", "label": "x"}, tmp_path)
