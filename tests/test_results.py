@@ -212,3 +212,20 @@ def test_tables_written_by_anndata_itself():
     assert str(features["kind"].dtype) == "category"
     assert features["area"].tolist() == [10.0, 20.0, 30.0]
     assert features.attrs["type"] == "feature_table"
+
+
+def test_a_parquet_table(tmp_path):
+    import pandas
+
+    url = str(tmp_path / "img.zarr")
+    (tmp_path / "img.zarr" / "tables").mkdir(parents=True)
+    path = tmp_path / "img.zarr" / "tables" / "measures.parquet"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # not a dependency: the error says what is missing
+        path.write_bytes(b"PAR1")
+        with pytest.raises(ResultsError, match="needs pyarrow"):
+            read_table(url, "measures")
+        return
+    pandas.DataFrame({"area": [1.0, 2.0]}).to_parquet(path)
+    assert read_table(url, "measures")["area"].tolist() == [1.0, 2.0]

@@ -261,7 +261,12 @@ def read_table(zarr_url: str, name: str) -> DataFrame:
     parquet = [folder / f"{name}.parquet", folder / name / "table.parquet"]
     for path in parquet:
         if path.exists():
-            frame: DataFrame = _pandas().read_parquet(path)
+            try:
+                frame: DataFrame = _pandas().read_parquet(path)
+            except ImportError as error:
+                raise ResultsError(
+                    f"reading the parquet table {path} needs pyarrow: {error}"
+                ) from None
             return frame
     if not (folder / name).is_dir():
         known = ", ".join(list_tables(zarr_url)) or "none"
