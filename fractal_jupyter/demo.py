@@ -1,7 +1,8 @@
 """`python -m fractal_jupyter.demo`: a Jupyter server with fractal_jupyter, running a job.
 
 Starts `jupyter fractal` on SQLite in ./demo-data, registers the demo task package, builds a
-workflow (a converter that creates a plate, a parallel measurement, a compound projection),
+workflow (a converter that creates an OME-Zarr plate of synthetic nuclei with labels, a parallel
+measurement that writes a feature table per image, a compound projection),
 runs it as a job on a new dataset of the demo project, prints the job's status and where its
 log is, and keeps the server running until Ctrl-C.
 """
@@ -98,7 +99,10 @@ def ensure_workflow(
         return dict(workflow)
     workflow = server.call("POST", path, {"name": "demo workflow"})
     steps = [
-        ("Create demo plate", {"args_non_parallel": {"rows": "ABCD", "columns": 6, "fields": 2}}),
+        (
+            "Create demo plate",
+            {"args_non_parallel": {"rows": "ABCD", "columns": 6, "fields": 2, "pixels": True}},
+        ),
         ("Measure intensity", {"args_parallel": {"threshold": 150}}),
         ("Project image", {}),
     ]

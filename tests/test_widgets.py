@@ -112,6 +112,7 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
         "columns": 2,
         "fields": 1,
         "seed": 0,
+        "pixels": False,
     }
     assert workflow["task_list"][1]["args_parallel"] == {"threshold": 200}
 

@@ -17,8 +17,10 @@ from typing import Any
 
 from .data import DataMixin
 from .discovery import ServerInfo, ServerNotFound, discover
+from .functions import FunctionNotRegistrable, FunctionsMixin
 from .history import HistoryMixin
 from .jobs import JobsMixin
+from .results import ResultsMixin
 from .transport import (
     DEFAULT_TIMEOUT_SECONDS,
     Endpoint,
@@ -37,6 +39,7 @@ __all__ = [
     "FractalClient",
     "FractalConnectionError",
     "FractalUnavailable",
+    "FunctionNotRegistrable",
     "ServerInfo",
     "ServerNotFound",
     "discover",
@@ -49,7 +52,9 @@ def _api_root(url: str) -> str:
     return url if url.endswith("/fractal/") else url + "fractal/"
 
 
-class FractalClient(DataMixin, WorkflowsMixin, JobsMixin, HistoryMixin, UsersMixin):
+class FractalClient(
+    FunctionsMixin, ResultsMixin, DataMixin, WorkflowsMixin, JobsMixin, HistoryMixin, UsersMixin
+):
     """The Fractal API of one Jupyter server.
 
     With no `url`, the server is found from the kernel's environment (JupyterHub's variables,

@@ -29,6 +29,13 @@ def demo_task_bodies(python: str = sys.executable) -> list[dict[str, Any]]:
                     "columns": {"type": "integer", "minimum": 1, "default": 6},
                     "fields": {"type": "integer", "minimum": 1, "default": 2},
                     "seed": {"type": "integer", "default": 0},
+                    "pixels": {
+                        "type": "boolean",
+                        "default": False,
+                        "title": "Pixels",
+                        "description": "write OME-Zarr images of nuclei with labels, "
+                        "not only their metadata",
+                    },
                 },
                 "required": ["zarr_dir"],
                 "additionalProperties": False,

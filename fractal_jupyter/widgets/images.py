@@ -9,6 +9,10 @@ With a `workflow_id`, a drop-down picks one of its tasks: the images then come w
 status for it (`query_status_images`), as the attribute `__wftask_dataset_image_status__`
 (a column, and a filter like the others); the selected image's log for that task is shown, and
 "Rerun failed" submits the workflow from that task on the images where it failed.
+
+Below the table: a small thumbnail of every image of the page and, when they belong to an
+OME-Zarr plate, an overview of that plate (a tile per well), both for the channel and z plane
+chosen in the widget (the middle plane by default).
 """
 
 from __future__ import annotations
@@ -19,14 +23,22 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..client.results import open_image, plate_of
 from ..schemas.filters import IMAGE_STATUS_KEY
 from ..schemas.history import ImagePageWithWarnings
 from ..schemas.images import ImagePage, SingleImage
 from ._common import MessageArea, describe_error, table
-from .zarr_thumbnail import ThumbnailError, thumbnail_png
+from .zarr_thumbnail import ThumbnailError, plate_overview, png_bytes, thumbnail_png
 
 ANY: Any = "(any)"
 PAGE_SIZES = (10, 25, 50, 100)
+SMALL_SIDE = 96
+MIDDLE: Any = "middle"
+
+
+def _tail(zarr_url: str) -> str:
+    """The last three parts of a path: row/column/field of a plate's image."""
+    return "/".join(zarr_url.rstrip("/").split("/")[-3:])
 
 
 def _option_label(value: Any) -> str:
@@ -117,6 +129,25 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             disabled=True,
             layout=w.Layout(width="100%", height="10em", display="none"),
         )
+        self.thumbnails: dict[str, bytes] = {}  # zarr_url -> PNG (b"" when not shown)
+        self.channel_input = w.Dropdown(
+            options=[("0", 0)], value=0, description="channel", layout=w.Layout(width="220px")
+        )
+        self.z_input = w.Dropdown(
+            options=[(MIDDLE, MIDDLE)],
+            value=MIDDLE,
+            description="z",
+            layout=w.Layout(width="160px"),
+        )
+        self.channel_input.observe(self._plane_changed, "value")
+        self.z_input.observe(self._plane_changed, "value")
+        self.gallery = w.HBox([], layout=w.Layout(flex_flow="row wrap"))
+        self.gallery.add_class("fractal-image-gallery")
+        self.plate_url: str | None = None
+        self.plate_png = b""
+        self.plate_image = w.Image(format="png")
+        self.plate_note = w.HTML()
+        self.plate_box = w.VBox([self.plate_note, self.plate_image])
         self.children = [
             w.HTML(f"<b>Images of dataset {dataset_id}</b>"),
             w.HBox([self.status_task, self.rerun_button]),
@@ -134,6 +165,9 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             self.table,
             w.HBox([self.picker, w.VBox([self.thumbnail, self.thumbnail_note])]),
             self.log_area,
+            w.HBox([self.channel_input, self.z_input]),
+            self.gallery,
+            self.plate_box,
             self.message.widget,
         ]
         self.refresh()
@@ -256,6 +290,7 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             self.selected = None
             self.thumbnail.value = b""
             self.thumbnail_note.value = ""
+        self._show_pictures()
 
     def _render_table(self, selected: int | None) -> None:
         names = sorted({k for image in self.images for k in image.attributes})
@@ -354,9 +389,103 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         )
         self.log_area.value = log or ""
 
+    @property
+    def channel(self) -> int:
+        return int(self.channel_input.value)
+
+    @property
+    def z(self) -> int | None:
+        return None if self.z_input.value is MIDDLE else int(self.z_input.value)
+
+    def set_plane(self, channel: int | None = None, z: int | None = None) -> None:
+        """Choose the channel and z plane of every picture (`z=None`: the middle plane)."""
+        self._quiet = True
+        try:
+            if channel is not None:
+                self.channel_input.value = channel
+            self.z_input.value = MIDDLE if z is None else z
+        finally:
+            self._quiet = False
+        self._show_pictures()
+        if self.selected is not None:
+            self._show_thumbnail(self.selected)
+
+    def _plane_changed(self, _change: Any) -> None:
+        if not self._quiet:
+            self.set_plane(self.channel, self.z)
+
+    def _learn_planes(self) -> None:
+        """Channel names and z planes of the page's first readable image."""
+        for image in self.images:
+            try:
+                found = open_image(image.zarr_url)
+            except ThumbnailError:
+                continue
+            channels = [(f"{i}: {name}", i) for i, name in enumerate(found.channels)]
+            planes = [(MIDDLE, MIDDLE), *((str(i), i) for i in range(found.size("z")))]
+            self._quiet = True
+            try:
+                if self.channel_input.options != tuple(channels) and channels:
+                    self.channel_input.options = channels
+                    if self.channel_input.value not in dict(channels).values():
+                        self.channel_input.value = 0
+                if self.z_input.options != tuple(planes):
+                    current = self.z_input.value
+                    self.z_input.options = planes
+                    self.z_input.value = current if current in dict(planes).values() else MIDDLE
+            finally:
+                self._quiet = False
+            return
+
+    def _show_pictures(self) -> None:
+        """A small thumbnail per image of the page, and the overview of their plate."""
+        self._learn_planes()
+        self.thumbnails = {}
+        tiles = []
+        for image in self.images:
+            try:
+                png = thumbnail_png(image.zarr_url, SMALL_SIDE, channel=self.channel, z=self.z)
+            except ThumbnailError:
+                png = b""
+            self.thumbnails[image.zarr_url] = png
+            if png:
+                tiles.append(
+                    w.VBox(
+                        [
+                            w.Image(value=png, format="png"),
+                            w.HTML(
+                                f"<small title='{html.escape(image.zarr_url, quote=True)}'>"
+                                f"{html.escape(_tail(image.zarr_url))}</small>"
+                            ),
+                        ],
+                        layout=w.Layout(margin="2px", max_width=f"{SMALL_SIDE + 8}px"),
+                    )
+                )
+        self.gallery.children = tiles
+        plates = [plate_of(image.zarr_url) for image in self.images]
+        self.plate_url = next((url for url in plates if url is not None), None)
+        self.plate_png = b""
+        if self.plate_url is not None:
+            try:
+                canvas, problems = plate_overview(self.plate_url, channel=self.channel, z=self.z)
+            except ThumbnailError as error:
+                self.plate_note.value = f"<i>no plate overview: {html.escape(str(error))}</i>"
+            else:
+                self.plate_png = png_bytes(canvas)
+                # Small plates are shown enlarged (up to 4x, 800 pixels wide at most).
+                scale = max(1, min(4, 800 // max(1, canvas.shape[1])))
+                self.plate_image.layout.width = f"{canvas.shape[1] * scale}px"
+                missing = f" ({len(problems)} well(s) not shown)" if problems else ""
+                self.plate_note.value = (
+                    f"<b>Plate</b> {html.escape(self.short(self.plate_url))}{missing}"
+                )
+        else:
+            self.plate_note.value = ""
+        self.plate_image.value = self.plate_png
+
     def _show_thumbnail(self, image: SingleImage) -> None:
         try:
-            png = thumbnail_png(image.zarr_url)
+            png = thumbnail_png(image.zarr_url, channel=self.channel, z=self.z)
         except ThumbnailError as error:
             self.thumbnail.value = b""
             self.thumbnail_note.value = f"<i>no thumbnail: {html.escape(str(error))}</i>"
