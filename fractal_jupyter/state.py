@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .db.engine import Database
-from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
-from .services.job_events import sync_submitted_jobs
+from .services.job_watcher import JobWatcher
 from .services.task_collection import TaskCollector
 from .services.users import CurrentUser, caller
 from .tokens import TokenSigner
-
-# How often running jobs' event files are looked at between two passes over the database.
-QUICK_LOOK_SECONDS = 0.05
 
 
 @dataclass
@@ -44,8 +38,7 @@ class FractalState:
     config: dict[str, Any] = field(default_factory=dict)
     _users: dict[str, CurrentUser] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
-    _watcher: asyncio.Task[None] | None = None
-    _news: asyncio.Event = field(default_factory=asyncio.Event)
+    _watcher: JobWatcher | None = None
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -78,58 +71,20 @@ class FractalState:
 
     def start_watching_jobs(self) -> None:
         if self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch_jobs())
+            self._watcher = JobWatcher(
+                self.database,
+                self.launcher,
+                self.runner.working_dir,
+                self.log,
+                self.job_poll_interval,
+            )
+        self._watcher.start()
 
     async def stop_watching_jobs(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
-
-    async def _watch_jobs(self) -> None:
-        """Follow the running jobs: apply their events, fail those whose process died.
-
-        Runs for the life of the server; a job started before a restart is picked up again,
-        since all its state is in the database and in its folder.
-        """
-        running: dict[int, Path] = {}
-        while True:
-            try:
-                running = await sync_submitted_jobs(self.database, self.launcher)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("fractal_jupyter: following the running jobs failed")
-            await self._wait_for_news(running)
+            await self._watcher.stop()
 
     def job_submitted(self) -> None:
         """A job was just submitted: follow it now rather than at the next pass."""
-        self._news.set()
-
-    async def _wait_for_news(self, running: dict[int, Path]) -> None:
-        """Until a job wrote an event, one of our job processes ended, a job was submitted,
-        or `job_poll_interval` passed (jobs of other servers of this user on this host).
-
-        Looking at file sizes is cheap, so progress shows within a tenth of a second without
-        querying the database that often.
-        """
-        sizes = {job_id: _events_size(folder) for job_id, folder in running.items()}
-        deadline = asyncio.get_running_loop().time() + self.job_poll_interval
-        while asyncio.get_running_loop().time() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._news.wait(), QUICK_LOOK_SECONDS)
-            if self._news.is_set():
-                self._news.clear()
-                return
-            if self.launcher.reap():
-                return
-            if any(_events_size(folder) != sizes[job_id] for job_id, folder in running.items()):
-                return
-
-
-def _events_size(job_dir: Path) -> int:
-    try:
-        return (job_dir / EVENTS_FILE).stat().st_size
-    except OSError:
-        return -1
+        if self._watcher is not None:
+            self._watcher.job_submitted()
