@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import event
 
 from fractal_jupyter.db.engine import Database, alembic_config, head_revision
+from fractal_jupyter.file_watch import FileWatch, InotifyWatch, PollingWatch
 from tests.conftest import TEST_DB_URL
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
 from tests.support.server import ServerProcess
@@ -202,3 +203,30 @@ def test_the_head_revision_is_alembic_s() -> None:
     from alembic.script import ScriptDirectory
 
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@pytest.mark.parametrize("kind", ["inotify", "polling"])
+async def test_a_file_watch_reports_writes_to_the_named_files_only(
+    kind: str, tmp_path: Path
+) -> None:
+    changes: list[float] = []
+    watch: FileWatch = (
+        InotifyWatch(["events.jsonl"], lambda: changes.append(time.monotonic()))
+        if kind == "inotify"
+        else PollingWatch(["events.jsonl"], lambda: changes.append(time.monotonic()), 0.05, 0.2)
+    )
+    try:
+        watch.set_folders([tmp_path], busy=True)
+        await asyncio.sleep(0.3)
+        (tmp_path / "workflow.log").write_text("not watched\n")
+        await asyncio.sleep(0.3)
+        assert changes == []
+        with (tmp_path / "events.jsonl").open("a") as events:
+            events.write('{"seq": 1}\n')
+        for _ in range(20):
+            if changes:
+                break
+            await asyncio.sleep(0.05)
+        assert changes
+    finally:
+        watch.close()
