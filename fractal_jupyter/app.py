@@ -115,7 +115,10 @@ class FractalJupyter(ExtensionApp):
     ).tag(config=True)
 
     job_poll_interval = Float(
-        0.5, help="Seconds between two looks at the running jobs' event files."
+        0.5,
+        help="Seconds between two passes over the running jobs while some run (a job process "
+        "that crashed writes no event; new events are seen at once). Nothing polls while no "
+        "job runs.",
     ).tag(config=True)
 
     # -- task collection (issue 5) --

@@ -9,23 +9,19 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from .db.engine import Database
 from .errors import Unavailable
-from .runner.files import EVENTS_FILE
 from .runner.launcher import JobLauncher
-from .services.job import RunnerSettings, start_job_process
-from .services.job_events import sync_submitted_jobs
+from .services.job import RunnerSettings
+from .services.job_watcher import JobWatcher
 from .services.task_collection import TaskCollector
 from .services.users import CurrentUser, caller, is_still_active
 from .tokens import TokenSigner
 
 # The key of the running jobs in jupyter_server's `last_activity_times`.
 JOBS_ACTIVITY = "fractal_running_jobs"
-# How often running jobs' event files are looked at between two passes over the database.
-QUICK_LOOK_SECONDS = 0.05
 # How long a user record (its active flag) is trusted before it is read again.
 USER_CACHE_SECONDS = 2.0
 # Backoff of the start-up retries while the database cannot be reached.
@@ -57,13 +53,10 @@ class FractalState:
     user_cache_seconds: float = USER_CACHE_SECONDS
     _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
     _ready: asyncio.Task[None] | None = None
-    _watcher: asyncio.Task[None] | None = None
+    _watcher: JobWatcher | None = None
     _retrier: asyncio.Task[None] | None = None
-    _news: asyncio.Event = field(default_factory=asyncio.Event)
     # jupyter_server's `last_activity_times` (see `report_running_jobs`); None outside a server.
     activity_times: dict[str, datetime] | None = None
-    # Committed submissions whose process the job watcher starts next.
-    _to_start: list[int] = field(default_factory=list)
 
     async def ensure_ready(self) -> None:
         """Run the schema migrations once; every request waits for them.
@@ -143,61 +136,27 @@ class FractalState:
 
     def start_watching_jobs(self) -> None:
         if self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch_jobs())
+            self._watcher = JobWatcher(
+                self.database,
+                self.launcher,
+                self.runner.working_dir,
+                self.log,
+                self.job_poll_interval,
+                on_pass=self._jobs_followed,
+            )
+        self._watcher.start()
 
     async def stop_watching_jobs(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
-
-    async def _watch_jobs(self) -> None:
-        """Follow the running jobs: apply their events, fail those whose process died.
-
-        Runs for the life of the server; a job started before a restart is picked up again,
-        since all its state is in the database and in its folder.
-        """
-        running: dict[int, Path] = {}
-        while True:
-            try:
-                # A start is tried once: a process started and then stopped (its pid could
-                # not be recorded) may still be writing to the job folder. A job left without
-                # a process is failed as never started.
-                while self._to_start:
-                    await start_job_process(self.database, self._to_start.pop(0), self.launcher)
-                running = await sync_submitted_jobs(self.database, self.launcher)
-                report_running_jobs(self.activity_times, running)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("fractal_jupyter: following the running jobs failed")
-            await self._wait_for_news(running)
+            await self._watcher.stop()
 
     def job_submitted(self, job_id: int) -> None:
         """A job's submission was committed: start its process and follow it now."""
-        self._to_start.append(job_id)
-        self._news.set()
+        if self._watcher is not None:
+            self._watcher.job_submitted(job_id)
 
-    async def _wait_for_news(self, running: dict[int, Path]) -> None:
-        """Until a job wrote an event, one of our job processes ended, a job was submitted,
-        or `job_poll_interval` passed (jobs of other servers of this user on this host).
-
-        Looking at file sizes is cheap, so progress shows within a tenth of a second without
-        querying the database that often.
-        """
-        sizes = {job_id: _events_size(folder) for job_id, folder in running.items()}
-        deadline = asyncio.get_running_loop().time() + self.job_poll_interval
-        while asyncio.get_running_loop().time() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._news.wait(), QUICK_LOOK_SECONDS)
-            if self._news.is_set():
-                self._news.clear()
-                return
-            if self.launcher.reap():
-                return
-            if any(_events_size(folder) != sizes[job_id] for job_id, folder in running.items()):
-                return
+    def _jobs_followed(self, running: Collection[int]) -> None:
+        report_running_jobs(self.activity_times, running)
 
 
 def report_running_jobs(
@@ -214,10 +173,3 @@ def report_running_jobs(
     """
     if activity_times is not None and running:
         activity_times[JOBS_ACTIVITY] = datetime.now(UTC)
-
-
-def _events_size(job_dir: Path) -> int:
-    try:
-        return (job_dir / EVENTS_FILE).stat().st_size
-    except OSError:
-        return -1

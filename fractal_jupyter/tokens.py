@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from .file_modes import PRIVATE_FILE_MODE, make_private_dir, restrict_file
@@ -60,6 +59,8 @@ class TokenSigner:
         return self._key
 
     def issue(self, username: str) -> str:
+        import jwt  # with `cryptography`, 9 MiB that most servers never need
+
         now = int(time.time())
         claims = {
             "sub": username,
@@ -71,6 +72,8 @@ class TokenSigner:
 
     def username(self, token: str) -> str:
         """The `sub` of a valid token; `InvalidToken` says why a token is refused."""
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,

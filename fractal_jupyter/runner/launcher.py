@@ -48,6 +48,10 @@ class JobLauncher:
             del self._children[pid]
         return bool(ended)
 
+    def has_children(self) -> bool:
+        """True while a job process started here has not been reaped."""
+        return bool(self._children)
+
     def is_alive(self, pid: int | None) -> bool:
         """True while `pid` is a running job process (not a zombie, not a reused pid)."""
         if pid is None:

@@ -1,0 +1,122 @@
+"""Following the running jobs, and sleeping while none runs.
+
+A pass over the database (`sync_submitted_jobs`) applies the jobs' new events and fails those
+whose process died. Passes run when something happened, never on a clock while nothing runs:
+
+- a job was submitted here (`job_submitted`): its process is started first, now that its
+  row is committed (`start_job_process`);
+- a running job's process wrote to its `events.jsonl` (a file watch on its folder);
+- another server of the same runner (host and uid: only those follow a job, see
+  `sync_submitted_jobs`) submitted a job: a submission touches the doorbell file in the jobs
+  folder, which every such server watches. That works on SQLite and PostgreSQL alike, with no
+  connection kept open and no query while idle. Servers of one runner that share a database
+  are expected to share the jobs folder (the default, under the user's Jupyter data dir);
+- while jobs run (or a job process of ours is still to be reaped), every `poll_interval`:
+  a job process that crashed writes no event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..db.engine import Database
+from ..file_watch import FileWatch, watch_files
+from ..runner.files import EVENTS_FILE
+from ..runner.launcher import JobLauncher
+from .job import start_job_process
+from .job_events import sync_submitted_jobs
+
+# Touched in the jobs folder after each submission, to wake the other servers of this runner.
+DOORBELL_FILE = ".job-submitted"
+
+
+class JobWatcher:
+    def __init__(
+        self,
+        database: Database,
+        launcher: JobLauncher,
+        jobs_dir: Path,
+        log: logging.Logger,
+        poll_interval: float,
+        on_pass: Callable[[dict[int, Path]], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.launcher = launcher
+        self.jobs_dir = jobs_dir
+        self.log = log
+        self.poll_interval = poll_interval
+        # Told the running jobs after every pass (the server's activity, see state.py).
+        self.on_pass = on_pass
+        # Committed submissions whose process the next pass starts.
+        self._to_start: list[int] = []
+        # How many passes over the database ran (for tests and logs).
+        self.passes = 0
+        self._news = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def job_submitted(self, job_id: int) -> None:
+        """A job's submission was committed here: start and follow it now, and tell the other
+        servers."""
+        self._to_start.append(job_id)
+        self._news.set()
+        try:
+            # Opened and closed: the other servers' inotify sees IN_CLOSE_WRITE.
+            with (self.jobs_dir / DOORBELL_FILE).open("a"):
+                pass
+        except OSError as error:
+            self.log.warning("fractal_jupyter: could not ring %s: %s", DOORBELL_FILE, error)
+
+    async def _run(self) -> None:
+        """Runs for the life of the server; a job started before a restart is picked up by
+        the first pass, since all its state is in the database and in its folder."""
+        with contextlib.suppress(OSError):
+            self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        files = watch_files((EVENTS_FILE, DOORBELL_FILE), self._news.set)
+        # The doorbell is watched before the first pass, so no submission falls in between.
+        files.set_folders([self.jobs_dir], busy=False)
+        running: dict[int, Path] = {}
+        try:
+            while True:
+                self._news.clear()
+                try:
+                    # A start is tried once: a process started and then stopped (its pid could
+                    # not be recorded) may still be writing to the job folder. A job left
+                    # without a process is failed as never started.
+                    while self._to_start:
+                        job_id = self._to_start.pop(0)
+                        await start_job_process(self.database, job_id, self.launcher)
+                    running = await sync_submitted_jobs(self.database, self.launcher)
+                    if self.on_pass is not None:
+                        self.on_pass(running)
+                    failed = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("fractal_jupyter: following the running jobs failed")
+                    failed = True
+                self.passes += 1
+                self.launcher.reap()
+                await self._wait(files, running, keep_polling=failed)
+        finally:
+            files.close()
+
+    async def _wait(self, files: FileWatch, running: dict[int, Path], keep_polling: bool) -> None:
+        files.set_folders([self.jobs_dir, *running.values()], busy=bool(running))
+        polling = keep_polling or bool(running) or self.launcher.has_children()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._news.wait(), self.poll_interval if polling else None)

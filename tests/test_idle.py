@@ -1,0 +1,232 @@
+"""An idle server costs nothing: no wake-ups, no activity for the culler, little at start-up.
+
+Speed and memory are measured in bench/idle.py; these tests check the behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from fractal_jupyter.db.engine import Database, alembic_config, head_revision
+from fractal_jupyter.file_watch import FileWatch, InotifyWatch, PollingWatch
+from tests.conftest import TEST_DB_URL
+from tests.support.jobs import make_workflow, register_tasks, wait_for_job
+from tests.support.server import ServerProcess
+
+PLATE = {"rows": "A", "columns": 2, "fields": 1}
+IDLE_SECONDS = 5.0
+
+
+@pytest.fixture
+def statements(jp_serverapp: Any) -> list[str]:
+    """Every SQL statement the server sends from now on."""
+    database: Database = jp_serverapp.web_app.settings["fractal"].database
+    sent: list[str] = []
+
+    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    engines = [database.engine.sync_engine]
+    if database._sync_engine is not None:
+        engines.append(database._sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def _setup(api: Any, tmp_path: Path) -> tuple[str, Any, Any]:
+    """A project of alice (the default caller), a dataset and a workflow of about 2 s."""
+    _, project = await api("POST", "api/v2/project/", {"name": "p"})
+    project_path = f"api/v2/project/{project['id']}/"
+    _, dataset = await api(
+        "POST", project_path + "dataset/", {"name": "d", "zarr_dir": str(tmp_path / "zarr")}
+    )
+    tasks = await register_tasks(api)
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [
+            (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 1}}),
+        ],
+    )
+    return project_path, dataset, workflow
+
+
+def _submit_params(workflow: Any, dataset: Any) -> dict[str, str]:
+    return {"workflow_id": str(workflow["id"]), "dataset_id": str(dataset["id"])}
+
+
+async def _wait_until_quiet(statements: list[str], quiet: float = 0.5) -> None:
+    """Until no statement was sent for `quiet` seconds (the watcher's first pass is over)."""
+    seen = -1
+    for _ in range(20):
+        if seen == len(statements):
+            return
+        seen = len(statements)
+        await asyncio.sleep(quiet)
+    raise AssertionError(f"the server keeps querying: {statements[-3:]}")
+
+
+async def test_an_idle_server_sends_no_query_and_follows_a_new_job_at_once(
+    api: Any, statements: list[str], tmp_path: Path
+) -> None:
+    project_path, dataset, workflow = await _setup(api, tmp_path)
+    await _wait_until_quiet(statements)
+    before = len(statements)
+    await asyncio.sleep(IDLE_SECONDS)
+    assert statements[before:] == []
+
+    status, job = await api(
+        "POST", f"{project_path}job/submit/", {}, params=_submit_params(workflow, dataset)
+    )
+    assert status == 202, job
+    # Wait for the end with quick looks; the job's last event must show within 1 s of its
+    # writing (the watcher reacts to the event file, not to a clock).
+    deadline = time.monotonic() + 60
+    while True:
+        _, job = await api("GET", f"{project_path}job/{job['id']}/")
+        if job["status"] != "submitted":
+            seen = time.time()
+            break
+        assert time.monotonic() < deadline, "the job did not end within 60 s"
+        await asyncio.sleep(0.05)
+    assert job["status"] == "done", job["log"]
+    events = (Path(job["working_dir"]) / "events.jsonl").read_text().splitlines()
+    last = json.loads(events[-1])
+    assert last["type"] == "job_done"
+    assert seen - last["time"] < 1.0
+
+
+async def test_background_work_is_no_user_activity(api: Any, jp_fetch: Any, tmp_path: Path) -> None:
+    """JupyterHub's idle culler reads `last_activity`: applying a job's events must not move it."""
+    project_path, dataset, workflow = await _setup(api, tmp_path)
+    status, job = await api(
+        "POST", f"{project_path}job/submit/", {}, params=_submit_params(workflow, dataset)
+    )
+    assert status == 202, job
+
+    async def last_activity() -> str:
+        answer = await jp_fetch("api", "status", method="GET")
+        value: str = json.loads(answer.body)["last_activity"]
+        return value
+
+    before = await last_activity()
+    events = Path(job["working_dir"]) / "events.jsonl"
+    deadline = time.monotonic() + 60
+    while '"job_done"' not in (events.read_text() if events.exists() else ""):
+        assert time.monotonic() < deadline, "the job did not end within 60 s"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the watcher applies the last event meanwhile
+    assert await last_activity() == before
+    _, job = await api("GET", f"{project_path}job/{job['id']}/")
+    assert job["status"] == "done", job["log"]
+
+
+async def test_a_job_submitted_through_another_server_is_followed(
+    api: Any, fractal_config: dict[str, Any], tmp_path: Path, in_thread: Any
+) -> None:
+    """Two servers of one user on one database and host: a job submitted through the second
+    one, which then stops, is finished by the first one, which was idle (no polling)."""
+    project_path, dataset, workflow = await _setup(api, tmp_path)
+    other = ServerProcess(
+        tmp_path / "other",
+        f"--FractalJupyter.db_url={fractal_config['db_url']}",
+        f"--FractalJupyter.working_dir={Path(fractal_config['data_dir']) / 'jobs'}",
+        "--FractalJupyter.default_username=alice",
+    )
+    other.data_dir.mkdir()
+    await in_thread(other.start)
+    try:
+        job = await in_thread(
+            other.api.call,
+            "POST",
+            f"{project_path}job/submit/?workflow_id={workflow['id']}&dataset_id={dataset['id']}",
+            {},
+        )
+    finally:
+        await in_thread(other.stop)
+    assert job["status"] == "submitted"
+    job = await wait_for_job(api, project_path, job["id"], timeout=60)
+    assert job["status"] == "done", job["log"]
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_loading_the_extension_imports_no_heavy_optional_module() -> None:
+    """Tokens, migrations, widgets, arrays and SSH load when first used, not at start-up."""
+    heavy = ["alembic", "jwt", "cryptography", "numpy", "numcodecs", "paramiko", "ipywidgets"]
+    result = _run_python(
+        "import sys, fractal_jupyter.app\n"
+        f"print([name for name in {heavy!r} if name in sys.modules])"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(TEST_DB_URL is not None, reason="a SQLite file of its own")
+def test_a_current_database_is_checked_not_migrated(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/fractal.db"
+    code = (
+        "import asyncio, sys\n"
+        "from fractal_jupyter.db.engine import Database\n"
+        "async def main():\n"
+        f"    database = Database({url!r})\n"
+        "    await database.upgrade()\n"
+        "    await database.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)"
+    )
+    first = _run_python(code)
+    assert (first.returncode, first.stdout.strip()) == (0, "True"), first.stderr
+    second = _run_python(code)
+    assert (second.returncode, second.stdout.strip()) == (0, "False"), second.stderr
+
+
+def test_the_head_revision_is_alembic_s() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@pytest.mark.parametrize("kind", ["inotify", "polling"])
+async def test_a_file_watch_reports_writes_to_the_named_files_only(
+    kind: str, tmp_path: Path
+) -> None:
+    changes: list[float] = []
+    watch: FileWatch = (
+        InotifyWatch(["events.jsonl"], lambda: changes.append(time.monotonic()))
+        if kind == "inotify"
+        else PollingWatch(["events.jsonl"], lambda: changes.append(time.monotonic()), 0.05, 0.2)
+    )
+    try:
+        watch.set_folders([tmp_path], busy=True)
+        await asyncio.sleep(0.3)
+        (tmp_path / "workflow.log").write_text("not watched\n")
+        await asyncio.sleep(0.3)
+        assert changes == []
+        with (tmp_path / "events.jsonl").open("a") as events:
+            events.write('{"seq": 1}\n')
+        for _ in range(20):
+            if changes:
+                break
+            await asyncio.sleep(0.05)
+        assert changes
+    finally:
+        watch.close()
