@@ -150,10 +150,10 @@ class FractalState:
         if self._watcher is not None:
             await self._watcher.stop()
 
-    def job_submitted(self, job_id: int) -> None:
-        """A job's submission was committed: start its process and follow it now."""
+    def job_submitted(self) -> None:
+        """A job was just submitted and its process started: follow it now."""
         if self._watcher is not None:
-            self._watcher.job_submitted(job_id)
+            self._watcher.job_submitted()
 
     def _jobs_followed(self, running: Collection[int]) -> None:
         report_running_jobs(self.activity_times, running)

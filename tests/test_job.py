@@ -483,8 +483,12 @@ async def test_a_committed_job_whose_process_never_started_is_failed(
 
     project_path, dataset, tasks = env
     workflow = await plate_workflow(api, project_path, tasks)
+
     # The server stops between the commit and the start of the process.
-    monkeypatch.setattr(fractal_state(jp_serverapp), "job_submitted", lambda job_id: None)
+    async def not_started(*args):
+        return None
+
+    monkeypatch.setattr(job_service, "start_job_process", not_started)
     job = await submit(api, project_path, workflow, dataset)
     await asyncio.sleep(0.4)  # job watcher passes: within the grace period it may still start
     status, job = await api("GET", f"{project_path}job/{job['id']}/")

@@ -208,6 +208,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     raw_stream: Callable[[ChunkPipe], None] | None = None
     # The user named by a valid bearer JWT of ours (tokens.py), else None.
     bearer_username: str | None = None
+    # Set by a method with work for after its transaction committed, before the answer.
+    after_commit: Callable[[], Awaitable[None]] | None = None
     # The FractalJupyter trait that limits this route's request bodies, and its default.
     body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     _body_parts: list[bytes] | None = None
@@ -615,6 +617,8 @@ def operation(
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
                 return
+            if self.after_commit is not None:
+                await self.after_commit()
             if self.raw_stream is not None:
                 self.set_status(status)
                 await self.send_stream(self.raw_stream)

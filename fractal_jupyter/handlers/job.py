@@ -10,8 +10,6 @@ from .base import FractalHandler, operation
 
 
 class JobSubmitHandler(FractalHandler):
-    submitted: Job
-
     @operation(
         "Run a slice of a workflow on a dataset",
         query=SubmitQuery,
@@ -21,7 +19,7 @@ class JobSubmitHandler(FractalHandler):
     )
     async def post(self, project_id: int, query: SubmitQuery, body: JobCreate) -> Job:
         self.require_server_owner("submit jobs")
-        self.submitted = await job.submit_job(
+        submitted = await job.submit_job(
             self.db_session,
             self.user,
             project_id,
@@ -32,12 +30,14 @@ class JobSubmitHandler(FractalHandler):
             self.fractal.launcher,
             self.fractal.admin_users,
         )
-        return self.submitted
+        self.after_commit = functools.partial(self._start, submitted.id)
+        return submitted
 
-    def on_finish(self) -> None:
-        # 202: the job row is committed; its process starts now, never before.
-        if self.get_status() == 202:
-            self.fractal.job_submitted(self.submitted.id)
+    async def _start(self, job_id: int) -> None:
+        """The job row is committed: its process starts now (never before), then the answer
+        goes out, so a server stopped after answering leaves no job without its process."""
+        await job.start_job_process(self.fractal.database, job_id, self.fractal.launcher)
+        self.fractal.job_submitted()
 
 
 class UserJobListHandler(FractalHandler):

@@ -3,8 +3,7 @@
 A pass over the database (`sync_submitted_jobs`) applies the jobs' new events and fails those
 whose process died. Passes run when something happened, never on a clock while nothing runs:
 
-- a job was submitted here (`job_submitted`): its process is started first, now that its
-  row is committed (`start_job_process`);
+- a job was submitted here (`job_submitted`);
 - a running job's process wrote to its `events.jsonl` (a file watch on its folder);
 - another server of the same runner (host and uid: only those follow a job, see
   `sync_submitted_jobs`) submitted a job: a submission touches the doorbell file in the jobs
@@ -27,7 +26,6 @@ from ..db.engine import Database
 from ..file_watch import FileWatch, watch_files
 from ..runner.files import EVENTS_FILE
 from ..runner.launcher import JobLauncher
-from .job import start_job_process
 from .job_events import sync_submitted_jobs
 
 # Touched in the jobs folder after each submission, to wake the other servers of this runner.
@@ -51,8 +49,6 @@ class JobWatcher:
         self.poll_interval = poll_interval
         # Told the running jobs after every pass (the server's activity, see state.py).
         self.on_pass = on_pass
-        # Committed submissions whose process the next pass starts.
-        self._to_start: list[int] = []
         # How many passes over the database ran (for tests and logs).
         self.passes = 0
         self._news = asyncio.Event()
@@ -69,10 +65,8 @@ class JobWatcher:
                 await self._task
             self._task = None
 
-    def job_submitted(self, job_id: int) -> None:
-        """A job's submission was committed here: start and follow it now, and tell the other
-        servers."""
-        self._to_start.append(job_id)
+    def job_submitted(self) -> None:
+        """A job was just submitted here: follow it now, and tell the other servers."""
         self._news.set()
         try:
             # Opened and closed: the other servers' inotify sees IN_CLOSE_WRITE.
@@ -94,12 +88,6 @@ class JobWatcher:
             while True:
                 self._news.clear()
                 try:
-                    # A start is tried once: a process started and then stopped (its pid could
-                    # not be recorded) may still be writing to the job folder. A job left
-                    # without a process is failed as never started.
-                    while self._to_start:
-                        job_id = self._to_start.pop(0)
-                        await start_job_process(self.database, job_id, self.launcher)
                     running = await sync_submitted_jobs(self.database, self.launcher)
                     if self.on_pass is not None:
                         self.on_pass(running)
