@@ -10,7 +10,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Integer, List, Set, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Set, Unicode, default
 
 from ._version import __version__
 from .db.engine import Database
@@ -67,6 +67,14 @@ class FractalJupyter(ExtensionApp):
     local_max_workers = Integer(
         help="How many task processes a job runs at once on the local backend. A task's "
         "meta.parallel_tasks_per_job narrows it. Default: the number of CPUs.",
+    ).tag(config=True)
+
+    warm_start = Bool(
+        True,
+        help="Run the calls of a task whose command is `<python> <script.py>` warm: one "
+        "process of that Python imports the script once per task of a job and forks a "
+        "process per call, locally and inside each SLURM job. A task opts out with "
+        '`"warm_start": false` in its meta. False: a new process for every call.',
     ).tag(config=True)
 
     submit_rate_limit_seconds = Float(
@@ -228,6 +236,7 @@ class FractalJupyter(ExtensionApp):
             ssh=ssh,
             remote_dir=self.slurm_ssh_remote_dir,
             remote_python=self.slurm_ssh_python,
+            warm_start=self.warm_start,
         )
 
     token_lifetime = Float(
@@ -307,6 +316,7 @@ class FractalJupyter(ExtensionApp):
                 submit_rate_limit_seconds=self.submit_rate_limit_seconds,
                 backend=self.runner_backend,
                 slurm=self.slurm_settings(),
+                warm_start=self.warm_start,
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,

@@ -37,6 +37,7 @@ class JobSpec:
     slurm: JSON | None = None  # runner.slurm.SlurmSettings.to_dict() for the SLURM backends
     slurm_account: str | None = None
     worker_init: str | None = None
+    warm_start: bool = True  # the local backend's (runner.warm); SLURM's is in `slurm`
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))

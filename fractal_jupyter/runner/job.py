@@ -89,7 +89,7 @@ def choose_executor(
             worker_init=spec.worker_init,
             log=log,
         )
-    return LocalExecutor(job_dir, spec.max_workers)
+    return LocalExecutor(job_dir, spec.max_workers, warm_start=spec.warm_start, log=log)
 
 
 def main(job_dir: Path) -> int:

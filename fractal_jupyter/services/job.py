@@ -44,6 +44,7 @@ class RunnerSettings:
     submit_rate_limit_seconds: float = 2.0
     backend: str = "local"  # local, slurm or slurm_ssh
     slurm: SlurmSettings | None = None  # for the SLURM backends
+    warm_start: bool = True  # the local backend's; SLURM's is in `slurm`
 
 
 def _timestamp(value: Any) -> str:
@@ -243,6 +244,7 @@ async def submit_job(
         slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
         slurm_account=slurm_account,
         worker_init=data.worker_init,
+        warm_start=settings.warm_start,
     ).write(job_dir)
     job.pid = launcher.start(job_dir)
     await session.flush()
