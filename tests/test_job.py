@@ -214,6 +214,7 @@ async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, ca
     )
     assert job["status"] == "failed"
     assert "Misbehave" in job["log"] and cause in job["log"], job["log"]
+    assert "Misbehave: warm start, " in job["log"]  # its calls forked from a warm starter
     if mode != "outside":  # that one is a rule of the engine, found after all calls ended
         assert "demo_plate.zarr/B/01/0" in job["log"]
     if mode == "exit":
@@ -249,6 +250,7 @@ async def test_stop_ends_the_job_and_its_processes(api, env):
     assert (status, body) == (202, None)
     job = await wait_for_job(api, project_path, job["id"], timeout=30)
     assert job["status"] == "failed" and "stopped by the user" in job["log"]
+    assert "Misbehave: warm start, " in job["log"]
     # Ended by then, but for the job process's own exit after its last word (a few ms).
     for _ in range(50):
         left = processes_mentioning(job["working_dir"])
@@ -413,3 +415,56 @@ async def test_non_parallel_and_converter_compound_tasks(api, env):
         f"{zarr_dir}/imported/A01",
         f"{zarr_dir}/imported/B02",
     ]
+
+
+WARM_TASKS = Path(__file__).resolve().parent / "tasks"
+
+
+@on_every_backend
+@pytest.mark.parametrize("case", ["fresh state", "over its memory limit", "import fails"])
+async def test_warm_calls_end_as_spawned_ones_and_the_log_says_how_they_started(api, env, case):
+    """The four calls of a `<python> <script.py>` task fork from a warm starter, locally and
+    in each SLURM job (two calls per SLURM job on the test cluster)."""
+    project_path, dataset, tasks = env
+    script = "warm_import_fails.py" if case == "import fails" else "warm_probe.py"
+    status, task = await api(
+        "POST",
+        "api/v2/task/",
+        {
+            "name": "Warm probe",
+            "source": f"test:{script}",
+            "command_parallel": f"{sys.executable} {WARM_TASKS / script}",
+        },
+    )
+    assert status == 201, task
+    probe: dict = {}
+    if case == "over its memory limit":  # 1 GB in a 200 MB address space
+        probe = {
+            "args_parallel": {"mode": "allocate", "blocks": 16},
+            "meta_parallel": {"address_space_limit": "200M"},
+        }
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [(tasks["Create demo plate"], {"args_non_parallel": PLATE}), (task, probe)],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    if case == "fresh state":
+        assert job["status"] == "done", job["log"]
+        assert "Warm probe: warm start, " in job["log"]
+        # A module global of the task that each call appends to is new in every call.
+        page = await images_of(api, project_path, dataset)
+        assert [image["attributes"]["calls_seen"] for image in page["images"]] == [1] * 4
+    elif case == "over its memory limit":
+        assert job["status"] == "failed"
+        assert "Warm probe: warm start, " in job["log"]
+        assert "the task exited with code 1" in job["log"] and "MemoryError" in job["log"]
+    else:
+        assert job["status"] == "done", job["log"]
+        assert (
+            "Warm probe: one new process per call (the warm start failed: importing "
+            f"{WARM_TASKS / script} failed: RuntimeError: this task refuses to be imported)"
+        ) in job["log"]
