@@ -362,6 +362,7 @@ class FractalJupyter(ExtensionApp):
         state: FractalState | None = self.settings.get("fractal")
         if state is not None:
             await state.stop_watching_jobs()
+            state.launcher.close()  # the job starter (runner/job_starter.py), not the jobs
             await state.collector.stop()
             await state.database.dispose()
 

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import re
+import select
 import sys
 import zipfile
 from dataclasses import replace
@@ -468,3 +469,56 @@ async def test_warm_calls_end_as_spawned_ones_and_the_log_says_how_they_started(
             "Warm probe: one new process per call (the warm start failed: importing "
             f"{WARM_TASKS / script} failed: RuntimeError: this task refuses to be imported)"
         ) in job["log"]
+
+
+def job_process_pid(job: dict) -> int:
+    events_file = Path(job["working_dir"]) / "events.jsonl"
+    for line in events_file.read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] == "job_started":
+            return int(event["pid"])
+    raise AssertionError("no job_started event")
+
+
+async def test_later_jobs_fork_from_the_job_starter_and_outlive_it(api, env, jp_serverapp):
+    """The first job of a server spawns its job process and starts the job starter; the next
+    jobs fork from it (runner/job_starter.py) and go on when it ends with the server."""
+    project_path, dataset, tasks = env
+    launcher = jp_serverapp.web_app.settings["fractal"].launcher
+    quick = await make_workflow(
+        api, project_path, "quick", [(tasks["Create demo plate"], {"args_non_parallel": PLATE})]
+    )
+    first = await wait_for_job(
+        api, project_path, (await submit(api, project_path, quick, dataset))["id"]
+    )
+    assert first["status"] == "done", first["log"]
+    starter = launcher._starter
+    assert starter is not None
+    first_pid = job_process_pid(first)
+    slow = await make_workflow(
+        api,
+        project_path,
+        "slow",
+        [(tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 1.5}})],
+    )
+    for _ in range(100):  # the starter imports for a few tenths of a second
+        if select_ready(starter):
+            break
+        await asyncio.sleep(0.05)
+    job = await submit(api, project_path, slow, dataset)
+    await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/0_misbehave")
+    pid = job_process_pid(job)
+    assert pid != first_pid
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[1]) == starter.pid  # its parent: the job starter
+    assert int(stat[3]) == pid  # its own session
+    assert b"fractal_jupyter.runner.job" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    launcher.close()  # as when the server ends: the starter goes, the job goes on
+    assert starter.poll() is not None
+    job = await wait_for_job(api, project_path, job["id"])
+    assert job["status"] == "done", job["log"]
+    assert "Misbehave: warm start" in job["log"]
+
+
+def select_ready(process) -> bool:
+    return bool(select.select([process.stdout], [], [], 0)[0])

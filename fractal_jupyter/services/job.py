@@ -246,7 +246,7 @@ async def submit_job(
         worker_init=data.worker_init,
         warm_start=settings.warm_start,
     ).write(job_dir)
-    job.pid = launcher.start(job_dir)
+    job.pid = launcher.start(job_dir, warm=settings.warm_start)
     await session.flush()
     return job
 
