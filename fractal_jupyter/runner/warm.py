@@ -115,22 +115,27 @@ class WarmStarter:
 
     def _read(self, replies: IO[bytes]) -> None:
         """The starter's answers, for the waiting calls; at its end, every call learns it."""
-        for line in replies:
-            message = json.loads(line)
-            with self._lock:
-                pending = self._pending.get(message["id"])
-            if pending is None:
-                continue
-            if "pid" in message:
-                pending.pid = int(message["pid"])
-                pending.forked.set()
-            else:
-                pending.status = int(message["status"])
-                pending.ended.set()
         assert self._process is not None
+        why = ""
+        try:
+            for line in replies:
+                message = json.loads(line)
+                with self._lock:
+                    pending = self._pending.get(message["id"])
+                if pending is None:
+                    continue
+                if "pid" in message:
+                    pending.pid = int(message["pid"])
+                    pending.forked.set()
+                else:
+                    pending.status = int(message["status"])
+                    pending.ended.set()
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            why = f", after an answer not understood: {error}"
+            self._process.kill()  # no call may wait for it any more
         code = self._process.wait()
         with self._lock:
-            self.died = f"the starter ended (code {code})"
+            self.died = f"the starter ended (code {code}{why})"
             waiting = list(self._pending.values())
         for pending in waiting:
             pending.forked.set()
