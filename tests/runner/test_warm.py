@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -289,3 +290,15 @@ def test_a_call_whose_starter_dies_under_it_fails_once_it_ended(
         "the starter ended (code -9) while the call's process ran: its outcome is unknown"
     )
     assert not running(pids[0])
+
+
+def test_a_local_job_process_starts_without_the_slurm_executor() -> None:
+    """A job process (or the job starter) imports what a local job needs, not cloudpickle,
+    tarfile or the SSH transport: every job pays for its imports before it starts."""
+    code = (
+        "import sys, fractal_jupyter.runner.job_starter; "
+        "print(sorted(m for m in ('cloudpickle', 'fractal_jupyter.runner.slurm', "
+        "'fractal_jupyter.runner.ssh', 'paramiko') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
