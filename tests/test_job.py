@@ -234,7 +234,7 @@ async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, ca
 
 
 @on_every_backend
-async def test_stop_ends_the_job_and_its_processes(api, env):
+async def test_stop_ends_the_job_and_its_processes(api, env, backend):
     project_path, dataset, tasks = env
     workflow = await make_workflow(
         api,
@@ -251,7 +251,8 @@ async def test_stop_ends_the_job_and_its_processes(api, env):
     assert (status, body) == (202, None)
     job = await wait_for_job(api, project_path, job["id"], timeout=30)
     assert job["status"] == "failed" and "stopped by the user" in job["log"]
-    assert "Misbehave: warm start, " in job["log"]
+    if backend == "local":  # on SLURM, how the calls started comes with results: none here
+        assert "Misbehave: warm start, " in job["log"]
     # Ended by then, but for the job process's own exit after its last word (a few ms).
     for _ in range(50):
         left = processes_mentioning(job["working_dir"])
