@@ -10,7 +10,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Integer, List, Set, TraitError, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Set, TraitError, Unicode, default
 from traitlets.config.loader import ArgumentError
 
 from ._version import __version__
@@ -106,6 +106,16 @@ class FractalJupyter(ExtensionApp):
         "by a cgroup v2 cpu.max quota), not every CPU of the node. Memory is not counted: "
         "the tasks share the server's (in an allocation: SLURM --mem, the cgroup's "
         "memory.max); lower this for memory-hungry tasks.",
+    ).tag(config=True)
+
+    warm_start = Bool(
+        True,
+        help="Run the calls of a task whose command is `<python> <script.py>` warm: one "
+        "process of that Python imports the script once per task of a job and forks a "
+        "process per call, locally and inside each SLURM job. A task opts out with "
+        '`"warm_start": false` in its meta. Job processes, after the first job of a server, '
+        "fork from a job starter that imported their modules once. False: a new process for "
+        "every call and every job.",
     ).tag(config=True)
 
     submit_rate_limit_seconds = Float(
@@ -270,6 +280,7 @@ class FractalJupyter(ExtensionApp):
             ssh=ssh,
             remote_dir=self.slurm_ssh_remote_dir,
             remote_python=self.slurm_ssh_python,
+            warm_start=self.warm_start,
         )
 
     # -- limits of a request (issue 16) --
@@ -405,6 +416,7 @@ class FractalJupyter(ExtensionApp):
                 submit_rate_limit_seconds=self.submit_rate_limit_seconds,
                 backend=self.runner_backend,
                 slurm=self.slurm_settings(),
+                warm_start=self.warm_start,
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,
@@ -468,6 +480,7 @@ class FractalJupyter(ExtensionApp):
         if isinstance(state, FractalState):
             await state.stop_retrying()
             await state.stop_watching_jobs()
+            state.launcher.close()  # the job starter (runner/job_starter.py), not the jobs
             await state.collector.stop()
             await state.database.dispose()
 

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import re
+import select
 import sys
 import zipfile
 from dataclasses import replace
@@ -214,6 +215,7 @@ async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, ca
     )
     assert job["status"] == "failed"
     assert "Misbehave" in job["log"] and cause in job["log"], job["log"]
+    assert "Misbehave: warm start, " in job["log"]  # its calls forked from a warm starter
     if mode != "outside":  # that one is a rule of the engine, found after all calls ended
         assert "demo_plate.zarr/B/01/0" in job["log"]
     if mode == "exit":
@@ -232,7 +234,7 @@ async def test_failures_are_reported_and_earlier_changes_kept(api, env, mode, ca
 
 
 @on_every_backend
-async def test_stop_ends_the_job_and_its_processes(api, env):
+async def test_stop_ends_the_job_and_its_processes(api, env, backend):
     project_path, dataset, tasks = env
     workflow = await make_workflow(
         api,
@@ -249,6 +251,8 @@ async def test_stop_ends_the_job_and_its_processes(api, env):
     assert (status, body) == (202, None)
     job = await wait_for_job(api, project_path, job["id"], timeout=30)
     assert job["status"] == "failed" and "stopped by the user" in job["log"]
+    if backend == "local":  # on SLURM, how the calls started comes with results: none here
+        assert "Misbehave: warm start, " in job["log"]
     # Ended by then, but for the job process's own exit after its last word (a few ms).
     for _ in range(50):
         left = processes_mentioning(job["working_dir"])
@@ -533,3 +537,109 @@ async def test_running_jobs_are_activity_for_jupyter_and_the_hub(api, env, jp_se
     last = times[jobs_activity]
     await asyncio.sleep(0.5)
     assert times[jobs_activity] == last  # no job runs: no activity
+
+
+WARM_TASKS = Path(__file__).resolve().parent / "tasks"
+
+
+@on_every_backend
+@pytest.mark.parametrize("case", ["fresh state", "over its memory limit", "import fails"])
+async def test_warm_calls_end_as_spawned_ones_and_the_log_says_how_they_started(api, env, case):
+    """The four calls of a `<python> <script.py>` task fork from a warm starter, locally and
+    in each SLURM job (two calls per SLURM job on the test cluster)."""
+    project_path, dataset, tasks = env
+    script = "warm_import_fails.py" if case == "import fails" else "warm_probe.py"
+    status, task = await api(
+        "POST",
+        "api/v2/task/",
+        {
+            "name": "Warm probe",
+            "source": f"test:{script}",
+            "command_parallel": f"{sys.executable} {WARM_TASKS / script}",
+        },
+    )
+    assert status == 201, task
+    probe: dict = {}
+    if case == "over its memory limit":  # 1 GB in a 200 MB address space
+        probe = {
+            "args_parallel": {"mode": "allocate", "blocks": 16},
+            "meta_parallel": {"address_space_limit": "200M"},
+        }
+    workflow = await make_workflow(
+        api,
+        project_path,
+        "wf",
+        [(tasks["Create demo plate"], {"args_non_parallel": PLATE}), (task, probe)],
+    )
+    job = await wait_for_job(
+        api, project_path, (await submit(api, project_path, workflow, dataset))["id"]
+    )
+    if case == "fresh state":
+        assert job["status"] == "done", job["log"]
+        assert "Warm probe: warm start, " in job["log"]
+        # A module global of the task that each call appends to is new in every call.
+        page = await images_of(api, project_path, dataset)
+        assert [image["attributes"]["calls_seen"] for image in page["images"]] == [1] * 4
+    elif case == "over its memory limit":
+        assert job["status"] == "failed"
+        assert "Warm probe: warm start, " in job["log"]
+        assert "the task exited with code 1" in job["log"] and "MemoryError" in job["log"]
+    else:
+        assert job["status"] == "done", job["log"]
+        assert (
+            "Warm probe: one new process per call (the warm start failed: importing "
+            f"{WARM_TASKS / script} failed: RuntimeError: this task refuses to be imported)"
+        ) in job["log"]
+
+
+def job_process_pid(job: dict) -> int:
+    events_file = Path(job["working_dir"]) / "events.jsonl"
+    for line in events_file.read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] == "job_started":
+            return int(event["pid"])
+    raise AssertionError("no job_started event")
+
+
+async def test_later_jobs_fork_from_the_job_starter_and_outlive_it(api, env, jp_serverapp):
+    """The first job of a server spawns its job process and starts the job starter; the next
+    jobs fork from it (runner/job_starter.py) and go on when it ends with the server."""
+    project_path, dataset, tasks = env
+    launcher = jp_serverapp.web_app.settings["fractal"].launcher
+    quick = await make_workflow(
+        api, project_path, "quick", [(tasks["Create demo plate"], {"args_non_parallel": PLATE})]
+    )
+    first = await wait_for_job(
+        api, project_path, (await submit(api, project_path, quick, dataset))["id"]
+    )
+    assert first["status"] == "done", first["log"]
+    starter = launcher._starter
+    assert starter is not None
+    first_pid = job_process_pid(first)
+    slow = await make_workflow(
+        api,
+        project_path,
+        "slow",
+        [(tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 1.5}})],
+    )
+    for _ in range(100):  # the starter imports for a few tenths of a second
+        if select_ready(starter):
+            break
+        await asyncio.sleep(0.05)
+    job = await submit(api, project_path, slow, dataset)
+    await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/0_misbehave")
+    pid = job_process_pid(job)
+    assert pid != first_pid
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[1]) == starter.pid  # its parent: the job starter
+    assert int(stat[3]) == pid  # its own session
+    assert b"fractal_jupyter.runner.job" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    launcher.close()  # as when the server ends: the starter goes, the job goes on
+    assert starter.poll() is not None
+    job = await wait_for_job(api, project_path, job["id"])
+    assert job["status"] == "done", job["log"]
+    assert "Misbehave: warm start" in job["log"]
+
+
+def select_ready(process) -> bool:
+    return bool(select.select([process.stdout], [], [], 0)[0])

@@ -36,7 +36,10 @@ class JobSubmitHandler(FractalHandler):
     async def _start(self, job_id: int) -> None:
         """The job row is committed: its process starts now (never before), then the answer
         goes out, so a server stopped after answering leaves no job without its process."""
-        await job.start_job_process(self.fractal.database, job_id, self.fractal.launcher)
+        state = self.fractal
+        await job.start_job_process(
+            state.database, job_id, state.launcher, warm=state.runner.warm_start
+        )
         self.fractal.job_submitted()
 
 

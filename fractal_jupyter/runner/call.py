@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -11,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..commands import split_command
+from .batching import BatchingError, parse_mem
 from .interface import JSON, TaskCall, TaskFailed
+from .warm import StarterDied, WarmStarters
 
 LOG_TAIL_BYTES = 4_000
 
@@ -85,16 +89,28 @@ def task_environment() -> dict[str, str]:
     }
 
 
-def run_call(
-    job_dir: Path,
-    call: TaskCall,
-    started: Callable[[subprocess.Popen[bytes]], None] = lambda process: None,
-) -> JSON | None:
-    """Run one call to its end; `started` learns the process (so that it can be stopped)."""
-    args_path, out_path, log_path = call_paths(job_dir, call)
-    args_path.parent.mkdir(parents=True, exist_ok=True)
-    args_path.write_text(json.dumps(call.args, indent=2))
-    argv = command_line(call, args_path, out_path)
+MEMORY_LIMIT_KEY = "address_space_limit"
+
+
+def memory_limit(call: TaskCall) -> int | None:
+    """The call's `meta.address_space_limit` (MB, or `<n>M`/`<n>G`/`<n>T`) in bytes: the
+    RLIMIT_AS of its process on every backend, warm or spawned (None: no limit)."""
+    value = call.meta.get(MEMORY_LIMIT_KEY)
+    if value is None:
+        return None
+    try:
+        megabytes = parse_mem(value)
+    except BatchingError as error:
+        raise TaskFailed(call, f"meta.{MEMORY_LIMIT_KEY}: {error}") from None
+    if megabytes <= 0:
+        raise TaskFailed(call, f"meta.{MEMORY_LIMIT_KEY} must be positive, not {value!r}")
+    return megabytes * 1024 * 1024
+
+
+def spawn(
+    argv: list[str], log_path: Path, limit: int | None, started: Callable[[int], None]
+) -> int:
+    """A new process for the call; its exit status as `Popen.returncode` gives it."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
@@ -104,8 +120,36 @@ def run_call(
             start_new_session=True,  # its own process group: stop kills the task's children too
             env=task_environment(),
         )
-        started(process)
-        returncode = process.wait()
+    if limit is not None:
+        # Set from here, not in a preexec_fn (unsafe with threads): the interpreter that the
+        # process has just exec'd is still starting up when the limit is in place.
+        with contextlib.suppress(ProcessLookupError):  # it already ended
+            resource.prlimit(process.pid, resource.RLIMIT_AS, (limit, limit))
+    started(process.pid)
+    return process.wait()
+
+
+def run_call(
+    job_dir: Path,
+    call: TaskCall,
+    started: Callable[[int], None] = lambda pid: None,
+    starters: WarmStarters | None = None,
+) -> JSON | None:
+    """Run one call to its end, warm when `starters` can, else in a new process; `started`
+    learns the pid of the call's process (its own process group, so that it can be stopped)."""
+    args_path, out_path, log_path = call_paths(job_dir, call)
+    args_path.parent.mkdir(parents=True, exist_ok=True)
+    args_path.write_text(json.dumps(call.args, indent=2))
+    argv = command_line(call, args_path, out_path)
+    limit = memory_limit(call)
+    returncode = None
+    if starters is not None:
+        try:
+            returncode = starters.run(call, argv, log_path, limit, started)
+        except StarterDied as error:
+            raise TaskFailed(call, str(error), log_tail(log_path)) from None
+    if returncode is None:
+        returncode = spawn(argv, log_path, limit, started)
     if returncode < 0:
         name = signal.Signals(-returncode).name
         raise TaskFailed(call, f"the task process was killed by {name}", log_tail(log_path))

@@ -44,6 +44,7 @@ class JobSpec:
     attribute_filters: JSON | None = None
     type_filters: dict[str, bool] | None = None
     first_task_zarr_urls: list[str] | None = None
+    warm_start: bool = True  # the local backend's (runner.warm); SLURM's is in `slurm`
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))

@@ -17,13 +17,16 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .call import call_paths
 from .engine import JobFilters, run_workflow
 from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
 from .interface import JSON, JobFailed, TaskCall, TaskFailed, TaskResult, WorkflowTaskSpec
 from .local import LocalExecutor
-from .slurm import SlurmExecutor, SlurmSettings, make_executor
+
+if TYPE_CHECKING:  # imported when a SLURM backend runs: a local job starts without it
+    from .slurm import SlurmExecutor
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
@@ -164,6 +167,8 @@ def choose_executor(
     spec: JobSpec, job_dir: Path, log: logging.Logger
 ) -> LocalExecutor | SlurmExecutor:
     if spec.backend in ("slurm", "slurm_ssh"):
+        from .slurm import SlurmSettings, make_executor
+
         return make_executor(
             spec.backend,
             SlurmSettings.from_dict(spec.slurm or {}),
@@ -172,7 +177,7 @@ def choose_executor(
             worker_init=spec.worker_init,
             log=log,
         )
-    return LocalExecutor(job_dir, spec.max_workers)
+    return LocalExecutor(job_dir, spec.max_workers, warm_start=spec.warm_start, log=log)
 
 
 def main(job_dir: Path) -> int:
@@ -187,7 +192,7 @@ def main(job_dir: Path) -> int:
     try:
         return run(spec, job_dir, events, log, executor)
     finally:
-        if isinstance(executor, SlurmExecutor):
+        if not isinstance(executor, LocalExecutor):
             executor.close()
 
 
@@ -228,7 +233,7 @@ def run(
         )
 
     events.write("job_started", pid=os.getpid())
-    if isinstance(executor, SlurmExecutor):
+    if not isinstance(executor, LocalExecutor):
         log.info(
             "Start of job %s: %s task(s), %s image(s) in the dataset, on SLURM (%s backend, "
             "job folder on the cluster: %s)",
@@ -281,7 +286,7 @@ def run(
         trace = traceback.format_exc()
         message = f"UNKNOWN ERROR in Fractal job {spec.job_id}\nTRACEBACK:\n{trace}"
     # Whoever reads the final event may take the job for over: nothing of it may still run.
-    if isinstance(executor, SlurmExecutor):
+    if not isinstance(executor, LocalExecutor):
         executor.close()
     if message is not None:
         return finish_failed(events, log, message, current[-1] if current else None, executor_error)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .files import PROCESS_LOG
 
 JOB_MODULE = "fractal_jupyter.runner.job"
+# Forks job processes from a process that imported them once (runner/job_starter.py); its
+# name begins with JOB_MODULE, so its job processes' command lines name JOB_MODULE too.
+JOB_STARTER_MODULE = "fractal_jupyter.runner.job_starter"
+STARTER_ANSWER_SECONDS = 5.0
 
 
 class JobLauncher:
@@ -27,8 +34,17 @@ class JobLauncher:
         self.python = python
         self.runner = f"{socket.gethostname()}:{os.getuid()}"
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._starter: subprocess.Popen[bytes] | None = None
+        self._starter_ready = False
+        self._starter_lock = threading.Lock()
 
-    def start(self, job_dir: Path) -> int:
+    def start(self, job_dir: Path, warm: bool = False) -> int:
+        """Start the job process of `job_dir`; its pid. `warm`: fork it from the job starter
+        when that one is ready (it is started by the first warm start, which spawns)."""
+        if warm:
+            pid = self._start_warm(job_dir)
+            if pid is not None:
+                return pid
         with (job_dir / PROCESS_LOG).open("ab") as log:
             process = subprocess.Popen(
                 [self.python, "-m", JOB_MODULE, str(job_dir)],
@@ -40,6 +56,76 @@ class JobLauncher:
             )
         self._children[process.pid] = process
         return process.pid
+
+    def _start_warm(self, job_dir: Path) -> int | None:
+        """The pid of a job process forked by the job starter; None when there is no ready
+        starter (then one is started for the next jobs, if none runs)."""
+        with self._starter_lock:
+            starter = self._starter
+            if starter is None or starter.poll() is not None:
+                self._open_starter(job_dir.parent)
+                return None
+            assert starter.stdin is not None and starter.stdout is not None
+            if not self._starter_ready:
+                if not select.select([starter.stdout], [], [], 0)[0]:
+                    return None  # still importing
+                self._starter_ready = self._answer(starter) == {"ready": True}
+                if not self._starter_ready:
+                    self._close_starter()
+                    return None
+            request = {"job_dir": str(job_dir), "env": dict(os.environ)}
+            try:
+                starter.stdin.write(json.dumps(request).encode() + b"\n")
+                starter.stdin.flush()
+            except OSError:
+                self._close_starter()
+                return None
+            answer = self._answer(starter)
+            if "pid" not in answer:
+                self._close_starter()
+                return None
+            return int(answer["pid"])
+
+    @staticmethod
+    def _answer(starter: subprocess.Popen[bytes]) -> dict[str, int]:
+        assert starter.stdout is not None
+        if not select.select([starter.stdout], [], [], STARTER_ANSWER_SECONDS)[0]:
+            return {}
+        try:
+            answer: dict[str, int] = json.loads(starter.stdout.readline() or b"{}")
+        except json.JSONDecodeError:
+            return {}
+        return answer
+
+    def _open_starter(self, log_dir: Path) -> None:
+        self._close_starter()
+        with contextlib.suppress(OSError), (log_dir / "job-starter.log").open("ab") as log:
+            # Its own session: a Ctrl-C at the server's terminal is not for it. It ends when
+            # the server does (its stdin closes), and its job processes go on.
+            self._starter = subprocess.Popen(
+                [self.python, "-m", JOB_STARTER_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def _close_starter(self) -> None:
+        starter, self._starter, self._starter_ready = self._starter, None, False
+        if starter is None:
+            return
+        for stream in (starter.stdin, starter.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        with contextlib.suppress(OSError):
+            starter.kill()
+        starter.wait()
+
+    def close(self) -> None:
+        """At the server's end: the job starter goes (its job processes do not)."""
+        with self._starter_lock:
+            self._close_starter()
 
     def reap(self) -> bool:
         """Collect the job processes of ours that ended; True if any did."""

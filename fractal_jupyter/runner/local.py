@@ -1,27 +1,45 @@
-"""The local executor: task processes on this machine, a bounded number at a time."""
+"""The local executor: task processes on this machine, a bounded number at a time.
+
+The calls of a task whose command is `<python> <script.py>` fork from a warm starter
+(`runner/warm.py`) unless warm starts are off or the task's meta opts out.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
-import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from .call import run_call
+from .call import run_call, task_environment
 from .interface import JSON, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
+from .warm import WarmStarters
 
 STOP_GRACE_SECONDS = 5.0
+STOP_POLL_SECONDS = 0.05
+
+logger = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    def __init__(self, job_dir: Path, max_workers: int) -> None:
+    def __init__(
+        self,
+        job_dir: Path,
+        max_workers: int,
+        *,
+        warm_start: bool = True,
+        log: logging.Logger = logger,
+    ) -> None:
         self.job_dir = job_dir
         self.max_workers = max(1, max_workers)
-        self._running: set[subprocess.Popen[bytes]] = set()
+        self.warm_start = warm_start
+        self.log = log
+        self._running: set[int] = set()  # the pids (and process groups) of running calls
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.on_calls_done: OnCallsDone | None = None
@@ -40,8 +58,18 @@ class LocalExecutor:
     def run_calls(self, calls: Sequence[TaskCall]) -> list[JSON | None]:
         if not calls:
             return []
-        with ThreadPoolExecutor(self.workers_for(calls), thread_name_prefix="task") as pool:
-            futures = [pool.submit(self._run_one, call) for call in calls]
+        starters = WarmStarters(
+            calls,
+            enabled=self.warm_start,
+            log_dir=self.job_dir,
+            env=task_environment(),
+            on_note=self.log.info,
+        )
+        with (
+            starters,
+            ThreadPoolExecutor(self.workers_for(calls), thread_name_prefix="task") as pool,
+        ):
+            futures = [pool.submit(self._run_one, call, starters) for call in calls]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [future for future in done if future.exception() is not None]
             if failed:
@@ -61,20 +89,20 @@ class LocalExecutor:
                 return error
         raise AssertionError("no failed call")
 
-    def _run_one(self, call: TaskCall) -> JSON | None:
+    def _run_one(self, call: TaskCall, starters: WarmStarters) -> JSON | None:
         if self._stopped.is_set():
             raise TaskFailed(call, "the job was stopped")
-        process_holder: list[subprocess.Popen[bytes]] = []
+        process_holder: list[int] = []
 
-        def started(process: subprocess.Popen[bytes]) -> None:
-            process_holder.append(process)
+        def started(pid: int) -> None:
+            process_holder.append(pid)
             with self._lock:
-                self._running.add(process)
+                self._running.add(pid)
             if self._stopped.is_set():
-                self._kill(process, signal.SIGKILL)
+                self._kill(pid, signal.SIGKILL)
 
         try:
-            output = run_call(self.job_dir, call, started)
+            output = run_call(self.job_dir, call, started, starters)
         except TaskFailed:
             if self._stopped.is_set():
                 raise TaskFailed(call, "the job was stopped") from None
@@ -96,16 +124,22 @@ class LocalExecutor:
         """Stop: no new calls; running task processes (and their children) are terminated."""
         self._stopped.set()
         with self._lock:
-            running = list(self._running)
-        for process in running:
-            self._kill(process, signal.SIGTERM)
-        for process in running:
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._kill(process, signal.SIGKILL)
+            running = set(self._running)
+        for pid in running:
+            self._kill(pid, signal.SIGTERM)
+        # A call leaves `_running` once its thread saw its process end (spawned or warm).
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not running & self._running:
+                    return
+            time.sleep(STOP_POLL_SECONDS)
+        with self._lock:
+            left = running & self._running
+        for pid in left:
+            self._kill(pid, signal.SIGKILL)
 
     @staticmethod
-    def _kill(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    def _kill(pid: int, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signum)
+            os.killpg(pid, signum)

@@ -7,6 +7,10 @@ and the outcome of every call goes to `<prefix>.results.json`, written last and 
 SLURM job that ends without that file was killed (cancelled, out of memory, timeout, node
 failure). With `archive` set (the job folder is not shared with the server), the files of the
 batch are also packed into one tar for the server to fetch in one transfer.
+
+The calls of a command `<python> <script.py>` fork from a warm starter (`runner/warm.py`)
+unless the batch's `warm_start` is off or the task's meta opts out; each call's result says
+how its command's calls started (`note`), for the job log.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import json
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import tarfile
 import threading
@@ -27,8 +30,9 @@ from types import FrameType
 from typing import Any
 
 from .._version import __version__
-from .call import call_paths, run_call
+from .call import call_paths, run_call, task_environment
 from .interface import JSON, TaskCall, TaskFailed
+from .warm import WarmStarters
 
 
 class Batch:
@@ -40,7 +44,15 @@ class Batch:
         self.results_name: str = data["results"]
         self.archive_name: str | None = data.get("archive")
         self.version: str = data["version"]
-        self.running: set[subprocess.Popen[bytes]] = set()
+        self.warm_start: bool = data.get("warm_start", True)
+        self.starters = WarmStarters(
+            self.calls,
+            enabled=self.warm_start,
+            log_dir=self.job_dir,
+            env=task_environment(),
+            on_note=lambda note: None,  # read from `starters.notes` for each call's result
+        )
+        self.running: set[int] = set()  # the pids (and process groups) of running calls
         self.failed = threading.Event()
         self.terminating = threading.Event()
         self.lock = threading.Lock()
@@ -49,28 +61,30 @@ class Batch:
         if self.failed.is_set():
             return {"status": "skipped"}
 
-        def started(process: subprocess.Popen[bytes]) -> None:
+        def started(pid: int) -> None:
             with self.lock:
-                self.running.add(process)
+                self.running.add(pid)
             if self.terminating.is_set():  # started while the worker was being cancelled
                 self.kill_tasks()
 
         try:
-            output = run_call(self.job_dir, call, started)
+            output = run_call(self.job_dir, call, started, self.starters)
+            result: JSON = {"status": "done", "output": output}
         except TaskFailed as error:
             self.failed.set()
-            return {"status": "failed", "reason": error.reason, "log_tail": error.log_tail}
+            result = {"status": "failed", "reason": error.reason, "log_tail": error.log_tail}
         except Exception:
             self.failed.set()
-            return {"status": "failed", "reason": traceback.format_exc(), "log_tail": ""}
-        return {"status": "done", "output": output}
+            result = {"status": "failed", "reason": traceback.format_exc(), "log_tail": ""}
+        note = self.starters.notes.get(call.command)
+        return result if note is None else {**result, "note": note}
 
     def kill_tasks(self) -> None:
         with self.lock:
             running = list(self.running)
-        for process in running:
+        for pid in running:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
 
     def run(self) -> list[JSON]:
         if self.version != __version__:
@@ -79,7 +93,7 @@ class Batch:
                 f"server's {self.version}: install the same version for the nodes' Python"
             )
             return [{"status": "failed", "reason": reason, "log_tail": ""} for _ in self.calls]
-        with ThreadPoolExecutor(min(self.parallel, len(self.calls)) or 1) as pool:
+        with self.starters, ThreadPoolExecutor(min(self.parallel, len(self.calls)) or 1) as pool:
             return list(pool.map(self.run_one, self.calls))
 
     def write(self, results: list[JSON]) -> None:

@@ -78,6 +78,7 @@ class SlurmSettings:
     ssh: JSON | None = None
     remote_dir: str = ""
     remote_python: str = "python3"
+    warm_start: bool = True  # the workers fork calls from warm starters (runner.warm)
 
     def to_dict(self) -> JSON:
         return asdict(self)
@@ -344,6 +345,7 @@ class SlurmExecutor:
             "results": f"{prefix}.results.json",
             "archive": f"{prefix}.files.tar" if self.copy_files else None,
             "version": __version__,
+            "warm_start": self.settings.warm_start,
         }
         batch_path = local_folder / f"{prefix}.batch.pickle"
         batch_path.write_bytes(cloudpickle.dumps(data))
@@ -508,6 +510,9 @@ class SlurmExecutor:
                 self._describe_end(job, state),
                 executor_error=executor_error_log(stderr),
             ) from None
+        # How the calls of each command started (warm or why not), once per SLURM job.
+        for note in dict.fromkeys(result["note"] for result in results if "note" in result):
+            self.log.info("SLURM job %s: %s", job.slurm_id, note)
         failure: TaskFailed | None = None
         done = 0
         ended: list[tuple[TaskCall, bool]] = []

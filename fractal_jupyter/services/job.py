@@ -52,6 +52,7 @@ class RunnerSettings:
     submit_rate_limit_seconds: float = 2.0
     backend: str = "local"  # local, slurm or slurm_ssh
     slurm: SlurmSettings | None = None  # for the SLURM backends
+    warm_start: bool = True  # the local backend's; SLURM's is in `slurm`
 
 
 def _timestamp(value: Any) -> str:
@@ -287,6 +288,7 @@ async def submit_job(
         slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
         slurm_account=slurm_account,
         worker_init=data.worker_init,
+        warm_start=settings.warm_start,
         **await job_filters_spec(session, dataset.id, selected[0].id, data),
     ).write(job_dir)
     # The process starts once this row is committed (`start_job_process`): a failed commit
@@ -316,7 +318,9 @@ async def job_filters_spec(
     return spec
 
 
-async def start_job_process(database: Database, job_id: int, launcher: JobLauncher) -> None:
+async def start_job_process(
+    database: Database, job_id: int, launcher: JobLauncher, *, warm: bool = True
+) -> None:
     """Start the process of a committed submission and record its pid.
 
     A start that fails fails the job with the reason. A pid that cannot be recorded (the
@@ -330,7 +334,7 @@ async def start_job_process(database: Database, job_id: int, launcher: JobLaunch
     pid: int | None = None
     problem = ""
     try:
-        pid = launcher.start(job_dir)
+        pid = launcher.start(job_dir, warm=warm)
     except OSError as error:
         problem = f"JOB ERROR in Fractal job {job_id}:\nThe job process could not start: {error}"
     try:

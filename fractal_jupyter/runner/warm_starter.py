@@ -1,0 +1,238 @@
+"""The warm starter: `<task python> warm_starter.py <script.py> <starter log>`.
+
+It runs under the *task's* interpreter (a task venv's Python, without fractal_jupyter), so it
+uses the standard library only and runs on any Python >= 3.9. It imports the task script once
+as a module (under its package name when it lies in a package on `sys.path`, as the scripts of
+collected packages do), then forks one child per call; each child sets its argv, working
+directory, environment and address-space limit, sends its stdout and stderr to the call's log,
+runs the script as `__main__` and exits with the script's exit code. The imported module stays
+untouched in the starter: a child's module globals are those of a fresh run.
+
+The protocol is JSON lines, one object a line. The starter answers first with
+`{"ready": true, "module": name, "seconds": s}` or `{"error": reason}` (and exits). Then it
+reads requests `{"id": n, "argv": [...], "cwd": ..., "env": {...}, "log": path, "limit": bytes
+or null}` on its stdin and writes `{"id": n, "pid": pid}` once the child is forked and
+`{"id": n, "status": code}` when it ended (`-signal` when a signal killed it, as in
+`subprocess`). When its stdin closes it waits for its children and exits. The starter log
+(the second argument) only names where the caller sends the starter's own stderr: as an
+argument, it also puts the job folder on the command line of the starter and of every child,
+where the runner looks for left-over task processes.
+
+No threads here: a child gets a copy of the starter's memory but only the forking thread.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import contextlib
+import errno
+import importlib
+import json
+import os
+import resource
+import runpy
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+READ_SIZE = 65536
+
+
+def has_main_block(source: str, filename: str) -> bool:
+    """True if the script has a top-level `if __name__ == "__main__":` (importing it as a
+    module then defines its functions without running the task)."""
+    for node in ast.parse(source, filename).body:
+        if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+            continue
+        sides = [node.test.left, *node.test.comparators]
+        names = [side for side in sides if isinstance(side, ast.Name) and side.id == "__name__"]
+        mains = [
+            side for side in sides if isinstance(side, ast.Constant) and side.value == "__main__"
+        ]
+        if names and mains and all(isinstance(op, ast.Eq) for op in node.test.ops):
+            return True
+    return False
+
+
+def module_name(script: str) -> str:
+    """The name to import `script` under: its dotted name in the packages of a `sys.path`
+    entry (`<site-packages>/pkg/task.py` is `pkg.task`), else its file name."""
+    for entry in sys.path[1:]:
+        root = os.path.realpath(entry or ".")
+        if not script.startswith(root + os.sep):
+            continue
+        parts = os.path.relpath(script, root)[: -len(".py")].split(os.sep)
+        folders = [os.path.join(root, *parts[:end]) for end in range(1, len(parts))]
+        if all(part.isidentifier() for part in parts) and all(
+            os.path.isfile(os.path.join(folder, "__init__.py")) for folder in folders
+        ):
+            return ".".join(parts)
+    return os.path.basename(script)[: -len(".py")]
+
+
+def import_script(script: str) -> str:
+    """Import the script as a module; its name, or ImportError with the reason."""
+    with open(script, "rb") as source:
+        if not has_main_block(source.read().decode("utf-8", "replace"), script):
+            raise ImportError(
+                'the script has no `if __name__ == "__main__":` block (importing it would '
+                "run the task)"
+            )
+    name = module_name(script)
+    module = importlib.import_module(name)
+    found = os.path.realpath(getattr(module, "__file__", None) or "")
+    if found != script:
+        raise ImportError(f"`import {name}` finds {found or 'a module without a file'}")
+    return name
+
+
+def exit_code(code: Any) -> int:
+    """What the interpreter makes of `sys.exit(code)`."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_child(request: dict[str, Any], script: str) -> int:
+    """In the forked child (in a new session already): become the call's process and run
+    the script as `__main__`."""
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if request.get("limit"):
+        resource.setrlimit(resource.RLIMIT_AS, (request["limit"], request["limit"]))
+    sys.argv = list(request["argv"])
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as error:
+        code = exit_code(error.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    atexit._run_exitfuncs()  # what a fresh interpreter does on its way out (logging...)
+    return code
+
+
+class Starter:
+    def __init__(self, script: str, requests: int, replies: int) -> None:
+        self.script = script
+        self.requests = requests
+        self.replies = replies
+        self.children: dict[int, int] = {}  # pid -> request id
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.wake_read, self.wake_write):
+            os.set_blocking(fd, False)
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(self.replies, data) :]
+
+    def fork(self, request: dict[str, Any]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The pid goes out once the child leads its own process group (killpg reaches it).
+        in_group, child_in_group = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                os.close(child_in_group)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (in_group, self.requests, self.replies, self.wake_read, self.wake_write):
+                    os.close(fd)
+                code = run_child(request, self.script)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                os._exit(code)
+        os.close(child_in_group)
+        os.read(in_group, 1)  # end of file: the child closed its end after setsid
+        os.close(in_group)
+        self.children[pid] = request["id"]
+        self.send({"id": request["id"], "pid": pid})
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.children:
+                code = os.waitstatus_to_exitcode(status)
+                self.send({"id": self.children.pop(pid), "status": code})
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_write)
+        pending = b""
+        reading = True
+        while reading or self.children:
+            watched = [self.wake_read, *([self.requests] if reading else [])]
+            ready, _, _ = select.select(watched, [], [])
+            if self.wake_read in ready:
+                try:
+                    while os.read(self.wake_read, READ_SIZE):
+                        pass
+                except OSError as error:
+                    if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        raise
+            if self.requests in ready:
+                data = os.read(self.requests, READ_SIZE)
+                reading = bool(data)
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self.fork(json.loads(line))
+            self.reap()
+
+
+def main(script: str) -> int:
+    script = os.path.realpath(script)
+    # As for `python <script>`: the script's folder first (not this file's, which is ours).
+    sys.path[0] = os.path.dirname(script)
+    sys.argv = [script]
+    # The protocol gets private copies of stdin and stdout; what the task prints while it is
+    # imported goes to stderr (the starter log), and it reads nothing.
+    requests, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    starter = Starter(script, requests, replies)
+    began = time.perf_counter()
+    try:
+        name = import_script(script)
+    except BaseException as error:
+        traceback.print_exc()
+        reason = "".join(traceback.format_exception_only(type(error), error)).strip()
+        starter.send({"error": f"importing {script} failed: {reason}"})
+        return 1
+    seconds = round(time.perf_counter() - began, 3)
+    starter.send({"ready": True, "module": name, "seconds": seconds})
+    starter.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

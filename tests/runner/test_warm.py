@@ -1,0 +1,304 @@
+"""Warm task starts (runner/warm.py): calls forked from a starter end as spawned calls do."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fractal_jupyter.runner.call import run_call, task_environment
+from fractal_jupyter.runner.interface import JSON, TaskCall, TaskFailed
+from fractal_jupyter.runner.local import LocalExecutor
+from fractal_jupyter.runner.warm import WarmStarters, warm_script
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+PROBE = f"{sys.executable} {TASKS / 'warm_probe.py'}"
+
+
+class Notes(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def notes() -> Notes:
+    return Notes()
+
+
+@pytest.fixture
+def imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file where the probe task records each import of itself as a module."""
+    path = tmp_path / "imports.txt"
+    path.touch()
+    monkeypatch.setenv("WARM_PROBE_IMPORTS", str(path))
+    return path
+
+
+def running(pid: int) -> bool:
+    """True while the process runs (an orphan's zombie may wait long for its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def make_calls(
+    count: int, args: JSON | None = None, meta: JSON | None = None, command: str = PROBE
+) -> list[TaskCall]:
+    return [
+        TaskCall(
+            1,
+            "probe",
+            command,
+            dict(args or {}),
+            "1_probe",
+            f"1_par_{i:07d}",
+            "parallel",
+            meta or {},
+        )
+        for i in range(count)
+    ]
+
+
+def executor(job_dir: Path, notes: Notes, *, warm: bool = True, workers: int = 2) -> LocalExecutor:
+    log = logging.getLogger(f"test_warm.{id(notes)}")
+    log.setLevel(logging.INFO)
+    log.addHandler(notes)
+    return LocalExecutor(job_dir, workers, warm_start=warm, log=log)
+
+
+def outcome(job_dir: Path, calls: list[TaskCall], warm: bool, notes: Notes) -> Any:
+    """What running the calls gives: their outputs, or the failure's reason and log tail."""
+    try:
+        return executor(job_dir, notes, warm=warm).run_calls(calls)
+    except TaskFailed as error:
+        return error.reason, error.log_tail.replace(str(job_dir), "<job>")
+
+
+def test_calls_fork_from_one_import_and_each_sees_a_fresh_module(
+    tmp_path: Path, notes: Notes, imports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARM_PROBE_MARK", "from the environment")
+    outputs = executor(tmp_path, notes).run_calls(make_calls(6))
+    probes = [output["probe"] for output in outputs if output is not None]
+    # One import, by the starter; six processes of their own; a module global that each call
+    # appends to is empty again in every call.
+    [importer] = imports.read_text().split()
+    assert len({probe["pid"] for probe in probes} | {int(importer)}) == 7
+    assert [probe["calls_seen"] for probe in probes] == [1] * 6
+    # argv, working directory and environment as for a spawned call
+    assert probes[2]["argv"] == [
+        str(TASKS / "warm_probe.py"),
+        "--args-json",
+        str(tmp_path / "1_probe" / "1_par_0000002.args.json"),
+        "--out-json",
+        str(tmp_path / "1_probe" / "1_par_0000002.metadiff.json"),
+    ]
+    assert probes[2]["cwd"] == os.getcwd() and probes[2]["mark"] == "from the environment"
+    assert (tmp_path / "1_probe" / "1_par_0000005.log").read_text().startswith("probe state")
+    [note] = notes.lines
+    assert note.startswith(f"probe: warm start, {TASKS / 'warm_probe.py'} imported once in")
+
+
+@pytest.mark.parametrize(
+    "args, meta, reason, tail",
+    [
+        ({"mode": "exit"}, {}, "the task exited with code 3", "ValueError: the image is corrupt"),
+        ({"mode": "raise"}, {}, "the task exited with code 1", "RuntimeError: the task raised"),
+        ({"mode": "killed"}, {}, "the task process was killed by SIGKILL", "probe killed"),
+        (  # over the call's memory limit: 1 GB in a 200 MB address space
+            {"mode": "allocate", "blocks": 16},
+            {"address_space_limit": "200M"},
+            "the task exited with code 1",
+            "MemoryError",
+        ),
+    ],
+)
+def test_a_failing_call_ends_as_a_spawned_one(
+    tmp_path: Path, notes: Notes, args: JSON, meta: JSON, reason: str, tail: str
+) -> None:
+    calls = make_calls(3, args, meta)
+    warm = outcome(tmp_path / "warm", calls, True, notes)
+    spawned = outcome(tmp_path / "spawned", calls, False, notes)
+    assert warm[0] == spawned[0] == reason
+    assert tail in warm[1] and tail in spawned[1]
+    assert "warm start" in notes.lines[0]
+    assert (
+        notes.lines[1]
+        == "probe: one new process per call (warm starts are off: FractalJupyter.warm_start)"
+    )
+
+
+def test_a_call_under_its_memory_limit_runs(tmp_path: Path, notes: Notes) -> None:
+    calls = make_calls(2, {"mode": "allocate", "blocks": 1}, {"address_space_limit": 1000})
+    for warm in (True, False):
+        outputs = executor(tmp_path / str(warm), notes, warm=warm).run_calls(calls)
+        assert all(output is not None for output in outputs)
+
+
+def test_stop_ends_warm_calls_mid_call(tmp_path: Path, notes: Notes) -> None:
+    local = executor(tmp_path, notes)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            local.run_calls(make_calls(3, {"mode": "sleep", "seconds": 60}))
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(local._running) < 2:
+        assert time.monotonic() < deadline, "the calls did not start"
+        time.sleep(0.05)
+    pids = set(local._running)
+    began = time.monotonic()
+    local.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and time.monotonic() - began < 5
+    assert isinstance(failure[0], TaskFailed) and failure[0].reason == "the job was stopped"
+    for pid in pids:
+        assert not running(pid)
+    assert "warm start" in notes.lines[0]
+
+
+@pytest.mark.parametrize(
+    "script, meta, enabled, why",
+    [
+        (
+            "warm_import_fails.py",
+            {},
+            True,
+            "the warm start failed: importing {script} failed: RuntimeError: this task refuses "
+            "to be imported",
+        ),
+        (
+            "unguarded.py",
+            {},
+            True,
+            "the warm start failed: importing {script} failed: ImportError: the script has no "
+            '`if __name__ == "__main__":` block (importing it would run the task)',
+        ),
+        ("warm_probe.py", {"warm_start": False}, True, "the task's meta sets warm_start to false"),
+        ("warm_probe.py", {}, False, "warm starts are off: FractalJupyter.warm_start"),
+    ],
+)
+def test_calls_that_cannot_run_warm_are_spawned_and_the_log_says_why(
+    tmp_path: Path, notes: Notes, imports: Path, script: str, meta: JSON, enabled: bool, why: str
+) -> None:
+    command = f"{sys.executable} {TASKS / script}"
+    outputs = executor(tmp_path, notes, warm=enabled).run_calls(
+        make_calls(3, meta=meta, command=command)
+    )
+    assert len(outputs) == 3
+    assert notes.lines == [f"probe: one new process per call ({why.format(script=TASKS / script)})"]
+    assert imports.read_text() == ""
+    for index in range(3):
+        log = (tmp_path / "1_probe" / f"1_par_{index:07d}.log").read_text()
+        assert log.startswith(("probe state", "ran "))
+
+
+def test_a_single_call_is_spawned_without_a_note(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    assert executor(tmp_path, notes).run_calls(make_calls(1))[0] is not None
+    assert notes.lines == [] and imports.read_text() == ""
+
+
+def test_commands_that_can_run_warm() -> None:
+    script = str(TASKS / "warm_probe.py")
+    assert warm_script([sys.executable, script]) == (sys.executable, script)
+    assert warm_script(["/opt/venv/bin/python3.12", script]) == ("/opt/venv/bin/python3.12", script)
+    assert (
+        warm_script([sys.executable, "-m", "pkg.task"])
+        == "the command is not `<python> <script.py>`"
+    )
+    assert (
+        warm_script([sys.executable, script, "--flag"])
+        == "the command is not `<python> <script.py>`"
+    )
+    assert warm_script(["/usr/bin/env", script]) == "/usr/bin/env is not a Python interpreter"
+    assert warm_script([sys.executable, "/no/such/task.py"]) == "/no/such/task.py is not a file"
+
+
+def test_a_dead_starter_is_not_used_again(tmp_path: Path, notes: Notes, imports: Path) -> None:
+    calls = make_calls(3)
+    starters = WarmStarters(
+        calls, enabled=True, log_dir=tmp_path, env=task_environment(), on_note=notes.lines.append
+    )
+    with starters:
+        assert run_call(tmp_path, calls[0], starters=starters) is not None
+        [starter_pid] = imports.read_text().split()
+        os.kill(int(starter_pid), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while all(starter.died is None for starter in starters._started):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        output = run_call(tmp_path, calls[1], starters=starters)
+        output_after = run_call(tmp_path, calls[2], starters=starters)
+    assert output is not None and output_after is not None
+    assert output["probe"]["calls_seen"] == output_after["probe"]["calls_seen"] == 1
+    assert len(notes.lines) == 2 and notes.lines[1].startswith(
+        "probe: the warm starter failed (the starter ended (code -9)); the calls it had not "
+        "started get a new process each"
+    )
+
+
+def test_a_call_whose_starter_dies_under_it_fails_once_it_ended(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    calls = make_calls(2, {"mode": "sleep", "seconds": 1})
+    starters = WarmStarters(
+        calls, enabled=True, log_dir=tmp_path, env=task_environment(), on_note=notes.lines.append
+    )
+    pids: list[int] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_call(tmp_path, calls[0], pids.append, starters)
+        except BaseException as error:
+            failure.append(error)
+
+    with starters:
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not pids:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        [starter_pid] = imports.read_text().split()
+        os.kill(int(starter_pid), signal.SIGKILL)
+        thread.join(timeout=20)
+    # The call's process is no one's child any more: its outcome is unknown, and the call
+    # fails only once that process is gone (nothing of the job runs after its end).
+    assert isinstance(failure[0], TaskFailed)
+    assert failure[0].reason == (
+        "the starter ended (code -9) while the call's process ran: its outcome is unknown"
+    )
+    assert not running(pids[0])
+
+
+def test_a_local_job_process_starts_without_the_slurm_executor() -> None:
+    """A job process (or the job starter) imports what a local job needs, not cloudpickle,
+    tarfile or the SSH transport: every job pays for its imports before it starts."""
+    code = (
+        "import sys, fractal_jupyter.runner.job_starter; "
+        "print(sorted(m for m in ('cloudpickle', 'fractal_jupyter.runner.slurm', "
+        "'fractal_jupyter.runner.ssh', 'paramiko') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
