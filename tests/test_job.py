@@ -467,7 +467,7 @@ async def test_a_job_whose_process_cannot_start_fails_with_the_reason(
     project_path, dataset, tasks = env
     workflow = await plate_workflow(api, project_path, tasks)
 
-    def cannot_start(job_dir):
+    def cannot_start(job_dir, **options):
         raise FileNotFoundError(2, "No such file or directory", "/gone/python")
 
     monkeypatch.setattr(fractal_state(jp_serverapp).launcher, "start", cannot_start)
@@ -489,7 +489,7 @@ async def test_a_committed_job_whose_process_never_started_is_failed(
     workflow = await plate_workflow(api, project_path, tasks)
 
     # The server stops between the commit and the start of the process.
-    async def not_started(*args):
+    async def not_started(*args, **options):
         return None
 
     monkeypatch.setattr(job_service, "start_job_process", not_started)
