@@ -214,6 +214,51 @@ def test_help_and_usage_errors(tmp_path, run_here):
         assert message in ended.stderr, (args, ended.stderr)
 
 
+@pytest.fixture
+def fractal_config(tmp_path: Path) -> dict[str, Any]:
+    """The in-process server (`jp_serverapp`, only in `test_status_of_a_server_without_fractal`)
+    has a configuration it cannot apply: it answers 503 on every Fractal route."""
+    return {"db_url": f"sqlite+aiosqlite:///{tmp_path}/fractal.db", "runner_backend": "slurmm"}
+
+
+async def test_status_of_a_server_without_fractal(
+    http_server, jp_http_port, jp_base_url, jp_serverapp, tmp_path
+):
+    """The in-process server's loop serves while the commands run (subprocesses: in this
+    process the ServerApp singleton exists)."""
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    token = jp_serverapp.identity_provider.token
+    env = jupyter_env(tmp_path)
+
+    async def status(*args: str) -> tuple[int | None, str]:
+        process = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "jupyter", "fractal", "status", "--token", token, *args],
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_SECONDS)
+        return process.returncode, out.decode() + err.decode()
+
+    # Below `other/` the Jupyter server answers 404: no Fractal there (extension not loaded).
+    (misconfigured, text), (elsewhere, json_text) = await asyncio.gather(
+        status("--url", url), status("--json", "--url", url + "other/")
+    )
+    assert misconfigured == 1, text
+    lines = text.splitlines()
+    assert lines[0] == f"Jupyter server:  {url} (found from arguments)"
+    assert lines[1].startswith("Fractal:         NOT SERVING: Fractal is not serving: its conf")
+    assert "FractalJupyter.runner_backend = 'slurmm'" in lines[1]
+    assert elsewhere == 1, json_text
+    found = json.loads(json_text)
+    assert found["serving"] is False
+    assert found["problem"] == (
+        f"the Jupyter server at {url}other/ does not serve Fractal: the fractal_jupyter "
+        "extension is not loaded (`jupyter server extension list` shows it)"
+    )
+
+
 def test_status(server, run_here):
     finished = cli(server, "status")
     assert finished.returncode == 0, finished.stderr

@@ -151,7 +151,8 @@ class CommandApp(JupyterApp):
                 f"{error}. Is the Jupyter server still running?", EXIT_NO_SERVER
             )
         except FractalUnavailable as error:
-            exit_code = self.report(f"Fractal is not serving: {error.detail}", EXIT_FAILURE)
+            # The server's message says why and what to do (a setting, the database).
+            exit_code = self.report(detail_text(error.detail), EXIT_FAILURE)
         except FractalAPIError as error:
             reason = detail_text(error.detail)
             exit_code = self.report(

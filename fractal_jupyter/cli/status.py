@@ -25,10 +25,13 @@ def server_status(client: FractalClient) -> dict[str, Any]:
     try:
         alive = client.call("GET", "api/alive/")
     except FractalUnavailable as error:
-        return {**status, "serving": False, "problem": f"Fractal is not serving: {error.detail}"}
+        return {**status, "serving": False, "problem": str(error.detail)}
     except FractalAPIError as error:
         if error.status != 404:
             raise
+        alive = None
+    # Without the extension, Jupyter answers 404, or a redirect, but not Fractal's answer.
+    if not isinstance(alive, dict) or alive.get("alive") is not True:
         problem = (
             f"the Jupyter server at {client.url} does not serve Fractal: the fractal_jupyter "
             "extension is not loaded (`jupyter server extension list` shows it)"
