@@ -230,9 +230,9 @@ async def test_status_of_a_server_without_fractal(
     token = jp_serverapp.identity_provider.token
     env = jupyter_env(tmp_path)
 
-    async def status(*args: str) -> tuple[int | None, str]:
+    async def command(name: str, *args: str) -> tuple[int | None, str]:
         process = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "jupyter", "fractal", "status", "--token", token, *args],
+            *[sys.executable, "-m", "jupyter", "fractal", name, "--token", token, *args],
             env=env,
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
@@ -241,9 +241,14 @@ async def test_status_of_a_server_without_fractal(
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_SECONDS)
         return process.returncode, out.decode() + err.decode()
 
+    async def status(*args: str) -> tuple[int | None, str]:
+        return await command("status", *args)
+
     # Below `other/` the Jupyter server answers 404: no Fractal there (extension not loaded).
-    (misconfigured, text), (elsewhere, json_text) = await asyncio.gather(
-        status("--url", url), status("--json", "--url", url + "other/")
+    (misconfigured, text), (elsewhere, json_text), (jobs, jobs_text) = await asyncio.gather(
+        status("--url", url),
+        status("--json", "--url", url + "other/"),
+        command("jobs", "--url", url + "other/"),
     )
     assert misconfigured == 1, text
     lines = text.splitlines()
@@ -257,6 +262,8 @@ async def test_status_of_a_server_without_fractal(
         f"the Jupyter server at {url}other/ does not serve Fractal: the fractal_jupyter "
         "extension is not loaded (`jupyter server extension list` shows it)"
     )
+    assert jobs == 1, jobs_text
+    assert jobs_text.strip() == f"jupyter fractal jobs: {found['problem']}"
 
 
 def test_status(server, run_here):

@@ -109,13 +109,37 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token", help="a Jupyter or JupyterHub token, or a Fractal bearer token")
 
 
-def connect(arguments: argparse.Namespace) -> FractalClient:
-    """A client of the server the command line names, or of the running one."""
+def alive_answer(client: FractalClient) -> dict[str, Any] | None:
+    """`api/alive/`'s answer; None where no Fractal answers: Jupyter without the extension
+    answers 404, or a redirect. A 503 (Fractal there, not serving) is raised."""
     try:
-        return FractalClient(url=arguments.url, token=arguments.token)
+        alive = client.call("GET", "api/alive/")
+    except FractalAPIError as error:
+        if error.status != 404 or isinstance(error, FractalUnavailable):
+            raise
+        return None
+    return alive if isinstance(alive, dict) and alive.get("alive") is True else None
+
+
+def not_loaded(client: FractalClient) -> str:
+    return (
+        f"the Jupyter server at {client.url} does not serve Fractal: the fractal_jupyter "
+        "extension is not loaded (`jupyter server extension list` shows it)"
+    )
+
+
+def connect(arguments: argparse.Namespace, check: bool = True) -> FractalClient:
+    """A client of the server the command line names, or of the running one; with `check`,
+    refused (exit 1) unless that server serves Fractal."""
+    try:
+        client = FractalClient(url=arguments.url, token=arguments.token)
     except ServerNotFound as error:
         message = str(error).replace("FractalClient(url=..., token=...)", "--url URL --token T")
         raise CommandFailed(message, EXIT_NO_SERVER) from error
+    if check and alive_answer(client) is None:
+        client.close()
+        raise CommandFailed(not_loaded(client))
+    return client
 
 
 class CommandApp(JupyterApp):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..client import FractalAPIError, FractalClient, FractalUnavailable
+from ..client import FractalClient, FractalUnavailable
 from .base import (
     EXIT_FAILURE,
     EXIT_OK,
     CommandApp,
     add_server_options,
+    alive_answer,
     connect,
     new_parser,
+    not_loaded,
     print_json,
 )
 
@@ -23,20 +25,11 @@ def server_status(client: FractalClient) -> dict[str, Any]:
     """What `status` reports; `serving` is False when the extension does not answer."""
     status: dict[str, Any] = {"server_url": client.url, "found_from": client.source}
     try:
-        alive = client.call("GET", "api/alive/")
+        alive = alive_answer(client)
     except FractalUnavailable as error:
         return {**status, "serving": False, "problem": str(error.detail)}
-    except FractalAPIError as error:
-        if error.status != 404:
-            raise
-        alive = None
-    # Without the extension, Jupyter answers 404, or a redirect, but not Fractal's answer.
-    if not isinstance(alive, dict) or alive.get("alive") is not True:
-        problem = (
-            f"the Jupyter server at {client.url} does not serve Fractal: the fractal_jupyter "
-            "extension is not loaded (`jupyter server extension list` shows it)"
-        )
-        return {**status, "serving": False, "problem": problem}
+    if alive is None:
+        return {**status, "serving": False, "problem": not_loaded(client)}
     status.update(serving=True, version=alive.get("version"))
     # The caller's record lives in the database: its answer shows the database answers.
     user = client.get_current_user()
@@ -94,7 +87,7 @@ class StatusApp(CommandApp):
         return parser
 
     def run(self) -> int:
-        with connect(self.arguments) as client:
+        with connect(self.arguments, check=False) as client:
             status = server_status(client)
         if self.json_output:
             print_json(status)
