@@ -190,7 +190,7 @@ def test_no_running_server_is_exit_3_with_a_clear_message(tmp_path, run_here):
 
 def test_help_and_usage_errors(tmp_path, run_here):
     env = jupyter_env(tmp_path)
-    for command in (["status"], ["jobs"], ["collect"], ["db", "upgrade"]):
+    for command in (["status"], ["jobs"], ["collect"], ["db"], ["db", "upgrade"]):
         ended = run_here(env, tmp_path, *command, "--help")
         assert ended.returncode == 0, ended.stderr
         assert ended.stdout.startswith(f"usage: jupyter fractal {' '.join(command)}")

@@ -76,7 +76,12 @@ def print_json(value: Any) -> None:
 
 
 def new_parser(
-    command: str, description: str, failure: str, *, needs_server: bool = True
+    command: str,
+    description: str,
+    failure: str,
+    *,
+    needs_server: bool = True,
+    json_option: bool = True,
 ) -> argparse.ArgumentParser:
     """The command line of `jupyter fractal <command>`, with `--json` and the exit codes."""
     failure = textwrap.fill(failure, HELP_WIDTH, subsequent_indent=" " * 5)
@@ -87,9 +92,10 @@ def new_parser(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print the result as JSON on stdout (one document)"
-    )
+    if json_option:
+        parser.add_argument(
+            "--json", action="store_true", help="print the result as JSON on stdout (one document)"
+        )
     return parser
 
 

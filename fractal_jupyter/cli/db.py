@@ -135,7 +135,13 @@ class DbApp(CommandApp):
     }
 
     def build_parser(self) -> argparse.ArgumentParser:
-        parser = new_parser(self.command, self.description, "see the action's --help")
+        parser = new_parser(
+            self.command,
+            self.description,
+            "see the action's --help",
+            needs_server=False,
+            json_option=False,
+        )
         parser.add_argument("action", choices=["upgrade"], help="upgrade: run the migrations")
         return parser
 
