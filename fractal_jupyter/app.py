@@ -59,6 +59,23 @@ class FractalJupyter(ExtensionApp):
             "`jupyter fractal config check`: every FractalJupyter setting, its value and "
             "where it comes from, and the start-up checks; exits non-zero on any problem.",
         ),
+        "status": (
+            "fractal_jupyter.cli.status.StatusApp",
+            "Does the running Jupyter server serve Fractal: version, user, database, runner "
+            "backend, running jobs.",
+        ),
+        "jobs": (
+            "fractal_jupyter.cli.jobs.JobsApp",
+            "Your jobs with their status; `jobs JOB_ID --follow` streams a job's log.",
+        ),
+        "db": (
+            "fractal_jupyter.cli.db.DbApp",
+            "`jupyter fractal db upgrade`: run the migrations on FractalJupyter.db_url.",
+        ),
+        "collect": (
+            "fractal_jupyter.cli.collect.CollectApp",
+            "Collect a task package (PyPI name or local wheel) and show its progress.",
+        ),
     }
     # Why the configuration could not be applied (found when linking or loading); the
     # extension then serves nothing but that message (see `initialize_settings`).

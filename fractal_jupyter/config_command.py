@@ -10,7 +10,7 @@ checks (the database, the SLURM commands, the SSH login node) and exits with 1 o
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.application import JupyterApp
 from traitlets.config import Config
@@ -23,6 +23,29 @@ from .configuration import (
     setting_sources,
     shown_value,
 )
+
+if TYPE_CHECKING:
+    from jupyter_server.serverapp import ServerApp
+
+    from .app import FractalJupyter
+
+
+def configured_as_server(argv: list[str], log: Any) -> tuple[FractalJupyter, ServerApp]:
+    """The extension configured from `argv` and the configuration files as a server start
+    would configure it (its `configuration_error` says what could not be applied)."""
+    from jupyter_server.serverapp import ServerApp
+
+    from .app import FractalJupyter
+
+    serverapp = ServerApp(log=log)
+    # What JupyterApp.initialize does for the server (without migrating old IPython files).
+    serverapp.parse_command_line(argv)
+    command_line = deepcopy(serverapp.config)
+    serverapp.load_config_file()
+    serverapp.update_config(command_line)
+    fractal = FractalJupyter(log=log)
+    fractal._link_jupyter_server_extension(serverapp)
+    return fractal, serverapp
 
 
 class ConfigCheckApp(JupyterApp):
@@ -50,18 +73,9 @@ jupyter fractal config check --FractalJupyter.runner_backend=slurm
             self.exit(0)
 
     def start(self) -> None:
-        from jupyter_server.serverapp import ServerApp
-
         from .app import FractalJupyter
 
-        serverapp = ServerApp(log=self.log)
-        # What JupyterApp.initialize does for the server (without migrating old IPython files).
-        serverapp.parse_command_line(self.server_argv)
-        command_line = deepcopy(serverapp.config)
-        serverapp.load_config_file()
-        serverapp.update_config(command_line)
-        fractal = FractalJupyter(log=self.log)
-        fractal._link_jupyter_server_extension(serverapp)
+        fractal, serverapp = configured_as_server(self.server_argv, self.log)
         error = fractal.configuration_error
         layers = configuration_layers(fractal, serverapp)
         sources = setting_sources(layers)

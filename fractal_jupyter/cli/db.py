@@ -1,0 +1,158 @@
+"""`jupyter fractal db upgrade`: run the schema migrations on the configured database.
+
+For administrators of a database shared by many servers (PostgreSQL), who migrate once
+before restarting the servers; a server also migrates its database when it starts. The
+database is the one the server would use: `FractalJupyter.db_url` from the same
+configuration files and options (`--FractalJupyter.db_url=...`, or `--db-url`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+
+from ..configuration import ACCEPTED_DB_URL, db_url_problem
+from ..db.engine import Database, alembic_config
+from .base import EXIT_OK, CommandApp, CommandFailed, new_parser, print_json
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade(db_url: str) -> tuple[str | None, str | None]:
+    """Migrate the database to the newest revision: its revisions before and after."""
+    database = Database(db_url)
+    try:
+        async with database.engine.connect() as connection:
+            before = await connection.run_sync(_revision)
+        await database.upgrade()
+        async with database.engine.connect() as connection:
+            after = await connection.run_sync(_revision)
+    finally:
+        await database.dispose()
+    return before, after
+
+
+def unnamed_driver_problem(db_url: str) -> str | None:
+    """A URL without a driver (`postgresql://`) means SQLAlchemy's default one, which for
+    PostgreSQL is a synchronous driver (or one that is not installed): refused."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if "+" in url.drivername:
+        return None
+    shown = url.render_as_string(hide_password=True)
+    return f"FractalJupyter.db_url = {shown!r} is not valid: it accepts {ACCEPTED_DB_URL}."
+
+
+def is_server_option(option: str) -> bool:
+    """`--Class.trait=value` or `--Class.trait`: a setting, as the server takes them."""
+    name = option[2:].split("=", 1)[0]
+    return option.startswith("--") and "." in name
+
+
+class DbUpgradeApp(CommandApp):
+    name = "jupyter-fractal-db-upgrade"
+    command = "db upgrade"
+    description = "Run the database migrations on FractalJupyter.db_url."
+    server_argv: list[str]
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        parser = new_parser(
+            self.command,
+            "Bring the database of FractalJupyter.db_url to the newest schema revision "
+            "(creating the schema on an empty database) and print the revision before and "
+            "after; a current database is left as it is. The database is found as the "
+            "server finds it: give the options you give the server "
+            "(--FractalJupyter.db_url=..., --FractalJupyter.data_dir=...); the URL needs an "
+            "async driver: sqlite+aiosqlite:///<path> or postgresql+asyncpg://...",
+            "the configuration is wrong (e.g. a db_url without an async driver), or the "
+            "database cannot be reached or migrated",
+            needs_server=False,
+        )
+        parser.add_argument(
+            "--db-url", help="the database's URL (the same as --FractalJupyter.db_url=...)"
+        )
+        return parser
+
+    def initialize(self, argv: Any = None) -> None:
+        self.parser = self.build_parser()
+        self.arguments, unknown = self.parser.parse_known_args(list(argv or []))
+        wrong = [option for option in unknown if not is_server_option(option)]
+        if wrong:
+            self.parser.error(f"unrecognized arguments: {' '.join(wrong)}")
+        self.server_argv = unknown
+        if self.arguments.db_url is not None:
+            self.server_argv.append(f"--FractalJupyter.db_url={self.arguments.db_url}")
+
+    def run(self) -> int:
+        from ..config_command import configured_as_server
+        from ..configuration import shown_value
+
+        fractal, _ = configured_as_server(self.server_argv, self.log)
+        if fractal.configuration_error is not None:
+            raise CommandFailed(" ".join(fractal.configuration_error.problems))
+        problem = db_url_problem(fractal.db_url) or unnamed_driver_problem(fractal.db_url)
+        if problem:
+            raise CommandFailed(problem)
+        shown = str(shown_value("db_url", fractal.db_url))
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        try:
+            before, after = asyncio.run(upgrade(fractal.db_url))
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CommandFailed(
+                f"the database {shown} could not be migrated: {type(error).__name__}: {reason}"
+            ) from error
+        result = {
+            "db_url": shown,
+            "revision_before": before,
+            "revision_after": after,
+            "head": head,
+            "upgraded": before != after,
+        }
+        if self.json_output:
+            print_json(result)
+        elif before == after:
+            print(f"Database {shown}: already at the newest revision {after}; nothing to do.")
+        else:
+            print(f"Database {shown}: upgraded from revision {before or '(empty)'} to {after}.")
+        return EXIT_OK
+
+
+class DbApp(CommandApp):
+    name = "jupyter-fractal-db"
+    command = "db"
+    description = "The Fractal database: `jupyter fractal db upgrade`."
+    subcommands = {  # noqa: RUF012 (traitlets reads it from the class)
+        "upgrade": (DbUpgradeApp, DbUpgradeApp.description),
+    }
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        parser = new_parser(
+            self.command,
+            self.description,
+            "see the action's --help",
+            needs_server=False,
+            json_option=False,
+        )
+        parser.add_argument("action", choices=["upgrade"], help="upgrade: run the migrations")
+        return parser
+
+    def initialize(self, argv: Any = None) -> None:
+        argv = list(argv or [])
+        if argv and argv[0] in self.subcommands:
+            self.initialize_subcommand(argv[0], argv[1:])
+            return
+        super().initialize(argv)  # --help, or a usage error
+
+    def run(self) -> int:
+        assert self.subapp is not None
+        self.subapp.start()
+        return EXIT_OK
