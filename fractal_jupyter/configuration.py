@@ -213,7 +213,9 @@ def db_url_problem(db_url: str) -> str | None:
         return f"{SECTION}.db_url = {db_url!r} is not valid: it accepts {ACCEPTED_DB_URL}."
     shown = url.render_as_string(hide_password=True)
     backend, driver = url.get_backend_name(), url.get_driver_name()
-    if driver not in ASYNC_DRIVERS.get(backend, ()):
+    # A URL without a driver (`postgresql://`) means SQLAlchemy's default one, which depends on
+    # its version and may be synchronous or not installed: the driver must be named.
+    if "+" not in url.drivername or driver not in ASYNC_DRIVERS.get(backend, ()):
         return f"{SECTION}.db_url = {shown!r} is not valid: it accepts {ACCEPTED_DB_URL}."
     if backend == "sqlite" and url.database and url.database != ":memory:":
         return _writable_folder_problem("db_url", os.path.dirname(url.database), shown)

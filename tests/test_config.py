@@ -374,3 +374,16 @@ def test_settings_that_cannot_be_opened(tmp_path):
         "FractalJupyter.slurm_ssh_key_path",
     ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_db_url_must_name_its_async_driver(tmp_path):
+    """`postgresql://` means SQLAlchemy's default driver (psycopg in 2.1, which may be missing
+    or synchronous): refused at the check, not with an import error at the first request."""
+    from fractal_jupyter.configuration import db_url_problem
+
+    problem = db_url_problem("postgresql://fractal:secret@db.example/fractal")
+    assert problem is not None
+    assert problem.startswith("FractalJupyter.db_url = 'postgresql://fractal:***@db.example")
+    assert "postgresql+asyncpg://" in problem
+    assert db_url_problem("postgresql+asyncpg://fractal:secret@db.example/fractal") is None
+    assert db_url_problem(f"sqlite+aiosqlite:///{tmp_path}/f.db") is None

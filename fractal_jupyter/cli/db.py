@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from ..configuration import ACCEPTED_DB_URL, db_url_problem
+from ..configuration import db_url_problem
 from ..db.engine import Database, alembic_config
 from .base import EXIT_OK, CommandApp, CommandFailed, new_parser, print_json
 
@@ -37,18 +37,6 @@ async def upgrade(db_url: str) -> tuple[str | None, str | None]:
     finally:
         await database.dispose()
     return before, after
-
-
-def unnamed_driver_problem(db_url: str) -> str | None:
-    """A URL without a driver (`postgresql://`) means SQLAlchemy's default one, which for
-    PostgreSQL is a synchronous driver (or one that is not installed): refused."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(db_url)
-    if "+" in url.drivername:
-        return None
-    shown = url.render_as_string(hide_password=True)
-    return f"FractalJupyter.db_url = {shown!r} is not valid: it accepts {ACCEPTED_DB_URL}."
 
 
 def is_server_option(option: str) -> bool:
@@ -98,7 +86,7 @@ class DbUpgradeApp(CommandApp):
         fractal, _ = configured_as_server(self.server_argv, self.log)
         if fractal.configuration_error is not None:
             raise CommandFailed(" ".join(fractal.configuration_error.problems))
-        problem = db_url_problem(fractal.db_url) or unnamed_driver_problem(fractal.db_url)
+        problem = db_url_problem(fractal.db_url)
         if problem:
             raise CommandFailed(problem)
         shown = str(shown_value("db_url", fractal.db_url))
