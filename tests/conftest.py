@@ -118,6 +118,15 @@ def api(jp_fetch: Any) -> Api:
 
 
 @pytest.fixture
+def project_path(api: Api, jp_asyncio_loop: Any) -> str:
+    """The API path of a new project of alice's, `api/v2/project/<id>/`."""
+    _, project = jp_asyncio_loop.run_until_complete(
+        api("POST", "api/v2/project/", {"name": "project"})
+    )
+    return f"api/v2/project/{project['id']}/"
+
+
+@pytest.fixture
 def make_client(http_server: Any, jp_http_port: int, jp_base_url: str, jp_serverapp: Any) -> Any:
     """`make_client(user="alice")` -> a sync `FractalClient` of the test server, as <user>.
 

@@ -16,15 +16,6 @@ from tornado.httpclient import HTTPClientError
 
 
 @pytest.fixture
-def project_path(api, jp_asyncio_loop):
-    async def make():
-        _, project = await api("POST", "api/v2/project/", {"name": "project"})
-        return f"api/v2/project/{project['id']}/"
-
-    return jp_asyncio_loop.run_until_complete(make())
-
-
-@pytest.fixture
 def job_folder(project_path, jp_serverapp, jp_asyncio_loop, tmp_path):
     """(download path, folder) of a finished job of alice's project, its folder empty."""
     from fractal_jupyter.db.models import Job

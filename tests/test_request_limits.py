@@ -10,15 +10,6 @@ HUGE = 2**70
 
 
 @pytest.fixture
-def project_path(api, jp_asyncio_loop):
-    async def make():
-        _, project = await api("POST", "api/v2/project/", {"name": "project"})
-        return f"api/v2/project/{project['id']}/"
-
-    return jp_asyncio_loop.run_until_complete(make())
-
-
-@pytest.fixture
 def dataset_path(api, project_path, jp_asyncio_loop):
     async def make():
         _, dataset = await api("POST", f"{project_path}dataset/", {"name": "d", "zarr_dir": "/z"})

@@ -167,13 +167,13 @@ class HistoryMixin(ClientBase):
         type_filters: Mapping[str, bool] | None = None,
     ) -> list[str]:
         """The matching images that the previous workflow task has not done."""
-        return self._transport.call(
-            list[str],
-            "POST",
-            DATASET + "images/non-processed/",
-            {"project_id": project_id, "dataset_id": dataset_id},
-            params={"workflow_id": int(workflow_id), "workflowtask_id": int(workflowtask_id)},
-            body=_filters(attribute_filters, type_filters),
+        return self._filtered_dataset_images(
+            "images/non-processed/",
+            project_id,
+            dataset_id,
+            {"workflow_id": int(workflow_id), "workflowtask_id": int(workflowtask_id)},
+            attribute_filters,
+            type_filters,
         )
 
     @endpoint("POST", DATASET + "images/verify-unique-types/")
@@ -187,12 +187,31 @@ class HistoryMixin(ClientBase):
         type_filters: Mapping[str, bool] | None = None,
     ) -> list[str]:
         """The type keys that are true on some matching images and false on others."""
+        return self._filtered_dataset_images(
+            "images/verify-unique-types/",
+            project_id,
+            dataset_id,
+            {"workflowtask_id": int(workflowtask_id)},
+            attribute_filters,
+            type_filters,
+        )
+
+    def _filtered_dataset_images(
+        self,
+        route: str,
+        project_id: int,
+        dataset_id: int,
+        params: Mapping[str, int],
+        attribute_filters: Mapping[str, Sequence[Any]] | None,
+        type_filters: Mapping[str, bool] | None,
+    ) -> list[str]:
+        """POST the image filters to a dataset route that answers with a list of strings."""
         return self._transport.call(
             list[str],
             "POST",
-            DATASET + "images/verify-unique-types/",
+            DATASET + route,
             {"project_id": project_id, "dataset_id": dataset_id},
-            params={"workflowtask_id": int(workflowtask_id)},
+            params=params,
             body=_filters(attribute_filters, type_filters),
         )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from pydantic import BaseModel
 
 from ..schemas.filters import ImageFilterQuery
 from ..schemas.history import (
@@ -23,7 +26,21 @@ from ..schemas.query import (
     WorkflowTaskIdQuery,
 )
 from ..services import history, images
-from .base import FractalHandler, operation
+from .base import FractalHandler, HandlerMethod, TornadoMethod, operation
+
+
+def _image_filter_operation(
+    summary: str, query: type[BaseModel]
+) -> Callable[[HandlerMethod], TornadoMethod]:
+    """A POST that only reads: optional image filters in, a list of strings out."""
+    return operation(
+        summary,
+        query=query,
+        body=ImageFilterQuery,
+        body_required=False,
+        response=list[str],
+        writes=False,
+    )
 
 
 class HistoryRunListHandler(FractalHandler):
@@ -108,13 +125,9 @@ class LatestJobHandler(FractalHandler):
 
 
 class NonProcessedImagesHandler(FractalHandler):
-    @operation(
+    @_image_filter_operation(
         "The zarr_urls of matching images that the previous workflow task has not done",
-        query=NonProcessedQuery,
-        body=ImageFilterQuery,
-        body_required=False,
-        response=list[str],
-        writes=False,
+        NonProcessedQuery,
     )
     async def post(
         self,
@@ -135,13 +148,9 @@ class NonProcessedImagesHandler(FractalHandler):
 
 
 class VerifyUniqueTypesHandler(FractalHandler):
-    @operation(
+    @_image_filter_operation(
         "The type keys that are true on some of the matching images and false on others",
-        query=WorkflowTaskIdQuery,
-        body=ImageFilterQuery,
-        body_required=False,
-        response=list[str],
-        writes=False,
+        WorkflowTaskIdQuery,
     )
     async def post(
         self,

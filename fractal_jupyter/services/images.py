@@ -804,19 +804,28 @@ async def query_status_images(
     """`query_images` with each image's status for a workflow task as the attribute
     `IMAGE_STATUS_KEY` (done, failed, submitted or unset), filtered and summarised like one."""
     check_pagination(page, page_size)
-    return await database.read(
-        functools.partial(
-            _read_status_page,
-            user=user,
-            project_id=project_id,
-            dataset_id=dataset_id,
-            workflowtask_id=workflowtask_id,
-            query=query,
-            page=page,
-            page_size=page_size,
+
+    def read_status_page(connection: Connection) -> RenderedStatusImagePage:
+        read_dataset_filters(connection, project_id, dataset_id, user)
+        check_workflow_task_in_project(connection, project_id, workflowtask_id)
+        attributes, types = _summaries(connection, dataset_id, None)
+        attributes += [
+            (IMAGE_STATUS_KEY, json.dumps(status))
+            for status in _status_values(connection, dataset_id, workflowtask_id)
+        ]
+        matching = matching_images(dataset_id, workflowtask_id, query)
+        total_count, current_page, size, rows = _page_rows(connection, matching, page, page_size)
+        return RenderedStatusImagePage(
+            total_count=total_count,
+            page_size=size,
+            current_page=current_page,
+            attribute_values=attributes,
+            types=types,
+            images=rows,
             include_warnings=include_warnings,
         )
-    )
+
+    return await database.read(read_status_page)
 
 
 _WORKFLOW_TASK_OF_PROJECT = (
@@ -855,38 +864,6 @@ def _status_values(connection: Connection, dataset_id: int, workflowtask_id: int
     if sum(counts.values()) < total:
         counts["unset"] = total - sum(counts.values())
     return sorted(counts)
-
-
-def _read_status_page(
-    connection: Connection,
-    *,
-    user: CurrentUser,
-    project_id: int,
-    dataset_id: int,
-    workflowtask_id: int,
-    query: ImageFilterQuery,
-    page: int,
-    page_size: int | None,
-    include_warnings: bool,
-) -> RenderedStatusImagePage:
-    read_dataset_filters(connection, project_id, dataset_id, user)
-    check_workflow_task_in_project(connection, project_id, workflowtask_id)
-    attributes, types = _summaries(connection, dataset_id, None)
-    attributes += [
-        (IMAGE_STATUS_KEY, json.dumps(status))
-        for status in _status_values(connection, dataset_id, workflowtask_id)
-    ]
-    matching = matching_images(dataset_id, workflowtask_id, query)
-    total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
-    return RenderedStatusImagePage(
-        total_count=total_count,
-        page_size=page_size,
-        current_page=page,
-        attribute_values=attributes,
-        types=types,
-        images=rows,
-        include_warnings=include_warnings,
-    )
 
 
 def matching_images(

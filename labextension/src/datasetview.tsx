@@ -15,6 +15,7 @@ import {
   IImagePage
 } from './api';
 import { ErrorLine } from './components';
+import { OpenNotebookButton, setUpPanel } from './panel';
 
 export const PAGE_SIZE = 50;
 
@@ -28,11 +29,13 @@ export interface IDatasetViewOptions {
 export class DatasetView extends ReactWidget {
   constructor(readonly options: IDatasetViewOptions) {
     super();
-    this.addClass('fractal-panel');
-    this.addClass('fractal-dataset-view');
-    this.id = `fractal-dataset-${options.projectId}-${options.datasetId}`;
-    this.title.label = `Dataset ${options.datasetId}`;
-    this.title.closable = true;
+    setUpPanel(
+      this,
+      'dataset',
+      options.projectId,
+      options.datasetId,
+      `Dataset ${options.datasetId}`
+    );
     void this._loadDataset();
     void this.query();
   }
@@ -133,12 +136,7 @@ export class DatasetView extends ReactWidget {
         <div className="fractal-panel-header">
           <h2>{this._dataset?.name ?? `Dataset ${this.options.datasetId}`}</h2>
           <div className="fractal-actions">
-            <button
-              className="jp-Button jp-mod-styled fractal-open-notebook"
-              onClick={this.options.openNotebook}
-            >
-              Open in a notebook
-            </button>
+            <OpenNotebookButton onClick={this.options.openNotebook} />
           </div>
         </div>
         {zarrDir && <div className="fractal-job-facts">{zarrDir}</div>}

@@ -8,6 +8,7 @@ import * as React from 'react';
 
 import { FractalApi, IJob, IJobProgress } from './api';
 import { ErrorLine, formatTime, StatusBadge } from './components';
+import { OpenNotebookButton, setUpPanel } from './panel';
 
 export const JOB_POLL_MS = 1000;
 
@@ -23,11 +24,13 @@ export interface IJobViewOptions {
 export class JobView extends ReactWidget {
   constructor(readonly options: IJobViewOptions) {
     super();
-    this.addClass('fractal-panel');
-    this.addClass('fractal-job-view');
-    this.id = `fractal-job-${options.projectId}-${options.jobId}`;
-    this.title.label = `Job ${options.jobId}`;
-    this.title.closable = true;
+    setUpPanel(
+      this,
+      'job',
+      options.projectId,
+      options.jobId,
+      `Job ${options.jobId}`
+    );
     void this.refresh();
   }
 
@@ -92,12 +95,7 @@ export class JobView extends ReactWidget {
             >
               Stop
             </button>
-            <button
-              className="jp-Button jp-mod-styled fractal-open-notebook"
-              onClick={this.options.openNotebook}
-            >
-              Open in a notebook
-            </button>
+            <OpenNotebookButton onClick={this.options.openNotebook} />
           </div>
         </div>
         <ErrorLine error={this._error} />

@@ -4,6 +4,7 @@ import * as React from 'react';
 
 import { FractalApi, IWorkflow } from './api';
 import { ErrorLine } from './components';
+import { OpenNotebookButton, setUpPanel } from './panel';
 
 export interface IWorkflowViewOptions {
   api: FractalApi;
@@ -30,11 +31,13 @@ function Arguments(props: {
 export class WorkflowView extends ReactWidget {
   constructor(readonly options: IWorkflowViewOptions) {
     super();
-    this.addClass('fractal-panel');
-    this.addClass('fractal-workflow-view');
-    this.id = `fractal-workflow-${options.projectId}-${options.workflowId}`;
-    this.title.label = `Workflow ${options.workflowId}`;
-    this.title.closable = true;
+    setUpPanel(
+      this,
+      'workflow',
+      options.projectId,
+      options.workflowId,
+      `Workflow ${options.workflowId}`
+    );
     void this.refresh();
   }
 
@@ -62,12 +65,7 @@ export class WorkflowView extends ReactWidget {
         <div className="fractal-panel-header">
           <h2>{workflow?.name ?? `Workflow ${this.options.workflowId}`}</h2>
           <div className="fractal-actions">
-            <button
-              className="jp-Button jp-mod-styled fractal-open-notebook"
-              onClick={this.options.openNotebook}
-            >
-              Open in a notebook
-            </button>
+            <OpenNotebookButton onClick={this.options.openNotebook} />
           </div>
         </div>
         <ErrorLine error={this._error} />

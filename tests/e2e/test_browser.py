@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ APT_GET = ["flock", "/tmp/fractal-jupyter-apt.lock", "apt-get", "-o", "DPkg::Loc
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
-}
+}  # every cell stays in the page (no windowing), no news toast
 
 
 def ensure_chromium() -> Path:
@@ -46,15 +47,26 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch, isolated_runtime):
-    # JupyterLab user settings: every cell stays in the page (no windowing), no news toast.
+def use_lab_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JupyterLab user settings (`SETTINGS`) in `tmp_path`, for the servers this test starts."""
     settings = tmp_path / "lab-settings"
     for name, values in SETTINGS.items():
         path = settings / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(settings))
+
+
+def launch_chromium(playwright: Any, chromium: Path) -> Any:
+    """Debian's Chromium, headless, as Playwright's browser (no sandbox: tests may run as root)."""
+    return playwright.chromium.launch(
+        executable_path=str(chromium), args=["--no-sandbox", "--disable-dev-shm-usage"]
+    )
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch, isolated_runtime):
+    use_lab_settings(tmp_path, monkeypatch)
     root = tmp_path / "root"
     (root / "examples").mkdir(parents=True)
     shutil.copy(NOTEBOOK, root / "examples" / NOTEBOOK.name)
@@ -76,9 +88,7 @@ def test_quickstart_in_jupyterlab(server):
     )
     console: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium), args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
+        browser = launch_chromium(playwright, chromium)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("console", lambda message: console.append(message.text))

@@ -10,7 +10,6 @@ the ImageBrowser. Screenshots go to .tmp/artifacts/labextension/.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from fractal_jupyter.demo import run_demo
-from tests.e2e.test_browser import SETTINGS, ensure_chromium
+from tests.e2e.test_browser import ensure_chromium, launch_chromium, use_lab_settings
 from tests.support.jobs import MISBEHAVE
 from tests.support.server import ServerProcess
 
@@ -57,12 +56,7 @@ def test_labextension_is_installed_enabled_and_ok():
 
 @pytest.fixture
 def server(tmp_path, monkeypatch, isolated_runtime):
-    settings = tmp_path / "lab-settings"
-    for name, values in SETTINGS.items():
-        path = settings / f"{name}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(settings))
+    use_lab_settings(tmp_path, monkeypatch)
     root = tmp_path / "root"
     root.mkdir()
     running = ServerProcess(root)
@@ -102,9 +96,7 @@ def test_labextension_in_jupyterlab(server):
     url = f"http://127.0.0.1:{server.port}/lab?token={server.token}&reset"
     console: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium), args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
+        browser = launch_chromium(playwright, chromium)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("console", lambda message: console.append(message.text))

@@ -11,20 +11,26 @@ from fractal_jupyter.db.models import Dataset, HistoryRun, Job, Project
 from fractal_jupyter.services.job_events import apply_event
 
 
+def _new_job(**links: int | None) -> Job:
+    """A one-task job with empty dumps, linked by `links` (project_id, dataset_id)."""
+    return Job(
+        user_email="a@x",
+        owner="a",
+        project_dump={},
+        workflow_dump={},
+        dataset_dump={},
+        first_task_index=0,
+        last_task_index=0,
+        **links,
+    )
+
+
 def test_job_failed_keeps_the_executor_error_log(tmp_path):
     async def run() -> tuple[str, str | None, int]:
         database = Database(f"sqlite+aiosqlite:///{tmp_path}/events.db")
         await database.upgrade()
         async with database.session(write=True) as session:
-            job = Job(
-                user_email="a@x",
-                owner="a",
-                project_dump={},
-                workflow_dump={},
-                dataset_dump={},
-                first_task_index=0,
-                last_task_index=0,
-            )
+            job = _new_job()
             session.add(job)
             await session.flush()
             event = {
@@ -57,17 +63,7 @@ def test_units_of_a_workflow_task_deleted_during_the_job_are_skipped(tmp_path):
             dataset = Dataset(name="d", project_id=project.id, zarr_dir="/z")
             session.add(dataset)
             await session.flush()
-            job = Job(
-                project_id=project.id,
-                dataset_id=dataset.id,
-                user_email="a@x",
-                owner="a",
-                project_dump={},
-                workflow_dump={},
-                dataset_dump={},
-                first_task_index=0,
-                last_task_index=0,
-            )
+            job = _new_job(project_id=project.id, dataset_id=dataset.id)
             session.add(job)
             await session.flush()
             units = [{"logfile": "/j/0.log", "zarr_urls": ["/z/a"]}]
