@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import packages_distributions
 from pathlib import Path
-from typing import Any, Literal, TypedDict, TypeVar, Unpack
+from typing import Any, Literal, TypeVar
 
 import cloudpickle  # type: ignore[import-untyped]
 from pydantic import ConfigDict, PydanticUserError, create_model
@@ -273,19 +273,6 @@ def prepare_function(
     return FunctionFile(path, header, payload, schema)
 
 
-class FunctionTaskOptions(TypedDict, total=False):
-    """The keyword arguments of `register_function`, that `function_task` passes on."""
-
-    name: str | None
-    type: FunctionTaskType
-    init: Callable[..., Any] | None
-    input_types: Mapping[str, bool] | None
-    output_types: Mapping[str, bool] | None
-    meta: Mapping[str, Any] | None
-    python: str | None
-    functions_dir: str | os.PathLike[str] | None
-
-
 class FunctionsMixin(DataMixin, WorkflowsMixin):
     def register_function(
         self,
@@ -357,13 +344,33 @@ class FunctionsMixin(DataMixin, WorkflowsMixin):
             write_function_file(function_file.path, function_file.header, function_file.payload)
         return self._register_version(task_name, body)
 
-    def function_task(self, **options: Unpack[FunctionTaskOptions]) -> Callable[[F], F]:
-        """The decorator form of `register_function`, with its keyword arguments:
-        `@client.function_task(type=...)` registers the function and leaves it as it is,
-        with the task as `.fractal_task`."""
+    def function_task(
+        self,
+        *,
+        name: str | None = None,
+        type: FunctionTaskType = "parallel",
+        init: Callable[..., Any] | None = None,
+        input_types: Mapping[str, bool] | None = None,
+        output_types: Mapping[str, bool] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        python: str | None = None,
+        functions_dir: str | os.PathLike[str] | None = None,
+    ) -> Callable[[F], F]:
+        """The decorator form of `register_function`: `@client.function_task(type=...)`
+        registers the function and leaves it as it is, with the task as `.fractal_task`."""
 
         def register(function: F) -> F:
-            task = self.register_function(function, **options)
+            task = self.register_function(
+                function,
+                name=name,
+                type=type,
+                init=init,
+                input_types=input_types,
+                output_types=output_types,
+                meta=meta,
+                python=python,
+                functions_dir=functions_dir,
+            )
             function.fractal_task = task  # type: ignore[attr-defined]
             return function
 
