@@ -69,6 +69,16 @@ def _empty_shared_database(jp_asyncio_loop: Any) -> None:
         await database.upgrade()
         names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
         async with database.session(write=True) as session:
+            # A test that ended during a request leaves that request's connection open (its
+            # event loop is gone), idle in a transaction: its locks would make TRUNCATE wait
+            # forever. The servers of earlier tests are gone, so their connections go too.
+            await session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            await session.execute(text("SET LOCAL lock_timeout = '60s'"))
             await session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         await database.dispose()
 

@@ -56,7 +56,19 @@ async def test_admin_filters_beyond_64_bits_are_refused(api, path, name):
 
 
 async def test_64_bit_limits_themselves_are_accepted(api):
+    """On SQLite every 64-bit id is looked up (none is found); PostgreSQL's id columns are
+    32-bit, so there a larger id is a 422 that says so (never a 500)."""
+    from tests.conftest import TEST_DB_URL
+
+    on_postgresql = TEST_DB_URL is not None and TEST_DB_URL.startswith("postgresql")
     for value in (2**63 - 1, -(2**63 - 1)):
+        status, answer = await api("GET", "admin/v2/project/", user="admin", params={"id": value})
+        if on_postgresql:
+            assert status == 422, answer
+            assert "out of the database's range" in answer["detail"], answer
+        else:
+            assert (status, answer) == (200, []), answer
+    for value in (2**31 - 1, -(2**31)):
         status, answer = await api("GET", "admin/v2/project/", user="admin", params={"id": value})
         assert (status, answer) == (200, []), answer
 
@@ -287,16 +299,21 @@ def test_a_real_server_answers_a_100_kb_url(tmp_path):
         server.stop()
 
 
-async def test_an_image_query_has_at_most_100_filters_of_each_kind(api, dataset_path):
-    many = {f"k{index}": index for index in range(101)}
+async def test_an_image_query_has_at_most_30_filters_of_each_kind(api, dataset_path):
+    from fractal_jupyter.schemas.images import MAX_QUERY_FILTERS
+
+    assert MAX_QUERY_FILTERS == 30
+    many = {f"k{index}": index for index in range(MAX_QUERY_FILTERS + 1)}
     for kind, filters in (("attribute", many), ("type", dict.fromkeys(many, True))):
         status, answer = await api(
             "POST", dataset_path + "images/query/", {"filters": {f"{kind}s": filters}}
         )
         assert status == 422, answer
         assert answer["detail"][0]["loc"] == ["body", "filters"]
-        assert f"at most 100 {kind} filters" in answer["detail"][0]["msg"]
-    del many["k100"]
+        assert f"at most {MAX_QUERY_FILTERS} {kind} filters" in answer["detail"][0]["msg"]
+    del many[f"k{MAX_QUERY_FILTERS}"]
+    # The most a query may carry is answered at once, on PostgreSQL too (planning grows
+    # faster than linearly with the filters; see MAX_QUERY_FILTERS).
     status, page = await api(
         "POST",
         dataset_path + "images/query/",

@@ -23,7 +23,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
@@ -617,6 +617,14 @@ def operation(
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
                 return
+            except DBAPIError as error:
+                if not _is_out_of_range(error):
+                    raise
+                # PostgreSQL's id columns are 32-bit: a larger id names no object there.
+                reason = str(error.orig).strip().splitlines()[0]
+                detail = f"A value of the request is out of the database's range: {reason}"
+                self.send_json(422, json.dumps({"detail": detail}).encode())
+                return
             if self.after_commit is not None:
                 await self.after_commit()
             if self.raw_stream is not None:
@@ -636,6 +644,17 @@ def operation(
         return cast(TornadoMethod, web.authenticated(_authorized(wrapper)))
 
     return decorate
+
+
+def _is_out_of_range(error: DBAPIError) -> bool:
+    """A value the database cannot take (a number beyond its column's range), not a bug:
+    SQLSTATE class 22, "data exception", said by the server or by the driver encoding it."""
+    if isinstance(error, DataError):
+        return True
+    for reported in (error.orig, getattr(error.orig, "__cause__", None)):
+        if str(getattr(reported, "sqlstate", "") or "").startswith("22"):
+            return True
+    return False
 
 
 def _authorized(method: TornadoMethod) -> TornadoMethod:
