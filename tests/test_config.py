@@ -309,6 +309,11 @@ def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch):
     from fractal_jupyter.errors import Unavailable
 
     monkeypatch.setattr(state_module, "FIRST_RETRY_SECONDS", 0.01)
+    # What follows a ready database (the job watcher) is not this test's concern.
+    watched = []
+    monkeypatch.setattr(
+        state_module.FractalState, "start_watching_jobs", lambda self: watched.append(self)
+    )
 
     class RestartingDatabase:
         url = make_url("postgresql+asyncpg://fractal:hunter2@db.example.org/fractal")
@@ -346,6 +351,7 @@ def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch):
         assert state._retrier is not None
         await asyncio.wait_for(state._retrier, 10)
         assert database.attempts == 4 and collector.reaped
+        assert watched == [state]
         await state.stop_watching_jobs()
         await state.stop_retrying()
 
