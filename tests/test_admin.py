@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -98,9 +99,11 @@ def jobs_env(api, jp_asyncio_loop, tmp_path):
     return jp_asyncio_loop.run_until_complete(make())
 
 
-async def no_process_left(working_dir, timeout=10.0):
-    """The job process reports the end just before it exits: give it a moment."""
-    for _ in range(int(timeout * 10)):
+async def no_process_left(working_dir, timeout=30.0):
+    """The job process reports the end just before it exits: give it a moment (a deadline,
+    since a look through /proc is slow on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if not processes_mentioning(working_dir):
             return
         await asyncio.sleep(0.1)

@@ -182,7 +182,9 @@ async def test_an_export_is_complete_and_leaves_the_server_responsive(
     # between two answers is anywhere near the whole export (it was all of it).
     moments = [started, *answered, finished]
     longest_wait = max(later - earlier for earlier, later in itertools.pairwise(moments))
-    assert longest_wait < (finished - started) / 2, (longest_wait, finished - started)
+    # (On PostgreSQL the whole export takes a fraction of a second: a wait of a few GIL
+    # switches is then no stall.)
+    assert longest_wait < max((finished - started) / 2, 0.5), (longest_wait, finished - started)
 
 
 async def test_a_download_of_a_folder_that_is_gone_is_404(jp_fetch, job_folder):
