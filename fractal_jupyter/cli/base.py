@@ -157,10 +157,15 @@ class CommandApp(JupyterApp):
     arguments: argparse.Namespace
 
     def build_parser(self) -> argparse.ArgumentParser:
-        raise NotImplementedError
+        """The command's options; every command (status, jobs, collect, db) defines its own.
+
+        Not an `abc.abstractmethod`: JupyterApp's traitlets metaclass cannot be mixed with
+        ABCMeta, so a command that forgot it fails here, at its first use."""
+        raise NotImplementedError(f"{type(self).__name__} defines no options")
 
     def run(self) -> int:
-        raise NotImplementedError
+        """Do the command and return its exit code; every command defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} defines no run()")
 
     def initialize(self, argv: Any = None) -> None:
         # argparse prints --help and exits 0, or prints a usage error and exits 2.
