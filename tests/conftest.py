@@ -72,10 +72,13 @@ def _empty_shared_database(jp_asyncio_loop: Any) -> None:
             # A test that ended during a request leaves that request's connection open (its
             # event loop is gone), idle in a transaction: its locks would make TRUNCATE wait
             # forever. The servers of earlier tests are gone, so their connections go too.
+            # Only the test role's own: a superuser's session (a test checking the admin's
+            # view, psql) is not ours to end, and PostgreSQL refuses it.
             await session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND usename = current_user"
                 )
             )
             await session.execute(text("SET LOCAL lock_timeout = '60s'"))
