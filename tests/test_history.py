@@ -287,3 +287,24 @@ async def test_job_attribute_filters_select_the_images_it_runs_on(api, env):
         "unset",
         "unset",
     ]
+
+
+async def test_more_than_30_filters_of_a_kind_are_refused_in_status_queries_and_jobs(api, env):
+    too_many = {f"k{index}": [index] for index in range(31)}
+    status, answer = await api(
+        "POST",
+        env["project_path"] + "status/images/",
+        {"attribute_filters": too_many},
+        params=ids(env),
+    )
+    assert status == 422 and "at most 30 attribute filters, not 31" in str(answer["detail"])
+    _, jobs_before = await api("GET", env["project_path"] + "job/")
+    status, answer = await api(
+        "POST",
+        f"{env['project_path']}job/submit/",
+        {"type_filters": {key: True for key in too_many}},
+        params={"workflow_id": str(env["workflow"]["id"]), "dataset_id": str(env["dataset"]["id"])},
+    )
+    assert status == 422 and "at most 30 type filters, not 31" in str(answer["detail"])
+    _, jobs_after = await api("GET", env["project_path"] + "job/")
+    assert jobs_after == jobs_before

@@ -304,7 +304,7 @@ def test_a_real_server_answers_a_100_kb_url(tmp_path):
 
 
 async def test_an_image_query_has_at_most_30_filters_of_each_kind(api, dataset_path):
-    from fractal_jupyter.schemas.images import MAX_QUERY_FILTERS
+    from fractal_jupyter.schemas.common import MAX_QUERY_FILTERS
 
     assert MAX_QUERY_FILTERS == 30
     many = {f"k{index}": index for index in range(MAX_QUERY_FILTERS + 1)}

@@ -106,6 +106,21 @@ def check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
     return stripped
 
 
+# Each filter of an image query is a clause of its SQL statement, and planning grows faster
+# than linearly with them: on PostgreSQL 15, 50 attribute plus 50 type filters took 1.6 s, 80
+# took 8.8 s, 100 over 20 s (30: 0.35 s); 500 of each passed SQLite's expression depth.
+MAX_QUERY_FILTERS = 30
+
+
+def check_filter_counts(**filters_by_kind: dict[str, Any]) -> None:
+    """Refuses more than MAX_QUERY_FILTERS filters of one kind (`attribute=..., type=...`)."""
+    for kind, given in filters_by_kind.items():
+        if len(given) > MAX_QUERY_FILTERS:
+            raise ValueError(
+                f"a query has at most {MAX_QUERY_FILTERS} {kind} filters, not {len(given)}"
+            )
+
+
 def _non_finite_at(value: Any) -> list[str | int] | None:
     """Where in a JSON value a NaN or an infinity is (`[]`: the value itself), else None."""
     pending: list[tuple[list[str | int], Any]] = [([], value)]

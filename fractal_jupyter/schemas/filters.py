@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from .common import AttributeScalar, RequestModel, TypeDict, check_dict_keys
+from .common import (
+    AttributeScalar,
+    RequestModel,
+    TypeDict,
+    check_dict_keys,
+    check_filter_counts,
+)
 
 IMAGE_STATUS_KEY = "__wftask_dataset_image_status__"
 IMAGE_STATUSES = ("done", "failed", "submitted", "unset")
@@ -32,3 +38,8 @@ class ImageFilterQuery(RequestModel):
 
     type_filters: TypeDict = Field(default_factory=dict)
     attribute_filters: AttributeFilters = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_counts(self) -> ImageFilterQuery:
+        check_filter_counts(attribute=self.attribute_filters, type=self.type_filters)
+        return self

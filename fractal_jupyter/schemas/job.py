@@ -5,7 +5,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PlainSerializer, StrictStr, model_validator
 
-from .common import NonEmptyStr, RequestModel, ResponseModel, Timestamp, TypeDict
+from .common import (
+    NonEmptyStr,
+    RequestModel,
+    ResponseModel,
+    Timestamp,
+    TypeDict,
+    check_filter_counts,
+)
 from .filters import AttributeFilters
 
 JobStatus = Literal["submitted", "done", "failed"]
@@ -31,6 +38,8 @@ class JobCreate(RequestModel):
             raise ValueError(
                 f"first_task_index={first} cannot be larger than last_task_index={last}"
             )
+        # They reach the image query of the first task (the status key in SQL).
+        check_filter_counts(attribute=self.attribute_filters, type=self.type_filters)
         return self
 
 
