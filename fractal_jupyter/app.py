@@ -429,6 +429,7 @@ class FractalJupyter(ExtensionApp):
             pre_ping=self.db_pool_pre_ping,
             connect_timeout=self.db_connect_timeout,
             statement_timeout=self.db_statement_timeout,
+            application_name=f"fractal_jupyter {self.server_owner or self.default_username}",
         )
 
     @default("server_owner")

@@ -8,7 +8,6 @@ Each test has a database of its own (a fresh PostgreSQL database with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, SchemaMismatch, alembic_config
 from fractal_jupyter.state import FractalState
 from tests.conftest import Api
-from tests.services.test_migrations import _upgrade_to, fresh_database_url
+from tests.services.test_migrations import _upgrade_to
 
 SCRIPTS = ScriptDirectory.from_config(alembic_config())
 HEAD = SCRIPTS.get_current_head()
@@ -29,14 +28,6 @@ PREVIOUS = SCRIPTS.get_revision(HEAD).down_revision
 NEWER = "9999_newer"
 OLDER_SERVER = "This server is older than its database; upgrade fractal-jupyter."
 RUN_UPGRADE = "run jupyter fractal db upgrade"
-
-
-@pytest.fixture
-def database_url(tmp_path: Any, jp_asyncio_loop: Any) -> Iterator[str]:
-    manager = fresh_database_url(tmp_path)
-    url = jp_asyncio_loop.run_until_complete(manager.__aenter__())
-    yield url
-    jp_asyncio_loop.run_until_complete(manager.__aexit__(None, None, None))
 
 
 def _set_revision(revision: str) -> Any:

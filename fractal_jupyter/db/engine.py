@@ -187,6 +187,9 @@ class ConnectionSettings:
     # Longest statement, enforced by the driver (asyncpg cancels it; psycopg sets the
     # server's statement_timeout); 0: no limit. Migrations run without it.
     statement_timeout: float = 60.0
+    # Shown in pg_stat_activity (and by PgBouncer's SHOW CLIENTS): whose server a
+    # connection is.
+    application_name: str = "fractal_jupyter"
 
     def engine_arguments(self, driver: str) -> dict[str, Any]:
         """`create_async_engine` keyword arguments for a PostgreSQL URL with `driver`."""
@@ -206,9 +209,11 @@ class ConnectionSettings:
         connect: dict[str, Any] = {}
         if driver == "asyncpg":
             connect["timeout"] = self.connect_timeout
+            connect["server_settings"] = {"application_name": self.application_name}
             if statement_timeout > 0:
                 connect["command_timeout"] = statement_timeout
         elif driver == "psycopg":
+            connect["application_name"] = self.application_name
             connect["connect_timeout"] = max(1, round(self.connect_timeout))
             if statement_timeout > 0:
                 connect["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"

@@ -1,15 +1,12 @@
 """Schema migrations on data: a database filled under an earlier revision keeps its rows.
 
-On SQLite by default; with `FRACTAL_TEST_DB_URL` (PostgreSQL) the test makes a database of its
-own on that server, so the shared test database is not touched.
+On SQLite by default; with `FRACTAL_TEST_DB_URL` (PostgreSQL) each test makes a database of its
+own on that server (`tests.support.databases`), so the shared test database is not touched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,31 +14,12 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
-from tests.conftest import TEST_DB_URL
+from tests.support.databases import fresh_database_url
 
 PREVIOUS_REVISION = "0005"
-
-
-@asynccontextmanager
-async def fresh_database_url(tmp_path: object) -> AsyncIterator[str]:
-    if TEST_DB_URL is None:
-        yield f"sqlite+aiosqlite:///{tmp_path}/migrations.db"
-        return
-    name = f"fractal_migration_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(make_url(TEST_DB_URL), isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(TEST_DB_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
