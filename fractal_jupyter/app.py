@@ -142,6 +142,15 @@ class FractalJupyter(ExtensionApp):
         "Migrations run without it. Not used with SQLite.",
     ).tag(config=True)
 
+    db_transaction_pooling = Bool(
+        False,
+        help="db_url is a pooler in transaction pooling mode (PgBouncer's pool_mode = "
+        "transaction), which runs each transaction on any of its server connections: "
+        "prepared statements then get a unique name each and are never reused (asyncpg). "
+        "Without it, asyncpg's statements are looked up on the wrong backend and requests "
+        "fail. Not needed with session pooling or without a pooler.",
+    ).tag(config=True)
+
     startup_timeout = Float(
         10.0,
         help="Seconds the start-up checks that need the outside world (the database server, "
@@ -430,6 +439,7 @@ class FractalJupyter(ExtensionApp):
             connect_timeout=self.db_connect_timeout,
             statement_timeout=self.db_statement_timeout,
             application_name=f"fractal_jupyter {self.server_owner or self.default_username}",
+            transaction_pooling=self.db_transaction_pooling,
         )
 
     @default("server_owner")

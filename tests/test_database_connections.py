@@ -7,7 +7,13 @@ bench/idle_servers.py measures 300 idle servers; these tests check the behaviour
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +25,7 @@ from fractal_jupyter import FractalJupyter
 from fractal_jupyter.db.engine import ConnectionSettings, Database
 from tests.conftest import TEST_DB_URL, Api
 from tests.support.jobs import wait_for_job
+from tests.support.peer import free_port
 from tests.test_idle import _setup, _submit_params
 
 on_postgresql = pytest.mark.skipif(TEST_DB_URL is None, reason="needs FRACTAL_TEST_DB_URL")
@@ -127,3 +134,79 @@ async def test_an_idle_server_holds_one_connection_and_sends_nothing(
     assert len(after) <= 1, after
     assert after == before  # the same connection, whose state did not change: no statement
     assert all(state == "idle" for _, state, _ in after)
+
+
+@pytest.fixture
+def pgbouncer_url() -> Any:
+    """A PgBouncer in transaction pooling mode in front of the test database (3 backends)."""
+    binary = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
+    )
+    if TEST_DB_URL is None or binary is None:
+        pytest.skip("needs FRACTAL_TEST_DB_URL and pgbouncer")
+    target = make_url(TEST_DB_URL)
+    folder = Path(tempfile.mkdtemp(prefix="fractal-pgbouncer-"))
+    folder.chmod(0o755)  # PgBouncer runs as `postgres` when started by root
+    port = free_port()
+    (folder / "users.txt").write_text(f'"{target.username}" "{target.password}"\n')
+    (folder / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={target.host} port={target.port}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = plain\nauth_file = {folder / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 3\n"
+    )
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(
+        [binary, *user, str(folder / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, "pgbouncer did not start"
+                assert time.monotonic() < deadline, "pgbouncer does not listen"
+                time.sleep(0.1)
+        yield target.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _clients_through(url: str, transaction_pooling: bool) -> list[str]:
+    """8 servers' worth of transactions through the pooler; the errors they met."""
+
+    async def one_server(number: int) -> list[str]:
+        settings = ConnectionSettings(transaction_pooling=transaction_pooling)
+        database = Database(url, connections=settings)
+        errors = []
+        for round_ in range(15):
+            try:
+                async with database.engine.begin() as connection:
+                    await connection.execute(text("SELECT :n + 1"), {"n": round_})
+                    await connection.execute(
+                        text("SELECT count(*) FROM user_account WHERE id > :n"), {"n": number}
+                    )
+            except Exception as error:
+                errors.append(str(error).splitlines()[0])
+        await database.dispose()
+        return errors
+
+    found = await asyncio.gather(*(one_server(number) for number in range(8)))
+    return [error for errors in found for error in errors]
+
+
+async def test_db_transaction_pooling_works_behind_pgbouncer(pgbouncer_url: str):
+    assert await _clients_through(pgbouncer_url, transaction_pooling=True) == []
+    # Without the setting, prepared statements meet the wrong backends.
+    failures = await _clients_through(pgbouncer_url, transaction_pooling=False)
+    assert any("prepared statement" in failure for failure in failures), failures

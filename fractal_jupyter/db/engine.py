@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -167,6 +168,10 @@ def _current_revision(connection: Connection) -> str | None:
     return "+".join(sorted(str(row[0]) for row in rows)) or None
 
 
+def unique_statement_name() -> str:
+    return f"__fractal_{uuid.uuid4().hex}__"
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     """How a server uses a database server (PostgreSQL); an SQLite file ignores them.
@@ -190,6 +195,9 @@ class ConnectionSettings:
     # Shown in pg_stat_activity (and by PgBouncer's SHOW CLIENTS): whose server a
     # connection is.
     application_name: str = "fractal_jupyter"
+    # The URL is a pooler in transaction pooling mode (PgBouncer's pool_mode = transaction):
+    # see `_connect_arguments`.
+    transaction_pooling: bool = False
 
     def engine_arguments(self, driver: str) -> dict[str, Any]:
         """`create_async_engine` keyword arguments for a PostgreSQL URL with `driver`."""
@@ -212,6 +220,16 @@ class ConnectionSettings:
             connect["server_settings"] = {"application_name": self.application_name}
             if statement_timeout > 0:
                 connect["command_timeout"] = statement_timeout
+            if self.transaction_pooling:
+                # asyncpg prepares every statement under a name that counts up from 1 on
+                # each connection, and SQLAlchemy and asyncpg reuse prepared statements: behind
+                # a transaction pooler the next transaction runs on any backend, where that
+                # name is missing or another client's ("prepared statement ... does not
+                # exist / already exists"). A unique name per statement, never reused, is
+                # right on every backend.
+                connect["prepared_statement_name_func"] = unique_statement_name
+                connect["prepared_statement_cache_size"] = 0
+                connect["statement_cache_size"] = 0
         elif driver == "psycopg":
             connect["application_name"] = self.application_name
             connect["connect_timeout"] = max(1, round(self.connect_timeout))
