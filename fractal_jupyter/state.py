@@ -29,6 +29,8 @@ FIRST_RETRY_SECONDS = 0.5
 LONGEST_RETRY_SECONDS = 60.0
 # How long a schema that does not fit this server is believed before it is read again.
 SCHEMA_RECHECK_SECONDS = 5.0
+# How long a schema that fits is believed while requests come (an idle server asks nothing).
+SCHEMA_REVERIFY_SECONDS = 60.0
 
 
 @dataclass
@@ -56,10 +58,12 @@ class FractalState:
     # Migrate the database when it is behind (else only check it: see `ensure_ready`).
     migrate_on_start: bool = True
     schema_recheck_seconds: float = SCHEMA_RECHECK_SECONDS
+    schema_reverify_seconds: float = SCHEMA_REVERIFY_SECONDS
     _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
     _ready: asyncio.Future[None] | None = None
     _schema_problem: tuple[float, SchemaUnavailable] | None = None
     _schema_checked_again_at: float = 0.0
+    _ready_at: float = 0.0
     _watcher: JobWatcher | None = None
     _retrier: asyncio.Task[None] | None = None
     # jupyter_server's `last_activity_times` (see `report_running_jobs`); None outside a server.
@@ -67,7 +71,9 @@ class FractalState:
 
     async def ensure_ready(self) -> None:
         """Check the schema (or, with `migrate_on_start`, migrate) once; every request
-        waits for it, and later requests cost nothing.
+        waits for it, and later requests cost nothing, but for one query a minute while
+        requests come (`schema_reverify_seconds`): an administrator may have migrated the
+        database for a newer fractal-jupyter since, and this server must stop writing then.
 
         A failed attempt (database unreachable) is forgotten, so that a later request retries;
         it raises `Unavailable` (a 503) naming the setting and the reason, never falls back.
@@ -75,6 +81,12 @@ class FractalState:
         get without a query for `schema_recheck_seconds`, then the next one looks again: an
         administrator's `jupyter fractal db upgrade` is picked up without a restart.
         """
+        if (
+            self._ready is not None
+            and self._ready.done()
+            and time.monotonic() - self._ready_at >= self.schema_reverify_seconds
+        ):
+            self._ready = None  # a newer server may have migrated the database meanwhile
         if self._ready is None:
             if self._schema_problem is not None:
                 checked_at, problem = self._schema_problem
@@ -108,6 +120,7 @@ class FractalState:
             await self.database.upgrade()
         else:
             await self.database.check_schema()
+        self._ready_at = time.monotonic()
 
     async def refuse_if_schema_mismatch(self) -> None:
         """For routes that need no database (api/alive/): the schema's 503 while it lasts,

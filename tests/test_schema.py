@@ -178,3 +178,25 @@ def test_db_upgrade_refuses_a_newer_schema(database_url: str):
     with pytest.raises(SchemaMismatch) as refused:
         asyncio.run(upgrade(database_url))
     assert refused.value.newer and str(refused.value).startswith(OLDER_SERVER)
+
+
+async def test_a_migration_by_a_newer_server_is_seen_within_a_minute_of_requests(
+    api: Api, jp_serverapp: Any, database_url: str
+):
+    """A migration that breaks none of this server's statements (a new table, say) is
+    found by the check a running server repeats while requests come
+    (`schema_reverify_seconds`), not by a failing write."""
+    state = fractal_state(jp_serverapp)
+    state.schema_reverify_seconds = 0.5
+    status, _ = await api("GET", "api/v2/project/")
+    assert status == 200
+    checks = count_schema_checks(state)
+    for _ in range(3):
+        status, _ = await api("GET", "api/v2/project/")
+        assert status == 200
+    assert checks == []  # within the minute (here: half a second), no query
+    await _stamp(database_url, NEWER)
+    await asyncio.sleep(0.6)
+    status, body = await api("GET", "api/v2/project/")
+    assert status == 503 and body["detail"].startswith(OLDER_SERVER), body
+    assert len(checks) == 1

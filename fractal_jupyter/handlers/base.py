@@ -620,6 +620,9 @@ def operation(
                 self.send_error_json(error)
                 return
             except IntegrityError as error:
+                # Also what an older server's insert meets in a newer schema (a new column
+                # it does not fill): look at the schema again at the next request.
+                state.schema_may_have_changed()
                 state.log.warning("Refused a conflicting write: %s", error.orig)
                 detail = "The request conflicts with the current state; nothing was changed."
                 self.send_json(422, json.dumps({"detail": detail}).encode())
