@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fractal_jupyter.runner import job
 from fractal_jupyter.runner.files import JobSpec, read_events
 from fractal_jupyter.runner.interface import JobFailed, WorkflowTaskSpec
 from fractal_jupyter.runner.slurm import SlurmExecutor, SlurmSettings
-from fractal_jupyter.runner.transport import LocalTransport
+from fractal_jupyter.runner.transport import CommandResult, LocalTransport
 
 
 def fake_python(folder: Path, version: str | None, *options: str) -> str:
@@ -34,7 +35,9 @@ def fake_python(folder: Path, version: str | None, *options: str) -> str:
         (package / "__init__.py").write_text(f"__version__ = {version!r}\n")
     python = folder / "python"
     arguments = " ".join(options)
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} {arguments} "$@"\n')
+    python.write_text(
+        f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(site))} exec {sys.executable} {arguments} "$@"\n'
+    )
     python.chmod(0o755)
     return str(python)
 
@@ -124,3 +127,25 @@ def test_the_job_fails_before_any_task_is_submitted(tmp_path: Path, monkeypatch)
     assert [event["type"] for event in events] == ["job_failed"]
     assert "has fractal_jupyter 0.0.1" in events[0]["message"]
     assert not list(job_dir.glob("**/*.sh")) and not list(job_dir.glob("**/*.pickle"))
+
+
+class LoginShellTransport(LocalTransport):
+    """Runs a command as SSHTransport sends it: argv joined into one line for the remote
+    user's shell (`$SHELL -c <line>`)."""
+
+    def run(self, argv: list[str], *, timeout: float | None = None) -> CommandResult:
+        return super().run(["/bin/sh", "-c", shlex.join(argv)], timeout=timeout)
+
+
+def test_the_probe_survives_the_ssh_backends_quoting(tmp_path: Path):
+    python = fake_python(tmp_path / "prefix with space", "0.0.1")
+    settings = SlurmSettings(python=python, unreachable_timeout=1.0)
+    remote = SlurmExecutor(
+        tmp_path,
+        LoginShellTransport(),
+        settings,
+        worker_init="export GREETING='it''s \"quoted\"'",
+        log=logging.getLogger("t"),
+    )
+    with pytest.raises(JobFailed, match=r"has fractal_jupyter 0\.0\.1"):
+        remote.check_worker_version()
