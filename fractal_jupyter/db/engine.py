@@ -292,9 +292,6 @@ class Database:
             revision = await connection.run_sync(_current_revision)
         return SchemaStatus(revision, head, known)
 
-    async def schema_is_current(self) -> bool:
-        return (await self.schema_status()).is_current
-
     async def check_schema(self) -> None:
         """Raise `SchemaMismatch` unless the database is at this package's newest migration."""
         mismatch = (await self.schema_status()).mismatch()
