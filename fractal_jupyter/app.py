@@ -23,8 +23,8 @@ from .configuration import (
     login_node_problem,
     settings_problems,
 )
-from .db.engine import Database
-from .errors import Unavailable
+from .db.engine import ConnectionSettings, Database
+from .errors import SchemaUnavailable, Unavailable
 from .file_modes import make_private_dir
 from .handlers.base import (
     DEFAULT_MAX_BODY_BYTES,
@@ -90,6 +90,65 @@ class FractalJupyter(ExtensionApp):
         help="SQLAlchemy URL of the database, with an async driver: "
         "sqlite+aiosqlite:///<path> (the default, <data_dir>/fractal.db) or "
         "postgresql+asyncpg://user:password@host/dbname for a database shared by many servers.",
+    ).tag(config=True)
+
+    migrate_on_start = Bool(
+        help="Bring the database to this version's schema when the server starts. Default: "
+        "True for an SQLite file (each user's own database), False for a database server "
+        "(PostgreSQL) shared by many servers: there an administrator runs `jupyter fractal db "
+        "upgrade` once, with the servers' configuration, and servers only check the schema. "
+        "A server whose database is behind answers 503 'run jupyter fractal db upgrade' on "
+        "every Fractal route, one whose database a newer fractal-jupyter migrated answers "
+        "503 'this server is older than its database; upgrade fractal-jupyter' (whatever "
+        "this setting); either picks up the fixed schema within seconds, without a restart.",
+    ).tag(config=True)
+
+    db_pool_size = Integer(
+        1,
+        help="Connections to a database server (PostgreSQL) that a server keeps open once "
+        "used: an idle server holds at most this many. Not used with SQLite.",
+    ).tag(config=True)
+
+    db_max_overflow = Integer(
+        4,
+        help="Connections a server may open beyond db_pool_size while requests need them; "
+        "each is closed when its request ends. Not used with SQLite.",
+    ).tag(config=True)
+
+    db_pool_timeout = Float(
+        30.0,
+        help="Seconds a request waits for a connection when db_pool_size + db_max_overflow "
+        "are in use, before it answers 503. Not used with SQLite.",
+    ).tag(config=True)
+
+    db_pool_pre_ping = Bool(
+        True,
+        help="Check a pooled connection (one round trip) before reusing it, so that a "
+        "database restart, or a firewall or PgBouncer that dropped an idle connection, costs "
+        "no failed request. Not used with SQLite.",
+    ).tag(config=True)
+
+    db_connect_timeout = Float(
+        10.0,
+        help="Seconds to wait for a new connection to the database server. Not used with "
+        "SQLite (its busy timeout is 30 s).",
+    ).tag(config=True)
+
+    db_statement_timeout = Float(
+        60.0,
+        help="Longest a database statement may run, in seconds, before it is cancelled and "
+        "its request answers 503 (asyncpg: its command_timeout, enforced by the client, so "
+        "it works behind PgBouncer; psycopg: the server's statement_timeout). 0: no limit. "
+        "Migrations run without it. Not used with SQLite.",
+    ).tag(config=True)
+
+    db_transaction_pooling = Bool(
+        False,
+        help="db_url is a pooler in transaction pooling mode (PgBouncer's pool_mode = "
+        "transaction), which runs each transaction on any of its server connections: "
+        "prepared statements then get a unique name each and are never reused (asyncpg). "
+        "Without it, asyncpg's statements are looked up on the wrong backend and requests "
+        "fail. Not needed with session pooling or without a pooler.",
     ).tag(config=True)
 
     startup_timeout = Float(
@@ -367,6 +426,22 @@ class FractalJupyter(ExtensionApp):
     def _db_url_default(self) -> str:
         return "sqlite+aiosqlite:///" + os.path.join(self.data_dir, "fractal.db")
 
+    @default("migrate_on_start")
+    def _migrate_on_start_default(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    def connection_settings(self) -> ConnectionSettings:
+        return ConnectionSettings(
+            pool_size=self.db_pool_size,
+            max_overflow=self.db_max_overflow,
+            pool_timeout=self.db_pool_timeout,
+            pre_ping=self.db_pool_pre_ping,
+            connect_timeout=self.db_connect_timeout,
+            statement_timeout=self.db_statement_timeout,
+            application_name=f"fractal_jupyter {self.server_owner or self.default_username}",
+            transaction_pooling=self.db_transaction_pooling,
+        )
+
     @default("server_owner")
     def _server_owner_default(self) -> str:
         return os.environ.get("JUPYTERHUB_USER", "")
@@ -421,7 +496,7 @@ class FractalJupyter(ExtensionApp):
             self.settings.pop("fractal", None)
             return
         make_private_dir(Path(self.data_dir), warn_if_open=True)
-        database = Database(self.db_url)
+        database = Database(self.db_url, connections=self.connection_settings())
         state = FractalState(
             database=database,
             admin_users=frozenset(self.admin_users),
@@ -437,6 +512,7 @@ class FractalJupyter(ExtensionApp):
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,
+            migrate_on_start=self.migrate_on_start,
             tokens=TokenSigner(Path(self.data_dir), self.token_lifetime),
             server_owner=self.server_owner,
             hub_api_url=self.hub_api_url,
@@ -487,7 +563,8 @@ class FractalJupyter(ExtensionApp):
             await state.ensure_ready()
         except Unavailable as error:
             # No fallback: the Fractal routes answer 503 with this until the database is back.
-            self.log.error("fractal_jupyter: %s", error.detail)
+            if not isinstance(error, SchemaUnavailable):  # ensure_ready said it
+                self.log.error("fractal_jupyter: %s", error.detail)
             state.retry_until_ready()
             return
         await state.collector.reap_orphans()

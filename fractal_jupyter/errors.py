@@ -29,6 +29,15 @@ class Unavailable(FractalError):
     """Nothing was done: something the server needs (its database) cannot be reached."""
 
     status_code = 503
+    # Set when the 503 lasts until an administrator acts (sent as X-Fractal-Unavailable,
+    # so that clients do not retry): a retry seconds later cannot succeed.
+    lasting: str | None = None
+
+
+class SchemaUnavailable(Unavailable):
+    """The database's schema is not this server's (older or newer): nothing was done."""
+
+    lasting = "schema"
 
 
 def validation_detail(error: ValidationError, location: str) -> list[dict[str, Any]]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .db.engine import Database
-from .errors import Unavailable
+from .db.engine import Database, SchemaMismatch
+from .errors import SchemaUnavailable, Unavailable
 from .runner.launcher import JobLauncher
 from .services.job import RunnerSettings
 from .services.job_watcher import JobWatcher
@@ -27,6 +27,10 @@ USER_CACHE_SECONDS = 2.0
 # Backoff of the start-up retries while the database cannot be reached.
 FIRST_RETRY_SECONDS = 0.5
 LONGEST_RETRY_SECONDS = 60.0
+# How long a schema that does not fit this server is believed before it is read again.
+SCHEMA_RECHECK_SECONDS = 5.0
+# How long a schema that fits is believed while requests come (an idle server asks nothing).
+SCHEMA_REVERIFY_SECONDS = 60.0
 
 
 @dataclass
@@ -51,23 +55,53 @@ class FractalState:
     config: dict[str, Any] = field(default_factory=dict)
     # How long a user record read from the database is trusted (see `user`).
     user_cache_seconds: float = USER_CACHE_SECONDS
+    # Migrate the database when it is behind (else only check it: see `ensure_ready`).
+    migrate_on_start: bool = True
+    schema_recheck_seconds: float = SCHEMA_RECHECK_SECONDS
+    schema_reverify_seconds: float = SCHEMA_REVERIFY_SECONDS
     _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
-    _ready: asyncio.Task[None] | None = None
+    _ready: asyncio.Future[None] | None = None
+    _schema_problem: tuple[float, SchemaUnavailable] | None = None
+    _schema_checked_again_at: float = 0.0
+    _ready_at: float = 0.0
     _watcher: JobWatcher | None = None
     _retrier: asyncio.Task[None] | None = None
     # jupyter_server's `last_activity_times` (see `report_running_jobs`); None outside a server.
     activity_times: dict[str, datetime] | None = None
 
     async def ensure_ready(self) -> None:
-        """Run the schema migrations once; every request waits for them.
+        """Check the schema (or, with `migrate_on_start`, migrate) once; every request
+        waits for it, and later requests cost nothing, but for one query a minute while
+        requests come (`schema_reverify_seconds`): an administrator may have migrated the
+        database for a newer fractal-jupyter since, and this server must stop writing then.
 
         A failed attempt (database unreachable) is forgotten, so that a later request retries;
         it raises `Unavailable` (a 503) naming the setting and the reason, never falls back.
+        A schema that does not fit (`SchemaMismatch`) is a `SchemaUnavailable` that requests
+        get without a query for `schema_recheck_seconds`, then the next one looks again: an
+        administrator's `jupyter fractal db upgrade` is picked up without a restart.
         """
+        if (
+            self._ready is not None
+            and self._ready.done()
+            and time.monotonic() - self._ready_at >= self.schema_reverify_seconds
+        ):
+            self._ready = None  # a newer server may have migrated the database meanwhile
         if self._ready is None:
-            self._ready = asyncio.ensure_future(self.database.upgrade())
+            if self._schema_problem is not None:
+                checked_at, problem = self._schema_problem
+                if time.monotonic() - checked_at < self.schema_recheck_seconds:
+                    raise problem
+            self._ready = asyncio.ensure_future(self._prepare_database())
         try:
             await asyncio.shield(self._ready)
+        except SchemaMismatch as error:
+            self._ready = None
+            problem = SchemaUnavailable(str(error))
+            if self._schema_problem is None or self._schema_problem[1].detail != problem.detail:
+                self.log.error("fractal_jupyter: %s", error)
+            self._schema_problem = (time.monotonic(), problem)
+            raise problem from None
         except Exception as error:
             self._ready = None
             shown = self.database.url.render_as_string(hide_password=True)
@@ -76,7 +110,35 @@ class FractalState:
                 f"The database FractalJupyter.db_url = {shown!r} cannot be reached or "
                 f"prepared: {reason}. Nothing was done; try again later."
             ) from error
+        if self._schema_problem is not None:
+            self._schema_problem = None
+            self.log.info("fractal_jupyter: the database schema fits this server now")
         self.start_watching_jobs()
+
+    async def _prepare_database(self) -> None:
+        if self.migrate_on_start:
+            await self.database.upgrade()
+        else:
+            await self.database.check_schema()
+        self._ready_at = time.monotonic()
+
+    async def refuse_if_schema_mismatch(self) -> None:
+        """For routes that need no database (api/alive/): the schema's 503 while it lasts,
+        so that every Fractal route says why this server does not serve."""
+        if self._schema_problem is not None:
+            await self.ensure_ready()
+
+    def schema_may_have_changed(self) -> None:
+        """A statement met a table or column that is not there: check the schema again at
+        the next request (at most every `schema_recheck_seconds`)."""
+        now = time.monotonic()
+        if (
+            self._ready is not None
+            and self._ready.done()
+            and now - self._schema_checked_again_at >= self.schema_recheck_seconds
+        ):
+            self._schema_checked_again_at = now
+            self._ready = None
 
     def retry_until_ready(self) -> None:
         """Retry the migrations in the background, with backoff, until they succeed."""
@@ -91,7 +153,8 @@ class FractalState:
                 await self.ensure_ready()
             except Unavailable as error:
                 delay = min(delay * 2, LONGEST_RETRY_SECONDS)
-                self.log.warning("fractal_jupyter: %s Retrying in %.1f s.", error.detail, delay)
+                if not isinstance(error, SchemaUnavailable):  # said once by ensure_ready
+                    self.log.warning("fractal_jupyter: %s Retrying in %.1f s.", error.detail, delay)
                 continue
             self.log.info("fractal_jupyter: the database is ready")
             await self.collector.reap_orphans()

@@ -88,6 +88,17 @@ def _empty_shared_database(jp_asyncio_loop: Any) -> None:
     jp_asyncio_loop.run_until_complete(truncate())
 
 
+@pytest.fixture
+def database_url(tmp_path: Any, jp_asyncio_loop: Any) -> Any:
+    """A database of the test's own (on PostgreSQL: a fresh one, dropped afterwards)."""
+    from tests.support.databases import fresh_database_url
+
+    manager = fresh_database_url(tmp_path)
+    url = jp_asyncio_loop.run_until_complete(manager.__aenter__())
+    yield url
+    jp_asyncio_loop.run_until_complete(manager.__aexit__(None, None, None))
+
+
 Api = Callable[..., Awaitable[Any]]
 
 

@@ -1,9 +1,11 @@
 """`jupyter fractal db upgrade`: run the schema migrations on the configured database.
 
-For administrators of a database shared by many servers (PostgreSQL), who migrate once
-before restarting the servers; a server also migrates its database when it starts. The
-database is the one the server would use: `FractalJupyter.db_url` from the same
-configuration files and options (`--FractalJupyter.db_url=...`, or `--db-url`).
+For administrators of a database shared by many servers (PostgreSQL), who migrate once after
+installing the new fractal-jupyter: servers on a shared database only check its schema
+(`FractalJupyter.migrate_on_start` is False there) and answer 503 until it fits them. A
+server on its own SQLite file migrates it when it starts. The database is the one the server
+would use: `FractalJupyter.db_url` from the same configuration files and options
+(`--FractalJupyter.db_url=...`, or `--db-url`), with the server's connection settings.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
 from ..configuration import db_url_problem
-from ..db.engine import Database, alembic_config
+from ..db.engine import ConnectionSettings, Database, SchemaMismatch, alembic_config
 from .base import EXIT_OK, CommandApp, CommandFailed, new_parser, print_json
 
 
@@ -25,9 +27,11 @@ def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(db_url: str) -> tuple[str | None, str | None]:
+async def upgrade(
+    db_url: str, connections: ConnectionSettings | None = None
+) -> tuple[str | None, str | None]:
     """Migrate the database to the newest revision: its revisions before and after."""
-    database = Database(db_url)
+    database = Database(db_url, connections=connections)
     try:
         async with database.engine.connect() as connection:
             before = await connection.run_sync(_revision)
@@ -92,7 +96,13 @@ class DbUpgradeApp(CommandApp):
         shown = str(shown_value("db_url", fractal.db_url))
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         try:
-            before, after = asyncio.run(upgrade(fractal.db_url))
+            before, after = asyncio.run(upgrade(fractal.db_url, fractal.connection_settings()))
+        except SchemaMismatch as error:
+            raise CommandFailed(
+                f"the database {shown} was migrated by a newer fractal-jupyter than this one "
+                f"(which knows revisions up to {head}); nothing was done. Install that newer "
+                f"version here and on the servers. ({error})"
+            ) from error
         except Exception as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise CommandFailed(

@@ -1,12 +1,14 @@
-"""The async engine, sessions, and schema migrations run at start-up (when needed)."""
+"""The async engine, sessions, the schema revision check and the migrations."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +20,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import NullPool
 
+from .._version import __version__
 from ..file_modes import make_private_dir, make_private_file, restrict_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -80,10 +84,11 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
-def head_revision() -> str | None:
-    """The newest migration, read from the scripts' `revision` lines without importing alembic
-    (which with its dependencies costs a tenth of a second and 10 MiB at start-up); None
-    when the scripts do not form a single line of migrations (alembic then decides)."""
+def known_revisions() -> tuple[frozenset[str], str | None]:
+    """Every migration this package has, and the newest one, read from the scripts'
+    `revision` lines without importing alembic (which with its dependencies costs a tenth of
+    a second and 10 MiB at start-up). The newest is None when the scripts do not form a
+    single line of migrations (alembic then decides)."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
@@ -91,14 +96,146 @@ def head_revision() -> str | None:
             if value:
                 (revisions if name == "revision" else parents).add(value)
     heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
+    return frozenset(revisions), heads.pop() if len(heads) == 1 else None
+
+
+def head_revision() -> str | None:
+    """The newest migration (see `known_revisions`)."""
+    return known_revisions()[1]
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is not the one this code was written for; nothing was done.
+
+    `newer`: the database has a revision this package does not know (a newer
+    fractal-jupyter migrated it), so only upgrading this package helps; else the database is
+    behind (or empty) and `jupyter fractal db upgrade` brings it to this package's revision.
+    """
+
+    def __init__(self, message: str, *, newer: bool) -> None:
+        super().__init__(message)
+        self.newer = newer
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """The database's migration revision (None: no schema yet) against this package's."""
+
+    revision: str | None
+    head: str | None
+    known: frozenset[str]
+
+    @property
+    def is_current(self) -> bool:
+        return self.head is not None and self.revision == self.head
+
+    @property
+    def is_newer(self) -> bool:
+        """The database was migrated by a newer fractal-jupyter."""
+        return self.revision is not None and self.revision not in self.known
+
+    def mismatch(self) -> SchemaMismatch | None:
+        """What a server says about a schema it cannot serve, None when it can."""
+        if self.is_current:
+            return None
+        if self.is_newer:
+            return SchemaMismatch(
+                "This server is older than its database; upgrade fractal-jupyter. The "
+                f"database's schema is at revision {self.revision}, which fractal-jupyter "
+                f"{__version__} on this server does not know (its newest is {self.head}): "
+                "install the fractal-jupyter version that migrated the database.",
+                newer=True,
+            )
+        found = (
+            "has no Fractal schema yet"
+            if self.revision is None
+            else f"has the schema of revision {self.revision}"
+        )
+        return SchemaMismatch(
+            f"The database is older than this server: run jupyter fractal db upgrade. It "
+            f"{found}, and fractal-jupyter {__version__} needs revision {self.head}; an "
+            "administrator migrates a shared database once, with the servers' configuration "
+            "(`jupyter fractal db upgrade`), and this server picks the new schema up by itself.",
+            newer=False,
+        )
 
 
 def _current_revision(connection: Connection) -> str | None:
     if not connection.dialect.has_table(connection, "alembic_version"):
         return None
-    revisions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    return revisions[0][0] if len(revisions) == 1 else None
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    # Several rows (branches) are none of ours: an unknown revision, like a newer one.
+    return "+".join(sorted(str(row[0]) for row in rows)) or None
+
+
+def unique_statement_name() -> str:
+    return f"__fractal_{uuid.uuid4().hex}__"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How a server uses a database server (PostgreSQL); an SQLite file ignores them.
+
+    Small by default: hundreds of user servers share one PostgreSQL, each mostly idle.
+    QueuePool keeps `pool_size` connections open once used and closes the overflow ones
+    when they are returned, so an idle server holds at most `pool_size` connections.
+    """
+
+    pool_size: int = 1
+    max_overflow: int = 4
+    # Seconds a request waits for a connection when pool_size + max_overflow are in use.
+    pool_timeout: float = 30.0
+    # A cheap ping before a pooled connection is reused: a database restart, or a firewall
+    # or PgBouncer that dropped an idle connection, then costs no failed request.
+    pre_ping: bool = True
+    connect_timeout: float = 10.0
+    # Longest statement, enforced by the driver (asyncpg cancels it; psycopg sets the
+    # server's statement_timeout); 0: no limit. Migrations run without it.
+    statement_timeout: float = 60.0
+    # Shown in pg_stat_activity (and by PgBouncer's SHOW CLIENTS): whose server a
+    # connection is.
+    application_name: str = "fractal_jupyter"
+    # The URL is a pooler in transaction pooling mode (PgBouncer's pool_mode = transaction):
+    # see `_connect_arguments`.
+    transaction_pooling: bool = False
+
+    def engine_arguments(self, driver: str) -> dict[str, Any]:
+        """`create_async_engine` keyword arguments for a PostgreSQL URL with `driver`."""
+        return {
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.pool_timeout,
+            "pool_pre_ping": self.pre_ping,
+            "connect_args": self._connect_arguments(driver, self.statement_timeout),
+        }
+
+    def migration_arguments(self, driver: str) -> dict[str, Any]:
+        """The same connection, without a statement timeout."""
+        return {"connect_args": self._connect_arguments(driver, 0)}
+
+    def _connect_arguments(self, driver: str, statement_timeout: float) -> dict[str, Any]:
+        connect: dict[str, Any] = {}
+        if driver == "asyncpg":
+            connect["timeout"] = self.connect_timeout
+            connect["server_settings"] = {"application_name": self.application_name}
+            if statement_timeout > 0:
+                connect["command_timeout"] = statement_timeout
+            if self.transaction_pooling:
+                # asyncpg prepares every statement under a name that counts up from 1 on
+                # each connection, and SQLAlchemy and asyncpg reuse prepared statements: behind
+                # a transaction pooler the next transaction runs on any backend, where that
+                # name is missing or another client's ("prepared statement ... does not
+                # exist / already exists"). A unique name per statement, never reused, is
+                # right on every backend.
+                connect["prepared_statement_name_func"] = unique_statement_name
+                connect["prepared_statement_cache_size"] = 0
+                connect["statement_cache_size"] = 0
+        elif driver == "psycopg":
+            connect["application_name"] = self.application_name
+            connect["connect_timeout"] = max(1, round(self.connect_timeout))
+            if statement_timeout > 0:
+                connect["options"] = f"-c statement_timeout={round(statement_timeout * 1000)}"
+        return connect
 
 
 def _read_transaction(engine: Engine, function: Callable[[Connection], T]) -> T:
@@ -114,12 +251,22 @@ class Database:
     write sessions queue on an asyncio lock instead of racing for the file lock.
     """
 
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        echo: bool = False,
+        connections: ConnectionSettings | None = None,
+    ) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite and self.url.database and self.url.database != ":memory:":
             make_private_database_file(Path(self.url.database))
-        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo)
+        self.driver = self.url.get_driver_name()
+        self.connections = connections or ConnectionSettings()
+        arguments: dict[str, Any] = {}
+        if not self.is_sqlite:
+            arguments = self.connections.engine_arguments(self.driver)
+        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, **arguments)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _begin_sqlite_transaction)
@@ -138,30 +285,54 @@ class Database:
                 SQLITE_READ_THREADS, thread_name_prefix="fractal-db-read"
             )
 
-    async def schema_is_current(self) -> bool:
-        """True when the database is at the newest migration: one cheap query."""
-        head = head_revision()
+    async def schema_status(self) -> SchemaStatus:
+        """The database's revision against this package's migrations: one cheap query."""
+        known, head = known_revisions()
         async with self.engine.connect() as connection:
-            current = await connection.run_sync(_current_revision)
-        return head is not None and current == head
+            revision = await connection.run_sync(_current_revision)
+        return SchemaStatus(revision, head, known)
+
+    async def check_schema(self) -> None:
+        """Raise `SchemaMismatch` unless the database is at this package's newest migration."""
+        mismatch = (await self.schema_status()).mismatch()
+        if mismatch is not None:
+            raise mismatch
 
     async def upgrade(self) -> None:
         """Bring the schema to the newest migration (creates it on an empty database).
 
         A database that is already current is only checked: alembic is not even imported.
+        A database migrated by a newer fractal-jupyter raises `SchemaMismatch`: nothing
+        here can bring it back, and alembic would only say it cannot find the revision.
 
-        Servers sharing a PostgreSQL database often start together (a hub spawning its
-        users' servers): one migrates while the others wait on a transaction-scoped advisory
-        lock, then find the schema current. Without it, concurrent `CREATE TABLE`s fail.
+        Servers sharing a PostgreSQL database may start together (a hub spawning its
+        users' servers, with `migrate_on_start`): one migrates while the others wait on a
+        transaction-scoped advisory lock, then find the schema current. Without it,
+        concurrent `CREATE TABLE`s fail.
         """
-        if await self.schema_is_current():
+        status = await self.schema_status()
+        mismatch = status.mismatch()
+        if mismatch is None:
             return
-        async with self._write_lock, self.engine.begin() as connection:
-            if self.url.get_backend_name() == "postgresql":
+        if mismatch.newer:
+            raise mismatch
+        if self.is_sqlite:
+            async with self._write_lock, self.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to_head)
+            return
+        # Without the statement timeout: a migration of a large table may take minutes, and
+        # waiting for the lock as long as another server migrates is the point.
+        engine = create_async_engine(
+            self.url, poolclass=NullPool, **self.connections.migration_arguments(self.driver)
+        )
+        try:
+            async with engine.begin() as connection:
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
-            await connection.run_sync(_upgrade_to_head)
+                await connection.run_sync(_upgrade_to_head)
+        finally:
+            await engine.dispose()
 
     @asynccontextmanager
     async def session(self, write: bool = False) -> AsyncIterator[AsyncSession]:

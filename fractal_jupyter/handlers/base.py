@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
-from ..errors import Forbidden, FractalError, validation_detail
+from ..client.transport import UNAVAILABLE_HEADER
+from ..errors import Forbidden, FractalError, Unavailable, validation_detail
 from ..schemas.common import MAX_INTEGER, TOO_BIG_INTEGER, RenderedResponse
 from ..services.access import (
     get_dataset_for_member,
@@ -346,6 +347,11 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             self.identity_provider, self.current_user, self.fractal.default_username
         )
 
+    def send_error_json(self, error: FractalError) -> None:
+        if isinstance(error, Unavailable) and error.lasting:
+            self.set_header(UNAVAILABLE_HEADER, error.lasting)
+        self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
+
     def send_json(self, status: int, payload: bytes | None) -> None:
         self.set_status(status)
         if payload is None:
@@ -580,9 +586,15 @@ def operation(
                 self.send_json(422, json.dumps({"detail": error.detail}).encode())
                 return
             except FractalError as error:
-                self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
+                self.send_error_json(error)
                 return
             if public:
+                try:
+                    # No database for these, unless it is known not to fit this server.
+                    await self.fractal.refuse_if_schema_mismatch()
+                except Unavailable as error:
+                    self.send_error_json(error)
+                    return
                 result = await method(self, **kwargs)
                 self.send_json(status, adapter.dump_json(result) if adapter else None)
                 return
@@ -605,20 +617,28 @@ def operation(
                     else:
                         payload = None
             except FractalError as error:
-                self.send_json(error.status_code, json.dumps({"detail": error.detail}).encode())
+                self.send_error_json(error)
                 return
             except IntegrityError as error:
+                # Also what an older server's insert meets in a newer schema (a new column
+                # it does not fill): look at the schema again at the next request.
+                state.schema_may_have_changed()
                 state.log.warning("Refused a conflicting write: %s", error.orig)
                 detail = "The request conflicts with the current state; nothing was changed."
                 self.send_json(422, json.dumps({"detail": detail}).encode())
                 return
             except (OperationalError, OSError) as error:
+                # SQLite says "no such column" with an OperationalError too.
+                state.schema_may_have_changed()
                 state.log.error("Database unavailable: %s", error)
                 detail = "The database is busy or unavailable; nothing was changed, try again."
                 self.send_json(503, json.dumps({"detail": detail}).encode())
                 return
             except DBAPIError as error:
                 if not _is_out_of_range(error):
+                    # An undefined table or column: perhaps a newer server migrated the
+                    # database under this one; the next request finds out.
+                    state.schema_may_have_changed()
                     raise
                 # PostgreSQL's id columns are 32-bit: a larger id names no object there.
                 reason = str(error.orig).strip().splitlines()[0]

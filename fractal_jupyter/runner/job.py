@@ -186,6 +186,12 @@ def main(job_dir: Path) -> int:
     log = job_logger(job_dir, spec.job_id)
     try:
         executor = choose_executor(spec, job_dir, log)
+        if not isinstance(executor, LocalExecutor):
+            try:
+                executor.check_worker_version()
+            except BaseException:
+                executor.close()
+                raise
     except Exception as error:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe {spec.backend} backend: {error}"
         return finish_failed(events, log, message, None)

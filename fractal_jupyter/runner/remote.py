@@ -89,8 +89,10 @@ class Batch:
     def run(self) -> list[JSON]:
         if self.version != __version__:
             reason = (
-                f"fractal_jupyter {__version__} on the node ({sys.executable}) is not the "
-                f"server's {self.version}: install the same version for the nodes' Python"
+                f"version mismatch: fractal_jupyter {__version__} on the node "
+                f"({sys.executable}) is not the server's {self.version}; remote workers need "
+                "exactly the server's version: install it into a prefix of its own and point "
+                "slurm_python / slurm_ssh_python at it (docs/deploy-jupyterhub.md)"
             )
             return [{"status": "failed", "reason": reason, "log_tail": ""} for _ in self.calls]
         with self.starters, ThreadPoolExecutor(min(self.parallel, len(self.calls)) or 1) as pool:

@@ -56,6 +56,8 @@ ENDED_STATES = frozenset(
 )
 OPTION_KEYS = ("partition", "cpus_per_task", "mem", "time", "constraint", "gres", "gpus")
 COMMAND_TIMEOUT = 60.0
+# What the cluster's Python says about its fractal_jupyter (the package's __init__ is cheap).
+VERSION_PROBE = "import fractal_jupyter; print('fractal_jupyter', fractal_jupyter.__version__)"
 STOP_WAIT_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
@@ -282,6 +284,54 @@ class SlurmExecutor:
             self.cancel_all()
         with contextlib.suppress(Exception):
             self.transport.close()
+
+    def check_worker_version(self) -> None:
+        """Fail the job, before any task is submitted, when the Python that runs the SLURM
+        jobs has another fractal_jupyter than this job process.
+
+        The worker unpickles this process's task calls and reports in its format, so the
+        versions must match exactly: after an upgrade in place of one side (the cluster's
+        install prefix, or the server's environment while servers still run the old code)
+        every task would fail on the node, after waiting in the queue. The probe runs where
+        sbatch runs (this host, or the login node over SSH) with the job's worker_init lines,
+        as the nodes run them. A probe that cannot tell (a worker_init that works on the
+        nodes only) is logged and the job goes on: the worker checks again on the node.
+        """
+        # From the job folder, as the worker runs (`python -m` imports from there first).
+        lines = [f"cd {shlex.quote(self.remote_job_dir)} || exit 1"]
+        lines += [line for line in self.worker_init if line.strip()]
+        lines.append(f"exec {shlex.quote(self.python)} -c {shlex.quote(VERSION_PROBE)}")
+        result = self._command(["sh", "-c", "\n".join(lines)], "check fractal_jupyter's version")
+        found = re.search(r"^fractal_jupyter (\S+)$", result.stdout, re.M)
+        where = "the login node" if self.copy_files else "this host"
+        if found is None:
+            reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+            if "No module named 'fractal_jupyter'" in result.stderr:
+                raise JobFailed(
+                    f"the cluster's Python {self.python} (on {where}) has no fractal_jupyter: "
+                    f"install fractal-jupyter=={__version__} for it, or set "
+                    "slurm_python / slurm_ssh_python to the Python of such an install prefix. "
+                    "No task was run."
+                )
+            self.log.warning(
+                "Could not read the fractal_jupyter version of %s on %s (%s); the worker "
+                "checks it on the node",
+                self.python,
+                where,
+                reason,
+            )
+            return
+        if found.group(1) != __version__:
+            raise JobFailed(
+                f"version mismatch: the cluster's Python {self.python} (on {where}) has "
+                f"fractal_jupyter {found.group(1)}, this server's job runs {__version__}; "
+                "remote workers need exactly the server's version, so no task was run. After "
+                "an upgrade, install the new version into a new prefix (one per version, e.g. "
+                f"/opt/fractal-jupyter/{__version__}) and point the servers' slurm_python / "
+                "slurm_ssh_python at it, then restart the Jupyter servers so that they run "
+                "the same version (docs/deploy-jupyterhub.md: versioned install prefixes)."
+            )
+        self.log.info("fractal_jupyter %s on the cluster (%s)", found.group(1), self.python)
 
     # -- submission ---------------------------------------------------------------------
 

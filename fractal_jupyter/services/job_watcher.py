@@ -30,6 +30,8 @@ from .job_events import sync_submitted_jobs
 
 # Touched in the jobs folder after each submission, to wake the other servers of this runner.
 DOORBELL_FILE = ".job-submitted"
+# Longest wait between two attempts while passes fail (the database is down).
+LONGEST_RETRY_SECONDS = 30.0
 
 
 class JobWatcher:
@@ -84,6 +86,7 @@ class JobWatcher:
         # The doorbell is watched before the first pass, so no submission falls in between.
         files.set_folders([self.jobs_dir], busy=False)
         running: dict[int, Path] = {}
+        failures = 0
         try:
             while True:
                 self._news.clear()
@@ -91,20 +94,49 @@ class JobWatcher:
                     running = await sync_submitted_jobs(self.database, self.launcher)
                     if self.on_pass is not None:
                         self.on_pass(running)
-                    failed = False
+                    if failures:
+                        self.log.info(
+                            "fractal_jupyter: following the running jobs again (after %s "
+                            "failed attempts)",
+                            failures,
+                        )
+                    failures = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    self.log.exception("fractal_jupyter: following the running jobs failed")
-                    failed = True
+                except Exception as error:
+                    failures += 1
+                    self._report_failure(error, failures)
                 self.passes += 1
                 self.launcher.reap()
-                await self._wait(files, running, keep_polling=failed)
+                if failures:
+                    # The database is down or refuses: the jobs' events wait in their files.
+                    # Retry with backoff, whatever the files say meanwhile.
+                    await asyncio.sleep(self._retry_delay(failures))
+                    continue
+                await self._wait(files, running)
         finally:
             files.close()
 
-    async def _wait(self, files: FileWatch, running: dict[int, Path], keep_polling: bool) -> None:
+    def _retry_delay(self, failures: int) -> float:
+        return float(min(self.poll_interval * 2 ** (failures - 1), LONGEST_RETRY_SECONDS))
+
+    def _report_failure(self, error: Exception, failures: int) -> None:
+        """The first failure with its traceback, then one line per attempt (fewer and fewer:
+        the delay doubles up to LONGEST_RETRY_SECONDS)."""
+        if failures == 1:
+            self.log.exception("fractal_jupyter: following the running jobs failed")
+            return
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        self.log.warning(
+            "fractal_jupyter: following the running jobs still fails (%s attempts): %s; "
+            "next attempt in %.1f s",
+            failures,
+            reason,
+            self._retry_delay(failures),
+        )
+
+    async def _wait(self, files: FileWatch, running: dict[int, Path]) -> None:
         files.set_folders([self.jobs_dir, *running.values()], busy=bool(running))
-        polling = keep_polling or bool(running) or self.launcher.has_children()
+        polling = bool(running) or self.launcher.has_children()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._news.wait(), self.poll_interval if polling else None)

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.runner.slurm import recorded_job_ids
 from tests.support.cluster import ClusterInfo
 
@@ -199,6 +200,9 @@ def slurm_server_config(cluster: ClusterInfo) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def hub(pg_url: str, slurm_cluster: ClusterInfo) -> Iterator[Hub]:
+    # The administrator's step: servers on a shared database do not migrate it
+    # (migrate_on_start is False there) and answer 503 until it is current.
+    asyncio.run(upgrade(pg_url))
     server_config = {"FractalJupyter": {"db_url": pg_url, **slurm_server_config(slurm_cluster)}}
     env = {"FRACTAL_HUB_SERVER_CONFIG": json.dumps(server_config)}
     # a hub left over by an interrupted run would keep servers with other settings

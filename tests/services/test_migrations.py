@@ -1,42 +1,25 @@
-"""Schema migrations on data: a database filled under the previous revision keeps its rows.
+"""Schema migrations on data: a database filled under an earlier revision keeps its rows.
 
-On SQLite by default; with `FRACTAL_TEST_DB_URL` (PostgreSQL) the test makes a database of its
-own on that server, so the shared test database is not touched.
+On SQLite by default; with `FRACTAL_TEST_DB_URL` (PostgreSQL) each test makes a database of its
+own on that server (`tests.support.databases`), so the shared test database is not touched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from alembic import command
-from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Connection, MetaData, func, select, text
 
+from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
-from tests.conftest import TEST_DB_URL
+from tests.support.databases import fresh_database_url
 
 PREVIOUS_REVISION = "0005"
-
-
-@asynccontextmanager
-async def fresh_database_url(tmp_path: object) -> AsyncIterator[str]:
-    if TEST_DB_URL is None:
-        yield f"sqlite+aiosqlite:///{tmp_path}/migrations.db"
-        return
-    name = f"fractal_migration_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(make_url(TEST_DB_URL), isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(TEST_DB_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
@@ -101,3 +84,129 @@ def test_upgrade_to_history_keeps_jobs_and_images(tmp_path):
     job_id, status, applied, attribute_filters, type_filters, error_log = jobs[0]  # type: ignore[misc]
     assert (job_id, status, applied, error_log) == (1, "done", 3, None)
     assert attribute_filters in ({}, "{}") and type_filters in ({}, "{}")
+
+
+def _earlier_revisions() -> list[str]:
+    """Every revision but the newest, from the migration scripts themselves (a new one is
+    tested as soon as it exists)."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    return sorted(script.revision for script in scripts.walk_revisions() if script.revision != head)
+
+
+# Values a generic row cannot make up (a column checked against a set of words).
+KNOWN_VALUES: dict[str, object] = {"status": "done"}
+
+
+def _value_for(column: Column[Any], inserted: dict[tuple[str, str], object]) -> object:
+    for key in column.foreign_keys:
+        return inserted.get((key.column.table.name, key.column.name))
+    if column.name in KNOWN_VALUES:
+        return KNOWN_VALUES[column.name]
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = str
+    if python_type is bool:
+        return True
+    if python_type is int:
+        return 1
+    if python_type is float:
+        return 1.5
+    if python_type is datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC)
+    if python_type in (dict, list):
+        return {}
+    return f"{column.table.name}.{column.name}"
+
+
+def _fill_every_table(connection: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """One row in every table of the schema as it is (reflected), every column set,
+    foreign keys pointing at the rows of the other tables: what the rows are after."""
+    metadata = MetaData()
+    metadata.reflect(connection)
+    inserted: dict[tuple[str, str], object] = {}
+    rows = {}
+    for table in metadata.sorted_tables:
+        if table.name == "alembic_version":
+            continue
+        row = {column.name: _value_for(column, inserted) for column in table.columns}
+        for column in table.primary_key.columns:
+            if not column.foreign_keys and column.name in row and row[column.name] == 1:
+                # After the rows a migration made (the default group).
+                top = connection.execute(select(func.max(column))).scalar()
+                row[column.name] = (top or 0) + 1
+        connection.execute(table.insert().values(row))
+        inserted.update({(table.name, name): value for name, value in row.items()})
+        rows[table.name] = [tuple(r) for r in connection.execute(select(table)).all()]
+    return rows
+
+
+def _rows_of(
+    connection: Connection, columns: dict[str, list[str]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    metadata = MetaData()
+    metadata.reflect(connection, only=list(columns))
+    return {
+        name: [
+            tuple(r)
+            for r in connection.execute(
+                select(*(metadata.tables[name].c[c] for c in column_names))
+            ).all()
+        ]
+        for name, column_names in columns.items()
+    }
+
+
+@pytest.mark.parametrize("revision", _earlier_revisions())
+def test_upgrade_from_every_earlier_revision_keeps_its_rows(tmp_path, revision):
+    """A database filled under any earlier revision migrates to the newest one (as `jupyter
+    fractal db upgrade` does) without losing a row or changing a kept column; then it
+    serves: a server checking the schema finds it current."""
+
+    async def run() -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, list[tuple[Any, ...]]]]:
+        async with fresh_database_url(tmp_path) as url:
+            database = Database(url)
+            async with database.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to(revision))
+                before = await connection.run_sync(_fill_every_table)
+                columns = await connection.run_sync(_column_names)
+            status = await database.schema_status()
+            assert status.revision == revision and not status.is_newer
+            mismatch = status.mismatch()
+            assert mismatch is not None and "run jupyter fractal db upgrade" in str(mismatch)
+            await upgrade(url)
+            await database.check_schema()  # raises unless current
+            async with database.engine.connect() as connection:
+                kept = await connection.run_sync(_column_names)
+                after = await connection.run_sync(
+                    _rows_of,
+                    {
+                        table: [c for c in names if c in kept.get(table, [])]
+                        for table, names in columns.items()
+                        if table in kept
+                    },
+                )
+            await database.dispose()
+            # Only the columns that are still there are compared.
+            expected = {}
+            for table, names in columns.items():
+                if table not in kept:
+                    continue
+                positions = [i for i, c in enumerate(names) if c in kept[table]]
+                expected[table] = [tuple(row[i] for i in positions) for row in before[table]]
+            return expected, after
+
+    expected, after = asyncio.run(run())
+    assert after == expected
+    assert all(rows for rows in after.values()), after
+
+
+def _column_names(connection: Connection) -> dict[str, list[str]]:
+    metadata = MetaData()
+    metadata.reflect(connection)
+    return {
+        table.name: [column.name for column in table.columns]
+        for table in metadata.sorted_tables
+        if table.name != "alembic_version"
+    }

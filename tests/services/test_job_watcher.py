@@ -1,0 +1,58 @@
+"""The job watcher while its database is down: it retries with backoff, however often the
+running jobs write events, and says so once with a traceback, then in one line per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fractal_jupyter.runner.launcher import JobLauncher
+from fractal_jupyter.services import job_watcher
+from fractal_jupyter.services.job_watcher import JobWatcher
+
+
+def test_passes_that_fail_back_off_and_log_one_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[float] = []
+    down_until = 6
+
+    async def sync_submitted_jobs(database: Any, launcher: Any) -> dict[int, Path]:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) <= down_until:
+            raise OSError("Connect call failed ('127.0.0.1', 5432)")
+        return {}
+
+    monkeypatch.setattr(job_watcher, "sync_submitted_jobs", sync_submitted_jobs)
+
+    async def run() -> None:
+        watcher = JobWatcher(
+            database=None,  # type: ignore[arg-type]
+            launcher=JobLauncher(),
+            jobs_dir=tmp_path,
+            log=logging.getLogger("watcher"),
+            poll_interval=0.02,
+        )
+        watcher.start()
+        # A running job writes events all the time: each is news for the watcher.
+        for _ in range(120):
+            watcher.job_submitted()
+            await asyncio.sleep(0.01)
+        await watcher.stop()
+
+    with caplog.at_level(logging.INFO, logger="watcher"):
+        asyncio.run(run())
+    # 0.02, 0.04, 0.08, 0.16, 0.32, 0.64 s between failed attempts: not one per event.
+    assert 4 <= len(attempts) <= down_until + 2, len(attempts)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert all(gap >= 0.015 * 2**index for index, gap in enumerate(gaps[: down_until - 1]))
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1
+    still = [record for record in caplog.records if "still fails" in record.getMessage()]
+    assert len(still) == min(len(attempts), down_until) - 1
+    assert "Connect call failed" in still[0].getMessage()
