@@ -88,3 +88,8 @@ class WorkflowTaskIdQuery(QueryModel):
 class NonProcessedQuery(QueryModel):
     workflow_id: int
     workflowtask_id: int
+
+
+class ReplaceTaskQuery(QueryModel):
+    workflow_task_id: int
+    task_id: int
