@@ -206,3 +206,61 @@ async def test_replace_refusals(api: Any, project_path: str) -> None:
     assert status == 403
     _, after = await api("GET", path)
     assert after["task_list"] == workflow["task_list"]  # nothing changed
+
+
+async def test_add_tasks_as_a_list(api: Any, project_path: str) -> None:
+    """fractal-server 2.26's form (fractal-client 2.24's `workflow add-task`)."""
+    v1 = await make_task(api, "1.0", SCHEMA_V1)
+    v2 = await make_task(api, "2.0", SCHEMA_V2)
+    path = await workflow_with(api, project_path, v1, {"sigma": 1.0})
+    items = [
+        {"task_id": v2["id"], "args_parallel": {"level": 1}, "type_filters": {"is_3D": True}},
+        {"task_id": v1["id"], "meta_parallel": {"mem": 8}},
+    ]
+    status, added = await api("POST", path + "wftask/", items, params={"order": "0"})
+    assert status == 201, added
+    assert [(t["task_id"], t["order"]) for t in added] == [(v2["id"], 0), (v1["id"], 1)]
+    assert added[0]["input_filters"] == {"attributes": {}, "types": {"is_3D": True}}
+    assert added[1]["meta_parallel"] == {"mem": 8}
+    _, workflow = await api("GET", path)
+    assert [t["task_id"] for t in workflow["task_list"]] == [v2["id"], v1["id"], v1["id"]]
+    # All or none: the second item's arguments are refused, the first is not added either.
+    bad = [{"task_id": v1["id"]}, {"task_id": v2["id"], "args_parallel": {"level": "x"}}]
+    status, answer = await api("POST", path + "wftask/", bad)
+    assert status == 422
+    assert answer["detail"][0]["loc"] == ["body", 1, "args_parallel", "level"]
+    status, answer = await api("POST", path + "wftask/", [{"args_parallel": {}}])
+    assert status == 422 and answer["detail"][0]["loc"] == ["body", 0, "task_id"]
+    status, answer = await api("POST", path + "wftask/", [{"task_id": 9999}])
+    assert status == 404
+    # The object form still needs `task_id` in the query.
+    status, answer = await api("POST", path + "wftask/", {})
+    assert status == 422 and answer["detail"][0]["loc"] == ["query", "task_id"]
+    _, after = await api("GET", path)
+    assert after["task_list"] == workflow["task_list"]
+
+
+async def test_client_methods(api: Any, project_path: str, fractal_client: Any, in_thread: Any):
+    v1 = await make_task(api, "1.0", SCHEMA_V1)
+    v2 = await make_task(api, "2.0", SCHEMA_V2)
+    path = await workflow_with(api, project_path, v1, {"sigma": 1.5})
+    project_id, workflow_id = (int(part) for part in path.split("/")[3:6:2])
+    candidates = await in_thread(fractal_client.version_update_candidates, project_id, workflow_id)
+    assert [[(c.task_id, c.version) for c in found] for found in candidates] == [
+        [(v2["id"], "2.0")]
+    ]
+    workflow = await in_thread(fractal_client.get_workflow, project_id, workflow_id)
+    replaced = await in_thread(
+        fractal_client.replace_workflow_task,
+        project_id,
+        workflow_id,
+        workflow.task_list[0].id,
+        v2["id"],
+    )
+    assert replaced.task_id == v2["id"]
+    assert [d.loc for d in replaced.dropped_arguments] == [["args_parallel", "sigma"]]
+    exported = await in_thread(fractal_client.export_workflow, project_id, workflow_id)
+    assert exported.task_list[0].task.pkg_name == "smooth-image"
+    exported.name = "copy"
+    imported = await in_thread(fractal_client.import_workflow, project_id, exported)
+    assert imported.task_list[0].task_id == v2["id"] and imported.task_list[0].warning is None

@@ -8,10 +8,13 @@ from typing import Any
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
 from ..schemas.task_collection import CollectionStateRead, TaskCollectCustom
 from ..schemas.workflow import (
+    TaskVersionRead,
     WorkflowExport,
     WorkflowImport,
     WorkflowRead,
+    WorkflowReadWithWarnings,
     WorkflowTaskRead,
+    WorkflowTaskReplaced,
 )
 from .data import PROJECT, FiltersLike
 from .transport import ClientBase, changes_body, endpoint, fields_given
@@ -135,10 +138,12 @@ class WorkflowsMixin(ClientBase):
     @endpoint("POST", PROJECT + "workflow/import/")
     def import_workflow(
         self, project_id: int, workflow: WorkflowImport | WorkflowExport | Mapping[str, Any]
-    ) -> WorkflowRead:
-        """Create a workflow from an export (tasks are found by their `source`)."""
+    ) -> WorkflowReadWithWarnings:
+        """Create a workflow from an export: tasks are found by their `source`, or by
+        `pkg_name`, `version` and `name` (the newest version when that one is not here: each
+        task's `warning` says so)."""
         return self._transport.call(
-            WorkflowRead,
+            WorkflowReadWithWarnings,
             "POST",
             PROJECT + "workflow/import/",
             {"project_id": project_id},
@@ -179,7 +184,8 @@ class WorkflowsMixin(ClientBase):
 
     @endpoint("GET", WORKFLOW + "export/")
     def export_workflow(self, project_id: int, workflow_id: int) -> WorkflowExport:
-        """The workflow without ids, its tasks named by source (for `import_workflow`)."""
+        """The workflow without ids, its tasks named by source and by package, version and
+        name (for `import_workflow`, here or on another server)."""
         return self._transport.call(
             WorkflowExport,
             "GET",
@@ -187,7 +193,42 @@ class WorkflowsMixin(ClientBase):
             {"project_id": project_id, "workflow_id": workflow_id},
         )
 
+    @endpoint("GET", WORKFLOW + "version-update-candidates/")
+    def version_update_candidates(
+        self, project_id: int, workflow_id: int
+    ) -> list[list[TaskVersionRead]]:
+        """Per task of the workflow, in order: the newer versions of it you may run."""
+        return self._transport.call(
+            list[list[TaskVersionRead]],
+            "GET",
+            WORKFLOW + "version-update-candidates/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+        )
+
     # --- workflow tasks --------------------------------------------------------------------
+
+    @endpoint("POST", WORKFLOW + "wftask/replace-task/")
+    def replace_workflow_task(
+        self,
+        project_id: int,
+        workflow_id: int,
+        workflow_task_id: int,
+        task_id: int,
+        *,
+        args_non_parallel: Mapping[str, Any] | None = None,
+        args_parallel: Mapping[str, Any] | None = None,
+    ) -> WorkflowTaskReplaced:
+        """Put task `task_id` (another version) in place of a workflow task. Arguments not
+        given are kept where the new schema accepts them; `dropped_arguments` lists the rest."""
+        body = fields_given(args_non_parallel=args_non_parallel, args_parallel=args_parallel)
+        return self._transport.call(
+            WorkflowTaskReplaced,
+            "POST",
+            WORKFLOW + "wftask/replace-task/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+            body=body,
+            params={"workflow_task_id": workflow_task_id, "task_id": task_id},
+        )
 
     @endpoint("POST", WORKFLOW + "wftask/")
     def create_workflow_task(

@@ -22,7 +22,7 @@ from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, RootModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import httputil, web
@@ -77,6 +77,9 @@ class Operation:
     form: type[BaseModel] | None = None
     # Only admins (`FractalJupyter.admin_users`): anyone else gets 403.
     admin: bool = False
+    # A JSON array body is read as a list of these instead of as `body` (a route that newer
+    # fractal-server versions feed a list).
+    list_body: type[BaseModel] | None = None
 
 
 class RequestError(Exception):
@@ -422,7 +425,12 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             self.check_json_content_type()
             if len(self.request.body) > LARGE_BODY_BYTES and not spec.public:
                 await self.check_membership(path_ids)
-            arguments["body"] = await self.parse_body(spec.body, spec.body_required)
+            if spec.list_body is not None and self.request.body.lstrip().startswith(b"["):
+                arguments["body"] = await self.parse_body(
+                    _list_model(spec.list_body), spec.body_required
+                )
+            else:
+                arguments["body"] = await self.parse_body(spec.body, spec.body_required)
         if spec.form is not None:
             arguments["form"] = self.parse_form(spec.form)
         if spec.query is not None:
@@ -444,6 +452,12 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
         return _validated(model, self.request.query_arguments, "query", self.decode_argument)
+
+
+@functools.cache
+def _list_model(item: type[BaseModel]) -> type[BaseModel]:
+    """A root model of a list of `item` (its errors are located at `body.<index>...`)."""
+    return RootModel[list[item]]  # type: ignore[valid-type]
 
 
 def _too_large(size: int, name: str, limit: int) -> str:
@@ -557,6 +571,7 @@ def operation(
     writes: bool | None = None,
     form: type[BaseModel] | None = None,
     admin: bool = False,
+    list_body: type[BaseModel] | None = None,
 ) -> Callable[[HandlerMethod], TornadoMethod]:
     """Wrap a handler method: auth, parsing, a DB session, the call, errors, serialization.
 
@@ -566,7 +581,17 @@ def operation(
     only reads, like the image query, must not queue behind SQLite writers).
     """
     spec = Operation(
-        summary, body, body_required, query, response, status, public, writes, form, admin
+        summary,
+        body,
+        body_required,
+        query,
+        response,
+        status,
+        public,
+        writes,
+        form,
+        admin,
+        list_body,
     )
     adapter = TypeAdapter(response) if response is not None else None
 

@@ -49,9 +49,13 @@ def _operation_document(
     if parameters:
         document["parameters"] = parameters
     if spec.body is not None:
+        body_schema = collector.schema_of(spec.body)
+        if spec.list_body is not None:
+            items = collector.schema_of(spec.list_body)
+            body_schema = {"anyOf": [body_schema, {"type": "array", "items": items}]}
         document["requestBody"] = {
             "required": spec.body_required,
-            "content": {"application/json": {"schema": collector.schema_of(spec.body)}},
+            "content": {"application/json": {"schema": body_schema}},
         }
     if spec.form is not None:
         form_type = "application/x-www-form-urlencoded"

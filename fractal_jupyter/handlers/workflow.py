@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import RootModel
+
 from ..db.models import Workflow, WorkflowTask
+from ..errors import Unprocessable
 from ..schemas.job import JobRead
-from ..schemas.query import ReplaceTaskQuery, TaskIdQuery
+from ..schemas.query import ReplaceTaskQuery, WorkflowTaskAddQuery
 from ..schemas.workflow import (
     TaskVersionRead,
     WorkflowCreate,
@@ -13,6 +16,7 @@ from ..schemas.workflow import (
     WorkflowRead,
     WorkflowReadWithWarnings,
     WorkflowTaskCreate,
+    WorkflowTaskCreateItem,
     WorkflowTaskRead,
     WorkflowTaskReplace,
     WorkflowTaskReplaced,
@@ -87,23 +91,37 @@ class WorkflowJobListHandler(FractalHandler):
 
 class WorkflowTaskListHandler(FractalHandler):
     @operation(
-        "Add a task to a workflow",
-        query=TaskIdQuery,
+        "Add a task to a workflow (2.6.4: `task_id` in the query, an object body); or several "
+        "(2.26: a list body, each with its `task_id`, inserted at `order`)",
+        query=WorkflowTaskAddQuery,
         body=WorkflowTaskCreate,
-        response=WorkflowTaskRead,
+        list_body=WorkflowTaskCreateItem,
+        response=WorkflowTaskRead | list[WorkflowTaskRead],
         status=201,
     )
     async def post(
-        self, project_id: int, workflow_id: int, query: TaskIdQuery, body: WorkflowTaskCreate
-    ) -> WorkflowTask:
+        self,
+        project_id: int,
+        workflow_id: int,
+        query: WorkflowTaskAddQuery,
+        body: WorkflowTaskCreate | RootModel[list[WorkflowTaskCreateItem]],
+    ) -> WorkflowTask | list[WorkflowTask]:
+        admin_users = self.fractal.admin_users
+        if isinstance(body, RootModel):
+            return await workflowtask.create_workflow_tasks(
+                self.db_session,
+                self.user,
+                project_id,
+                workflow_id,
+                body.root,
+                query.order,
+                admin_users,
+            )
+        if query.task_id is None:
+            missing = {"loc": ["query", "task_id"], "msg": "Field required", "type": "missing"}
+            raise Unprocessable([missing])
         return await workflowtask.create_workflow_task(
-            self.db_session,
-            self.user,
-            project_id,
-            workflow_id,
-            query.task_id,
-            body,
-            self.fractal.admin_users,
+            self.db_session, self.user, project_id, workflow_id, query.task_id, body, admin_users
         )
 
 

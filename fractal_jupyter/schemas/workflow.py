@@ -12,6 +12,7 @@ from .common import (
     RequestModel,
     ResponseModel,
     Timestamp,
+    TypeDict,
     check_dict_keys,
     refuse_null,
 )
@@ -40,6 +41,25 @@ class WorkflowTaskCreate(RequestModel):
     args_parallel: ArgsDict | None = None
     order: NonNegativeInt | None = None
     input_filters: Filters = Field(default_factory=Filters)
+
+
+class WorkflowTaskCreateItem(RequestModel):
+    """One task of fractal-server 2.26's list body of `POST .../wftask/` (position: `order`
+    in the query); `type_filters` are the input filters' types."""
+
+    task_id: int
+    meta_non_parallel: MetaDict | None = None
+    meta_parallel: MetaDict | None = None
+    args_non_parallel: ArgsDict | None = None
+    args_parallel: ArgsDict | None = None
+    type_filters: TypeDict = Field(default_factory=dict)
+
+    def as_create(self, order: int | None) -> WorkflowTaskCreate:
+        return WorkflowTaskCreate(
+            **self.model_dump(exclude={"task_id", "type_filters"}),
+            order=order,
+            input_filters=Filters(types=self.type_filters),
+        )
 
 
 class WorkflowTaskUpdate(LenientRequestModel):

@@ -16,6 +16,7 @@ from ..schemas.workflow import (
     DroppedArgument,
     TaskVersionRead,
     WorkflowTaskCreate,
+    WorkflowTaskCreateItem,
     WorkflowTaskReplace,
     WorkflowTaskReplaced,
     WorkflowTaskUpdate,
@@ -109,6 +110,8 @@ async def create_workflow_task(
     task_id: int,
     data: WorkflowTaskCreate,
     admin_users: Collection[str],
+    *,
+    location: list[str | int] | None = None,
 ) -> WorkflowTask:
     workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
     task = await get_task(session, task_id, not_found=f"TaskV2 {task_id} not found.")
@@ -116,12 +119,43 @@ async def create_workflow_task(
         session, user, [task], admin_users, action=f"Cannot add task {task_id} to the workflow"
     )
     check_sides(task.type, data.model_dump())
-    problems = check_arguments(task, data.args_non_parallel, data.args_parallel, location=["body"])
+    problems = check_arguments(
+        task, data.args_non_parallel, data.args_parallel, location=location or ["body"]
+    )
     if problems:
         raise Unprocessable(problems)
     workflow_task = insert_workflow_task(workflow, task, data)
     await session.flush()
     return workflow_task
+
+
+async def create_workflow_tasks(
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    workflow_id: int,
+    items: list[WorkflowTaskCreateItem],
+    order: int | None,
+    admin_users: Collection[str],
+) -> list[WorkflowTask]:
+    """2.26's form: the tasks in the order given, from `order` on (default: the end); all
+    or none (a refusal of one rolls the request back)."""
+    created = []
+    for index, item in enumerate(items):
+        position = None if order is None else order + index
+        created.append(
+            await create_workflow_task(
+                session,
+                user,
+                project_id,
+                workflow_id,
+                item.task_id,
+                item.as_create(position),
+                admin_users,
+                location=["body", index],
+            )
+        )
+    return created
 
 
 async def get_workflow_task(
