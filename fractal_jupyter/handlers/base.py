@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hmac
 import json
@@ -43,6 +44,7 @@ MAX_ID = MAX_INTEGER
 # Defaults of the FractalJupyter traits of the same names (the body limits of a request).
 DEFAULT_MAX_BODY_BYTES = 10_000_000
 DEFAULT_MAX_IMPORT_BODY_BYTES = 100_000_000
+DEFAULT_MAX_WHEEL_UPLOAD_BYTES = 100_000_000
 # A body above this size is parsed in a worker thread, so that other requests are answered
 # meanwhile, and under a project only once the caller is known to be a member.
 LARGE_BODY_BYTES = 256 * 1024
@@ -80,6 +82,8 @@ class Operation:
     # A JSON array body is read as a list of these instead of as `body` (a route that newer
     # fractal-server versions feed a list).
     list_body: type[BaseModel] | None = None
+    # The operation that serves a form body of the same method (`by_content_type`).
+    form_alternative: Operation | None = None
 
 
 class RequestError(Exception):
@@ -176,6 +180,17 @@ def refuse_too_big_integers(value: Any, location: str) -> None:
     ]
     if problems:
         raise RequestError(problems)
+
+
+def is_form_request(request: httputil.HTTPServerRequest) -> bool:
+    """A multipart form, or a url-encoded one that is not JSON (see `is_json_content_type`:
+    a url-encoded body that begins with `{` or `[` is JSON sent by curl -d)."""
+    media_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return True
+    if media_type != "application/x-www-form-urlencoded":
+        return False
+    return not request.body.lstrip().startswith((b"{", b"["))
 
 
 def is_json_content_type(header: str | None) -> bool:
@@ -669,6 +684,24 @@ def operation(
         return cast(TornadoMethod, web.authenticated(_authorized(wrapper)))
 
     return decorate
+
+
+def by_content_type(json_method: TornadoMethod, form_method: TornadoMethod) -> TornadoMethod:
+    """One HTTP method served by two operations: a form body (`is_form_request`) goes to
+    `form_method`, anything else to `json_method`. Both are documented (the JSON one's
+    `form_alternative`)."""
+
+    async def dispatch(self: FractalHandler, **path_arguments: str) -> None:
+        self.collect_body()
+        chosen = form_method if is_form_request(self.request) else json_method
+        await chosen(self, **path_arguments)
+
+    json_spec: Operation = json_method.fractal_operation  # type: ignore[attr-defined]
+    form_spec: Operation = form_method.fractal_operation  # type: ignore[attr-defined]
+    dispatch.fractal_operation = dataclasses.replace(  # type: ignore[attr-defined]
+        json_spec, form_alternative=form_spec
+    )
+    return dispatch
 
 
 def _is_out_of_range(error: DBAPIError) -> bool:

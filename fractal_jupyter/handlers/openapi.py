@@ -63,10 +63,12 @@ def _operation_document(
             "required": True,
             "content": {form_type: {"schema": collector.schema_of(spec.form)}},
         }
-    answer: dict[str, Any] = {"description": "Success"}
-    if spec.response is not None:
-        answer["content"] = {"application/json": {"schema": collector.schema_of(spec.response)}}
-    responses: dict[str, Any] = {str(spec.status): answer}
+    responses: dict[str, Any] = {str(spec.status): _answer_document(spec, collector)}
+    alternative = spec.form_alternative
+    if alternative is not None and alternative.form is not None:
+        form_schema = collector.schema_of(alternative.form)
+        document["requestBody"]["content"]["multipart/form-data"] = {"schema": form_schema}
+        responses[str(alternative.status)] = _answer_document(alternative, collector)
     if not spec.public:
         responses["401"] = {"description": "No valid credentials"}
         responses["422"] = {"description": "Invalid request; `detail` says what is wrong"}
@@ -74,6 +76,13 @@ def _operation_document(
     if not spec.public:
         document["security"] = [{"jupyterToken": []}]
     return document
+
+
+def _answer_document(spec: Operation, collector: _SchemaCollector) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "Success"}
+    if spec.response is not None:
+        answer["content"] = {"application/json": {"schema": collector.schema_of(spec.response)}}
+    return answer
 
 
 @functools.cache
