@@ -137,3 +137,19 @@ async def test_form_with_a_package_name(api: Any) -> None:
         "POST", COLLECT + "pip/", raw_body=b"package_version=1", headers=headers, user="admin"
     )
     assert status == 422 and "needs `package`" in answer["detail"]
+
+
+async def test_malformed_multipart(api: Any) -> None:
+    """A multipart body that is not one (found by tests/test_fuzz.py): a 422, not a 500."""
+    boundary = "55a93bc43a0d82eec55c13a62455a38c"
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    for raw in (f"--{boundary}\r\n[]--{boundary}--\r\n".encode(), b"", b"junk"):
+        status, answer = await api(
+            "POST", COLLECT + "pip/", raw_body=raw, headers=headers, user="admin"
+        )
+        assert status == 422, (raw, answer)
+        detail = json.dumps(answer["detail"])
+        assert "Not a readable form" in detail or "needs `package`" in detail, (raw, detail)
+    raw = f"--{boundary}\r\n[]--{boundary}--\r\n".encode()
+    _, answer = await api("POST", COLLECT + "pip/", raw_body=raw, headers=headers, user="admin")
+    assert "Not a readable form: Invalid multipart/form-data" in answer["detail"][0]["msg"]

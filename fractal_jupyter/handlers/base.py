@@ -231,6 +231,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     # The FractalJupyter trait that limits this route's request bodies, and its default.
     body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     _body_parts: list[bytes] | None = None
+    # Why the body could not be read as the form its Content-Type announces.
+    _form_error: str | None = None
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_parts is None:
@@ -243,13 +245,18 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             return
         self.request.body = b"".join(self._body_parts)
         self._body_parts = None
-        httputil.parse_body_arguments(
-            self.request.headers.get("Content-Type", ""),
-            self.request.body,
-            self.request.body_arguments,
-            self.request.files,
-            self.request.headers,
-        )
+        try:
+            httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""),
+                self.request.body,
+                self.request.body_arguments,
+                self.request.files,
+                self.request.headers,
+            )
+        except httputil.HTTPInputError as error:
+            # Only a route that reads a form says so (`parse_form`); a JSON route refuses
+            # the content type anyway.
+            self._form_error = str(error)
 
     def body_size_limit(self) -> tuple[str, int]:
         """The name of this route's body limit and its value."""
@@ -463,6 +470,16 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         return _parse_json_body(model, raw)
 
     def parse_form(self, model: type[BaseModel]) -> BaseModel:
+        if self._form_error is not None:
+            raise RequestError(
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"Not a readable form: {self._form_error}",
+                        "type": "form",
+                    }
+                ]
+            )
         return _validated(model, self.request.body_arguments, "body", self.decode_argument)
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
