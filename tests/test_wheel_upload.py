@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.client import FractalAPIError
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, collector_of, wait_for_collection
 
@@ -153,3 +154,23 @@ async def test_malformed_multipart(api: Any) -> None:
     raw = f"--{boundary}\r\n[]--{boundary}--\r\n".encode()
     _, answer = await api("POST", COLLECT + "pip/", raw_body=raw, headers=headers, user="admin")
     assert "Not a readable form: Invalid multipart/form-data" in answer["detail"][0]["msg"]
+
+
+async def test_client_uploads_a_wheel(
+    fractal_client: Any, make_client: Any, in_thread: Any, api: Any, tmp_path: Path
+) -> None:
+    wheel = build_task_wheel(tmp_path, manifest=mock_manifest())
+    admin = make_client("admin")
+    activity = await in_thread(admin.upload_task_wheel, wheel, pinned_package_versions={})
+    assert (activity.pkg_name, activity.version, activity.status) == (
+        "fractal-tasks-mock",
+        "0.1.0",
+        "pending",
+    )
+    final, _ = await wait_for_collection(api, activity.id)
+    assert final["data"]["status"] == "OK", final["data"].get("log")
+    not_a_wheel = tmp_path / "x-1.0-py3-none-any.whl"
+    not_a_wheel.write_bytes(b"text")
+    with pytest.raises(FractalAPIError) as refused:
+        await in_thread(fractal_client.upload_task_wheel, not_a_wheel)
+    assert refused.value.status == 422 and "not a zip archive" in refused.value.detail

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
-from ..schemas.task_collection import CollectionStateRead, TaskCollectCustom
+from ..schemas.task_collection import (
+    CollectionActivityRead,
+    CollectionStateRead,
+    TaskCollectCustom,
+)
 from ..schemas.workflow import (
     TaskVersionRead,
     WorkflowExport,
@@ -88,6 +95,33 @@ class WorkflowsMixin(ClientBase):
         )
         return self._transport.call(
             CollectionStateRead, "POST", "/api/v2/task/collect/pip/", body=body
+        )
+
+    # The route of `collect_tasks_pip` (declared there), with a form instead of JSON.
+    def upload_task_wheel(
+        self,
+        wheel: str | os.PathLike[str],
+        *,
+        package_extras: str | None = None,
+        python_version: str | None = None,
+        pinned_package_versions: Mapping[str, str] | None = None,
+    ) -> CollectionActivityRead:
+        """Upload a wheel from this machine (the server need not see its path) and collect
+        it in the background: follow it with `get_collection_state(<answer>.id)`."""
+        path = Path(wheel)
+        form = fields_given(
+            package_extras=package_extras,
+            python_version=python_version,
+            pinned_package_versions_post=None
+            if pinned_package_versions is None
+            else json.dumps(dict(pinned_package_versions)),
+        )
+        return self._transport.call(
+            CollectionActivityRead,
+            "POST",
+            "/api/v2/task/collect/pip/",
+            form=form,
+            files={"file": (path.name, path.read_bytes(), "application/zip")},
         )
 
     @endpoint("POST", "/api/v2/task/collect/custom/")
