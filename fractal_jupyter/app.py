@@ -29,6 +29,7 @@ from .file_modes import make_private_dir
 from .handlers.base import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMPORT_BODY_BYTES,
+    DEFAULT_MAX_WHEEL_UPLOAD_BYTES,
     read_long_headers,
 )
 from .handlers.routes import tornado_handlers
@@ -173,6 +174,14 @@ class FractalJupyter(ExtensionApp):
     working_dir = Unicode(
         help="Folder where every job gets its own folder (task arguments, outputs, logs). "
         "Default: <data_dir>/jobs.",
+    ).tag(config=True)
+
+    project_dir = Unicode(
+        help="Folder of the datasets created without `zarr_dir` (fractal-server 2.18+'s "
+        "form, e.g. fractal-client 2.24's `project add-dataset`) that name no `project_dir` "
+        "either: their zarr_dir is <project_dir>/<zarr_subfolder>, by default "
+        "<project_dir>/fractal/<project id>_<project name>/<dataset id>_<dataset name>. "
+        "Default: ~/fractal (of the user running the server).",
     ).tag(config=True)
 
     local_max_workers = Integer(
@@ -374,6 +383,13 @@ class FractalJupyter(ExtensionApp):
         "100,000 images with a few attributes each are about 30 MB.",
     ).tag(config=True)
 
+    max_wheel_upload_bytes = Integer(
+        DEFAULT_MAX_WHEEL_UPLOAD_BYTES,
+        help="Largest request, in bytes, of `POST api/v2/task/collect/pip/` with a wheel file "
+        "(fractal-client 2.24's `task collect <path>.whl`; 413 above it). fractal-tasks-core "
+        "2.1.0's wheel is under 1 MB; its dependencies are downloaded, not uploaded.",
+    ).tag(config=True)
+
     token_lifetime = Float(
         7 * 24 * 3600.0,
         help="Seconds a bearer token from auth/token/login/ (or `jupyter fractal token`) "
@@ -409,6 +425,10 @@ class FractalJupyter(ExtensionApp):
         if running in self.python_interpreters or not self.python_interpreters:
             return running
         return min(self.python_interpreters, key=lambda v: tuple(map(int, v.split("."))))
+
+    @default("project_dir")
+    def _project_dir_default(self) -> str:
+        return os.path.join(os.path.expanduser("~"), "fractal")
 
     @default("working_dir")
     def _working_dir_default(self) -> str:

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 
@@ -128,3 +131,36 @@ async def test_import_without_images_is_an_empty_dataset(api, project_path):
     assert status == 201
     _, exported = await api("GET", f"{project_path}dataset/{dataset['id']}/export/")
     assert exported["images"] == []
+
+
+async def test_dataset_without_zarr_dir(api, project_path, fractal_config):
+    """fractal-server 2.18+ (fractal-client 2.24's `project add-dataset`): `project_dir`
+    and/or `zarr_subfolder` instead of `zarr_dir`."""
+    _, project = await api("GET", project_path)
+    status, dataset = await api("POST", project_path + "dataset/", {"name": "My plate #1"})
+    assert status == 201, dataset
+    default = fractal_config.get("project_dir") or str(Path.home() / "fractal")
+    assert dataset["zarr_dir"] == (
+        f"{default}/fractal/{project['id']}_{project['name']}/{dataset['id']}_My_plate_1"
+    )
+    status, dataset = await api(
+        "POST", project_path + "dataset/", {"name": "d2", "project_dir": "/data/lab//x/"}
+    )
+    assert dataset["zarr_dir"].startswith("/data/lab/x/fractal/")
+    status, dataset = await api(
+        "POST",
+        project_path + "dataset/",
+        {"name": "d3", "project_dir": "/data/lab", "zarr_subfolder": "plates/p3"},
+    )
+    assert dataset["zarr_dir"] == "/data/lab/plates/p3"
+    for body, words in [
+        ({"name": "x", "zarr_dir": "/a", "project_dir": "/b"}, "not both"),
+        ({"name": "x", "zarr_dir": "/a", "zarr_subfolder": "b"}, "not both"),
+        ({"name": "x", "project_dir": "relative"}, "not an absolute path"),
+        ({"name": "x", "zarr_subfolder": "../up"}, "relative path inside"),
+        ({"name": "x", "zarr_subfolder": "/abs"}, "relative path inside"),
+    ]:
+        status, answer = await api("POST", project_path + "dataset/", body)
+        assert status == 422 and words in json.dumps(answer["detail"]), (body, answer)
+    _, datasets = await api("GET", project_path + "dataset/")
+    assert [d["name"] for d in datasets] == ["My plate #1", "d2", "d3"]

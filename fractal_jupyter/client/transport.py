@@ -181,8 +181,10 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
-        """Send one request; raise `FractalAPIError` for an error status."""
+        """Send one request; raise `FractalAPIError` for an error status. `files` makes a
+        multipart form of `form` and the files (name: (file name, content, media type))."""
         url = path if ids is None else path.format(**{k: int(v) for k, v in ids.items()})
         query = {
             key: _query_value(value) for key, value in (params or {}).items() if value is not None
@@ -190,7 +192,12 @@ class Transport:
         for delay in (*BUSY_RETRY_DELAYS, None):
             try:
                 response = self.http.request(
-                    method, url.lstrip("/"), params=query, json=body_json(body), data=form
+                    method,
+                    url.lstrip("/"),
+                    params=query,
+                    json=body_json(body),
+                    data=form,
+                    files=files,
                 )
             except httpx.TransportError as error:
                 raise FractalConnectionError(
@@ -224,9 +231,10 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> T:
         """Send one request and parse its JSON answer as `response_type`."""
-        response = self.send(method, path, ids, params=params, body=body, form=form)
+        response = self.send(method, path, ids, params=params, body=body, form=form, files=files)
         result: T = _adapter(cast(Hashable, response_type)).validate_json(response.content)
         return result
 

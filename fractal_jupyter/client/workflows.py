@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
-from ..schemas.task_collection import CollectionStateRead, TaskCollectCustom
+from ..schemas.task_collection import (
+    CollectionActivityRead,
+    CollectionStateRead,
+    TaskCollectCustom,
+)
 from ..schemas.workflow import (
+    TaskVersionRead,
     WorkflowExport,
     WorkflowImport,
     WorkflowRead,
+    WorkflowReadWithWarnings,
     WorkflowTaskRead,
+    WorkflowTaskReplaced,
 )
 from .data import PROJECT, FiltersLike
 from .transport import ClientBase, changes_body, endpoint, fields_given
@@ -87,6 +97,33 @@ class WorkflowsMixin(ClientBase):
             CollectionStateRead, "POST", "/api/v2/task/collect/pip/", body=body
         )
 
+    # The route of `collect_tasks_pip` (declared there), with a form instead of JSON.
+    def upload_task_wheel(
+        self,
+        wheel: str | os.PathLike[str],
+        *,
+        package_extras: str | None = None,
+        python_version: str | None = None,
+        pinned_package_versions: Mapping[str, str] | None = None,
+    ) -> CollectionActivityRead:
+        """Upload a wheel from this machine (the server need not see its path) and collect
+        it in the background: follow it with `get_collection_state(<answer>.id)`."""
+        path = Path(wheel)
+        form = fields_given(
+            package_extras=package_extras,
+            python_version=python_version,
+            pinned_package_versions_post=None
+            if pinned_package_versions is None
+            else json.dumps(dict(pinned_package_versions)),
+        )
+        return self._transport.call(
+            CollectionActivityRead,
+            "POST",
+            "/api/v2/task/collect/pip/",
+            form=form,
+            files={"file": (path.name, path.read_bytes(), "application/zip")},
+        )
+
     @endpoint("POST", "/api/v2/task/collect/custom/")
     def collect_tasks_custom(
         self, collection: TaskCollectCustom | Mapping[str, Any]
@@ -135,10 +172,12 @@ class WorkflowsMixin(ClientBase):
     @endpoint("POST", PROJECT + "workflow/import/")
     def import_workflow(
         self, project_id: int, workflow: WorkflowImport | WorkflowExport | Mapping[str, Any]
-    ) -> WorkflowRead:
-        """Create a workflow from an export (tasks are found by their `source`)."""
+    ) -> WorkflowReadWithWarnings:
+        """Create a workflow from an export: tasks are found by their `source`, or by
+        `pkg_name`, `version` and `name` (the newest version when that one is not here: each
+        task's `warning` says so)."""
         return self._transport.call(
-            WorkflowRead,
+            WorkflowReadWithWarnings,
             "POST",
             PROJECT + "workflow/import/",
             {"project_id": project_id},
@@ -179,7 +218,8 @@ class WorkflowsMixin(ClientBase):
 
     @endpoint("GET", WORKFLOW + "export/")
     def export_workflow(self, project_id: int, workflow_id: int) -> WorkflowExport:
-        """The workflow without ids, its tasks named by source (for `import_workflow`)."""
+        """The workflow without ids, its tasks named by source and by package, version and
+        name (for `import_workflow`, here or on another server)."""
         return self._transport.call(
             WorkflowExport,
             "GET",
@@ -187,7 +227,42 @@ class WorkflowsMixin(ClientBase):
             {"project_id": project_id, "workflow_id": workflow_id},
         )
 
+    @endpoint("GET", WORKFLOW + "version-update-candidates/")
+    def version_update_candidates(
+        self, project_id: int, workflow_id: int
+    ) -> list[list[TaskVersionRead]]:
+        """Per task of the workflow, in order: the newer versions of it you may run."""
+        return self._transport.call(
+            list[list[TaskVersionRead]],
+            "GET",
+            WORKFLOW + "version-update-candidates/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+        )
+
     # --- workflow tasks --------------------------------------------------------------------
+
+    @endpoint("POST", WORKFLOW + "wftask/replace-task/")
+    def replace_workflow_task(
+        self,
+        project_id: int,
+        workflow_id: int,
+        workflow_task_id: int,
+        task_id: int,
+        *,
+        args_non_parallel: Mapping[str, Any] | None = None,
+        args_parallel: Mapping[str, Any] | None = None,
+    ) -> WorkflowTaskReplaced:
+        """Put task `task_id` (another version) in place of a workflow task. Arguments not
+        given are kept where the new schema accepts them; `dropped_arguments` lists the rest."""
+        body = fields_given(args_non_parallel=args_non_parallel, args_parallel=args_parallel)
+        return self._transport.call(
+            WorkflowTaskReplaced,
+            "POST",
+            WORKFLOW + "wftask/replace-task/",
+            {"project_id": project_id, "workflow_id": workflow_id},
+            body=body,
+            params={"workflow_task_id": workflow_task_id, "task_id": task_id},
+        )
 
     @endpoint("POST", WORKFLOW + "wftask/")
     def create_workflow_task(

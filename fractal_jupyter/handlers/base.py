@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hmac
 import json
@@ -22,7 +23,7 @@ from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, RootModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import httputil, web
@@ -44,6 +45,7 @@ MAX_ID = MAX_INTEGER
 # Defaults of the FractalJupyter traits of the same names (the body limits of a request).
 DEFAULT_MAX_BODY_BYTES = 10_000_000
 DEFAULT_MAX_IMPORT_BODY_BYTES = 100_000_000
+DEFAULT_MAX_WHEEL_UPLOAD_BYTES = 100_000_000
 # A body above this size is parsed in a worker thread, so that other requests are answered
 # meanwhile, and under a project only once the caller is known to be a member.
 LARGE_BODY_BYTES = 256 * 1024
@@ -78,6 +80,11 @@ class Operation:
     form: type[BaseModel] | None = None
     # Only admins (`FractalJupyter.admin_users`): anyone else gets 403.
     admin: bool = False
+    # A JSON array body is read as a list of these instead of as `body` (a route that newer
+    # fractal-server versions feed a list).
+    list_body: type[BaseModel] | None = None
+    # The operation that serves a form body of the same method (`by_content_type`).
+    form_alternative: Operation | None = None
 
 
 class RequestError(Exception):
@@ -176,6 +183,17 @@ def refuse_too_big_integers(value: Any, location: str) -> None:
         raise RequestError(problems)
 
 
+def is_form_request(request: httputil.HTTPServerRequest) -> bool:
+    """A multipart form, or a url-encoded one that is not JSON (see `is_json_content_type`:
+    a url-encoded body that begins with `{` or `[` is JSON sent by curl -d)."""
+    media_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return True
+    if media_type != "application/x-www-form-urlencoded":
+        return False
+    return not request.body.lstrip().startswith((b"{", b"["))
+
+
 def is_json_content_type(header: str | None) -> bool:
     """Whether a body sent with this Content-Type is read as JSON.
 
@@ -214,6 +232,8 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     # The FractalJupyter trait that limits this route's request bodies, and its default.
     body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     _body_parts: list[bytes] | None = None
+    # Why the body could not be read as the form its Content-Type announces.
+    _form_error: str | None = None
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_parts is None:
@@ -226,13 +246,18 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             return
         self.request.body = b"".join(self._body_parts)
         self._body_parts = None
-        httputil.parse_body_arguments(
-            self.request.headers.get("Content-Type", ""),
-            self.request.body,
-            self.request.body_arguments,
-            self.request.files,
-            self.request.headers,
-        )
+        try:
+            httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""),
+                self.request.body,
+                self.request.body_arguments,
+                self.request.files,
+                self.request.headers,
+            )
+        except httputil.HTTPInputError as error:
+            # Only a route that reads a form says so (`parse_form`); a JSON route refuses
+            # the content type anyway.
+            self._form_error = str(error)
 
     def body_size_limit(self) -> tuple[str, int]:
         """The name of this route's body limit and its value."""
@@ -428,7 +453,12 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
             self.check_json_content_type()
             if len(self.request.body) > LARGE_BODY_BYTES and not spec.public:
                 await self.check_membership(path_ids)
-            arguments["body"] = await self.parse_body(spec.body, spec.body_required)
+            if spec.list_body is not None and self.request.body.lstrip().startswith(b"["):
+                arguments["body"] = await self.parse_body(
+                    _list_model(spec.list_body), spec.body_required
+                )
+            else:
+                arguments["body"] = await self.parse_body(spec.body, spec.body_required)
         if spec.form is not None:
             arguments["form"] = self.parse_form(spec.form)
         if spec.query is not None:
@@ -446,10 +476,26 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
         return _parse_json_body(model, raw)
 
     def parse_form(self, model: type[BaseModel]) -> BaseModel:
+        if self._form_error is not None:
+            raise RequestError(
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"Not a readable form: {self._form_error}",
+                        "type": "form",
+                    }
+                ]
+            )
         return _validated(model, self.request.body_arguments, "body", self.decode_argument)
 
     def parse_query(self, model: type[BaseModel]) -> BaseModel:
         return _validated(model, self.request.query_arguments, "query", self.decode_argument)
+
+
+@functools.cache
+def _list_model(item: type[BaseModel]) -> type[BaseModel]:
+    """A root model of a list of `item` (its errors are located at `body.<index>...`)."""
+    return RootModel[list[item]]  # type: ignore[valid-type]
 
 
 def _too_large(size: int, name: str, limit: int) -> str:
@@ -563,6 +609,7 @@ def operation(
     writes: bool | None = None,
     form: type[BaseModel] | None = None,
     admin: bool = False,
+    list_body: type[BaseModel] | None = None,
 ) -> Callable[[HandlerMethod], TornadoMethod]:
     """Wrap a handler method: auth, parsing, a DB session, the call, errors, serialization.
 
@@ -572,7 +619,17 @@ def operation(
     only reads, like the image query, must not queue behind SQLite writers).
     """
     spec = Operation(
-        summary, body, body_required, query, response, status, public, writes, form, admin
+        summary,
+        body,
+        body_required,
+        query,
+        response,
+        status,
+        public,
+        writes,
+        form,
+        admin,
+        list_body,
     )
     adapter = TypeAdapter(response) if response is not None else None
 
@@ -664,6 +721,24 @@ def operation(
         return cast(TornadoMethod, web.authenticated(_authorized(wrapper)))
 
     return decorate
+
+
+def by_content_type(json_method: TornadoMethod, form_method: TornadoMethod) -> TornadoMethod:
+    """One HTTP method served by two operations: a form body (`is_form_request`) goes to
+    `form_method`, anything else to `json_method`. Both are documented (the JSON one's
+    `form_alternative`)."""
+
+    async def dispatch(self: FractalHandler, **path_arguments: str) -> None:
+        self.collect_body()
+        chosen = form_method if is_form_request(self.request) else json_method
+        await chosen(self, **path_arguments)
+
+    json_spec: Operation = json_method.fractal_operation  # type: ignore[attr-defined]
+    form_spec: Operation = form_method.fractal_operation  # type: ignore[attr-defined]
+    dispatch.fractal_operation = dataclasses.replace(  # type: ignore[attr-defined]
+        json_spec, form_alternative=form_spec
+    )
+    return dispatch
 
 
 def _is_out_of_range(error: DBAPIError) -> bool:

@@ -23,9 +23,16 @@ class DatasetListHandler(FractalHandler):
             self.db_session, self.user, project_id, query.history
         )
 
-    @operation("Create a dataset", body=DatasetCreate, response=DatasetRead, status=201)
+    @operation(
+        "Create a dataset (at `zarr_dir`, or under `project_dir`: 2.18+)",
+        body=DatasetCreate,
+        response=DatasetRead,
+        status=201,
+    )
     async def post(self, project_id: int, body: DatasetCreate) -> Dataset:
-        return await dataset.create_dataset(self.db_session, self.user, project_id, body)
+        return await dataset.create_dataset(
+            self.db_session, self.user, project_id, body, self.fractal.config["project_dir"]
+        )
 
 
 class UserDatasetListHandler(FractalHandler):

@@ -49,9 +49,13 @@ def _operation_document(
     if parameters:
         document["parameters"] = parameters
     if spec.body is not None:
+        body_schema = collector.schema_of(spec.body)
+        if spec.list_body is not None:
+            items = collector.schema_of(spec.list_body)
+            body_schema = {"anyOf": [body_schema, {"type": "array", "items": items}]}
         document["requestBody"] = {
             "required": spec.body_required,
-            "content": {"application/json": {"schema": collector.schema_of(spec.body)}},
+            "content": {"application/json": {"schema": body_schema}},
         }
     if spec.form is not None:
         form_type = "application/x-www-form-urlencoded"
@@ -59,10 +63,12 @@ def _operation_document(
             "required": True,
             "content": {form_type: {"schema": collector.schema_of(spec.form)}},
         }
-    answer: dict[str, Any] = {"description": "Success"}
-    if spec.response is not None:
-        answer["content"] = {"application/json": {"schema": collector.schema_of(spec.response)}}
-    responses: dict[str, Any] = {str(spec.status): answer}
+    responses: dict[str, Any] = {str(spec.status): _answer_document(spec, collector)}
+    alternative = spec.form_alternative
+    if alternative is not None and alternative.form is not None:
+        form_schema = collector.schema_of(alternative.form)
+        document["requestBody"]["content"]["multipart/form-data"] = {"schema": form_schema}
+        responses[str(alternative.status)] = _answer_document(alternative, collector)
     if not spec.public:
         responses["401"] = {"description": "No valid credentials"}
         responses["422"] = {"description": "Invalid request; `detail` says what is wrong"}
@@ -70,6 +76,13 @@ def _operation_document(
     if not spec.public:
         document["security"] = [{"jupyterToken": []}]
     return document
+
+
+def _answer_document(spec: Operation, collector: _SchemaCollector) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "Success"}
+    if spec.response is not None:
+        answer["content"] = {"application/json": {"schema": collector.schema_of(spec.response)}}
+    return answer
 
 
 @functools.cache

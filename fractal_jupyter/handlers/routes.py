@@ -110,7 +110,14 @@ ROUTES: list[Route] = [
     Route(DATASET + "/images/verify-unique-types/", history.VerifyUniqueTypesHandler, "images"),
     Route("/api/v2/job/squeue/", history.SqueueHandler, "job"),
     Route(WORKFLOW + "/wftask/", workflow.WorkflowTaskListHandler, "workflowtask"),
+    # Before the {workflow_task_id} pattern, which would take "replace-task" for an id.
+    Route(WORKFLOW + "/wftask/replace-task/", workflow.ReplaceTaskHandler, "workflowtask"),
     Route(WORKFLOW + "/wftask/{workflow_task_id}/", workflow.WorkflowTaskHandler, "workflowtask"),
+    Route(
+        WORKFLOW + "/version-update-candidates/",
+        workflow.VersionUpdateCandidatesHandler,
+        "workflowtask",
+    ),
 ]
 
 

@@ -1,18 +1,30 @@
 from __future__ import annotations
 
 from ..db.models import CollectionState, Task
+from ..errors import Unprocessable
 from ..schemas.task import TaskRead
 from ..schemas.task_collection import (
+    CollectionActivityRead,
     CollectionStateQuery,
     CollectionStateRead,
     TaskCollectCustom,
     TaskCollectPip,
+    TaskCollectPipForm,
 )
-from ..services import task_collection
-from .base import FractalHandler, operation
+from ..services import task_collection, wheel_upload
+from .base import DEFAULT_MAX_WHEEL_UPLOAD_BYTES, FractalHandler, by_content_type, operation
 
 
 class TaskCollectPipHandler(FractalHandler):
+    def body_size_limit(self) -> tuple[str, int]:
+        """A multipart form carries a wheel: `max_wheel_upload_bytes`."""
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
+            name = "max_wheel_upload_bytes"
+            limit: int = self.fractal.config.get(name, DEFAULT_MAX_WHEEL_UPLOAD_BYTES)
+            return name, limit
+        return super().body_size_limit()
+
     @operation(
         "Install a task package (PyPI name or local wheel) into its own venv and register "
         "its tasks, in the background",
@@ -20,11 +32,34 @@ class TaskCollectPipHandler(FractalHandler):
         response=CollectionStateRead,
         status=201,
     )
-    async def post(self, body: TaskCollectPip) -> CollectionState:
+    async def _post_json(self, body: TaskCollectPip) -> CollectionState:
         self.require_server_owner("collect tasks")
         return await task_collection.start_pip_collection(
             self.db_session, self.fractal.collector, self.user, body
         )
+
+    @operation(
+        "The same from a form (fractal-server 2.9+): a PyPI `package`, or a wheel uploaded as "
+        "`file`; the answer is the collection as an activity (its id is the state's)",
+        form=TaskCollectPipForm,
+        response=CollectionActivityRead,
+        status=202,
+    )
+    async def _post_form(self, form: TaskCollectPipForm) -> CollectionActivityRead:
+        self.require_server_owner("collect tasks")
+        return await wheel_upload.start_form_collection(
+            self.db_session, self.fractal.collector, self.user, form, self._uploaded_wheel()
+        )
+
+    def _uploaded_wheel(self) -> wheel_upload.UploadedFile | None:
+        parts = self.request.files.get("file")
+        if not parts:
+            return None
+        if len(parts) > 1:
+            raise Unprocessable("The form has several `file` parts; upload one wheel.")
+        return wheel_upload.UploadedFile(parts[0].filename, parts[0].body)
+
+    post = by_content_type(_post_json, _post_form)
 
 
 class TaskCollectCustomHandler(FractalHandler):

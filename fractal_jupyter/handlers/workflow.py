@@ -2,16 +2,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import RootModel
+
 from ..db.models import Workflow, WorkflowTask
+from ..errors import Unprocessable
 from ..schemas.job import JobRead
-from ..schemas.query import TaskIdQuery
+from ..schemas.query import ReplaceTaskQuery, WorkflowTaskAddQuery
 from ..schemas.workflow import (
+    TaskVersionRead,
     WorkflowCreate,
     WorkflowExport,
     WorkflowImport,
     WorkflowRead,
+    WorkflowReadWithWarnings,
     WorkflowTaskCreate,
+    WorkflowTaskCreateItem,
     WorkflowTaskRead,
+    WorkflowTaskReplace,
+    WorkflowTaskReplaced,
     WorkflowTaskUpdate,
     WorkflowUpdate,
 )
@@ -54,16 +62,22 @@ class WorkflowHandler(FractalHandler):
 
 
 class WorkflowExportHandler(FractalHandler):
-    @operation("A workflow without ids, tasks named by source", response=WorkflowExport)
+    @operation(
+        "A workflow without ids, tasks named by source and by package, version and name",
+        response=WorkflowExport,
+    )
     async def get(self, project_id: int, workflow_id: int) -> WorkflowExport:
         return await workflow.export_workflow(self.db_session, self.user, project_id, workflow_id)
 
 
 class WorkflowImportHandler(FractalHandler):
     @operation(
-        "Create a workflow from an export", body=WorkflowImport, response=WorkflowRead, status=201
+        "Create a workflow from an export (tasks by source, or by package, version and name)",
+        body=WorkflowImport,
+        response=WorkflowReadWithWarnings,
+        status=201,
     )
-    async def post(self, project_id: int, body: WorkflowImport) -> Workflow:
+    async def post(self, project_id: int, body: WorkflowImport) -> WorkflowReadWithWarnings:
         return await workflow.import_workflow(
             self.db_session, self.user, project_id, body, self.fractal.admin_users
         )
@@ -77,23 +91,37 @@ class WorkflowJobListHandler(FractalHandler):
 
 class WorkflowTaskListHandler(FractalHandler):
     @operation(
-        "Add a task to a workflow",
-        query=TaskIdQuery,
+        "Add a task to a workflow (2.6.4: `task_id` in the query, an object body); or several "
+        "(2.26: a list body, each with its `task_id`, inserted at `order`)",
+        query=WorkflowTaskAddQuery,
         body=WorkflowTaskCreate,
-        response=WorkflowTaskRead,
+        list_body=WorkflowTaskCreateItem,
+        response=WorkflowTaskRead | list[WorkflowTaskRead],
         status=201,
     )
     async def post(
-        self, project_id: int, workflow_id: int, query: TaskIdQuery, body: WorkflowTaskCreate
-    ) -> WorkflowTask:
+        self,
+        project_id: int,
+        workflow_id: int,
+        query: WorkflowTaskAddQuery,
+        body: WorkflowTaskCreate | RootModel[list[WorkflowTaskCreateItem]],
+    ) -> WorkflowTask | list[WorkflowTask]:
+        admin_users = self.fractal.admin_users
+        if isinstance(body, RootModel):
+            return await workflowtask.create_workflow_tasks(
+                self.db_session,
+                self.user,
+                project_id,
+                workflow_id,
+                body.root,
+                query.order,
+                admin_users,
+            )
+        if query.task_id is None:
+            missing = {"loc": ["query", "task_id"], "msg": "Field required", "type": "missing"}
+            raise Unprocessable([missing])
         return await workflowtask.create_workflow_task(
-            self.db_session,
-            self.user,
-            project_id,
-            workflow_id,
-            query.task_id,
-            body,
-            self.fractal.admin_users,
+            self.db_session, self.user, project_id, workflow_id, query.task_id, body, admin_users
         )
 
 
@@ -120,4 +148,40 @@ class WorkflowTaskHandler(FractalHandler):
     async def delete(self, project_id: int, workflow_id: int, workflow_task_id: int) -> None:
         await workflowtask.delete_workflow_task(
             self.db_session, self.user, project_id, workflow_id, workflow_task_id
+        )
+
+
+class VersionUpdateCandidatesHandler(FractalHandler):
+    @operation(
+        "Per task of the workflow, the newer versions of it (same package and name) that the "
+        "caller may run",
+        response=list[list[TaskVersionRead]],
+    )
+    async def get(self, project_id: int, workflow_id: int) -> list[list[TaskVersionRead]]:
+        return await workflowtask.version_update_candidates(
+            self.db_session, self.user, project_id, workflow_id, self.fractal.admin_users
+        )
+
+
+class ReplaceTaskHandler(FractalHandler):
+    @operation(
+        "Replace a workflow task's task by another version; `dropped_arguments` lists the old "
+        "arguments the new task's schema refuses",
+        query=ReplaceTaskQuery,
+        body=WorkflowTaskReplace,
+        response=WorkflowTaskReplaced,
+        status=201,
+    )
+    async def post(
+        self, project_id: int, workflow_id: int, query: ReplaceTaskQuery, body: WorkflowTaskReplace
+    ) -> WorkflowTaskReplaced:
+        return await workflowtask.replace_workflow_task(
+            self.db_session,
+            self.user,
+            project_id,
+            workflow_id,
+            query.workflow_task_id,
+            query.task_id,
+            body,
+            self.fractal.admin_users,
         )

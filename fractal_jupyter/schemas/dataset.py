@@ -1,6 +1,9 @@
-from typing import Any
+from __future__ import annotations
 
-from pydantic import Field, field_validator
+import os
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .common import (
     Filters,
@@ -15,10 +18,34 @@ from .images import SingleImage
 from .project import ProjectRead
 
 
+def _check_subfolder(value: str) -> str:
+    value = value.strip()
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts:
+        raise ValueError(f"'{value}' must be a relative path inside `project_dir` (no '..')")
+    return os.path.normpath(value)
+
+
 class DatasetCreate(RequestModel):
+    """2.6.4 names `zarr_dir`; 2.18+ names `project_dir` and/or `zarr_subfolder` instead, or
+    neither (`services/dataset.default_zarr_dir`)."""
+
     name: NonEmptyStr
-    zarr_dir: ZarrPath
+    zarr_dir: ZarrPath | None = None
     filters: Filters = Field(default_factory=Filters)
+    project_dir: ZarrPath | None = None
+    zarr_subfolder: Annotated[NonEmptyStr, AfterValidator(_check_subfolder)] | None = None
+
+    @model_validator(mode="after")
+    def _zarr_dir_or_project_dir(self) -> DatasetCreate:
+        if self.zarr_dir is not None and (
+            self.project_dir is not None or self.zarr_subfolder is not None
+        ):
+            raise ValueError(
+                "Give `zarr_dir` (fractal-server 2.6), or `project_dir` and/or `zarr_subfolder` "
+                "(2.18+), not both"
+            )
+        return self
 
 
 class DatasetUpdate(RequestModel):

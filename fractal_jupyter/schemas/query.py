@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class QueryModel(BaseModel):
@@ -32,8 +32,12 @@ class TaskListQuery(QueryModel):
     args_schema_non_parallel: bool = True
 
 
-class TaskIdQuery(QueryModel):
-    task_id: int
+class WorkflowTaskAddQuery(QueryModel):
+    """2.6.4 names the task in the query (`task_id`, required with an object body); 2.26
+    names each in the list body, and their position here (`order`)."""
+
+    task_id: int | None = None
+    order: int | None = Field(default=None, ge=0)
 
 
 class LogQuery(QueryModel):
@@ -88,3 +92,8 @@ class WorkflowTaskIdQuery(QueryModel):
 class NonProcessedQuery(QueryModel):
     workflow_id: int
     workflowtask_id: int
+
+
+class ReplaceTaskQuery(QueryModel):
+    workflow_task_id: int
+    task_id: int

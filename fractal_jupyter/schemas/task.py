@@ -97,7 +97,9 @@ class CatalogueFields(BaseModel):
 
 class TaskCreate(RequestModel, CatalogueFields):
     name: NonEmptyStr
-    source: NonEmptyStr
+    # fractal-server 2.7+ takes no `source`: one is made of `name` and `version`
+    # (`services/task_package.generated_source`).
+    source: NonEmptyStr | None = None
     command_non_parallel: Command | None = None
     command_parallel: Command | None = None
     meta_non_parallel: MetaDict | None = None
@@ -113,6 +115,8 @@ class TaskCreate(RequestModel, CatalogueFields):
 
     @model_validator(mode="after")
     def _check_commands_and_type(self) -> TaskCreate:
+        if self.source is None and self.version is None:
+            raise ValueError("A task without `source` needs a `version`")
         if self.command_parallel is None and self.command_non_parallel is None:
             raise ValueError(
                 "Task must have at least one valid command (parallel and/or non_parallel)"
@@ -178,11 +182,3 @@ class TaskRead(ResponseModel):
     modality: str | None
     tags: list[str]
     authors: str | None
-
-
-class TaskSource(LenientRequestModel):
-    source: NonEmptyStr
-
-
-class TaskSourceRead(ResponseModel):
-    source: str

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ..commands import FORBIDDEN_COMMAND_CHARACTERS
 from .common import (
@@ -203,3 +204,75 @@ class CollectionStateRead(ResponseModel):
 
 class CollectionStateQuery(QueryModel):
     verbose: bool = False
+
+
+def _pins_json(value: str) -> dict[str, str]:
+    """fractal-client 2.24 sends pins as the JSON text of an object `{name: version}`."""
+    try:
+        pins = json.loads(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not JSON (an object of package name: version)") from None
+    if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
+        raise ValueError(f"'{value}' is not a JSON object of package name: version")
+    return _check_pins(pins)
+
+
+PinsJson = Annotated[str, AfterValidator(_pins_json)]
+WheelFilePart = Annotated[
+    str, Field(json_schema_extra={"contentMediaType": "application/octet-stream"})
+]
+
+
+class TaskCollectPipForm(LenientRequestModel):
+    """`POST api/v2/task/collect/pip/` as a form (fractal-server 2.9+, fractal-client 2.24):
+    a PyPI `package`, or a wheel uploaded as the form's `file` part. Values are text."""
+
+    package: NonEmptyStr | None = None
+    package_version: PackageVersion | None = None
+    package_extras: Annotated[NonEmptyStr, AfterValidator(_check_extras)] | None = None
+    python_version: Annotated[str, AfterValidator(_check_python_version)] | None = None
+    pinned_package_versions_pre: PinsJson | None = None
+    pinned_package_versions_post: PinsJson | None = None
+    # The wheel, as a file part: a plain value of that name is refused (`_check_file`).
+    file: WheelFilePart | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _check_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("`file` must be a file part of a multipart form (the wheel)")
+        return value
+
+    def as_request(self, package: str) -> TaskCollectPip:
+        """The JSON request this form stands for (`package`: a name, or the stored wheel)."""
+        return TaskCollectPip.model_validate(
+            {
+                "package": package,
+                "package_version": self.package_version,
+                "package_extras": self.package_extras,
+                "python_version": self.python_version,
+                "pinned_package_versions": _pins_json(self.pinned_package_versions_post)
+                if self.pinned_package_versions_post
+                else None,
+            }
+        )
+
+
+CollectionActivityStatus = Literal["pending", "ongoing", "failed", "OK"]
+
+
+class CollectionActivityRead(ResponseModel):
+    """What fractal-server 2.9+ answers a collection with (its `TaskGroupActivityRead`): the
+    collection state seen as an activity. `id` is the collection state's (GET
+    api/v2/task/collect/{id}/ follows it)."""
+
+    id: int
+    user_id: int
+    taskgroupv2_id: int | None = None
+    timestamp_started: Timestamp
+    timestamp_ended: Timestamp | None = None
+    pkg_name: str
+    version: str
+    status: CollectionActivityStatus
+    action: Literal["collect"] = "collect"
+    log: str | None = None

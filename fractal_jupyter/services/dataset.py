@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import Dataset, Image
+from ..db.models import Dataset, Image, Project
 from ..errors import Unprocessable
 from ..schemas.common import Filters
 from ..schemas.dataset import (
@@ -57,10 +59,12 @@ async def list_user_datasets(
 async def new_dataset(
     session: AsyncSession, project_id: int, data: DatasetCreate | DatasetImport
 ) -> Dataset:
+    """The dataset row; without `zarr_dir` (2.18+), that of `default_zarr_dir` is set once
+    the row has its id, by the caller."""
     dataset = Dataset(
         project_id=project_id,
         name=data.name,
-        zarr_dir=data.zarr_dir,
+        zarr_dir=data.zarr_dir or "",
         filters=data.filters.model_dump(),
     )
     session.add(dataset)
@@ -68,11 +72,37 @@ async def new_dataset(
     return dataset
 
 
+def _path_part(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip()).strip(".") or "_"
+
+
+def default_zarr_dir(
+    dataset: Dataset, project: Project, data: DatasetCreate, default_project_dir: str
+) -> str:
+    """fractal-server 2.18+'s zarr_dir of a dataset created without one:
+    `<project_dir>/<zarr_subfolder>`, the subfolder by default
+    `fractal/<project id>_<project name>/<dataset id>_<dataset name>`."""
+    project_dir = data.project_dir or default_project_dir
+    subfolder = data.zarr_subfolder or os.path.join(
+        "fractal",
+        f"{project.id}_{_path_part(project.name)}",
+        f"{dataset.id}_{_path_part(dataset.name)}",
+    )
+    return os.path.normpath(os.path.join(project_dir, subfolder))
+
+
 async def create_dataset(
-    session: AsyncSession, user: CurrentUser, project_id: int, data: DatasetCreate
+    session: AsyncSession,
+    user: CurrentUser,
+    project_id: int,
+    data: DatasetCreate,
+    default_project_dir: str,
 ) -> Dataset:
-    await get_project_for_member(session, project_id, user)
+    project = await get_project_for_member(session, project_id, user)
     dataset = await new_dataset(session, project_id, data)
+    if data.zarr_dir is None:
+        dataset.zarr_dir = default_zarr_dir(dataset, project, data, default_project_dir)
+        await session.flush()
     await session.refresh(dataset, ["project"])
     return dataset
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import LinkUserProject, Project, Task, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
+from .task_package import generated_source
 from .task_trust import check_run_fields_unchanged
 from .users import CurrentUser
 
@@ -58,9 +59,13 @@ async def check_source_free(session: AsyncSession, source: str) -> None:
         raise Unprocessable(f"Source '{source}' already used by some TaskV2")
 
 
-def new_task(data: TaskCreate, *, source: str, owner: str | None) -> Task:
+def new_task(data: TaskCreate, *, source: str | None, owner: str | None) -> Task:
     """A task row for `data` (not added to a session): the checks every way of creating
-    a task shares (by hand, or collected from a package's manifest)."""
+    a task shares (by hand, or collected from a package's manifest). `source` is the one
+    stored (None: the one `data` names)."""
+    source = source or data.source
+    if source is None:
+        raise Unprocessable(f"Task '{data.name}' has no source")
     task_type = data.task_type
     if not has_parallel_part(task_type) and (
         data.args_schema_parallel is not None or data.meta_parallel is not None
@@ -83,7 +88,11 @@ def new_task(data: TaskCreate, *, source: str, owner: str | None) -> Task:
 
 
 async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
-    source = f"{user.username}:{data.source}"
+    given = data.source
+    if given is None:
+        assert data.version is not None  # (TaskCreate requires one without source)
+        given = generated_source(data.name, data.version)
+    source = f"{user.username}:{given}"
     task = new_task(data, source=source, owner=user.username)
     await check_source_free(session, source)
     session.add(task)

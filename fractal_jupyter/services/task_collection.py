@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -52,6 +51,7 @@ from ..schemas.task_collection import (
     TaskCollectPip,
 )
 from .task import new_task
+from .task_package import normalize_package_name, slugify_task_name
 from .users import CurrentUser
 
 PUBLIC_SUBDIR = ".fractal"
@@ -67,16 +67,6 @@ FIND_PACKAGE_TIMEOUT_SECONDS = 60.0
 
 class CollectionError(Exception):
     """A collection step failed; the message says why (it becomes the state's `info`)."""
-
-
-def normalize_package_name(name: str) -> str:
-    """PyPA's name normalisation, as fractal-server 2.6.4 applies it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def slugify_task_name(name: str) -> str:
-    """The last part of a task's `source` (2.6.4: lower case, spaces become `_`)."""
-    return name.replace(" ", "_").lower()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -8,16 +9,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Task, Workflow
 from ..errors import Unprocessable
+from ..schemas.common import Filters
 from ..schemas.workflow import (
+    TaskExport,
+    TaskImport,
     WorkflowCreate,
     WorkflowExport,
     WorkflowImport,
+    WorkflowReadWithWarnings,
     WorkflowTaskCreate,
+    WorkflowTaskExport,
     WorkflowUpdate,
 )
 from .access import get_project_for_member, get_workflow_for_member, member_project_ids
 from .job import check_no_submitted_job
-from .task_trust import require_runnable_tasks
+from .task_package import newest, normalize_package_name, package_identity
+from .task_trust import may_run, require_runnable_tasks
 from .users import CurrentUser
 from .workflowtask import check_arguments, check_sides, insert_workflow_task
 
@@ -105,8 +112,106 @@ async def delete_workflow(
 async def export_workflow(
     session: AsyncSession, user: CurrentUser, project_id: int, workflow_id: int
 ) -> WorkflowExport:
+    """Each task named by its source (2.6.4) and by package, version and name (2.7+)."""
     workflow = await get_workflow_for_member(session, project_id, workflow_id, user)
-    return WorkflowExport.model_validate(workflow)
+    entries = []
+    for workflow_task in workflow.task_list:
+        task = workflow_task.task
+        identity = package_identity(task)
+        exported = TaskExport(
+            source=task.source,
+            pkg_name=identity.pkg_name if identity else None,
+            version=identity.version if identity else None,
+            name=task.name,
+        )
+        entries.append(
+            WorkflowTaskExport(
+                meta_non_parallel=workflow_task.meta_non_parallel,
+                meta_parallel=workflow_task.meta_parallel,
+                args_non_parallel=workflow_task.args_non_parallel,
+                args_parallel=workflow_task.args_parallel,
+                input_filters=Filters.model_validate(workflow_task.input_filters),
+                task=exported,
+            )
+        )
+    return WorkflowExport(name=workflow.name, task_list=entries)
+
+
+@dataclass
+class ImportedTask:
+    task: Task
+    warning: str | None = None
+
+
+async def _find_by_package(
+    session: AsyncSession, user: CurrentUser, named: TaskImport, admin_users: Collection[str]
+) -> ImportedTask | str:
+    """The task `named` by package and name among those the user may run: the named version,
+    else the newest (with a warning); or why there is none."""
+    assert named.pkg_name is not None and named.name is not None
+    pkg_name = normalize_package_name(named.pkg_name)
+    candidates = [
+        (task, identity)
+        for task in (await session.scalars(select(Task).where(Task.name == named.name))).all()
+        if (identity := package_identity(task)) is not None
+        and identity.pkg_name == pkg_name
+        and may_run(task, user, admin_users)
+    ]
+    same = [entry for entry in candidates if entry[1].version == named.version]
+    chosen = newest(same) or newest(candidates)
+    if chosen is None:
+        return (
+            f"no task '{named.name}' of package '{pkg_name}' that user '{user.username}' may "
+            "run (collect the package first: GET api/v2/task/ lists the tasks)"
+        )
+    task, identity = chosen
+    if identity.version == named.version:
+        return ImportedTask(task)
+    wanted = f"version {named.version}" if named.version else "no version"
+    return ImportedTask(
+        task,
+        f"The import named {wanted} of task '{named.name}' of package '{pkg_name}'; "
+        f"imported version {identity.version} (task {task.id}), the newest one available.",
+    )
+
+
+async def _resolve_import_tasks(
+    session: AsyncSession,
+    user: CurrentUser,
+    data: WorkflowImport,
+    admin_users: Collection[str],
+) -> list[ImportedTask]:
+    """The task of each entry: by source where it is known (2.6.4), else by package."""
+    sources = {entry.task.source for entry in data.task_list if entry.task.source is not None}
+    by_source = {
+        task.source: task
+        for task in (await session.scalars(select(Task).where(Task.source.in_(sources)))).all()
+    }
+    found: list[ImportedTask] = []
+    unknown_sources: list[str] = []
+    problems: list[str] = []
+    for position, entry in enumerate(data.task_list):
+        named = entry.task
+        if named.source is not None and named.source in by_source:
+            found.append(ImportedTask(by_source[named.source]))
+        elif named.pkg_name is not None and named.name is not None:
+            match = await _find_by_package(session, user, named, admin_users)
+            if isinstance(match, str):
+                problems.append(f"task_list[{position}]: {match}")
+            else:
+                found.append(match)
+        elif named.source not in unknown_sources:
+            unknown_sources.append(str(named.source))
+    if unknown_sources:
+        problems.insert(
+            0,
+            "No task with source "
+            + ", ".join(f"'{source}'" for source in unknown_sources)
+            + ": collect or create it first (GET api/v2/task/ lists the known sources).",
+        )
+    if problems:
+        raise Unprocessable("\n".join(problems))
+    return found
 
 
 async def import_workflow(
@@ -115,34 +220,23 @@ async def import_workflow(
     project_id: int,
     data: WorkflowImport,
     admin_users: Collection[str],
-) -> Workflow:
-    """A new workflow whose tasks are found by `source`; all checked before anything is made
-    (including that the caller's jobs may run them)."""
+) -> WorkflowReadWithWarnings:
+    """A new workflow whose tasks are found by source or by package (`_resolve_import_tasks`);
+    all checked before anything is made (including that the caller's jobs may run them)."""
     project = await get_project_for_member(session, project_id, user)
     await _check_name_free(session, project_id, data.name)
-    sources = {entry.task.source for entry in data.task_list}
-    tasks = {
-        task.source: task
-        for task in (await session.scalars(select(Task).where(Task.source.in_(sources)))).all()
-    }
-    missing = sorted(sources - set(tasks))
-    if missing:
-        raise Unprocessable(
-            "No task with source "
-            + ", ".join(f"'{source}'" for source in missing)
-            + ": collect or create it first (GET api/v2/task/ lists the known sources)."
-        )
+    imported = await _resolve_import_tasks(session, user, data, admin_users)
     await require_runnable_tasks(
         session,
         user,
-        (tasks[entry.task.source] for entry in data.task_list),
+        (entry.task for entry in imported),
         admin_users,
         action="Cannot import the workflow",
     )
     entries: list[tuple[Task, WorkflowTaskCreate]] = []
     problems: list[dict[str, Any]] = []
-    for position, entry in enumerate(data.task_list):
-        task = tasks[entry.task.source]
+    for position, (entry, match) in enumerate(zip(data.task_list, imported, strict=True)):
+        task = match.task
         fields = entry.model_dump(exclude={"task"}, exclude_none=True)
         try:
             check_sides(task.type, fields)
@@ -162,4 +256,7 @@ async def import_workflow(
     for task, create in entries:
         insert_workflow_task(workflow, task, create)
     await session.flush()
-    return workflow
+    answer = WorkflowReadWithWarnings.model_validate(workflow)
+    for read, match in zip(answer.task_list, imported, strict=True):
+        read.warning = match.warning
+    return answer

@@ -25,6 +25,7 @@ import pytest
 
 from fractal_jupyter import __version__
 from fractal_jupyter.demo import DemoServer, free_port, server_command
+from tests.support.task_packages import build_task_wheel, mock_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / ".tmp"
@@ -284,13 +285,15 @@ def test_fractal_client_2_2_1(server: LiveServer, tmp_path: Path) -> None:
     assert "Status code: 401" in out and "Bad credentials" in out
 
 
-def register_tasks(server: LiveServer) -> dict[str, dict[str, Any]]:
-    """fractal-client 2.24's `task new` sends no `source`, which 2.6.4's API requires."""
-    bodies = [
-        {"name": "Make 24", "source": "e2e:make24", "command_non_parallel": make_images_command()},
-        {"name": "Sleep 24", "source": "e2e:sleep24", "command_non_parallel": misbehave_command()},
-    ]
-    return {body["name"]: server.api.call("POST", "api/v2/task/", body) for body in bodies}
+def wait_for_collection(server: LiveServer, state_id: int) -> dict[str, Any]:
+    """The collection's final state (`task check-collection` of 2.24 asks the task-group
+    activity routes, which come with task groups)."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        state: dict[str, Any] = server.api.call("GET", f"api/v2/task/collect/{state_id}/")
+        if state["data"]["status"] in ("OK", "fail") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.3)
 
 
 def test_fractal_client_2_24_1(server: LiveServer, tmp_path: Path) -> None:
@@ -323,31 +326,76 @@ def test_fractal_client_2_24_1(server: LiveServer, tmp_path: Path) -> None:
     assert "p24" in [p["name"] for p in client.json("project", "list")]
     assert client.json("project", "show", pid)["name"] == "p24"
     assert client.json("project", "edit", pid, "--new-name", "p24b")["name"] == "p24b"
-    # 2.24's add-dataset sends project_dir/zarr_subfolder instead of 2.6.4's zarr_dir.
-    client.run("project", "add-dataset", pid, "ds", rc=1)
-    dataset = server.api.call(
-        "POST", f"api/v2/project/{pid}/dataset/", {"name": "ds", "zarr_dir": str(tmp_path / "z")}
-    )
+    # 2.24's add-dataset sends project_dir/zarr_subfolder (2.18+) instead of 2.6.4's zarr_dir.
+    dataset = client.json("project", "add-dataset", pid, "ds", "--project-dir", str(tmp_path))
     did = str(dataset["id"])
+    assert dataset["zarr_dir"] == f"{tmp_path}/fractal/{pid}_p24b/{did}_ds"
+    other = client.json(
+        "project", "add-dataset", pid, "ds b", "--project-dir", str(tmp_path),
+        "--zarr-subfolder", "plates/b",
+    )  # fmt: skip
+    assert (other["name"], other["zarr_dir"]) == ("ds b", f"{tmp_path}/plates/b")
     assert client.json("dataset", "show", pid, did)["name"] == "ds"
     assert client.json("dataset", "edit", pid, did, "--new-name", "ds2")["name"] == "ds2"
 
-    tasks = register_tasks(server)
+    # 2.24's task new sends no source (2.7+): one is made of the name and version.
+    make = client.json(
+        "task", "new", "Make 24", "--version", "1.0",
+        "--command-non-parallel", make_images_command(),
+    )  # fmt: skip
+    assert (make["name"], make["type"], make["version"], make["owner"]) == (
+        "Make 24", "non_parallel", "1.0", USER,
+    )  # fmt: skip
+    assert make["source"] == f"{USER}:make_24:1.0"
+    sleep = client.json(
+        "task", "new", "Sleep 24", "--version", "1.0", "--task-type", "non_parallel",
+        "--command-non-parallel", misbehave_command(),
+    )  # fmt: skip
+    tasks = {"Make 24": make, "Sleep 24": sleep}
     names = {t["name"] for t in client.json("task", "list")}
     assert {"Make 24", "Sleep 24"} <= names
-    # 2.24's task new (no source) and add-task (a list body, no task_id query) are refused.
-    client.run("task", "new", "x", "--version", "1", "--command-non-parallel", "true", rc=1)
+
+    # A wheel file: uploaded (a multipart form), collected in the background.
+    wheel = build_task_wheel(tmp_path / "wheels", manifest=mock_manifest())
+    activity = client.json("task", "collect", str(wheel))
+    assert {k: activity[k] for k in ("pkg_name", "version", "status", "action")} == {
+        "pkg_name": "fractal-tasks-mock",
+        "version": "0.1.0",
+        "status": "pending",
+        "action": "collect",
+    }
+    state = wait_for_collection(server, activity["id"])
+    assert state["data"]["status"] == "OK", state["data"].get("log")
+    collected = [t for t in client.json("task", "list") if t["version"] == "0.1.0"]
+    assert len(collected) == len(mock_manifest()["task_list"])
 
     [wid_] = client.batch("workflow", "new", "w24", pid)
     wid = str(wid_)
-    client.run("workflow", "add-task", pid, wid, "--task-id", str(tasks["Make 24"]["id"]), rc=1)
+    # 2.24's add-task sends a list body with the task_id in it; the answer is a list.
+    added = client.json(
+        "workflow", "add-task", pid, wid, "--task-id", str(make["id"]),
+        "--args-non-parallel", client.write_json("a.json", {"count": 2}),
+    )  # fmt: skip
+    assert [(t["task_id"], t["order"], t["args_non_parallel"]) for t in added] == [
+        (make["id"], 0, {"count": 2})
+    ]
+    [by_name] = client.batch("workflow", "add-task", pid, wid, "--task-name", "Sleep 24")
+    shown = client.json("workflow", "show", pid, wid)
+    assert [(t["id"], t["task"]["name"]) for t in shown["task_list"]] == [
+        (added[0]["id"], "Make 24"),
+        (by_name, "Sleep 24"),
+    ]
     assert client.json("workflow", "edit", pid, wid, "--new-name", "w24b")["name"] == "w24b"
     assert "w24b" in [w["name"] for w in client.json("workflow", "list", pid)]
-    # A workflow with tasks comes in through import (task sources as this server stores them).
+    # A workflow comes in through import: a task by package, version and name (2.7+), one
+    # by source (2.6.4).
     definition = {
         "name": "imported 24",
         "task_list": [
-            {"task": {"source": tasks["Make 24"]["source"]}, "args_non_parallel": {"count": 2}},
+            {
+                "task": {"pkg_name": "make-24", "version": "1.0", "name": "Make 24"},
+                "args_non_parallel": {"count": 2},
+            },
             {"task": {"source": tasks["Sleep 24"]["source"]}, "args_non_parallel": {"mode": "x"}},
         ],
     }
@@ -362,7 +410,11 @@ def test_fractal_client_2_24_1(server: LiveServer, tmp_path: Path) -> None:
     assert len(client.json("workflow", "show", pid, imported)["task_list"]) == 1
     exported = tmp_path / "export.json"
     client.run("workflow", "export", pid, imported, "--json-file", str(exported))
-    assert json.loads(exported.read_text())["name"] == "imported 24"
+    export = json.loads(exported.read_text())
+    assert export["name"] == "imported 24"
+    assert export["task_list"][0]["task"] == {
+        "source": make["source"], "pkg_name": "make-24", "version": "1.0", "name": "Make 24",
+    }  # fmt: skip
 
     [jid] = client.batch("job", "submit", pid, imported, did)
     client.wait_for_job(int(pid), jid, "done")
