@@ -65,7 +65,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
 
     State: `status` ("submitted", "done", "failed"; "unknown" when the job cannot be read),
     `job` (JobRead), `progress` (JobProgressRead: per task its calls and its images by
-    status in this job), `log` (the whole log), `log_tail` (its last lines), `error_summary`
+    status in this job), `log_text` (the whole log), `log_tail` (its last lines), `error_summary`
     (a failed job's error), `following` (the polling thread runs). `refresh()` updates once;
     `stop()` stops the job; `search_log(text)` marks the lines with `text`;
     `download(folder)` saves the job folder as a zip.
@@ -89,7 +89,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         self.job: JobRead | None = None
         self.progress: JobProgressRead | None = None
         self.status = "unknown"
-        self.log = ""
+        self.log_text = ""
         self.log_tail = ""
         self.error_summary = ""
         self.downloaded: Path | None = None
@@ -258,8 +258,8 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
             rows.append(w.HBox([label, bar, w.HTML(text)], layout=w.Layout(flex_flow="row wrap")))
         self.tasks_box.children = rows
         log = job.log or ""
-        if log != self.log:
-            self.log = log
+        if log != self.log_text:
+            self.log_text = log
             self.log_tail = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
             self._show_log()
         self.error_summary = failure_summary(log) if job.status == "failed" else ""
@@ -280,7 +280,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         return self._show_log()
 
     def _show_log(self) -> int:
-        log = self.log
+        log = self.log_text
         cut = len(log) > LOG_SHOWN_CHARS
         if cut:
             log = log[-LOG_SHOWN_CHARS:].partition("\n")[2]
@@ -450,11 +450,13 @@ class JobList(w.VBox):  # type: ignore[misc]
 
     def open_job(self, job_id: int) -> JobMonitor | None:
         """Open the monitor of job `job_id` (one of the list's jobs)."""
-        job = next((job for job in self.jobs if job.id == job_id), None)
-        if job is None:
+        position = next((i for i, job in enumerate(self.jobs) if job.id == job_id), None)
+        if position is None:
             self.message.fail(f"job {job_id} is not in this list")
             return None
-        return self._open(job.project_id, job.id)
+        monitor = self._open(self.jobs[position].project_id, job_id)
+        self.go(position // self.page_size + 1)  # its page, its row selected
+        return monitor
 
     def _open(self, project_id: int | None, job_id: int) -> JobMonitor | None:
         if project_id is None:
