@@ -173,7 +173,9 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         )
         self.rerun_button.on_click(lambda _b: self.rerun_failed())
         self.log_area = w.HTML(
-            layout=w.Layout(max_height="12em", overflow="auto", width="100%", display="none")
+            layout=w.Layout(
+                max_height="12em", overflow="auto", width="100%", margin="0", display="none"
+            )
         )
         self.log_area.add_class("fractal-log")
         self.image_log = ""
@@ -213,15 +215,10 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                 ],
                 layout=w.Layout(align_items="center", flex_flow="row wrap"),
             ),
+            self.rows.widget,
             w.HBox(
-                [
-                    w.Box([self.rows.widget], layout=w.Layout(flex="1 1 420px", min_width="0")),
-                    w.VBox(
-                        [self.thumbnail, self.thumbnail_note],
-                        layout=w.Layout(flex="0 1 264px", min_width="0"),
-                    ),
-                ],
-                layout=w.Layout(flex_flow="row wrap", width="100%"),
+                [self.thumbnail, self.thumbnail_note],
+                layout=w.Layout(flex_flow="row wrap", align_items="flex-start"),
             ),
             self.log_area,
             w.HBox([self.channel_input, self.z_input], layout=w.Layout(flex_flow="row wrap")),

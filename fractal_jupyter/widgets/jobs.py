@@ -119,7 +119,9 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         )
         self.only_matching.observe(lambda _c: self._show_log(), "value")
         self.search_count = w.HTML()
-        self.log_html = w.HTML(layout=w.Layout(max_height="24em", overflow="auto", width="100%"))
+        self.log_html = w.HTML(
+            layout=w.Layout(max_height="24em", overflow="auto", width="100%", margin="0")
+        )
         self.log_html.add_class("fractal-log")
         self.children = [
             style_sheet(),

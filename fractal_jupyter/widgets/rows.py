@@ -62,10 +62,16 @@ class RowTable:
     ) -> None:
         self._on_select = on_select
         self._quiet = False
+        self.rows_shown = rows_shown
         self.max_width = max_width
-        self.header = w.HTML(layout=w.Layout(width="100%"))
+        # As wide as the longest row, at least as the widget: wider rows scroll sideways.
+        self.header = w.HTML(layout=w.Layout(width="max-content", min_width="100%", margin="0"))
         self.header.add_class("fractal-rows-header")
-        self.select_widget = w.Select(options=[], rows=rows_shown, layout=w.Layout(width="100%"))
+        self.select_widget = w.Select(
+            options=[],
+            rows=rows_shown,
+            layout=w.Layout(width="max-content", min_width="100%", margin="0"),
+        )
         self.select_widget.observe(self._changed, "value")
         self.widget = w.VBox(
             [self.header, self.select_widget], layout=w.Layout(width="100%", overflow="auto")
@@ -98,6 +104,7 @@ class RowTable:
         try:
             # The index makes equal lines distinct options.
             self.select_widget.options = [(line, i) for i, line in enumerate(self.lines)]
+            self.select_widget.rows = max(2, min(len(self.lines), self.rows_shown))
             self.select_widget.value = selected
         finally:
             self._quiet = False
