@@ -3,11 +3,14 @@ the viewer links, driven from Python against a live server (see tests/test_widge
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fractal_jupyter.widgets import ImageBrowser
+from tests.test_widgets import write_ome_zarr
 
 VIEWER = "https://viewer.example/?source={zarr_url}"
 
@@ -41,8 +44,14 @@ async def test_image_browser_values_pages_toggle_and_viewer_links(
         },
     )
     assert status == 201, dataset
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(1, 1, 64, 64)) % 300
+    write_ome_zarr(Path(images[0]["zarr_url"]), pixels)
     client = make_client()
     browser = await in_thread(ImageBrowser, client, project["id"], dataset["id"], page_size=10)
+    # The page's one readable image has a thumbnail with its "view" link.
+    (tile,) = browser.gallery.children
+    link = f'href="https://viewer.example/?source={images[0]["zarr_url"]}"'
+    assert link in tile.children[1].value
     assert browser.title == "my plate" and "Images of my plate" in browser.children[1].value
     assert (browser.total_count, browser.page_count) == (120, 12)
 

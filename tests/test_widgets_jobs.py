@@ -153,6 +153,8 @@ async def test_job_list_opens_the_monitor_of_a_past_job(api, make_client, in_thr
     assert empty.jobs == [] and empty.rows.lines == [] and empty.message.text == "no jobs yet"
     mine = await in_thread(JobList, client, project["id"])
     assert [job.id for job in mine.jobs] == [done.id, failed.id]
+    refused = await in_thread(JobList, make_client("bob"), project["id"])
+    assert refused.jobs == [] and refused.message.failed and "403" in refused.message.text
 
 
 async def test_job_monitor_from_a_job_id(api, make_client, in_thread, tmp_path):
