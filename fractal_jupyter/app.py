@@ -397,6 +397,14 @@ class FractalJupyter(ExtensionApp):
         "removing that file and restarting the server revokes every token.",
     ).tag(config=True)
 
+    viewer_url_template = Unicode(
+        "",
+        help="The address of an image viewer (a vizarr instance, say) with `{zarr_url}` where "
+        "an image's or a plate's zarr_url goes, e.g. "
+        "`https://vizarr.example/?source={zarr_url}`: the image browser widget then shows a "
+        "'view' link per image and per plate. Empty: no links.",
+    ).tag(config=True)
+
     server_owner = Unicode(
         help="Under JupyterHub, the user who owns this server: only they may submit jobs or "
         "collect tasks, since those run as the server's OS user; any other caller (a hub "

@@ -154,14 +154,10 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     ]
     assert "END" in monitor.log_tail or "Project image" in monitor.log_tail
     assert monitor.stop_button.disabled
-    # Images by status, per task: the plate's 3D images; the projection's inputs and outputs.
-    counts = [monitor.image_counts[t.workflow_task_id] for t in monitor.progress.tasks]
-    assert [(c.num_done_images, c.num_failed_images) for c in counts if c] == [
-        (4, 0),
-        (8, 0),
-        (4, 0),
-    ]
-    assert "images: 8 done, 0 failed" in monitor.tasks_box.children[1].children[2].value
+    # Each task's input images in this job, by status (the plate's converter has none).
+    images = [(t.images_done, t.images_failed, t.images_submitted) for t in monitor.progress.tasks]
+    assert images == [(0, 0, 0), (4, 0, 0), (4, 0, 0)]
+    assert "4 images: 4 done" in monitor.tasks_box.children[1].children[2].value
 
 
 async def test_job_monitor_stop_button(api, make_client, in_thread, tmp_path):
@@ -276,7 +272,7 @@ async def test_image_browser_pages_filters_and_thumbnail(api, make_client, in_th
     assert browser.type_names == ["is_3D"]
     assert set(browser.attribute_filters) == {"well", "index"}
     assert "30</b> image(s)" in browser.count_html.value
-    assert browser.table.value.count("<tr") == 11
+    assert len(browser.rows.lines) == 10 and browser.rows.lines[0].startswith("plate.zarr/A/00/0")
 
     await in_thread(browser.next_button.click)
     assert browser.page == 2 and browser.images[0].attributes["index"] == 10
@@ -286,7 +282,7 @@ async def test_image_browser_pages_filters_and_thumbnail(api, make_client, in_th
 
     # Filters: an attribute value from the summary, then a type; back to page 1.
     await in_thread(browser.set_filter, "well", "A0")
-    assert browser.filters == {"attributes": {"well": "A0"}, "types": {}}
+    assert browser.filters == {"attributes": {"well": ["A0"]}, "types": {}}
     assert browser.page == 1 and browser.total_count == 5
     assert {i.attributes["well"] for i in browser.images} == {"A0"}
     await in_thread(setattr, browser.type_filters["is_3D"], "value", False)
@@ -303,10 +299,12 @@ async def test_image_browser_pages_filters_and_thumbnail(api, make_client, in_th
     assert browser.selected == browser.images[0]
     assert bytes(browser.thumbnail.value).startswith(b"\x89PNG")
     assert browser.thumbnail_data_url.startswith("data:image/png;base64,")
-    assert "<tr style='background:#e3f2fd'>" in browser.table.value
-    await in_thread(browser.select, 1)  # no OME-Zarr there
-    assert bytes(browser.thumbnail.value) == b""
-    assert "no thumbnail" in browser.thumbnail_note.value
+    assert browser.rows.selected == 0 and browser.thumbnail.layout.display == ""
+    await in_thread(browser.select, 1)  # no OME-Zarr there: a note, no broken image, no path
+    assert bytes(browser.thumbnail.value) == b"" and browser.thumbnail.layout.display == "none"
+    assert "No preview" in browser.thumbnail_note.value
+    assert str(tmp_path) not in browser.thumbnail_note.value
+    assert "<a " not in browser.thumbnail_note.value  # no viewer configured: no link
 
     # A refused query shows the server's reason.
     broken = await in_thread(ImageBrowser, make_client("bob"), project_id, dataset_id)
@@ -343,7 +341,7 @@ async def test_image_browser_shows_status_logs_and_reruns_the_failed(
     assert browser.workflowtask_id is None and browser.rerun_button.disabled
     await in_thread(setattr, browser.status_task, "value", wftask_id)
     assert browser.attribute_values[STATUS] == ["done", "failed"]
-    assert STATUS in browser.table.value and not browser.rerun_button.disabled
+    assert STATUS in browser.rows.header.value and not browser.rerun_button.disabled
     await in_thread(browser.set_filter, STATUS, "failed")
     assert [image.zarr_url for image in browser.images] == urls[1:]
     await in_thread(browser.select, 0)

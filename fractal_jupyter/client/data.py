@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..schemas.common import Filters
@@ -10,7 +10,7 @@ from ..schemas.dataset import DatasetExport, DatasetImport, DatasetRead
 from ..schemas.images import ImagePage, SingleImage
 from ..schemas.project import ProjectRead
 from ..schemas.user import UserRead
-from .transport import ClientBase, endpoint, fields_given
+from .transport import ClientBase, endpoint, fields_given, filter_fields
 
 PROJECT = "/api/v2/project/{project_id}/"
 DATASET = PROJECT + "dataset/{dataset_id}/"
@@ -205,10 +205,18 @@ class DataMixin(ClientBase):
         page: int = 1,
         page_size: int | None = None,
         use_dataset_filters: bool = False,
+        attribute_filters: Mapping[str, Sequence[Any]] | None = None,
+        type_filters: Mapping[str, bool] | None = None,
     ) -> ImagePage:
         """One page of the images matching `filters` (`{"attributes": {...}, "types": {...}}`),
-        with the total count and the dataset's attribute values and types."""
-        body = fields_given(filters=filters, zarr_url=zarr_url)
+        with the total count and the dataset's attribute values and types.
+
+        `attribute_filters` ({key: [values]}: one of the values) and `type_filters` are
+        fractal-server 2.11+'s filters; an image matches these and `filters`."""
+        body = {
+            **fields_given(filters=filters, zarr_url=zarr_url),
+            **filter_fields(attribute_filters, type_filters),
+        }
         return self._transport.call(
             ImagePage,
             "POST",

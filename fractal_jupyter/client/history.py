@@ -13,7 +13,7 @@ from ..schemas.history import (
     JobWithTaskStatuses,
 )
 from .data import DATASET, PROJECT
-from .transport import ClientBase, endpoint, fields_given
+from .transport import ClientBase, endpoint, fields_given, filter_fields
 
 STATUS = PROJECT + "status/"
 
@@ -26,10 +26,7 @@ def _filters(
     attributes = {key: list(values) for key, values in (attribute_filters or {}).items()}
     if statuses is not None:
         attributes[IMAGE_STATUS_KEY] = list(statuses)
-    return fields_given(
-        attribute_filters=attributes or None,
-        type_filters=dict(type_filters) if type_filters else None,
-    )
+    return filter_fields(attributes, type_filters)
 
 
 class HistoryMixin(ClientBase):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +114,22 @@ def fields_given(**fields: Any) -> dict[str, Any]:
         for key, value in fields.items()
         if value is not None
     }
+
+
+def filter_fields(
+    attribute_filters: Mapping[str, Sequence[Any]] | None,
+    type_filters: Mapping[str, bool] | None,
+) -> dict[str, Any]:
+    """fractal-server 2.11+'s `attribute_filters` ({key: [values]}) and `type_filters` as
+    body fields (left out when empty)."""
+    return fields_given(
+        attribute_filters=(
+            {key: list(values) for key, values in attribute_filters.items()}
+            if attribute_filters
+            else None
+        ),
+        type_filters=dict(type_filters) if type_filters else None,
+    )
 
 
 def _query_value(value: Any) -> str:

@@ -13,6 +13,7 @@ from ..schemas.admin import TaskInfo
 from ..schemas.group import UserGroupRead
 from ..schemas.job import JobRead, JobStatus
 from ..schemas.project import ProjectRead
+from ..schemas.settings import WidgetSettings
 from ..schemas.token import BearerToken
 from ..schemas.user import UserRead, UserSettingsRead, UserSettingsReadStrict
 from .transport import ClientBase, changes_body, endpoint, fields_given
@@ -163,6 +164,11 @@ class UsersMixin(ClientBase):
     def get_server_settings(self) -> dict[str, Any]:
         """The server's configuration, secrets masked (admins)."""
         return self._transport.call(dict[str, Any], "GET", "/api/settings/")
+
+    @endpoint("GET", "/api/settings/widgets/")
+    def get_widget_settings(self) -> WidgetSettings:
+        """Deployment settings the widgets follow (the image viewer's URL template)."""
+        return self._transport.call(WidgetSettings, "GET", "/api/settings/widgets/")
 
     # --- admin/v2 --------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""`auth/current-user/...`, `auth/register/`, `auth/group-names/` and `api/settings/`."""
+"""`auth/current-user/...`, `auth/register/`, `auth/group-names/`, `api/settings/` and
+`api/settings/widgets/`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..schemas.query import GroupNamesQuery
+from ..schemas.settings import WidgetSettings
 from ..schemas.user import (
     UserCreate,
     UserRead,
@@ -80,3 +82,10 @@ class SettingsHandler(FractalHandler):
     )
     async def get(self) -> dict[str, Any]:
         return admin.sanitized_settings(self.fractal.config)
+
+
+class WidgetSettingsHandler(FractalHandler):
+    @operation("Deployment settings for the notebook widgets (any user)", response=WidgetSettings)
+    async def get(self) -> WidgetSettings:
+        template = self.fractal.config.get("viewer_url_template") or None
+        return WidgetSettings(viewer_url_template=template)

@@ -61,6 +61,7 @@ ROUTES: list[Route] = [
     Route("/auth/group/", group.GroupListHandler, "group"),
     Route("/auth/group/{group_id}/", group.GroupHandler, "group"),
     Route("/api/settings/", auth.SettingsHandler, "misc"),
+    Route("/api/settings/widgets/", auth.WidgetSettingsHandler, "misc"),
     Route("/admin/v2/project/", admin.AdminProjectListHandler, "admin"),
     Route("/admin/v2/job/", admin.AdminJobListHandler, "admin"),
     Route("/admin/v2/job/{job_id}/", admin.AdminJobHandler, "admin"),

@@ -1,9 +1,11 @@
+from __future__ import annotations
+
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from .common import (
     AttributeDict,
@@ -15,6 +17,7 @@ from .common import (
     ZarrPath,
     check_filter_counts,
 )
+from .filters import IMAGE_STATUS_KEY, AttributeFilters
 
 # Each attribute and type of an image is a row of the filter index: an image with 100,000
 # attributes took 13 s to add. Fractal's tasks give an image fewer than 10 of each. (Keys and
@@ -57,10 +60,31 @@ def _check_query_filters(filters: Filters) -> Filters:
 
 
 class ImageQuery(LenientRequestModel):
+    """2.6.4's query (`filters`: one value per attribute), plus fractal-server 2.11+'s
+    `attribute_filters` (a list of values per attribute: one of them) and `type_filters`;
+    an image matches all of them."""
+
     zarr_url: str | None = None
     filters: Annotated[Filters, AfterValidator(_check_query_filters)] = Field(
         default_factory=Filters
     )
+    attribute_filters: AttributeFilters = Field(default_factory=dict)
+    type_filters: TypeDict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_filter_counts(self) -> ImageQuery:
+        if IMAGE_STATUS_KEY in self.attribute_filters:
+            raise ValueError(
+                f"{IMAGE_STATUS_KEY} filters the images of a workflow task: "
+                "query them with POST .../status/images/"
+            )
+        _check_query_filters(
+            Filters(
+                attributes={**self.filters.attributes, **dict.fromkeys(self.attribute_filters)},
+                types={**self.filters.types, **self.type_filters},
+            )
+        )
+        return self
 
 
 class ImagePage(ResponseModel):

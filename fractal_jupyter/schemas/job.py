@@ -77,6 +77,10 @@ class TaskProgressRead(ResponseModel):
     status: Literal["pending", "submitted", "done", "failed"]
     calls_total: int | None  # known once the task has started
     calls_done: int
+    # The task's input images in this job by the status of their latest call (extension).
+    images_submitted: int = 0
+    images_done: int = 0
+    images_failed: int = 0
 
 
 class JobProgressRead(ResponseModel):

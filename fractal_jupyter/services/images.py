@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -394,6 +394,14 @@ def attribute_conditions(filter_sets: Sequence[Filters]) -> list[AttributeCondit
     ]
 
 
+def list_conditions(attribute_filters: Mapping[str, Sequence[Any]]) -> list[AttributeCondition]:
+    """fractal-server 2.11+ filters ({key: [values]}) as conditions: one of the values."""
+    return [
+        (key, [match_key(value) for value in dict.fromkeys(values)])
+        for key, values in attribute_filters.items()
+    ]
+
+
 @dataclass(frozen=True)
 class MatchingImages:
     """The ids of a dataset's images that match some filters, as one indexed SQL query.
@@ -774,10 +782,12 @@ def _read_page(
     attributes, types = _summaries(connection, dataset_id, in_dataset)
 
     zarr_url = None
+    conditions: list[AttributeCondition] = []
     if query is not None:
         zarr_url = query.zarr_url
-        filter_sets.append(query.filters)
-    matching = MatchingImages.build(dataset_id, filter_sets, zarr_url)
+        filter_sets += [query.filters, Filters(types=query.type_filters)]
+        conditions = list_conditions(query.attribute_filters)
+    matching = MatchingImages.build(dataset_id, filter_sets, zarr_url, attributes=conditions)
     total_count, page, page_size, rows = _page_rows(connection, matching, page, page_size)
     return RenderedImagePage(
         total_count=total_count,
@@ -870,11 +880,9 @@ def matching_images(
     dataset_id: int, workflowtask_id: int | None, query: ImageFilterQuery
 ) -> MatchingImages:
     """The images matching 2.11+ filters; the status key needs a workflow task."""
-    conditions: list[AttributeCondition] = [
-        (key, [match_key(value) for value in dict.fromkeys(values)])
-        for key, values in query.attribute_filters.items()
-        if key != IMAGE_STATUS_KEY
-    ]
+    conditions = list_conditions(
+        {key: values for key, values in query.attribute_filters.items() if key != IMAGE_STATUS_KEY}
+    )
     status = None
     if workflowtask_id is not None:
         wanted = query.attribute_filters.get(IMAGE_STATUS_KEY, [])

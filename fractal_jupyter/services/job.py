@@ -7,6 +7,7 @@ import shutil
 import stat
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import Dataset, Image, Job, Project, Workflow, WorkflowTask, utc_now
+from ..db.models import (
+    Dataset,
+    HistoryRun,
+    HistoryUnit,
+    Image,
+    Job,
+    Project,
+    Workflow,
+    WorkflowTask,
+    utc_now,
+)
 from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.interface import WorkflowTaskSpec
@@ -565,6 +576,23 @@ async def workflow_status(
     return StatusRead(status=result)
 
 
+async def _image_counts(session: AsyncSession, job_id: int) -> dict[int, Counter[str]]:
+    """Per workflow task of the job, its input images by status: each image has the status
+    of the job's last unit (task call) that names it, so a compound task's init call counts
+    until the image's own call reports."""
+    rows = await session.execute(
+        select(HistoryRun.workflowtask_id, HistoryUnit.status, HistoryUnit.zarr_urls)
+        .join(HistoryUnit, HistoryUnit.history_run_id == HistoryRun.id)
+        .where(HistoryRun.job_id == job_id)
+        .order_by(HistoryUnit.id)
+    )
+    latest: dict[int, dict[str, str]] = {}
+    for workflow_task_id, status, zarr_urls in rows:
+        if workflow_task_id is not None:
+            latest.setdefault(workflow_task_id, {}).update(dict.fromkeys(zarr_urls, status))
+    return {task_id: Counter(statuses.values()) for task_id, statuses in latest.items()}
+
+
 async def job_progress(
     session: AsyncSession, user: CurrentUser, project_id: int, job_id: int
 ) -> JobProgressRead:
@@ -582,11 +610,13 @@ async def job_progress(
         tasks = [(wt.id, wt.order, wt.task.name) for wt in selected]
     known = {task_id for task_id, _order, _name in tasks}
     tasks += [(int(key), None, f"workflow task {key}") for key in progress if int(key) not in known]
+    image_counts = await _image_counts(session, job.id)
     items = []
     for workflow_task_id, order, name in tasks:
         entry = progress.get(str(workflow_task_id), {})
         status = entry.get("status", "pending")
         total = entry.get("calls")
+        images = image_counts.get(workflow_task_id, Counter())
         items.append(
             TaskProgressRead(
                 workflow_task_id=workflow_task_id,
@@ -595,6 +625,9 @@ async def job_progress(
                 status=status,
                 calls_total=total,
                 calls_done=entry.get("calls_done", total if status == "done" else 0) or 0,
+                images_submitted=images["submitted"],
+                images_done=images["done"],
+                images_failed=images["failed"],
             )
         )
     return JobProgressRead(job_id=job.id, status=job.status, tasks=items)

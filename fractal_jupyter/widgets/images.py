@@ -1,9 +1,12 @@
 """`ImageBrowser`: a dataset's images as a paged table, filtered on the server.
 
-One drop-down per attribute (its values from the query's summary) and per type (any / true /
-false); the count of matching images; pages of `page_size`; a thumbnail of the selected image
-from its OME-Zarr lowest-resolution level. Every change is one `query_images` call, so a
-dataset of 100,000 images costs one page per view.
+One multiple choice per attribute (its values from the query's summary: an image matches one
+of the chosen values) and a drop-down per type (any / true / false); the dataset's own filters
+applied or not (fractal-web 1.8's toggle); the count of matching images; numbered pages of
+10 to 500 images; a click on a row selects the image and shows a thumbnail from its OME-Zarr
+lowest-resolution level. Every change is one `query_images` call, so a dataset of 100,000
+images costs one page per view. When the deployment sets `FractalJupyter.viewer_url_template`,
+each image and plate gets a "view" link to that viewer.
 
 With a `workflow_id`, a drop-down picks one of its tasks: the images then come with their
 status for it (`query_status_images`), as the attribute `__wftask_dataset_image_status__`
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import html
 from typing import Any
+from urllib.parse import quote
 
 import ipywidgets as w
 
@@ -27,11 +31,14 @@ from ..client.results import open_image, plate_of
 from ..schemas.filters import IMAGE_STATUS_KEY
 from ..schemas.history import ImagePageWithWarnings
 from ..schemas.images import ImagePage, SingleImage
-from ._common import MessageArea, describe_error, table
+from ._common import MessageArea, describe_error
+from .rows import RowTable, fit, render_log, style_sheet
 from .zarr_thumbnail import ThumbnailError, plate_overview, png_bytes, thumbnail_png
 
 ANY: Any = "(any)"
-PAGE_SIZES = (10, 25, 50, 100)
+PAGE_SIZES = (10, 25, 50, 100, 200, 500)
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = PAGE_SIZES[0], PAGE_SIZES[-1]
+PAGE_LINKS = 7  # numbered page buttons around the current page
 SMALL_SIDE = 96
 MIDDLE: Any = "middle"
 
@@ -45,13 +52,41 @@ def _option_label(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def viewer_link(template: str | None, zarr_url: str, text: str = "view") -> str:
+    """An HTML link to `zarr_url` in the configured viewer ("" when none is configured)."""
+    if not template:
+        return ""
+    address = template.replace("{zarr_url}", quote(zarr_url, safe="/:"))
+    return (
+        f'<a href="{html.escape(address, quote=True)}" target="_blank" rel="noopener" '
+        f'style="color:#1565c0;text-decoration:underline">{html.escape(text)}</a>'
+    )
+
+
+def page_size_problem(size: Any) -> str | None:
+    if (
+        isinstance(size, int)
+        and not isinstance(size, bool)
+        and MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE
+    ):
+        return None
+    return f"a page holds {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE} images, not {size!r}"
+
+
+def _filters_text(filters: Any) -> str:
+    parts = [f"{key}={_option_label(value)}" for key, value in filters.attributes.items()]
+    parts += [f"{key}={'true' if flag else 'false'}" for key, flag in filters.types.items()]
+    return ", ".join(parts)
+
+
 class ImageBrowser(w.VBox):  # type: ignore[misc]
     """Browse dataset `dataset_id` of project `project_id`.
 
-    State: `total_count`, `filters` ({"attributes": {...}, "types": {...}}), `page`,
-    `page_size`, `page_count`, `images` (this page), `selected` (a SingleImage or None),
-    `attribute_values` and `type_names` (the summary). `set_filter(name, value)`,
-    `set_type_filter(name, flag)`, `go(page)`, `select(index)` do what the widgets do.
+    State: `title`, `total_count`, `filters` ({"attributes": {name: [values]}, "types":
+    {...}}), `use_dataset_filters`, `page`, `page_size`, `page_count`, `images` (this page),
+    `selected` (a SingleImage or None), `attribute_values` and `type_names` (the summary),
+    `viewer_url_template`. `set_filter(name, values)`, `set_type_filter(name, flag)`,
+    `go(page)`, `set_page_size(n)`, `select(index)` do what the widgets do.
     """
 
     def __init__(
@@ -69,13 +104,13 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.project_id = project_id
         self.dataset_id = dataset_id
         self.page = 1
-        self.page_size = page_size
+        self.page_size = page_size if page_size_problem(page_size) is None else PAGE_SIZES[1]
         self.total_count = 0
         self.images: list[SingleImage] = []
         self.selected: SingleImage | None = None
         self.attribute_values: dict[str, list[Any]] = {}
         self.type_names: list[str] = []
-        self.attribute_filters: dict[str, w.Dropdown] = {}
+        self.attribute_filters: dict[str, w.SelectMultiple] = {}
         self.type_filters: dict[str, w.Dropdown] = {}
         self.workflow_id = workflow_id
         self.rerun_job_id: int | None = None
@@ -85,29 +120,42 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             "reading the dataset", lambda: client.get_dataset(project_id, dataset_id)
         )
         self.zarr_dir: str = dataset.zarr_dir.rstrip("/") + "/" if dataset is not None else ""
+        self.title = dataset.name if dataset is not None else f"dataset {dataset_id}"
+        self.viewer_url_template = self._viewer_url_template()
+        stored_filters = _filters_text(dataset.filters) if dataset is not None else ""
+        self.dataset_filters = w.Checkbox(
+            value=False,
+            description=(
+                f"apply the dataset's filters ({stored_filters})"
+                if stored_filters
+                else "apply the dataset's filters (it has none)"
+            ),
+            disabled=not stored_filters,
+            indent=False,
+            layout=w.Layout(width="auto"),
+        )
+        self.dataset_filters.observe(self._filter_changed, "value")
         self.count_html = w.HTML()
         self.filters_box = w.HBox([], layout=w.Layout(flex_flow="row wrap"))
         self.prev_button = w.Button(
-            icon="chevron-left", tooltip="previous page", layout=w.Layout(width="40px")
+            icon="chevron-left", tooltip="previous page", layout=w.Layout(width="36px")
         )
         self.next_button = w.Button(
-            icon="chevron-right", tooltip="next page", layout=w.Layout(width="40px")
+            icon="chevron-right", tooltip="next page", layout=w.Layout(width="36px")
         )
         self.prev_button.on_click(lambda _b: self.go(self.page - 1))
         self.next_button.on_click(lambda _b: self.go(self.page + 1))
+        self.page_buttons = w.HBox([], layout=w.Layout(flex_flow="row wrap"))
         self.page_label = w.HTML()
         self.size_input = w.Dropdown(
-            options=sorted({*PAGE_SIZES, page_size}),
-            value=page_size,
+            options=sorted({*PAGE_SIZES, self.page_size}),
+            value=self.page_size,
             description="per page",
             layout=w.Layout(width="160px"),
         )
         self.size_input.observe(self._size_changed, "value")
-        self.table = w.HTML(layout=w.Layout(max_height="320px", overflow="auto"))
-        self.picker = w.Select(options=[], rows=8, layout=w.Layout(width="100%"))
-        self.picker.add_class("fractal-image-picker")
-        self.picker.observe(self._picked, "value")
-        self.thumbnail = w.Image(format="png", layout=w.Layout(max_width="256px"))
+        self.rows = RowTable(self._picked, rows_shown=12, max_width=40)
+        self.thumbnail = w.Image(format="png", layout=w.Layout(max_width="256px", display="none"))
         self.thumbnail_note = w.HTML()
         self.status_task = w.Dropdown(
             options=[("(no status)", None), *self._workflow_tasks()],
@@ -124,11 +172,13 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             layout=w.Layout(display="" if workflow_id is not None else "none"),
         )
         self.rerun_button.on_click(lambda _b: self.rerun_failed())
-        self.log_area = w.Textarea(
-            value="",
-            disabled=True,
-            layout=w.Layout(width="100%", height="10em", display="none"),
+        self.log_area = w.HTML(
+            layout=w.Layout(
+                max_height="12em", overflow="auto", width="100%", margin="0", display="none"
+            )
         )
+        self.log_area.add_class("fractal-log")
+        self.image_log = ""
         self.thumbnails: dict[str, bytes] = {}  # zarr_url -> PNG (b"" when not shown)
         self.channel_input = w.Dropdown(
             options=[("0", 0)], value=0, description="channel", layout=w.Layout(width="220px")
@@ -145,32 +195,49 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.gallery.add_class("fractal-image-gallery")
         self.plate_url: str | None = None
         self.plate_png = b""
-        self.plate_image = w.Image(format="png")
+        self.plate_image = w.Image(format="png", layout=w.Layout(display="none"))
         self.plate_note = w.HTML()
         self.plate_box = w.VBox([self.plate_note, self.plate_image])
         self.children = [
-            w.HTML(f"<b>Images of dataset {dataset_id}</b>"),
-            w.HBox([self.status_task, self.rerun_button]),
+            style_sheet(),
+            w.HTML(f"<b>Images of {html.escape(self.title)}</b>"),
+            w.HBox([self.status_task, self.rerun_button], layout=w.Layout(flex_flow="row wrap")),
+            self.dataset_filters,
             self.filters_box,
             w.HBox(
                 [
                     self.count_html,
                     self.prev_button,
-                    self.page_label,
+                    self.page_buttons,
                     self.next_button,
+                    self.page_label,
                     self.size_input,
                 ],
-                layout=w.Layout(align_items="center"),
+                layout=w.Layout(align_items="center", flex_flow="row wrap"),
             ),
-            self.table,
-            w.HBox([self.picker, w.VBox([self.thumbnail, self.thumbnail_note])]),
+            self.rows.widget,
+            w.HBox(
+                [self.thumbnail, self.thumbnail_note],
+                layout=w.Layout(flex_flow="row wrap", align_items="flex-start"),
+            ),
             self.log_area,
-            w.HBox([self.channel_input, self.z_input]),
+            w.HBox([self.channel_input, self.z_input], layout=w.Layout(flex_flow="row wrap")),
             self.gallery,
             self.plate_box,
             self.message.widget,
         ]
         self.refresh()
+        problem = page_size_problem(page_size)
+        if problem:
+            self.message.fail(f"{problem}: showing {self.page_size}")
+
+    def _viewer_url_template(self) -> str | None:
+        """The deployment's viewer URL template; None when unset (or the server is older)."""
+        try:
+            template: str | None = self.client.get_widget_settings().viewer_url_template
+        except Exception:
+            return None
+        return template
 
     def _workflow_tasks(self) -> list[tuple[str, int]]:
         if self.workflow_id is None:
@@ -181,14 +248,18 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         )
         if workflow is None:
             return []
-        return [(f"{wt.order}: {wt.task.name}", wt.id) for wt in workflow.task_list]
+        return [(f"{wt.order + 1}: {wt.task.name}", wt.id) for wt in workflow.task_list]
 
     # state
     @property
     def filters(self) -> dict[str, dict[str, Any]]:
-        attributes = {k: d.value for k, d in self.attribute_filters.items() if d.value is not ANY}
+        attributes = {k: list(s.value) for k, s in self.attribute_filters.items() if s.value}
         types = {k: d.value for k, d in self.type_filters.items() if d.value is not ANY}
         return {"attributes": attributes, "types": types}
+
+    @property
+    def use_dataset_filters(self) -> bool:
+        return bool(self.dataset_filters.value)
 
     @property
     def page_count(self) -> int:
@@ -221,46 +292,64 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self._show()
 
     def _query(self) -> ImagePage | ImagePageWithWarnings:
+        filters = self.filters
         if self.workflowtask_id is None:
             page: ImagePage = self.client.query_images(
                 self.project_id,
                 self.dataset_id,
-                self.filters,
+                attribute_filters=filters["attributes"],
+                type_filters=filters["types"],
                 page=self.page,
                 page_size=self.page_size,
+                use_dataset_filters=self.use_dataset_filters,
             )
             return page
-        filters = self.filters
+        attributes, types = dict(filters["attributes"]), dict(filters["types"])
+        if self.use_dataset_filters:
+            # The status route knows no dataset filters: they join the query's own (a choice
+            # made in the widget wins over the dataset's for the same key).
+            dataset = self.client.get_dataset(self.project_id, self.dataset_id)
+            for key, value in dataset.filters.attributes.items():
+                if value is not None:
+                    attributes.setdefault(key, [value])
+            types = {**dataset.filters.types, **types}
         status_page: ImagePageWithWarnings = self.client.query_status_images(
             self.project_id,
             self.dataset_id,
             self.workflowtask_id,
-            attribute_filters={key: [value] for key, value in filters["attributes"].items()},
-            type_filters=filters["types"],
+            attribute_filters=attributes,
+            type_filters=types,
             page=self.page,
             page_size=self.page_size,
         )
         return status_page
 
     def _update_filter_widgets(self, attributes: dict[str, list[Any]], types: list[str]) -> None:
-        # The summary covers the whole dataset; a filter keeps its choice if still offered.
+        # The summary covers the whole dataset; a filter keeps the values still offered.
         self._quiet = True
         try:
             for name, values in attributes.items():
                 if name not in self.attribute_filters:
-                    dropdown = w.Dropdown(description=name, layout=w.Layout(width="220px"))
-                    dropdown.observe(self._filter_changed, "value")
-                    self.attribute_filters[name] = dropdown
-                dropdown = self.attribute_filters[name]
-                current = dropdown.value
-                dropdown.options = [(ANY, ANY), *((_option_label(v), v) for v in values)]
-                dropdown.value = current if current in values or current is ANY else ANY
+                    choice = w.SelectMultiple(
+                        description=name,
+                        rows=min(4, max(2, len(values))),
+                        layout=w.Layout(width="240px"),
+                        style={"description_width": "90px"},
+                        tooltip="the images with one of these values (none chosen: all)",
+                    )
+                    choice.observe(self._filter_changed, "value")
+                    self.attribute_filters[name] = choice
+                choice = self.attribute_filters[name]
+                current = [value for value in choice.value if value in values]
+                choice.options = [(_option_label(v), v) for v in values]
+                choice.value = tuple(current)
             for name in types:
                 if name not in self.type_filters:
                     dropdown = w.Dropdown(
                         options=[(ANY, ANY), ("true", True), ("false", False)],
                         description=name,
-                        layout=w.Layout(width="220px"),
+                        layout=w.Layout(width="200px"),
+                        style={"description_width": "90px"},
                     )
                     dropdown.observe(self._filter_changed, "value")
                     self.type_filters[name] = dropdown
@@ -273,37 +362,47 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
 
     def _show(self) -> None:
         self.count_html.value = f"<b>{self.total_count}</b> image(s)&nbsp;"
-        self.page_label.value = f"&nbsp;page {self.page} / {self.page_count}&nbsp;"
+        self.page_label.value = f"&nbsp;of {self.page_count}&nbsp;"
         self.prev_button.disabled = self.page <= 1
         self.next_button.disabled = self.page >= self.page_count
+        self.page_buttons.children = [self._page_button(n) for n in self.page_numbers()]
         index = self.images.index(self.selected) if self.selected in self.images else None
-        self._render_table(index)
-        self._quiet = True
-        try:
-            self.picker.options = [
-                (self.short(image.zarr_url), i) for i, image in enumerate(self.images)
-            ]
-            self.picker.value = index
-        finally:
-            self._quiet = False
+        self._render_rows(index)
         if index is None:
             self.selected = None
-            self.thumbnail.value = b""
-            self.thumbnail_note.value = ""
+            self._clear_thumbnail()
         self._show_pictures()
 
-    def _render_table(self, selected: int | None) -> None:
+    def page_numbers(self) -> list[int]:
+        """The numbered page buttons: the first, the last and those around the current page."""
+        half = PAGE_LINKS // 2
+        first = max(1, min(self.page - half, self.page_count - PAGE_LINKS + 1))
+        around = range(first, min(self.page_count, first + PAGE_LINKS - 1) + 1)
+        return sorted({1, *around, self.page_count})
+
+    def _page_button(self, number: int) -> w.Button:
+        current = number == self.page
+        button = w.Button(
+            description=str(number),
+            button_style="primary" if current else "",
+            tooltip=f"page {number}",
+            layout=w.Layout(width=f"{max(32, 12 + 8 * len(str(number)))}px", padding="0"),
+        )
+        button.on_click(lambda _b: self.go(number))
+        return button
+
+    def _render_rows(self, selected: int | None) -> None:
         names = sorted({k for image in self.images for k in image.attributes})
         rows = [
             [
                 self.short(image.zarr_url),
-                *(image.attributes.get(n, "") for n in names),
-                ", ".join(f"{k}={v}" for k, v in image.types.items()),
+                *(_option_label(image.attributes.get(n, "")) for n in names),
+                ", ".join(k for k, v in image.types.items() if v),
             ]
             for image in self.images
         ]
-        header = f"zarr_url (in {self.zarr_dir})" if self.zarr_dir else "zarr_url"
-        self.table.value = table([header, *names, "types"], rows, selected)
+        header = "image" if not self.zarr_dir else f"image (in {fit(self.zarr_dir, 40)})"
+        self.rows.set_rows([header, *names, "types"], rows, selected)
 
     def short(self, zarr_url: str) -> str:
         """A zarr_url relative to the dataset's zarr_dir (when inside it)."""
@@ -312,18 +411,45 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         return zarr_url
 
     # actions
-    def set_filter(self, attribute: str, value: Any = ANY) -> None:
-        self.attribute_filters[attribute].value = value
+    def set_filter(self, attribute: str, values: Any = ANY) -> None:
+        """Keep the images whose `attribute` is one of `values` (a value or a list; ANY or
+        [] for all); values not in the summary are left out."""
+        if attribute not in self.attribute_filters:
+            self.message.fail(f"no attribute {attribute!r} in this dataset")
+            return
+        wanted = [] if values is ANY else values if isinstance(values, list | tuple) else [values]
+        offered = self.attribute_values.get(attribute, [])
+        self.attribute_filters[attribute].value = tuple(v for v in wanted if v in offered)
 
     def set_type_filter(self, type_name: str, flag: bool | None = None) -> None:
+        if type_name not in self.type_filters:
+            self.message.fail(f"no type {type_name!r} in this dataset")
+            return
         self.type_filters[type_name].value = ANY if flag is None else flag
 
     def go(self, page: int) -> None:
         self.page = min(max(1, page), self.page_count)
         self.refresh()
 
+    def set_page_size(self, size: int) -> None:
+        """Show `size` images per page (10 to 500)."""
+        problem = page_size_problem(size)
+        if problem:
+            self.message.fail(problem)
+            return
+        if size not in self.size_input.options:
+            self.size_input.options = sorted({*self.size_input.options, size})
+        self.size_input.value = size
+
     def select(self, index: int | None) -> None:
-        self.picker.value = index
+        """Select row `index` of the page, as a click does (None: no image)."""
+        if index is not None and not 0 <= index < len(self.images):
+            self.message.fail(f"this page has no image number {index}")
+            return
+        self.rows.select(index)
+        if index is None:
+            self.selected = None
+            self._clear_thumbnail()
 
     def _status_task_changed(self, _change: Any) -> None:
         if self.workflowtask_id is None and IMAGE_STATUS_KEY in self.attribute_filters:
@@ -369,11 +495,8 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
         self.page = 1
         self.refresh()
 
-    def _picked(self, change: Any) -> None:
-        if self._quiet or change["new"] is None:
-            return
-        self.selected = self.images[change["new"]]
-        self._render_table(change["new"])
+    def _picked(self, index: int) -> None:
+        self.selected = self.images[index]
         self._show_thumbnail(self.selected)
         self._show_log(self.selected)
 
@@ -387,7 +510,8 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                 self.project_id, self.dataset_id, workflowtask_id, image.zarr_url
             ),
         )
-        self.log_area.value = log or ""
+        self.image_log = log or ""
+        self.log_area.value = f"<pre>{render_log(self.image_log)[0]}</pre>" if log else ""
 
     @property
     def channel(self) -> int:
@@ -455,7 +579,8 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                             w.Image(value=png, format="png"),
                             w.HTML(
                                 f"<small title='{html.escape(image.zarr_url, quote=True)}'>"
-                                f"{html.escape(_tail(image.zarr_url))}</small>"
+                                f"{html.escape(_tail(image.zarr_url))}</small> "
+                                + viewer_link(self.viewer_url_template, image.zarr_url)
                             ),
                         ],
                         layout=w.Layout(margin="2px", max_width=f"{SMALL_SIDE + 8}px"),
@@ -469,7 +594,11 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
             try:
                 canvas, problems = plate_overview(self.plate_url, channel=self.channel, z=self.z)
             except ThumbnailError as error:
-                self.plate_note.value = f"<i>no plate overview: {html.escape(str(error))}</i>"
+                self.plate_note.value = (
+                    f"<b>Plate</b> {html.escape(self.short(self.plate_url))} "
+                    f"{viewer_link(self.viewer_url_template, self.plate_url)}<br>"
+                    f"<i>No overview: {html.escape(self._without_paths(str(error)))}</i>"
+                )
             else:
                 self.plate_png = png_bytes(canvas)
                 # Small plates are shown enlarged (up to 4x, 800 pixels wide at most).
@@ -477,21 +606,41 @@ class ImageBrowser(w.VBox):  # type: ignore[misc]
                 self.plate_image.layout.width = f"{canvas.shape[1] * scale}px"
                 missing = f" ({len(problems)} well(s) not shown)" if problems else ""
                 self.plate_note.value = (
-                    f"<b>Plate</b> {html.escape(self.short(self.plate_url))}{missing}"
+                    f"<b>Plate</b> {html.escape(self.short(self.plate_url))}{missing} "
+                    + viewer_link(self.viewer_url_template, self.plate_url)
                 )
         else:
             self.plate_note.value = ""
         self.plate_image.value = self.plate_png
+        self.plate_image.layout.display = "" if self.plate_png else "none"
+        self.plate_image.layout.max_width = "100%"
+
+    def _without_paths(self, text: str) -> str:
+        """A message with the dataset's folder left out of the paths it names."""
+        return text.replace(self.zarr_dir, "") if self.zarr_dir else text
+
+    def _clear_thumbnail(self) -> None:
+        self.thumbnail.value = b""
+        self.thumbnail.layout.display = "none"  # an empty image is a broken-image icon
+        self.thumbnail_note.value = ""
 
     def _show_thumbnail(self, image: SingleImage) -> None:
+        name = f"<small>{html.escape(fit(self.short(image.zarr_url), 48))}</small> " + viewer_link(
+            self.viewer_url_template, image.zarr_url
+        )
         try:
             png = thumbnail_png(image.zarr_url, channel=self.channel, z=self.z)
         except ThumbnailError as error:
-            self.thumbnail.value = b""
-            self.thumbnail_note.value = f"<i>no thumbnail: {html.escape(str(error))}</i>"
+            self._clear_thumbnail()
+            reason = html.escape(self._without_paths(str(error)), quote=True)
+            self.thumbnail_note.value = (
+                f"{name}<br><i title='{reason}'>No preview: not an OME-Zarr image the widget "
+                "can read.</i>"
+            )
             return
         self.thumbnail.value = png
-        self.thumbnail_note.value = f"<small>{html.escape(image.zarr_url)}</small>"
+        self.thumbnail.layout.display = ""
+        self.thumbnail_note.value = name
 
     @property
     def thumbnail_data_url(self) -> str:

@@ -1,8 +1,11 @@
 """The quickstart notebook in JupyterLab, in Debian's Chromium driven by Playwright.
 
-Runs every cell of examples/quickstart.ipynb in the browser, then checks in the page that the
-workflow builder, the job monitor and the image browser render (ipywidgets, no custom JS) and
-react to a click. Screenshots go to .tmp/artifacts/browser/. Chromium comes from apt
+Runs every cell of examples/quickstart.ipynb in the browser (1,280 x 800 pixels), then checks
+in the page that the workflow builder, the job monitor and the image browser render
+(ipywidgets, no custom JS) and react to a click. Then the kernel restarts and two cells the
+test adds to its copy of the notebook show the job list and an image browser: the job
+submitted before the restart opens with its whole log, an image row is selected, 500 images
+go on a page. Screenshots go to .tmp/artifacts/browser/. Chromium comes from apt
 (`apt-get install chromium` when root and missing); Playwright's own browser downloads are
 never used.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,18 @@ SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
     "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
 }  # every cell stays in the page (no windowing), no news toast
+VIEWPORT = {"width": 1280, "height": 800}
+# Cells the test adds at the end of its copy of the notebook; they run again after the kernel
+# restarted, with nothing of the quickstart's variables left.
+JOB_LIST_CELL = """from fractal_jupyter.client import FractalClient
+from fractal_jupyter.widgets import ImageBrowser, JobList
+
+client = FractalClient()
+jobs = JobList(client)
+jobs"""
+IMAGES_CELL = """ran = [j for j in jobs.jobs if j.workflow_dump["name"] == "quickstart workflow"]
+ImageBrowser(client, ran[0].project_id, ran[0].dataset_id)"""
+WIDGETS = ".fractal-job-list, .fractal-job-monitor, .fractal-image-browser"
 
 
 def ensure_chromium() -> Path:
@@ -69,7 +84,18 @@ def server(tmp_path, monkeypatch, isolated_runtime):
     use_lab_settings(tmp_path, monkeypatch)
     root = tmp_path / "root"
     (root / "examples").mkdir(parents=True)
-    shutil.copy(NOTEBOOK, root / "examples" / NOTEBOOK.name)
+    notebook = json.loads(NOTEBOOK.read_text())
+    notebook["cells"] += [
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": source,
+            "outputs": [],
+            "execution_count": None,
+        }
+        for source in (JOB_LIST_CELL, IMAGES_CELL)
+    ]
+    (root / "examples" / NOTEBOOK.name).write_text(json.dumps(notebook))
     running = ServerProcess(root)
     running.start()
     yield running
@@ -90,7 +116,7 @@ def test_quickstart_in_jupyterlab(server):
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport=VIEWPORT)
             page.on("console", lambda message: console.append(message.text))
             page.goto(url)
             page.wait_for_selector(".jp-Notebook", timeout=60_000)
@@ -140,29 +166,30 @@ def test_quickstart_in_jupyterlab(server):
             builder.locator("button", has_text="Add to workflow").click()
             expect(steps.locator("option")).to_have_count(4, timeout=30_000)
             expect(builder).to_contain_text("not saved yet")
-            builder.screenshot(path=str(ARTIFACTS / "2-builder-after-add.png"))
+            screenshot(page, builder, "2-builder-after-add.png")
 
             # The monitor: bars per task, the log, "Refresh" answers.
             monitor.scroll_into_view_if_needed()
             expect(monitor.locator(".widget-hprogress")).to_have_count(3)
             monitor.locator("button", has_text="Refresh").click()
             expect(monitor).to_contain_text("refreshed: done", timeout=30_000)
-            # Each task's images by status, from the run history.
-            expect(monitor).to_contain_text("0 failed, 0 running")
-            monitor.screenshot(path=str(ARTIFACTS / "3-monitor.png"))
+            # Each task's images in the job by status, from the run history.
+            expect(monitor).to_contain_text(re.compile(r"\d+ images: \d+ done"))
+            expect(monitor).not_to_contain_text("calls")
+            screenshot(page, monitor, "3-monitor.png")
 
-            # The image browser: picking an image shows its thumbnail (or why there is none).
+            # The image browser: a click on a row shows its thumbnail (or why there is none).
             images.scroll_into_view_if_needed()
-            picker = images.locator(".fractal-image-picker select")
-            first = picker.locator("option").first.get_attribute("value")
-            assert first is not None
-            picker.select_option(first)
-            expect(images.locator("table.fractal-table tr[style*='e3f2fd']")).to_have_count(
-                1, timeout=30_000
-            )
-            expect(images.locator(".widget-image, :text('no thumbnail')").first).to_be_visible()
-            images.screenshot(path=str(ARTIFACTS / "4-images.png"))
+            select_first_row(images)
+            screenshot(page, images, "4-images.png")
             page.screenshot(path=str(ARTIFACTS / "5-page.png"), full_page=True)
+
+            # --- The builder's run panel and step settings (issue 19, branch `builder`):
+            # run from step 2 to 3 with a filter, edit a step's memory. Added here after the
+            # merge; the job it runs then shows in the job list below. ---
+
+            restart_kernel_and_run_added_cells(page)
+            check_past_job_and_images(page, server)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
             errors = page.locator("[data-mime-type*='stderr'], [data-mime-type*='error']")
@@ -172,3 +199,88 @@ def test_quickstart_in_jupyterlab(server):
             browser.close()
     errors = [text for text in console if "Error" in text and "widget" in text.lower()]
     assert not errors, errors
+
+
+def screenshot(page: Any, widget: Any, name: str) -> None:
+    """The page (1,280 x 800) with `widget`'s top at the top of the notebook's view."""
+    widget.evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def select_first_row(images: Any) -> None:
+    """Click the first row of an image browser's table: that image is selected."""
+    from playwright.sync_api import expect
+
+    rows = images.locator(".fractal-rows select")
+    rows.select_option(index=0)
+    expect(rows.locator("option").first).to_have_js_property("selected", True)
+    preview = images.locator(".widget-image:visible, :text('No preview')").first
+    expect(preview).to_be_visible(timeout=30_000)
+
+
+def restart_kernel_and_run_added_cells(page: Any) -> None:
+    """Restart the kernel, clearing every output, then run the test's two cells in it."""
+    from playwright.sync_api import expect
+
+    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel and Clear Outputs").first.click()
+    page.locator(".jp-Dialog button", has_text="Restart").click()
+    expect(page.locator(".fractal-job-list")).to_have_count(0, timeout=30_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells.nth(cells.count() - 2).locator(".jp-InputArea-editor").click()
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run Selected Cell and All Below").first.click()
+
+
+def check_past_job_and_images(page: Any, server: ServerProcess) -> None:
+    """In the fresh kernel: the job list shows the quickstart's job (submitted by the kernel
+    before the restart); its monitor has the whole log; 500 images go on a page."""
+    from playwright.sync_api import expect
+
+    job_list = page.locator(".fractal-job-list").first
+    expect(job_list).to_be_visible(timeout=120_000)
+    rows = job_list.locator(".fractal-rows select").first
+    row = rows.locator("option", has_text="quickstart workflow").first
+    expect(row).to_be_attached(timeout=30_000)
+    job_id = int(row.inner_text().split()[0])
+    job = next(j for j in server.api.call("GET", "api/v2/job/") if j["id"] == job_id)
+    assert job["status"] == "done" and job["log"]
+    rows.select_option(row.get_attribute("value"))
+    monitor = job_list.locator(".fractal-job-monitor")
+    expect(monitor).to_be_visible(timeout=30_000)
+    expect(monitor).to_contain_text("done", timeout=30_000)
+    expect(monitor).to_contain_text("took")
+    # The whole log: its first and its last line are there, the box scrolls.
+    lines = [line for line in job["log"].splitlines() if line.strip()]
+    log = monitor.locator(".fractal-log")
+    expect(log).to_contain_text(lines[0].split(" - ")[-1], timeout=30_000)
+    expect(log).to_contain_text(lines[-1].split(" - ")[-1])
+    log.evaluate("box => { box.scrollTop = box.scrollHeight }")
+    search = monitor.locator("input[placeholder='search the log']")
+    search.fill("Measure intensity")
+    search.press("Enter")
+    expect(log.locator("mark").first).to_be_visible(timeout=30_000)
+    screenshot(page, job_list, "6-job-list.png")
+    screenshot(page, monitor, "7-past-job-monitor.png")
+
+    # The image browser of the fresh kernel: 500 images a page, then a row selected.
+    images = page.locator(".fractal-image-browser").first
+    expect(images).to_contain_text("image(s)", timeout=120_000)
+    images.scroll_into_view_if_needed()
+    total = int(images.locator("b", has_text=re.compile(r"^\d+$")).first.inner_text())
+    images.locator(".widget-dropdown", has_text="per page").locator("select").select_option("500")
+    expect(images.locator(".fractal-rows select option")).to_have_count(
+        min(total, 500), timeout=30_000
+    )
+    expect(images).to_contain_text("of 1")
+    select_first_row(images)
+    screenshot(page, images, "8-images-500-per-page.png")
+
+    # Nothing wider than the page at 1,280 pixels.
+    wide = page.evaluate(
+        f"""() => [...document.querySelectorAll({WIDGETS!r})]
+            .filter(e => e.scrollWidth > e.clientWidth + 2)
+            .map(e => e.className + ': ' + e.scrollWidth + ' > ' + e.clientWidth)"""
+    )
+    assert not wide, wide
