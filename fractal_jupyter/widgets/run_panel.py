@@ -27,6 +27,7 @@ JOB_FILTERS_SCHEMA: JSON = {
         "attribute_filters": {
             "type": "object",
             "title": "Attributes",
+            "default": {},
             "description": "Only images whose attribute has one of the values (e.g. well: "
             f"A01, B03). {IMAGE_STATUS_KEY}: failed reruns the images the first step failed on.",
             "additionalProperties": {
@@ -38,6 +39,7 @@ JOB_FILTERS_SCHEMA: JSON = {
         "type_filters": {
             "type": "object",
             "title": "Types",
+            "default": {},
             "description": "Only images with these types (checked: true, unchecked: false).",
             "additionalProperties": {"type": "boolean"},
         },
@@ -135,7 +137,10 @@ class RunPanel(w.VBox):  # type: ignore[misc]
         except Exception:
             accounts = []
         if accounts:
-            self.account.options = [("(the first of my accounts)", None), *accounts]
+            self.account.options = [
+                ("(the first of my accounts)", None),
+                *((account, account) for account in accounts),
+            ]
             self.account.disabled = False
         else:
             self.account.options = [("(none in my settings)", None)]

@@ -139,6 +139,8 @@ class Step:
     input_filters: JSON = field(default_factory=lambda: {"attributes": {}, "types": {}})
     saved: JSON | None = None  # `state()` as the server has it; None: not saved
     forms: dict[str, ArgsForm] = field(default_factory=dict)
+    # meta as first shown in a form (memory in MB) and as given: unedited, it is sent as given
+    _meta_loaded: dict[str, tuple[JSON, JSON | None]] = field(default_factory=dict)
 
     @classmethod
     def from_server(cls, workflow_task: WorkflowTaskRead) -> Step:
@@ -201,13 +203,14 @@ class Step:
             defaults = getattr(self.task, key)
             given = getattr(self, key)
             two_parts = len(self.parts) > 1
-            self.forms[key] = ArgsForm(
+            form = ArgsForm(
                 meta_schema(defaults),
                 meta_for_form(defaults if given is None else given),
                 hidden=(),
                 title=part_title(self.task.type, part).capitalize() if two_parts else None,
             )
-            self._adopt(key, given, self.forms[key].value)
+            self.forms[key] = form
+            self._meta_loaded[key] = (copy.deepcopy(form.value), copy.deepcopy(given))
         return self.forms[key]
 
     def types_form(self) -> ArgsForm:
@@ -238,7 +241,10 @@ class Step:
                 args_form.value if args_form else dict(getattr(self, f"args_{part}"))
             )
             meta = getattr(self, f"meta_{part}")
-            result[f"meta_{part}"] = meta_form.value if meta_form else meta
+            if meta_form is not None:
+                shown, given = self._meta_loaded[f"meta_{part}"]
+                meta = given if meta_form.value == shown else meta_form.value
+            result[f"meta_{part}"] = meta
         types_form = self.forms.get("types")
         types = types_form.value if types_form else self.input_filters.get("types", {})
         result["input_filters"] = {
@@ -288,7 +294,9 @@ class Step:
         self.input_filters = saved["input_filters"]
         for part in self.parts:
             self.form(part).value = saved[f"args_{part}"] or {}
-            self.meta_form(part).value = meta_for_form(saved[f"meta_{part}"])
+            form = self.meta_form(part)
+            form.value = meta_for_form(saved[f"meta_{part}"])
+            self._meta_loaded[f"meta_{part}"] = (form.value, saved[f"meta_{part}"])
         self.types_form().value = saved["input_filters"].get("types", {})
 
     def sections(self) -> list[w.Widget]:
