@@ -1,13 +1,12 @@
 """`WorkflowBuilder`: the task catalogue, a workflow's steps, their settings, save, run.
 
-The catalogue can be searched (name, category, modality, tags, docs) and filtered by category,
-modality and tags. Tasks are added to the steps (at the end or before a step), steps are
-reordered, duplicated and removed (after a confirmation); each step's arguments, resources and
-type filters are edited in forms (`steps.Step`). "Save" makes the server's workflow match
-(creating it if needed): new workflow tasks created, removed ones deleted, the others patched,
-the order set. The run panel (`run_panel.RunPanel`) holds the run's options; "Run" saves,
-submits a job and shows a `JobMonitor`. A workflow can be exported to a JSON file next to the
-notebook and imported from one.
+Tasks of the catalogue (`catalogue.TaskCatalogue`) are added to the steps (at the end or before
+a step); steps are reordered, duplicated and removed (after a confirmation); each step's
+arguments, resources and type filters are edited in forms (`steps.Step`). "Save" makes the
+server's workflow match (creating it if needed): new workflow tasks created, removed ones
+deleted, the others patched, the order set. The run panel (`run_panel.RunPanel`) holds the
+run's options; "Run" saves, submits a job and shows a `JobMonitor`. A workflow can be
+exported to a JSON file next to the notebook and imported from one.
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ import ipywidgets as w
 from ..schemas.task import TaskRead
 from ..schemas.workflow import WorkflowRead
 from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, style_sheet
+from .catalogue import TaskCatalogue
 from .forms import ArgsForm
 from .jobs import JobMonitor
 from .run_panel import RunPanel
-from .steps import TASK_TYPE_LABELS, Step
+from .steps import Step
 
-ANY = "(any)"
 NEW_MARK, EDITED_MARK = "(new)", "(edited)"
 MARKS_EXPLAINED = (
     f"{NEW_MARK}: not on the server yet; {EDITED_MARK}: changed since the last save. "
@@ -76,31 +75,24 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self._quiet_steps = False
 
         # catalogue
-        fill = w.Layout(width="auto", **_FLEX)
-        self.search = w.Text(placeholder="search tasks", continuous_update=True, layout=fill)
-        narrow = {"description_width": "initial"}
-        self.category = w.Dropdown(
-            description="category", options=self._choices("category"), style=narrow, layout=fill
+        self.task_catalogue = TaskCatalogue(self.tasks, self._catalogue_picked)
+        catalogue = self.task_catalogue
+        self.search, self.category, self.modality = (
+            catalogue.search,
+            catalogue.category,
+            catalogue.modality,
         )
-        self.modality = w.Dropdown(
-            description="modality", options=self._choices("modality"), style=narrow, layout=fill
+        self.tags, self.catalogue, self.task_info = (
+            catalogue.tags,
+            catalogue.choice,
+            catalogue.task_info,
         )
-        all_tags = sorted({tag for task in self.tasks for tag in task.tags})
-        self.tags = w.SelectMultiple(
-            options=all_tags,
-            description="tags",
-            rows=min(4, max(1, len(all_tags))),
-            style=narrow,
-            layout=w.Layout(width="auto", min_width="0"),
+        self.position = w.Dropdown(
+            description="at", style={"description_width": "initial"}, layout=w.Layout(width="auto")
         )
-        for control in (self.search, self.category, self.modality, self.tags):
-            control.observe(lambda _c: self._filter(), "value")
-        self.catalogue = w.Select(options=[], rows=8, layout=w.Layout(width="auto", min_width="0"))
-        self.catalogue.add_class("fractal-catalogue")
-        self.catalogue.observe(self._catalogue_picked, "value")
-        self.task_info = w.HTML(layout=w.Layout(min_width="0"))
-        self.position = w.Dropdown(description="at", style=narrow, layout=w.Layout(width="auto"))
-        self.add_button = w.Button(description="Add", icon="plus", button_style="primary")
+        self.add_button = w.Button(
+            description="Add to workflow", icon="plus", button_style="primary"
+        )
         self.add_button.on_click(lambda _b: self._add_selected())
 
         # steps
@@ -189,14 +181,9 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.run_button.on_click(lambda _b: self.run())
         self.monitor_box = w.VBox([], layout=w.Layout(min_width="0"))
 
-        catalogue = w.VBox(
+        catalogue_box = w.VBox(
             [
-                w.HTML("<b>Task catalogue</b>"),
-                self.search,
-                w.HBox([self.category, self.modality], layout=w.Layout(min_width="0")),
-                self.tags,
-                self.catalogue,
-                self.task_info,
+                catalogue,
                 w.HBox([self.add_button, self.position], layout=w.Layout(flex_flow="row wrap")),
             ],
             layout=w.Layout(**_FLEX, padding="0 8px 0 0"),
@@ -230,14 +217,14 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         )
         self.children = [
             style_sheet(DISABLED_BUTTONS_CSS),
-            w.HBox([catalogue, workflow], layout=w.Layout(min_width="0")),
+            w.HBox([catalogue_box, workflow], layout=w.Layout(min_width="0")),
             self.editor,
             self.run_panel,
             self.run_button,
             self.message.widget,
             self.monitor_box,
         ]
-        self._filter()
+        self._catalogue_picked()
         self.reload_datasets()
         if workflow_id is not None:
             self.load(workflow_id)
@@ -245,68 +232,17 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             self._show_steps(None)
 
     # catalogue
-    def _choices(self, attribute: str) -> list[str]:
-        values = sorted({getattr(t, attribute) for t in self.tasks if getattr(t, attribute)})
-        return [ANY, *values]
-
     @property
     def visible_tasks(self) -> list[TaskRead]:
-        words = self.search.value.lower().split()
-        chosen_tags = set(self.tags.value)
-        visible = []
-        for task in self.tasks:
-            if self.category.value != ANY and task.category != self.category.value:
-                continue
-            if self.modality.value != ANY and task.modality != self.modality.value:
-                continue
-            if not chosen_tags <= set(task.tags):
-                continue
-            text = " ".join(
-                str(part or "")
-                for part in (task.name, task.category, task.modality, task.docs_info, *task.tags)
-            ).lower()
-            if all(word in text for word in words):
-                visible.append(task)
-        return visible
-
-    def _filter(self) -> None:
-        current = self.catalogue.value
-        options = [(self._task_label(t), t.id) for t in self.visible_tasks]
-        self.catalogue.options = options
-        self.catalogue.value = current if current in [i for _l, i in options] else None
-        self._describe_task()
-
-    @staticmethod
-    def _task_label(task: TaskRead) -> str:
-        extra = ", ".join(p for p in (task.category, task.modality) if p)
-        return f"{task.name}" + (f"  [{extra}]" if extra else "")
-
-    def _catalogue_picked(self, _change: Any) -> None:
-        if self.catalogue.value is not None and self.step_list.value is not None:
-            self.step_list.value = None  # one selection at a time
-        self._describe_task()
-
-    def _describe_task(self) -> None:
-        task = self._task(self.catalogue.value) if self.catalogue.value is not None else None
-        self.add_button.disabled = task is None
-        if task is None:
-            self.task_info.value = "<small>Choose a task to add it.</small>"
-            return
-        tags = ", ".join(task.tags)
-        docs = (task.docs_info or "").strip().splitlines()
-        kind = TASK_TYPE_LABELS.get(task.type, task.type)
-        self.task_info.value = (
-            f"<small><b>{html.escape(task.name)}</b> ({html.escape(kind)})"
-            + (f"<br>tags: {html.escape(tags)}" if tags else "")
-            + (f"<br>{html.escape(docs[0][:300])}" if docs else "")
-            + "</small>"
-        )
+        return self.task_catalogue.visible_tasks
 
     def _task(self, key: int | str) -> TaskRead | None:
-        for task in self.tasks:
-            if task.id == key or task.name == key:
-                return task
-        return None
+        return self.task_catalogue.task(key)
+
+    def _catalogue_picked(self) -> None:
+        self.add_button.disabled = self.catalogue.value is None
+        if self.catalogue.value is not None and self.step_list.value is not None:
+            self.step_list.value = None  # one selection at a time
 
     def _add_selected(self) -> None:
         if self.catalogue.value is None:
