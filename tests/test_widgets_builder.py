@@ -328,13 +328,26 @@ async def test_insert_duplicate_remove_rename_export_import(api, make_client, in
     assert names() == ["Create demo plate", "Measure intensity", "Measure intensity"]
 
     builder.name_input.value = "renamed"
+    assert builder.unsaved_changes() == ["the whole workflow"]
     assert await in_thread(builder.save), builder.message.text
+    assert builder.unsaved_changes() == [] and builder.marks_note.value == ""
     _, workflow = await api("GET", f"api/v2/project/{project_id}/workflow/{builder.workflow_id}/")
     assert workflow["name"] == "renamed"
     assert [wt["args_parallel"] for wt in workflow["task_list"][1:]] == [
         {"threshold": 99},
         {"threshold": 1},
     ]
+
+    # What is not saved is said in words.
+    builder.name_input.value = "renamed again"
+    builder.move_step(2, -1)
+    assert builder.unsaved_changes() == ["the name", "the order of the steps"]
+    assert "Not saved yet: the name, the order of the steps." in builder.marks_note.value
+    builder.remove_step(0)
+    builder.duplicate_step(0)
+    assert builder.unsaved_changes() == ["the name", "1 new step(s)", "1 removed step(s)"]
+    await in_thread(builder.load, builder.workflow_id)
+    assert builder.unsaved_changes() == [] and builder.name_input.value == "renamed"
 
     # Export to a file, import it back as a second workflow.
     exported = await in_thread(builder.export_workflow, tmp_path / "wf.json")

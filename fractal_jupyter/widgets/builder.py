@@ -99,6 +99,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.name_input = w.Text(
             value=name, description="name", layout=w.Layout(width="auto", min_width="0")
         )
+        self.name_input.observe(lambda _c: self._refresh_marks(), "value")
         self.step_list = w.Select(options=[], rows=8, layout=w.Layout(width="auto", **_FLEX))
         self.step_list.add_class("fractal-steps")
         self.step_list.observe(self._step_picked, "value")
@@ -339,12 +340,38 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
                 self.step_list.value = value
             finally:
                 self._quiet_steps = False
+        notes = self.unsaved_changes()
         marked = any(s.saved is None or s.dirty for s in self.steps)
-        self.marks_note.value = f"<small>{html.escape(MARKS_EXPLAINED)}</small>" if marked else ""
+        text = (MARKS_EXPLAINED + " " if marked else "") + (
+            f"Not saved yet: {', '.join(notes)}." if notes else ""
+        )
+        self.marks_note.value = f"<small>{html.escape(text)}</small>" if text else ""
+        self.run_button.disabled = not self.steps
         step = self.steps[self.selected_step] if self.selected_step is not None else None
         self.discard_button.disabled = step is None or not step.dirty
         self.save_step_button.disabled = step is None or step.saved is None
         self.run_panel.schedule_count()
+
+    def unsaved_changes(self) -> list[str]:
+        """What differs from the saved workflow, in words (empty: nothing)."""
+        if self.workflow is None:
+            return ["the whole workflow"] if self.steps else []
+        changes = []
+        if self.name_input.value != self.workflow.name:
+            changes.append("the name")
+        new = sum(step.saved is None for step in self.steps)
+        edited = sum(step.dirty for step in self.steps)
+        kept = [s.workflow_task_id for s in self.steps if s.saved is not None]
+        on_server = [wt.id for wt in self.workflow.task_list]
+        if new:
+            changes.append(f"{new} new step(s)")
+        if edited:
+            changes.append(f"{edited} edited step(s)")
+        if len(kept) < len(on_server):
+            changes.append(f"{len(on_server) - len(kept)} removed step(s)")
+        elif kept != on_server:
+            changes.append("the order of the steps")
+        return changes
 
     def _step_picked(self, _change: Any) -> None:
         if self._quiet_steps:
