@@ -78,7 +78,7 @@ async def test_run_panel_range_account_filters_count_and_refusals(
     await register_tasks(api)
     builder = await in_thread(WorkflowBuilder, make_client(), project_id, name="runs")
     panel = builder.run_panel
-    assert [value for _label, value in panel.account.options] == [None, "lab-a", "lab-b"]
+    assert [value for _label, value in panel.account.options] == ["", "lab-a", "lab-b"]
     assert not panel.account.disabled
     for _ in range(3):
         step = builder.add_task("Misbehave")

@@ -34,6 +34,7 @@ MARKS_EXPLAINED = (
     "Save keeps them."
 )
 _FLEX = {"min_width": "0", "flex": "1 1 0"}
+AT_THE_END = -1  # (a Dropdown shows None as no choice at all)
 
 
 def _icon_button(icon: str, tooltip: str) -> w.Button:
@@ -249,7 +250,8 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         if self.catalogue.value is None:
             self.message.fail("choose a task in the catalogue first")
             return
-        self.add_task(self.catalogue.value, self.position.value)
+        position = self.position.value
+        self.add_task(self.catalogue.value, None if position == AT_THE_END else position)
 
     # the steps
     def add_task(self, task: int | str, position: int | None = None) -> Step:
@@ -323,7 +325,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             self.step_list.value = selected
         finally:
             self._quiet_steps = False
-        self.position.options = [("the end", None)] + [
+        self.position.options = [("the end", AT_THE_END)] + [
             (f"before step {i + 1}", i) for i in range(len(self.steps))
         ]
         self.run_panel.set_steps([step.task.name for step in self.steps])

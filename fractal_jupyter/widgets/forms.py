@@ -511,7 +511,9 @@ class _ListLike(_Includable):
     def _init_rows(self) -> None:
         self._init_include()
         self.rows: list[tuple[w.Widget, Field, w.Text | None]] = []
-        self.add_button = w.Button(description="add", icon="plus", layout=w.Layout(width="auto"))
+        self.add_button = w.Button(
+            description="add", icon="plus", layout=w.Layout(width="auto", align_self="flex-start")
+        )
         self.add_button.on_click(lambda _b: self.add())
         self.items_box = w.VBox([])
         self.body = _indented([self.items_box, self.add_button])

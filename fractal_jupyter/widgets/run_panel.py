@@ -20,6 +20,7 @@ from .forms import FREE_VALUE, ArgsForm
 from .steps import Step
 
 JSON = dict[str, Any]
+DEFAULT_ACCOUNT = ""  # the server's choice (a Dropdown shows None as no choice at all)
 
 JOB_FILTERS_SCHEMA: JSON = {
     "type": "object",
@@ -91,7 +92,7 @@ class RunPanel(w.VBox):  # type: ignore[misc]
         self.image_count: int | None = None
         self._count_timer: threading.Timer | None = None
         self._count_generation = 0
-        style = {"description_width": "90px"}
+        style = {"description_width": "110px"}
         wide = w.Layout(width="auto", min_width="0", max_width="420px")
 
         self.dataset = w.Dropdown(description="dataset", options=[], style=style, layout=wide)
@@ -138,14 +139,14 @@ class RunPanel(w.VBox):  # type: ignore[misc]
             accounts = []
         if accounts:
             self.account.options = [
-                ("(the first of my accounts)", None),
+                ("(the first of my accounts)", DEFAULT_ACCOUNT),
                 *((account, account) for account in accounts),
             ]
             self.account.disabled = False
         else:
-            self.account.options = [("(none in my settings)", None)]
+            self.account.options = [("(none in my settings)", DEFAULT_ACCOUNT)]
             self.account.disabled = True
-        self.account.value = None
+        self.account.value = DEFAULT_ACCOUNT
 
     def set_datasets(self, datasets: Sequence[tuple[str, int]]) -> None:
         current = self.dataset.value
@@ -205,7 +206,7 @@ class RunPanel(w.VBox):  # type: ignore[misc]
             "first_task_index": first,
             "last_task_index": last,
             "worker_init": self.worker_init.value.strip() or None,
-            "slurm_account": self.account.value,
+            "slurm_account": self.account.value or None,
             "attribute_filters": filters.get("attribute_filters") or None,
             "type_filters": filters.get("type_filters") or None,
         }
