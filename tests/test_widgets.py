@@ -84,7 +84,7 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     threshold.input.value = "200"
     builder.select_step(0)
     plate = builder.steps[0].form("non_parallel")
-    assert plate in builder.editor.children
+    assert plate in builder.editor_sections.children
     plate.field("rows").input.value = "AB"
     plate.field("columns").input.value = "0"  # below the minimum: refused
     await in_thread(builder.save_button.click)
@@ -94,7 +94,9 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     plate.field("fields").input.value = "1"
     builder.catalogue.value = demo["Misbehave"]["id"]
     builder.add_button.click()
-    builder.remove_button.click()  # the new step is selected: removed again
+    builder.remove_button.click()  # the new step is selected: removed once confirmed
+    assert len(builder.steps) == 4
+    builder.confirm_remove_button.click()
     assert len(builder.steps) == 3
 
     await in_thread(builder.save_button.click)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ipywidgets as w
 import pytest
 from jsonschema.validators import validator_for
 
@@ -323,3 +324,70 @@ def test_hidden_arguments_and_callbacks() -> None:
     form.value = {"label": "x", "other": 1}
     assert form.value == {"label": "x", "other": 1}
     assert "Additional properties are not allowed" in form.errors[0].message
+
+
+def test_descriptions_under_fields_reordering_reset_and_empty_forms() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "zarr_url": {"type": "string"},
+            "label": {"type": "string", "description": "the <label> name", "default": "x"},
+            "channels": {"type": "array", "items": {"type": "string"}, "default": ["a", "b"]},
+            "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}], "description": "once"},
+        },
+    }
+    form = ArgsForm(schema, {"label": "nuclei", "channels": ["a", "b", "c"]}, title="Arguments")
+    label = form.field("label")
+    assert label.note.value.count("the &lt;label&gt; name") == 1  # shown, escaped
+    assert label.note.layout.display != "none"
+    assert form.field("channels").note.layout.display == "none"  # no description: no line
+    maybe = form.field("maybe")
+    assert isinstance(maybe, NullableField) and "once" in maybe.note.value
+    assert maybe.inner.note.layout.display == "none"  # not twice
+
+    channels = form.field("channels")
+    assert isinstance(channels, ArrayField)
+    first_row = channels.rows[0][0]
+    assert first_row.children[1].disabled  # the first item cannot move up
+    first_row.children[2].click()  # down
+    assert form.value["channels"] == ["b", "a", "c"]
+    channels.move(2, -2)
+    assert form.value["channels"] == ["c", "b", "a"]
+    channels.move(0, -1)  # past the end: nothing
+    assert form.value["channels"] == ["c", "b", "a"]
+    assert [row[1].key for row in channels.rows] == [0, 1, 2]
+    assert channels.rows[-1][0].children[2].disabled
+
+    form.reset()
+    assert form.value == {"label": "x", "channels": ["a", "b"]}
+    assert not form.is_empty and isinstance(form.children[0], w.HTML)
+
+    # Only arguments the runner supplies: nothing to edit, and no title over nothing.
+    runner_only = ArgsForm(
+        {"type": "object", "properties": {"zarr_url": {"type": "string"}}}, title="Arguments"
+    )
+    assert runner_only.is_empty
+    assert not any(isinstance(child, w.HTML) for child in runner_only.children)
+
+
+def test_a_task_without_schema_gets_a_key_value_editor() -> None:
+    form = ArgsForm(None, {"mode": "sleep", "seconds": 120, "zarr_url": "/x"})
+    editor = form.root
+    assert isinstance(editor, DictField)
+    assert form.value == {"mode": "sleep", "seconds": 120}
+    rows = {key.value: field for _row, field, key in editor.rows if key is not None}
+    assert rows["mode"].input.value == "sleep"  # text shown as text, not as JSON
+    assert rows["seconds"].input.value == "120"
+    value = editor.add_entry("victims")
+    value.input.value = '["/B01"]'  # JSON when it parses
+    editor.add_entry("note").input.value = "a plain text"
+    editor.add_entry("quoted").input.value = '"7"'
+    assert form.value == {
+        "mode": "sleep",
+        "seconds": 120,
+        "victims": ["/B01"],
+        "note": "a plain text",
+        "quoted": "7",
+    }
+    editor.add_entry("mode").input.value = "again"
+    assert "duplicate keys: mode" in editor.error_text and not form.valid

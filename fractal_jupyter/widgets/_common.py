@@ -66,3 +66,19 @@ def table(headers: list[str], rows: list[list[Any]], selected: int | None = None
         "<table class='fractal-table' style='border-collapse:collapse;font-size:90%'>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
+
+
+# ipywidgets' own look of a disabled button is faint in some themes: make it plain.
+DISABLED_BUTTONS_CSS = """
+.fractal-widget .jupyter-button:disabled,
+.fractal-widget .widget-button:disabled {
+  opacity: 0.4; cursor: not-allowed; box-shadow: none; filter: grayscale(100%);
+}
+"""
+
+
+def style_sheet(css: str) -> w.HTML:
+    """A `<style>` block as a widget (ipywidgets 8 without custom JavaScript: CSS this way)."""
+    sheet = w.HTML(value=f"<style>{css}</style>", layout=w.Layout(display="none"))
+    sheet.add_class("fractal-style")
+    return sheet

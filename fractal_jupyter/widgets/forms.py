@@ -2,12 +2,14 @@
 
 `ArgsForm(schema, value)` builds one field per property, recursively: strings and numbers as text
 boxes (an empty box is "not given"), booleans as check boxes, `enum`s as drop-downs, arrays and
-free-form dicts as lists of fields with add/remove buttons, nested objects as indented groups,
+free-form dicts as lists of fields with add/remove buttons (array items also move up and down),
+nested objects as indented groups,
 `$ref`/`$defs` and single-entry `allOf` resolved, `anyOf`/`oneOf` with `null` as a field with a
 "set" check box, other `anyOf`/`oneOf` as a choice of variants (named by their discriminator
-value or title), anything else as a JSON text box. Titles are the labels, descriptions their
-tooltips, required fields carry a `*`. Defaults fill the form; an optional field without a
-default is left out of `value` until it is given.
+value or title), anything else as a JSON text box. Titles are the labels, descriptions are
+shown under the fields (and as tooltips), required fields carry a `*`. Defaults fill the form;
+an optional field without a default is left out of `value` until it is given. Without a schema
+(`None`) the form is a key/value editor whose values are text or JSON.
 
 Every change validates `value` against the schema with `jsonschema` (the arguments the runner
 supplies, `zarr_url` and co., are hidden and never required) and puts each error next to the
@@ -36,6 +38,7 @@ Path = tuple[str | int, ...]
 
 LABEL_WIDTH = "220px"
 MAX_DEPTH = 24  # deeper (recursive) schemas fall back to a JSON text box
+FREE_VALUE = "x-fractal-free-value"  # marks the values of a schema-less task (text or JSON)
 
 
 class _Missing:
@@ -131,6 +134,13 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _note_html(description: Any) -> str:
+    if not isinstance(description, str) or not description.strip():
+        return ""
+    text = html.escape(description.strip()).replace("\n", "<br>")
+    return f'<div style="color:#555;font-size:85%;line-height:1.3">{text}</div>'
+
+
 # --- fields -------------------------------------------------------------------------------
 
 
@@ -167,6 +177,14 @@ class Field(ABC):
                 tooltip=schema.get("description") or None,
                 layout=w.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
             )
+        # The description under the field (a tooltip alone is missed, and absent on touch).
+        self.note = w.HTML(
+            value=_note_html(schema.get("description")) if depth > 0 else "",
+            layout=w.Layout(margin="0 0 2px 4px", max_width="720px"),
+        )
+        self.note.add_class("fractal-field-note")
+        if not self.note.value:
+            self.note.layout.display = "none"
 
     # subclasses
     @abstractmethod
@@ -209,9 +227,11 @@ class Field(ABC):
     def changed(self, _change: Any = None) -> None:
         self.form.field_changed()
 
-    def _row(self, *inputs: w.Widget) -> w.HBox:
+    def _row(self, *inputs: w.Widget) -> w.VBox:
+        """The label and inputs on one line, the description under them."""
         items = [self.label, *inputs] if self.label is not None else list(inputs)
-        return w.HBox(items, layout=w.Layout(align_items="center"))
+        line = w.HBox(items, layout=w.Layout(align_items="center", min_width="0"))
+        return w.VBox([line, self.note], layout=w.Layout(min_width="0"))
 
 
 class TextField(Field):
@@ -363,6 +383,40 @@ class JsonField(Field):
         self.input.value = "" if value is MISSING else json.dumps(value)
 
 
+class LooseField(JsonField):
+    """A value of a task without a schema: JSON when it parses as JSON, else the text."""
+
+    def __init__(self, form: ArgsForm, schema: JSON, **kwargs: Any) -> None:
+        super().__init__(form, schema, **kwargs)
+        self.input.placeholder = "text, or a JSON value (3, true, [1, 2])"
+        self.input.layout.height = "2.2em"
+
+    def _parse(self) -> tuple[Any, str | None]:
+        text = self.input.value
+        if not text.strip():
+            return MISSING, None
+        try:
+            return json.loads(text), None
+        except ValueError:
+            return text, None
+
+    def set(self, value: Any) -> None:
+        if value is MISSING:
+            self.input.value = ""
+        elif isinstance(value, str) and self._looks_like_json(value) is False:
+            self.input.value = value
+        else:
+            self.input.value = json.dumps(value)
+
+    @staticmethod
+    def _looks_like_json(text: str) -> bool:
+        try:
+            json.loads(text)
+        except ValueError:
+            return False
+        return True
+
+
 class _Includable(Field):
     """A container that, when optional without default, has an "include" check box."""
 
@@ -457,7 +511,9 @@ class _ListLike(_Includable):
     def _init_rows(self) -> None:
         self._init_include()
         self.rows: list[tuple[w.Widget, Field, w.Text | None]] = []
-        self.add_button = w.Button(description="add", icon="plus", layout=w.Layout(width="auto"))
+        self.add_button = w.Button(
+            description="add", icon="plus", layout=w.Layout(width="auto", align_self="flex-start")
+        )
         self.add_button.on_click(lambda _b: self.add())
         self.items_box = w.VBox([])
         self.body = _indented([self.items_box, self.add_button])
@@ -501,13 +557,41 @@ class ArrayField(_ListLike):
         )
         if value is not MISSING:
             field.set(value)
+        up = w.Button(icon="arrow-up", tooltip="move up", layout=w.Layout(width="36px"))
+        down = w.Button(icon="arrow-down", tooltip="move down", layout=w.Layout(width="36px"))
+        up.on_click(lambda _b: self.move(self._index_of(field), -1))
+        down.on_click(lambda _b: self.move(self._index_of(field), 1))
         row = w.HBox(
-            [field.widget, self._remove_button(field)], layout=w.Layout(align_items="flex-start")
+            [field.widget, up, down, self._remove_button(field)],
+            layout=w.Layout(align_items="flex-start"),
         )
         self.rows.append((row, field, None))
 
+    def _index_of(self, field: Field) -> int:
+        return [row[1] for row in self.rows].index(field)
+
+    def move(self, index: int, delta: int) -> None:
+        """Move item `index` by `delta` places (the arrows do it); nothing past the ends."""
+        target = index + delta
+        if not 0 <= target < len(self.rows) or target == index:
+            return
+        self.rows.insert(target, self.rows.pop(index))
+        self._renumber()
+        self._refresh()
+        self.changed()
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        for position, (row, _field, _name) in enumerate(self.rows):
+            up, down = row.children[1], row.children[2]
+            up.disabled = position == 0
+            down.disabled = position == len(self.rows) - 1
+
     def remove(self, index: int) -> None:
         super().remove(index)
+        self._renumber()
+
+    def _renumber(self) -> None:
         for position, (_row, field, _name) in enumerate(self.rows):
             field.key = position
             if field.label is not None:
@@ -610,6 +694,7 @@ class NullableField(Field):
         self.inner = form.build(inner, key=None, required=True, depth=self.depth + 1)
         if self.inner.label is not None:
             self.inner.label.layout.display = "none"
+        self.inner.note.layout.display = "none"  # the description is shown once, here
         self.toggle = w.Checkbox(
             value=False, description="set", indent=False, layout=w.Layout(width="60px")
         )
@@ -758,18 +843,29 @@ class ArgsForm(w.VBox):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.add_class("fractal-args-form")
-        self.schema: JSON = schema or {"type": "object"}
+        # Without a schema: free keys, each value text or JSON (a key/value editor).
+        self.schema: JSON = schema or {"type": "object", "additionalProperties": {FREE_VALUE: True}}
         self.hidden = frozenset(hidden)
         self._callbacks: list[Callable[[ArgsForm], None]] = []
         self._quiet = True
         self.errors: list[FieldError] = []
         self._validator = self._make_validator()
         self.root = self.build(self.schema, key=None, required=True, depth=0)
-        header = [w.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        # No title over nothing: a part whose arguments the runner supplies is not shown.
+        header = [w.HTML(f"<b>{html.escape(title)}</b>")] if title and not self.is_empty else []
         self.children = [*header, self.root.widget]
         self.value = value if value is not None else MISSING
         self._quiet = False
         self.validate()
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the form has nothing to edit (an object schema without shown properties)."""
+        return isinstance(self.root, ObjectField) and not self.root.fields
+
+    def reset(self) -> None:
+        """Every field back to the schema's default (an optional one without default: unset)."""
+        self.value = MISSING
 
     def _make_validator(self) -> Any:
         schema = dict(self.schema)
@@ -795,6 +891,8 @@ class ArgsForm(w.VBox):  # type: ignore[misc]
         options = {"key": key, "required": required, "depth": depth}
         if depth > MAX_DEPTH:
             return JsonField(self, schema, **options)
+        if schema.get(FREE_VALUE):
+            return LooseField(self, schema, **options)
         if "const" in schema:
             return ConstField(self, schema, **options)
         if isinstance(schema.get("enum"), list) and schema["enum"]:
