@@ -164,3 +164,13 @@ async def test_dataset_without_zarr_dir(api, project_path, fractal_config):
         assert status == 422 and words in json.dumps(answer["detail"]), (body, answer)
     _, datasets = await api("GET", project_path + "dataset/")
     assert [d["name"] for d in datasets] == ["My plate #1", "d2", "d3"]
+
+
+async def test_client_creates_a_dataset_under_a_project_dir(
+    api, project_path, fractal_client, in_thread
+):
+    project_id = int(project_path.split("/")[3])
+    dataset = await in_thread(
+        fractal_client.create_dataset, project_id, "d", project_dir="/data", zarr_subfolder="z"
+    )
+    assert dataset.zarr_dir == "/data/z"

@@ -84,9 +84,24 @@ class DataMixin(ClientBase):
 
     @endpoint("POST", PROJECT + "dataset/")
     def create_dataset(
-        self, project_id: int, name: str, zarr_dir: str, filters: FiltersLike | None = None
+        self,
+        project_id: int,
+        name: str,
+        zarr_dir: str | None = None,
+        filters: FiltersLike | None = None,
+        *,
+        project_dir: str | None = None,
+        zarr_subfolder: str | None = None,
     ) -> DatasetRead:
-        body = fields_given(name=name, zarr_dir=str(zarr_dir), filters=filters)
+        """A dataset at `zarr_dir`; or, without it, at `<project_dir>/<zarr_subfolder>` (the
+        server's `project_dir` and a subfolder named after project and dataset by default)."""
+        body = fields_given(
+            name=name,
+            zarr_dir=None if zarr_dir is None else str(zarr_dir),
+            filters=filters,
+            project_dir=project_dir,
+            zarr_subfolder=zarr_subfolder,
+        )
         return self._transport.call(
             DatasetRead, "POST", PROJECT + "dataset/", {"project_id": project_id}, body=body
         )
