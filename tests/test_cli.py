@@ -459,6 +459,29 @@ def test_db_upgrade_on_sqlite_is_idempotent_and_refuses_sync_urls(tmp_path, run_
     assert "could not be migrated: " in error and "secret" not in ended.stderr
 
 
+def test_db_upgrade_refuses_a_database_of_a_newer_version(tmp_path, run_here):
+    """Nothing to migrate to: it says which version to install and leaves the data alone."""
+    import sqlite3
+
+    env = jupyter_env(tmp_path)
+    database = tmp_path / "fractal.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    assert run_here(env, tmp_path, "db", "upgrade", "--db-url", url).returncode == 0
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_newer'")
+    refused = run_here(env, tmp_path, "db", "upgrade", "--db-url", url)
+    assert refused.returncode == 1, refused.stdout
+    assert refused.stderr.startswith(
+        f"jupyter fractal db upgrade: the database {url} was migrated by a newer "
+        f"fractal-jupyter than this one (which knows revisions up to {head_revision()}); "
+        "nothing was done. Install that newer version here and on the servers."
+    ), refused.stderr
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("9999_newer",)
+        ]
+
+
 async def _create_or_drop_database(admin_url: str, statement: str) -> None:
     import asyncpg  # type: ignore[import-untyped]
     from sqlalchemy.engine import make_url

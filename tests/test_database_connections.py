@@ -81,13 +81,37 @@ async def test_a_statement_over_the_timeout_is_cancelled(database_url: str):
 
 
 @pytest.fixture
-def fractal_config(fractal_config: dict[str, Any], database_url: str) -> dict[str, Any]:
+def fractal_config(
+    fractal_config: dict[str, Any], database_url: str, request: Any
+) -> dict[str, Any]:
     return {
         **fractal_config,
         "db_url": database_url,
         "migrate_on_start": True,
         "server_owner": "alice",
+        **getattr(request, "param", {}),
     }
+
+
+@on_postgresql
+@pytest.mark.parametrize(
+    "fractal_config",
+    [{"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 0.3}],
+    indirect=True,
+)
+async def test_a_request_that_finds_no_free_connection_is_a_503(
+    api: Api, jp_serverapp: Any
+) -> None:
+    status, _ = await api("GET", "api/v2/project/")
+    assert status == 200
+    database = jp_serverapp.web_app.settings["fractal"].database
+    async with database.engine.connect() as connection:  # the pool's only connection
+        await connection.execute(text("SELECT 1"))
+        status, body = await api("GET", "api/v2/project/")
+    assert status == 503, body
+    assert body["detail"].startswith("The database is busy or unavailable; nothing was changed")
+    status, _ = await api("GET", "api/v2/project/")
+    assert status == 200
 
 
 async def _our_connections(database_name: str) -> list[tuple[Any, ...]]:

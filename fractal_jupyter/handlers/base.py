@@ -25,6 +25,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from pydantic import BaseModel, RootModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
@@ -684,7 +685,9 @@ def operation(
                 detail = "The request conflicts with the current state; nothing was changed."
                 self.send_json(422, json.dumps({"detail": detail}).encode())
                 return
-            except (OperationalError, OSError) as error:
+            except (OperationalError, OSError, PoolTimeout) as error:
+                # OSError: asyncpg's statement timeout (TimeoutError) too; PoolTimeout: every
+                # connection of the pool (db_pool_size + db_max_overflow) was busy.
                 # SQLite says "no such column" with an OperationalError too.
                 state.schema_may_have_changed()
                 state.log.error("Database unavailable: %s", error)
