@@ -20,7 +20,7 @@
 #     own DIR and be able to traverse its parents (a checkout under /root is not). The default is
 #     therefore /tmp/fractal-jupyter-pg-<port>. If the Debian server binaries
 #     (/usr/lib/postgresql/*/bin) are missing, they are installed with apt-get, without starting
-#     Debian's default cluster.
+#     Debian's default cluster; so is PgBouncer (for the test of transaction pooling).
 # Durability is off (fsync, synchronous_commit, full_page_writes): this is for tests only.
 #
 # Exit codes: 0 ok, 1 failure, 2 usage, 3 cannot run a server here (no binaries and not root).
@@ -72,9 +72,10 @@ find_bindir() {
     return 1
 }
 
-install_server() {
-    log "PostgreSQL server binaries not found: installing the Debian package 'postgresql'"
-    command -v apt-get >/dev/null || die 3 "no PostgreSQL server binaries and no apt-get to install them"
+# Installs Debian packages (as root) without starting their services.
+install_packages() {
+    log "installing the Debian package(s) $*"
+    command -v apt-get >/dev/null || die 3 "no apt-get to install $*"
     # policy-rc.d answering 101 keeps the package scripts from starting Debian's default cluster.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
@@ -84,9 +85,9 @@ install_server() {
     local rc=0
     {
         $APT update -qq &&
-            DEBIAN_FRONTEND=noninteractive $APT install -y -qq postgresql
+            DEBIAN_FRONTEND=noninteractive $APT install -y -qq "$@"
     } >&2 || rc=$?
-    ((rc == 0)) || die 1 "apt-get install postgresql failed (exit $rc)"
+    ((rc == 0)) || die 1 "apt-get install $* failed (exit $rc)"
 }
 
 # Runs a command as the OS user that owns the server (postgres when we are root), from a
@@ -170,8 +171,12 @@ cmd_start() {
     if ! BINDIR="$(find_bindir)"; then
         ((IS_ROOT)) || die 3 "no PostgreSQL server binaries (initdb, pg_ctl) under" \
             "/usr/lib/postgresql/*/bin, and only root may install them (apt-get install postgresql)"
-        install_server
+        install_packages postgresql pgbouncer
         BINDIR="$(find_bindir)" || die 3 "postgresql installed, but no initdb/pg_ctl found"
+    fi
+    # The PgBouncer test (transaction pooling) runs the bouncer itself; as root it is installed.
+    if ((IS_ROOT)) && [[ ! -x /usr/sbin/pgbouncer ]] && ! command -v pgbouncer >/dev/null; then
+        install_packages pgbouncer
     fi
     if ((IS_ROOT)); then
         id postgres >/dev/null 2>&1 || die 3 "running as root needs the OS user 'postgres'"

@@ -167,7 +167,10 @@ def pgbouncer_url() -> Any:
         "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
     )
     if TEST_DB_URL is None or binary is None:
-        pytest.skip("needs FRACTAL_TEST_DB_URL and pgbouncer")
+        pytest.skip(
+            "SKIPPED ON PURPOSE: needs FRACTAL_TEST_DB_URL and pgbouncer "
+            "(scripts/postgres-test.sh installs it when run as root)"
+        )
     target = make_url(TEST_DB_URL)
     folder = Path(tempfile.mkdtemp(prefix="fractal-pgbouncer-"))
     folder.chmod(0o755)  # PgBouncer runs as `postgres` when started by root
