@@ -252,7 +252,8 @@ class TaskGroupActivity(Base):
     """One collection, deactivation, reactivation or deletion of a task group, with its log.
 
     `runner` is `host:pid` of the server process that runs it (as for `CollectionState`), so
-    that an activity whose server died can be told from one still running.
+    that an activity whose server died can be told from one still running; `log` is written
+    when it ends.
     """
 
     __tablename__ = "task_group_activity"
@@ -271,6 +272,8 @@ class TaskGroupActivity(Base):
     status: Mapped[str] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(16))
     log: Mapped[str | None] = mapped_column(Text)
+    # While it runs: the file its log grows in, and `host:pid` of the server running it.
+    log_file: Mapped[str | None] = mapped_column(Text)
     runner: Mapped[str | None] = mapped_column(String(300))
 
 

@@ -1,4 +1,6 @@
-"""The task catalogue: every user reads every task; owners (or admins) change their own.
+"""The task catalogue: every user reads every task (fractal-server 2.6.4; the task-group
+routes show only the groups a user may use); owners (or admins) change their own. A task made
+here is a task group of its own (origin `other`), as in fractal-server 2.7+.
 
 Who may run which task, and what may not change while others use it: `task_trust`.
 """
@@ -10,11 +12,14 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import LinkUserProject, Project, Task, Workflow, WorkflowTask
+from ..db.models import LinkUserProject, Project, Task, TaskGroup, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
-from .task_trust import check_run_fields_unchanged
+from .task_trust import check_run_fields_unchanged, default_user_group_id
 from .users import CurrentUser
+
+# The version of a task group whose package has none (fractal-server 2.23's placeholder).
+LEGACY_VERSION = "0"
 
 
 async def list_tasks(
@@ -86,6 +91,16 @@ async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate
     source = f"{user.username}:{data.source}"
     task = new_task(data, source=source, owner=user.username)
     await check_source_free(session, source)
+    group = TaskGroup(
+        user_id=user.id,
+        user_group_id=await default_user_group_id(session, user),
+        origin="other",
+        pkg_name=data.name,
+        version=data.version or LEGACY_VERSION,
+    )
+    session.add(group)
+    await session.flush()
+    task.taskgroupv2_id = group.id
     session.add(task)
     await session.flush()
     return task
@@ -143,5 +158,13 @@ async def delete_task(session: AsyncSession, user: CurrentUser, task_id: int) ->
             f"current-user workflows and in {len(workflows) - len(mine)} other-users "
             f"workflows.\n{listing}"
         )
+    group_id = task.taskgroupv2_id
     await session.delete(task)
     await session.flush()
+    if group_id is not None:
+        left = await session.scalar(select(Task.id).where(Task.taskgroupv2_id == group_id))
+        group = await session.get(TaskGroup, group_id) if left is None else None
+        if group is not None:
+            # A group is its tasks' package: without tasks it is nothing.
+            await session.delete(group)
+            await session.flush()

@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("log", sa.Text(), nullable=True),
+        sa.Column("log_file", sa.Text(), nullable=True),
         sa.Column("runner", sa.String(length=300), nullable=True),
         sa.ForeignKeyConstraint(["taskgroupv2_id"], ["task_group.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(["user_id"], ["user_account.id"], ondelete="SET NULL"),
