@@ -1,0 +1,141 @@
+"""Task groups and their activities (fractal-server 2.26.0's shapes: `TaskGroupRead`,
+`TaskGroupReadSlim`, `TaskGroupReadSuperuser`, `TaskGroupActivityRead`, `TaskGroupUpdate`, and
+the admin listings' `PaginationResponse[...]`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from .common import RequestModel, ResponseModel, Timestamp
+from .query import QueryModel
+from .task import TaskRead
+
+TaskGroupOrigin = Literal["pypi", "wheel-file", "pixi", "other"]
+ActivityStatus = Literal["pending", "ongoing", "failed", "OK"]
+ActivityAction = Literal["collect", "deactivate", "reactivate", "delete", "reset"]
+
+
+class TaskReadSlim(ResponseModel):
+    id: int
+    name: str
+    version: str
+    is_core: bool = False
+    category: str | None
+    modality: str | None
+    authors: str | None
+    tags: list[str]
+    input_types: dict[str, bool]
+    docs_info: str | None
+    docs_link: str | None
+
+
+class _TaskGroupFields(ResponseModel):
+    id: int
+    user_email: str
+    user_group_id: int | None
+    origin: TaskGroupOrigin
+    pkg_name: str
+    version: str
+    python_version: str | None
+    pixi_version: str | None = None
+    path: str | None
+    venv_path: str | None
+    archive_path: str | None
+    pip_extras: str | None
+    pinned_package_versions_pre: dict[str, str]
+    pinned_package_versions_post: dict[str, str] = Field(default_factory=dict)
+    in_use: bool
+    active: bool
+    timestamp_created: Timestamp
+    timestamp_last_used: Timestamp
+
+
+class TaskGroupReadSlim(_TaskGroupFields):
+    task_list: list[TaskReadSlim]
+
+
+class TaskGroupRead(_TaskGroupFields):
+    task_list: list[TaskRead]
+
+
+class TaskGroupReadSuperuser(TaskGroupRead):
+    """`user_id` is null only for a group migrated from owner-less tasks of a database that
+    had no administrator yet (fractal-server has no such groups)."""
+
+    user_id: int | None
+    resource_id: int | None = None
+
+
+class TaskGroupUpdate(RequestModel):
+    """`PATCH .../task-group/{id}/`: share the group with a user group, or with none."""
+
+    user_group_id: int | None = None
+
+
+class TaskGroupActivityRead(ResponseModel):
+    id: int
+    user_id: int | None
+    taskgroupv2_id: int | None
+    timestamp_started: Timestamp
+    timestamp_ended: Timestamp | None
+    pkg_name: str
+    version: str
+    status: ActivityStatus
+    action: ActivityAction
+    log: str | None
+
+
+class TaskGroupListQuery(QueryModel):
+    only_active: bool = False
+    only_owner: bool = False
+
+
+class ActivityListQuery(QueryModel):
+    task_group_activity_id: int | None = None
+    taskgroupv2_id: int | None = None
+    pkg_name: str | None = None
+    status: ActivityStatus | None = None
+    action: ActivityAction | None = None
+    timestamp_started_min: AwareDatetime | None = None
+
+
+class AdminActivityListQuery(ActivityListQuery):
+    user_id: int | None = None
+    page: int = 1
+    page_size: int | None = None
+
+
+class AdminTaskGroupListQuery(QueryModel):
+    task_group_id: int | None = None
+    user_id: int | None = None
+    user_group_id: int | None = None
+    private: bool | None = None
+    active: bool | None = None
+    pkg_name: str | None = None
+    origin: TaskGroupOrigin | None = None
+    timestamp_last_used_min: AwareDatetime | None = None
+    timestamp_last_used_max: AwareDatetime | None = None
+    resource_id: int | None = None
+    in_use: bool | None = None
+    page: int = 1
+    page_size: int | None = None
+
+
+class TaskGroupPage(ResponseModel):
+    """`PaginationResponse[TaskGroupReadSuperuser]`."""
+
+    current_page: int
+    page_size: int
+    total_count: int
+    items: list[TaskGroupReadSuperuser]
+
+
+class TaskGroupActivityPage(ResponseModel):
+    """`PaginationResponse[TaskGroupActivityRead]`."""
+
+    current_page: int
+    page_size: int
+    total_count: int
+    items: list[TaskGroupActivityRead]
