@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.jobs import make_workflow
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, PY, collector_of, wait_for_collection
@@ -253,3 +255,43 @@ async def test_collected_group_lifecycle(api, jp_serverapp, tmp_path):
     assert status == 404
     _, catalogue = await api("GET", "api/v2/task/")
     assert catalogue == []
+
+
+async def test_client_methods(fractal_client, make_client, in_thread):
+    from fractal_jupyter.client import FractalAPIError
+
+    client = fractal_client
+    task = await in_thread(
+        client.create_task,
+        {"name": "Mine", "source": "mine", "command_non_parallel": "/usr/bin/true"},
+    )
+    ((name, (group,)),) = await in_thread(client.list_task_groups, only_owner=True)
+    assert name == "Mine" and group.task_list[0].id == task.id
+    assert (await in_thread(client.get_task_group, group.id)).task_list[0].source == "alice:mine"
+    with pytest.raises(FractalAPIError) as refused:
+        await in_thread(make_client("bob").get_task_group, group.id)
+    assert refused.value.status == 403
+    assert (await in_thread(client.share_task_group, group.id, None)).user_group_id is None
+
+    activity = await in_thread(client.deactivate_task_group, group.id)
+    assert activity.action == "deactivate"
+    for _ in range(100):
+        activity = await in_thread(client.get_task_group_activity, activity.id)
+        if activity.status in ("OK", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    assert activity.status == "OK"
+    listed = await in_thread(client.list_task_group_activities, action="deactivate")
+    assert [a.id for a in listed] == [activity.id]
+    admin = make_client("admin")
+    page = await in_thread(admin.admin_list_task_groups, active=False)
+    assert [item.id for item in page.items] == [group.id]
+    assert (await in_thread(admin.admin_get_task_group, group.id)).active is False
+    activities = await in_thread(
+        admin.admin_list_task_group_activities, user_id=group_owner_id(page)
+    )
+    assert activities.total_count == 1
+
+
+def group_owner_id(page: Any) -> int:
+    return int(page.items[0].user_id)
