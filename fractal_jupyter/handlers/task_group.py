@@ -7,6 +7,7 @@ from ..schemas.task_group import (
     ActivityListQuery,
     AdminActivityListQuery,
     AdminTaskGroupListQuery,
+    RenderedTaskGroupList,
     TaskGroupActivityPage,
     TaskGroupActivityRead,
     TaskGroupListQuery,
@@ -26,7 +27,7 @@ class TaskGroupListHandler(FractalHandler):
         query=TaskGroupListQuery,
         response=list[tuple[str, list[TaskGroupReadSlim]]],
     )
-    async def get(self, query: TaskGroupListQuery) -> list[tuple[str, list[TaskGroupReadSlim]]]:
+    async def get(self, query: TaskGroupListQuery) -> RenderedTaskGroupList:
         return await task_group.list_task_groups(
             self.db_session, self.user, query.only_active, query.only_owner
         )

@@ -4,11 +4,15 @@ the admin listings' `PaginationResponse[...]`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from .common import RequestModel, ResponseModel, Timestamp
+from .common import RenderedResponse, RequestModel, ResponseModel, Timestamp
 from .query import QueryModel
 from .task import TaskRead
 
@@ -54,6 +58,62 @@ class _TaskGroupFields(ResponseModel):
 
 class TaskGroupReadSlim(_TaskGroupFields):
     task_list: list[TaskReadSlim]
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+@dataclass(frozen=True)
+class SlimTaskRow:
+    """A task of the listing, with its JSON columns as the database stores them (text)."""
+
+    id: int
+    name: str
+    version: str
+    category: str | None
+    modality: str | None
+    authors: str | None
+    tags_json: str
+    input_types_json: str
+    docs_info: str | None
+    docs_link: str | None
+
+    def to_json(self) -> str:
+        return (
+            f'{{"id":{self.id},"name":{_text(self.name)},"version":{_text(self.version)},'
+            f'"is_core":false,"category":{_text(self.category)},'
+            f'"modality":{_text(self.modality)},"authors":{_text(self.authors)},'
+            f'"tags":{self.tags_json},"input_types":{self.input_types_json},'
+            f'"docs_info":{_text(self.docs_info)},"docs_link":{_text(self.docs_link)}}}'
+        )
+
+
+@dataclass(frozen=True)
+class RenderedTaskGroupList(RenderedResponse):
+    """`list[tuple[str, list[TaskGroupReadSlim]]]`, rendered from the rows: the listing of
+    every task of every group is the hot path (thousands of tasks), and models would cost
+    more than the query. `groups` are (package name, [(group fields, tasks)]) in order."""
+
+    groups: Sequence[tuple[str, Sequence[tuple[dict[str, object], Sequence[SlimTaskRow]]]]]
+
+    def to_json(self) -> bytes:
+        packages = []
+        for pkg_name, members in self.groups:
+            rendered = []
+            for fields, tasks in members:
+                head = json.dumps(fields, default=_timestamp)
+                task_list = ",".join(task.to_json() for task in tasks)
+                rendered.append(f'{head[:-1]},"task_list":[{task_list}]}}')
+            packages.append(f"[{_text(pkg_name)},[{','.join(rendered)}]]")
+        return f"[{','.join(packages)}]".encode()
+
+
+def _timestamp(value: object) -> str:
+    isoformat = getattr(value, "isoformat", None)
+    if isoformat is None:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return str(isoformat())
 
 
 class TaskGroupRead(_TaskGroupFields):

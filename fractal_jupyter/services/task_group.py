@@ -18,7 +18,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, distinct, func, select
+from sqlalchemy import ColumnElement, Select, Text, cast, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
@@ -38,14 +38,14 @@ from ..schemas.task_group import (
     ActivityListQuery,
     AdminActivityListQuery,
     AdminTaskGroupListQuery,
+    RenderedTaskGroupList,
+    SlimTaskRow,
     TaskGroupActivityPage,
     TaskGroupActivityRead,
     TaskGroupPage,
     TaskGroupRead,
-    TaskGroupReadSlim,
     TaskGroupReadSuperuser,
     TaskGroupUpdate,
-    TaskReadSlim,
 )
 from ..tasks import venv
 from ..tasks.log import CollectionError, CollectionLog
@@ -56,6 +56,7 @@ from .users import CurrentUser
 
 PIP_ORIGINS = ("pypi", "wheel-file")
 RUNNING = ("pending", "ongoing")
+# The listing's task fields; JSON columns as text, spliced into the answer as they are.
 SLIM_TASK_COLUMNS = (
     Task.taskgroupv2_id,
     Task.id,
@@ -64,8 +65,8 @@ SLIM_TASK_COLUMNS = (
     Task.category,
     Task.modality,
     Task.authors,
-    Task.tags,
-    Task.input_types,
+    cast(Task.tags, Text),
+    cast(Task.input_types, Text),
     Task.docs_info,
     Task.docs_link,
 )
@@ -149,6 +150,8 @@ def _group_fields(group: TaskGroup, emails: dict[int, str], in_use: set[int]) ->
         "archive_path": group.wheel_path,
         "pip_extras": group.pip_extras,
         "pinned_package_versions_pre": group.pinned_package_versions,
+        "pinned_package_versions_post": {},
+        "pixi_version": None,
         "in_use": group.id in in_use,
         "active": group.active,
         "timestamp_created": group.timestamp_created,
@@ -158,7 +161,7 @@ def _group_fields(group: TaskGroup, emails: dict[int, str], in_use: set[int]) ->
 
 async def list_task_groups(
     session: AsyncSession, user: CurrentUser, only_active: bool, only_owner: bool
-) -> list[tuple[str, list[TaskGroupReadSlim]]]:
+) -> RenderedTaskGroupList:
     """The groups `user` may use, by package name, the newest version first (2.26's shape)."""
     query = select(TaskGroup).where(
         TaskGroup.user_id == user.id if only_owner else group_access(user.id)
@@ -167,23 +170,24 @@ async def list_task_groups(
         query = query.where(TaskGroup.active.is_(True))
     groups = (await session.scalars(query)).all()
     ids = [group.id for group in groups]
-    tasks: dict[int, list[TaskReadSlim]] = {group_id: [] for group_id in ids}
+    versions = {group.id: group.version for group in groups}
+    tasks: dict[int, list[SlimTaskRow]] = {group_id: [] for group_id in ids}
     rows = await session.execute(
         select(*SLIM_TASK_COLUMNS).where(Task.taskgroupv2_id.in_(ids)).order_by(Task.id)
     )
-    versions = {group.id: group.version for group in groups}
     for group_id, task_id, name, version, *rest in rows:
+        assert group_id is not None  # (selected by group)
         category, modality, authors, tags, input_types, docs_info, docs_link = rest
         tasks[group_id].append(
-            TaskReadSlim(
+            SlimTaskRow(
                 id=task_id,
                 name=name,
                 version=version if version is not None else versions[group_id],
                 category=category,
                 modality=modality,
                 authors=authors,
-                tags=tags,
-                input_types=input_types,
+                tags_json=tags,
+                input_types_json=input_types,
                 docs_info=docs_info,
                 docs_link=docs_link,
             )
@@ -191,16 +195,18 @@ async def list_task_groups(
     emails = await _emails(session, groups)
     in_use = await _in_use(session, ids)
     ordered = sorted(groups, key=lambda group: (group.pkg_name, version_key(group.version)))
-    return [
-        (
-            pkg_name,
-            [
-                TaskGroupReadSlim(**_group_fields(group, emails, in_use), task_list=tasks[group.id])
-                for group in reversed(list(members))
-            ],
-        )
-        for pkg_name, members in groupby(ordered, key=lambda group: group.pkg_name)
-    ]
+    return RenderedTaskGroupList(
+        [
+            (
+                pkg_name,
+                [
+                    (_group_fields(group, emails, in_use), tasks[group.id])
+                    for group in reversed(list(members))
+                ],
+            )
+            for pkg_name, members in groupby(ordered, key=lambda group: group.pkg_name)
+        ]
+    )
 
 
 async def _read(
