@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.db.models import TaskGroupActivity
 from tests.support.jobs import make_workflow
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, PY, collector_of, wait_for_collection
@@ -93,7 +94,15 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     status, body = await api("POST", f"{GROUPS}999999/deactivate/", user="carol")
     assert status == 404
 
-    # Sharing: only with a group the owner belongs to.
+    # Sharing: only with a group the owner belongs to; members may then run its tasks.
+    dave_path, _, dave_workflow = await workspace(api, "dave")
+    add_to_daves = (
+        "POST",
+        f"{dave_path}workflow/{dave_workflow['id']}/wftask/",
+        {},
+    )
+    status, body = await api(*add_to_daves, params={"task_id": carol["id"]}, user="dave")
+    assert status == 422 and f"of task group {mine['id']}" in body["detail"]
     _, everyone = await api("GET", "auth/group/", user="admin")
     all_id = next(group["id"] for group in everyone if group["name"] == "All")
     _, other = await api("POST", "auth/group/", {"name": "others"}, user="admin")
@@ -109,6 +118,8 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     assert status == 200 and patched["user_group_id"] == all_id
     status, seen = await api("GET", f"{GROUPS}{mine['id']}/", user="dave")
     assert status == 200 and seen["id"] == mine["id"]
+    status, body = await api(*add_to_daves, params={"task_id": carol["id"]}, user="dave")
+    assert status == 201, body
 
     # Admin routes: every group, paged and filtered; non-admins refused.
     status, page = await api("GET", ADMIN_GROUPS, user="admin", params={"origin": "other"})
@@ -212,10 +223,23 @@ async def test_collected_group_lifecycle(api, jp_serverapp, tmp_path):
     assert [t["id"] for t in group["task_list"]] == [t["id"] for t in final["data"]["task_list"]]
     status, body = await api("GET", f"{GROUPS}{group_id}/", user="bob")
     assert status == 403
+    # Refusals change nothing on disk: someone else's group, reactivating an active group,
+    # deleting a group in use.
     before = snapshot(folder)
+    for action in ("deactivate", "reactivate", "delete"):
+        status, body = await api("POST", f"{GROUPS}{group_id}/{action}/", user="bob")
+        assert status == 403 and "no full access" in body["detail"]
     status, body = await api("POST", f"{GROUPS}{group_id}/reactivate/")
     assert status == 422 and "active already" in body["detail"]
+    path, _, _ = await workspace(api, "alice")
+    await make_workflow(api, path, "uses it", [(group["task_list"][0], {})])
+    status, body = await api("POST", f"{GROUPS}{group_id}/delete/")
+    assert status == 422 and "used in 1 workflow(s)" in body["detail"]
     assert snapshot(folder) == before
+    _, activities = await api("GET", f"{GROUPS}activity/")
+    assert len(activities) == 1
+    status, _ = await api("DELETE", path)
+    assert status == 204
 
     status, activity = await api("POST", f"{GROUPS}{group_id}/deactivate/")
     assert status == 200
@@ -295,3 +319,31 @@ async def test_client_methods(fractal_client, make_client, in_thread):
 
 def group_owner_id(page: Any) -> int:
     return int(page.items[0].user_id)
+
+
+async def test_an_activity_whose_server_died_fails(api, jp_serverapp, tmp_path):
+    collector = collector_of(jp_serverapp)
+    _, me = await api("GET", "auth/current-user/")
+    host = collector.runner.split(":")[0]
+    log_file = tmp_path / "activity.log"
+    log_file.write_text("half a log\n")
+    async with collector.database.session(write=True) as session:
+        session.add(
+            TaskGroupActivity(
+                id=77,
+                user_id=me["id"],
+                taskgroupv2_id=None,
+                pkg_name="Ghost",
+                version="0",
+                status="ongoing",
+                action="deactivate",
+                log_file=str(log_file),
+                runner=f"{host}:999999999",
+            )
+        )
+    status, activity = await api("GET", f"{GROUPS}activity/77/")
+    assert status == 200, activity
+    assert activity["status"] == "failed" and activity["timestamp_ended"] is not None
+    assert activity["log"].startswith("half a log")
+    assert "stopped before it ended" in activity["log"]
+    assert not log_file.exists()

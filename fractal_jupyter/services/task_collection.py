@@ -416,6 +416,8 @@ class TaskCollector:
             log.write("ERROR: the server running this activity stopped before it ended")
             async with self.database.session(write=True) as session:
                 await end_activity(session, activity.id, "failed", log.read())
+            if activity.log_file is not None:
+                Path(activity.log_file).unlink(missing_ok=True)
 
     def activity_is_orphan(self, activity: TaskGroupActivity) -> bool:
         if activity.runner is None:
