@@ -214,6 +214,11 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     body_limit: tuple[str, int] = ("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     _body_parts: list[bytes] | None = None
 
+    def compute_etag(self) -> str | None:
+        """No ETag (fractal-server sends none): Tornado would hash every GET answer, a few
+        milliseconds for the megabytes of a task-group listing."""
+        return None
+
     def data_received(self, chunk: bytes) -> None:
         if self._body_parts is None:
             self._body_parts = []

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Text, cast, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from ..db.engine import Database
 from ..db.models import (
@@ -163,20 +164,25 @@ async def list_task_groups(
     session: AsyncSession, user: CurrentUser, only_active: bool, only_owner: bool
 ) -> RenderedTaskGroupList:
     """The groups `user` may use, by package name, the newest version first (2.26's shape)."""
-    query = select(TaskGroup).where(
-        TaskGroup.user_id == user.id if only_owner else group_access(user.id)
-    )
+    where = [TaskGroup.user_id == user.id if only_owner else group_access(user.id)]
     if only_active:
-        query = query.where(TaskGroup.active.is_(True))
-    groups = (await session.scalars(query)).all()
+        where.append(TaskGroup.active.is_(True))
+    groups = (
+        await session.scalars(select(TaskGroup).options(defer(TaskGroup.pip_freeze)).where(*where))
+    ).all()
     ids = [group.id for group in groups]
     versions = {group.id: group.version for group in groups}
     tasks: dict[int, list[SlimTaskRow]] = {group_id: [] for group_id in ids}
+    # The same condition again rather than the ids: no statement with hundreds of parameters.
     rows = await session.execute(
-        select(*SLIM_TASK_COLUMNS).where(Task.taskgroupv2_id.in_(ids)).order_by(Task.id)
+        select(*SLIM_TASK_COLUMNS)
+        .join(TaskGroup, TaskGroup.id == Task.taskgroupv2_id)
+        .where(*where)
+        .order_by(Task.id)
     )
     for group_id, task_id, name, version, *rest in rows:
-        assert group_id is not None  # (selected by group)
+        if group_id not in tasks:
+            continue  # a group made since the groups were read
         category, modality, authors, tags, input_types, docs_info, docs_link = rest
         tasks[group_id].append(
             SlimTaskRow(
