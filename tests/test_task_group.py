@@ -112,6 +112,22 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     assert status == 422 and "does not belong to UserGroup" in body["detail"]
     status, body = await api("PATCH", f"{GROUPS}{mine['id']}/", {"bogus": 1}, user="carol")
     assert status == 422
+    # (the same rule when a task is made: POST api/v2/task/?user_group_id=...)
+    body = {"name": "Shared", "source": "shared", "command_non_parallel": "/usr/bin/true"}
+    status, refused = await api(
+        "POST", "api/v2/task/", body, user="carol", params={"user_group_id": other["id"]}
+    )
+    assert status == 422 and "does not belong to UserGroup" in refused["detail"]
+    status, _ = await api(
+        "POST", "api/v2/task/", body, user="carol", params={"user_group_id": 9999}
+    )
+    assert status == 404
+    status, shared = await api(
+        "POST", "api/v2/task/", body, user="carol", params={"user_group_id": all_id}
+    )
+    assert status == 201, shared
+    _, listed = await api("GET", GROUPS, user="dave")
+    assert [group["user_group_id"] for group in dict(listed)["Shared"]] == [all_id]
     status, patched = await api(
         "PATCH", f"{GROUPS}{mine['id']}/", {"user_group_id": all_id}, user="carol"
     )
@@ -123,7 +139,7 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
 
     # Admin routes: every group, paged and filtered; non-admins refused.
     status, page = await api("GET", ADMIN_GROUPS, user="admin", params={"origin": "other"})
-    assert status == 200 and page["total_count"] == 3
+    assert status == 200 and page["total_count"] == 4
     assert {item["user_id"] for item in page["items"]} == {
         item["user_id"] for item in page["items"] if item["user_id"] is not None
     }

@@ -32,6 +32,13 @@ class TaskListQuery(QueryModel):
     args_schema_non_parallel: bool = True
 
 
+class TaskCreateQuery(QueryModel):
+    """fractal-server 2.7+: who the new task's group is shared with."""
+
+    private: bool = False
+    user_group_id: int | None = None
+
+
 class TaskIdQuery(QueryModel):
     task_id: int
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import LinkUserProject, Project, Task, TaskGroup, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
-from .task_trust import check_run_fields_unchanged, default_user_group_id
+from .task_trust import check_run_fields_unchanged, new_group_user_group_id
 from .users import CurrentUser
 
 # The version of a task group whose package has none (fractal-server 2.23's placeholder).
@@ -87,13 +87,24 @@ def new_task(data: TaskCreate, *, source: str, owner: str | None) -> Task:
     return Task(**fields, type=task_type, source=source, owner=owner)
 
 
-async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
+async def create_task(
+    session: AsyncSession,
+    user: CurrentUser,
+    data: TaskCreate,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
+) -> Task:
+    """The task, in a new task group of its own (origin `other`), shared as
+    `new_group_user_group_id` decides."""
     source = f"{user.username}:{data.source}"
     task = new_task(data, source=source, owner=user.username)
     await check_source_free(session, source)
     group = TaskGroup(
         user_id=user.id,
-        user_group_id=await default_user_group_id(session, user),
+        user_group_id=await new_group_user_group_id(
+            session, user, private=private, user_group_id=user_group_id
+        ),
         origin="other",
         pkg_name=data.name,
         version=data.version or LEGACY_VERSION,

@@ -58,7 +58,7 @@ from ..tasks.package import (
     slugify_task_name,
 )
 from .task import LEGACY_VERSION, new_task
-from .task_trust import default_user_group_id
+from .task_trust import new_group_user_group_id
 from .users import CurrentUser
 
 PUBLIC_SUBDIR = ".fractal"
@@ -537,7 +537,7 @@ async def start_collection(
                 "Cannot collect package. Possible reason: another collection of the same "
                 f"package is in progress ({venv_dir} exists and is not complete)."
             )
-    group_owner = GroupOwner(user.id, await default_user_group_id(session, user))
+    group_owner = GroupOwner(user.id, await new_group_user_group_id(session, user))
     state = CollectionState(data=data, runner=collector.runner)
     session.add(state)
     await session.flush()
@@ -630,7 +630,7 @@ async def collect_custom(
         )
     group = TaskGroup(
         user_id=user.id,
-        user_group_id=await default_user_group_id(session, user),
+        user_group_id=await new_group_user_group_id(session, user),
         origin="other",
         pkg_name=body.package_name or body.source,
         version=body.version or LEGACY_VERSION,

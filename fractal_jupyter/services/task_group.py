@@ -24,12 +24,10 @@ from sqlalchemy.orm import defer
 
 from ..db.engine import Database
 from ..db.models import (
-    LinkUserGroup,
     Task,
     TaskGroup,
     TaskGroupActivity,
     User,
-    UserGroup,
     WorkflowTask,
     utc_now,
 )
@@ -52,7 +50,7 @@ from ..tasks import venv
 from ..tasks.log import CollectionError, CollectionLog
 from .images import check_pagination
 from .task_collection import TaskCollector, after_commit, end_activity
-from .task_trust import group_access
+from .task_trust import check_share, group_access
 from .users import CurrentUser
 
 PIP_ORIGINS = ("pypi", "wheel-file")
@@ -235,25 +233,6 @@ async def read_task_group(session: AsyncSession, user: CurrentUser, group_id: in
     return result
 
 
-async def _check_user_group(
-    session: AsyncSession, user: CurrentUser, user_group_id: int, *, admin: bool
-) -> None:
-    if await session.get(UserGroup, user_group_id) is None:
-        raise NotFound(f"UserGroup {user_group_id} not found.")
-    if admin:
-        return
-    member = await session.scalar(
-        select(LinkUserGroup.user_id).where(
-            LinkUserGroup.user_id == user.id, LinkUserGroup.group_id == user_group_id
-        )
-    )
-    if member is None:
-        raise Unprocessable(
-            f"User {user.id} does not belong to UserGroup {user_group_id}: a task group can "
-            "only be shared with a user group its owner belongs to."
-        )
-
-
 async def update_task_group(
     session: AsyncSession,
     user: CurrentUser,
@@ -267,7 +246,7 @@ async def update_task_group(
     changes = body.model_dump(exclude_unset=True)
     if "user_group_id" in changes:
         if body.user_group_id is not None:
-            await _check_user_group(session, user, body.user_group_id, admin=admin)
+            await check_share(session, user, body.user_group_id, admin=admin)
         group.user_group_id = body.user_group_id
         await session.flush()
     return await _read(session, group, TaskGroupReadSuperuser if admin else TaskGroupRead)

@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import LinkUserGroup, Task, TaskGroup, Workflow, WorkflowTask
-from ..errors import Unprocessable
+from ..db.models import LinkUserGroup, Task, TaskGroup, UserGroup, Workflow, WorkflowTask
+from ..errors import NotFound, Unprocessable
 from .access import member_project_ids
 from .group import default_group
 from .users import CurrentUser
@@ -59,9 +59,42 @@ def group_access(user_id: int) -> ColumnElement[bool]:
     )
 
 
-async def default_user_group_id(session: AsyncSession, user: CurrentUser) -> int | None:
-    """The user group a new task group of `user` is shared with: "All" for an administrator,
-    none (private) for anyone else."""
+async def check_share(
+    session: AsyncSession, user: CurrentUser, user_group_id: int, *, admin: bool
+) -> None:
+    """404 for an unknown user group; 422 unless `user` (or an administrator, `admin`)
+    belongs to it: a group's owner shares it only with people they are grouped with."""
+    if await session.get(UserGroup, user_group_id) is None:
+        raise NotFound(f"UserGroup {user_group_id} not found.")
+    if admin:
+        return
+    member = await session.scalar(
+        select(LinkUserGroup.user_id).where(
+            LinkUserGroup.user_id == user.id, LinkUserGroup.group_id == user_group_id
+        )
+    )
+    if member is None:
+        raise Unprocessable(
+            f"User {user.id} does not belong to UserGroup {user_group_id}: a task group can "
+            "only be shared with a user group its owner belongs to."
+        )
+
+
+async def new_group_user_group_id(
+    session: AsyncSession,
+    user: CurrentUser,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
+) -> int | None:
+    """The user group a new task group of `user` is shared with: none when `private`, the
+    one asked for (the user must belong to it), else "All" for an administrator and none
+    for anyone else."""
+    if private:
+        return None
+    if user_group_id is not None:
+        await check_share(session, user, user_group_id, admin=False)
+        return user_group_id
     if not user.is_superuser:
         return None
     return (await default_group(session)).id
