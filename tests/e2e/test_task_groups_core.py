@@ -127,6 +127,8 @@ async def test_task_group_lifecycle(api, tmp_path, tasks_dir):
     _, mip = plate_urls(second_run / "zarr")
     after = await inspect_image(python, mip)
     assert after == before
+    _, used = await api("GET", f"{GROUPS}{group_id}/")
+    assert used["timestamp_last_used"] > group["timestamp_last_used"]
 
     status, body = await api("POST", f"{GROUPS}{group_id}/delete/", user="admin")
     assert status == 422 and "used in 1 workflow(s)" in body["detail"]
