@@ -64,38 +64,36 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-@dataclass(frozen=True)
-class SlimTaskRow:
-    """A task of the listing, with its JSON columns as the database stores them (text)."""
-
-    id: int
-    name: str
-    version: str
-    category: str | None
-    modality: str | None
-    authors: str | None
-    tags_json: str
-    input_types_json: str
-    docs_info: str | None
-    docs_link: str | None
-
-    def to_json(self) -> str:
-        return (
-            f'{{"id":{self.id},"name":{_text(self.name)},"version":{_text(self.version)},'
-            f'"is_core":false,"category":{_text(self.category)},'
-            f'"modality":{_text(self.modality)},"authors":{_text(self.authors)},'
-            f'"tags":{self.tags_json},"input_types":{self.input_types_json},'
-            f'"docs_info":{_text(self.docs_info)},"docs_link":{_text(self.docs_link)}}}'
-        )
+def render_slim_task(
+    task_id: int,
+    name: str,
+    version: str,
+    category: str | None,
+    modality: str | None,
+    authors: str | None,
+    tags_json: str,
+    input_types_json: str,
+    docs_info: str | None,
+    docs_link: str | None,
+) -> str:
+    """A `TaskReadSlim` as JSON, its JSON columns (`tags`, `input_types`) as stored."""
+    return (
+        f'{{"id":{task_id},"name":{encode_basestring_ascii(name)},'
+        f'"version":{encode_basestring_ascii(version)},"is_core":false,'
+        f'"category":{_text(category)},"modality":{_text(modality)},'
+        f'"authors":{_text(authors)},"tags":{tags_json},"input_types":{input_types_json},'
+        f'"docs_info":{_text(docs_info)},"docs_link":{_text(docs_link)}}}'
+    )
 
 
 @dataclass(frozen=True)
 class RenderedTaskGroupList(RenderedResponse):
     """`list[tuple[str, list[TaskGroupReadSlim]]]`, rendered from the rows: the listing of
     every task of every group is the hot path (thousands of tasks), and models would cost
-    more than the query. `groups` are (package name, [(group fields, tasks)]) in order."""
+    more than the query. `groups` are (package name, [(group fields, rendered tasks)]), in
+    order (see `render_slim_task`)."""
 
-    groups: Sequence[tuple[str, Sequence[tuple[dict[str, object], Sequence[SlimTaskRow]]]]]
+    groups: Sequence[tuple[str, Sequence[tuple[dict[str, object], Sequence[str]]]]]
 
     def to_json(self) -> bytes:
         packages = []
@@ -103,7 +101,7 @@ class RenderedTaskGroupList(RenderedResponse):
             rendered = []
             for fields, tasks in members:
                 head = json.dumps(fields, default=_timestamp)
-                task_list = ",".join(task.to_json() for task in tasks)
+                task_list = ",".join(tasks)
                 rendered.append(f'{head[:-1]},"task_list":[{task_list}]}}')
             packages.append(f"[{_text(pkg_name)},[{','.join(rendered)}]]")
         return f"[{','.join(packages)}]".encode()

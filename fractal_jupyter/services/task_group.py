@@ -38,13 +38,13 @@ from ..schemas.task_group import (
     AdminActivityListQuery,
     AdminTaskGroupListQuery,
     RenderedTaskGroupList,
-    SlimTaskRow,
     TaskGroupActivityPage,
     TaskGroupActivityRead,
     TaskGroupPage,
     TaskGroupRead,
     TaskGroupReadSuperuser,
     TaskGroupUpdate,
+    render_slim_task,
 )
 from ..tasks import venv
 from ..tasks.log import CollectionError, CollectionLog
@@ -170,7 +170,7 @@ async def list_task_groups(
     ).all()
     ids = [group.id for group in groups]
     versions = {group.id: group.version for group in groups}
-    tasks: dict[int, list[SlimTaskRow]] = {group_id: [] for group_id in ids}
+    tasks: dict[int, list[str]] = {group_id: [] for group_id in ids}
     # The same condition again rather than the ids: no statement with hundreds of parameters.
     rows = await session.execute(
         select(*SLIM_TASK_COLUMNS)
@@ -179,23 +179,12 @@ async def list_task_groups(
         .order_by(Task.id)
     )
     for group_id, task_id, name, version, *rest in rows:
-        if group_id not in tasks:
+        rendered = tasks.get(group_id)  # type: ignore[arg-type]
+        if rendered is None:
             continue  # a group made since the groups were read
-        category, modality, authors, tags, input_types, docs_info, docs_link = rest
-        tasks[group_id].append(
-            SlimTaskRow(
-                id=task_id,
-                name=name,
-                version=version if version is not None else versions[group_id],
-                category=category,
-                modality=modality,
-                authors=authors,
-                tags_json=tags,
-                input_types_json=input_types,
-                docs_info=docs_info,
-                docs_link=docs_link,
-            )
-        )
+        if version is None:
+            version = versions[group_id]  # type: ignore[index]
+        rendered.append(render_slim_task(task_id, name, version, *rest))
     emails = await _emails(session, groups)
     in_use = await _in_use(session, ids)
     ordered = sorted(groups, key=lambda group: (group.pkg_name, version_key(group.version)))
