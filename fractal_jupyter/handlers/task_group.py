@@ -29,7 +29,7 @@ class TaskGroupListHandler(FractalHandler):
     )
     async def get(self, query: TaskGroupListQuery) -> RenderedTaskGroupList:
         return await task_group.list_task_groups(
-            self.db_session, self.user, query.only_active, query.only_owner
+            self.fractal.database, self.user, query.only_active, query.only_owner
         )
 
 
