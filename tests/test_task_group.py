@@ -73,6 +73,13 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     assert shared["task_list"][0]["id"] == admins["id"]
     _, owned = await api("GET", GROUPS, user="carol", params={"only_owner": "true"})
     assert [name for name, _ in owned] == ["Carols"]
+    # The listing keeps each group's rendered tasks while they are unchanged: a change shows.
+    status, _ = await api(
+        "PATCH", f"api/v2/task/{carol['id']}/", {"tags": ["renamed"]}, user="carol"
+    )
+    assert status == 200
+    _, owned = await api("GET", GROUPS, user="carol", params={"only_owner": "true"})
+    assert owned[0][1][0]["task_list"][0]["tags"] == ["renamed"]
 
     status, one = await api("GET", f"{GROUPS}{mine['id']}/", user="carol")
     assert status == 200 and one["task_list"][0]["source"] == "carol:carols"

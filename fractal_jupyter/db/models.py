@@ -210,6 +210,9 @@ class Task(Base):
     taskgroupv2_id: Mapped[int | None] = mapped_column(
         ForeignKey("task_group.id", ondelete="SET NULL"), index=True
     )
+    # Set on every insert and update through SQLAlchemy (None for rows older than 0007): with
+    # the count and the largest id, it tells whether a group's tasks changed (listing cache).
+    timestamp_updated: Mapped[datetime | None] = mapped_column(default=utc_now, onupdate=utc_now)
 
 
 class TaskGroup(Base):

@@ -193,6 +193,13 @@ async def list_task_groups(
     )
 
 
+# Each group's rendered task list, by database and group, with the fingerprint of the tasks
+# it was rendered from: (count, largest id, latest `timestamp_updated`, the group's version).
+# Any insert, update or deletion of a group's tasks changes the fingerprint, so an entry is
+# used only while it is current, whichever server process wrote the tasks.
+_rendered_tasks: dict[tuple[str, int], tuple[tuple[Any, ...], list[str]]] = {}
+
+
 def _read_task_groups(
     user_id: int, only_active: bool, only_owner: bool, connection: Connection
 ) -> RenderedTaskGroupList:
@@ -201,21 +208,48 @@ def _read_task_groups(
         where.append(TaskGroup.active.is_(True))
     groups = connection.execute(select(*GROUP_LIST_COLUMNS).where(*where)).all()
     versions = {group.id: group.version for group in groups}
-    tasks: dict[int | None, list[str]] = {group.id: [] for group in groups}
-    # The same condition again rather than the ids: no statement with hundreds of parameters.
-    rows = connection.execute(
-        select(*SLIM_TASK_COLUMNS)
-        .join(TaskGroup, TaskGroup.id == Task.taskgroupv2_id)
-        .where(*where)
-        .order_by(Task.id)
-    )
-    for group_id, task_id, name, version, *rest in rows:
-        rendered = tasks.get(group_id)
-        if rendered is None:
-            continue  # a group made since the groups were read
-        if version is None:
-            version = versions[group_id]
-        rendered.append(render_slim_task(task_id, name, version, *rest))
+    database = connection.engine.url.render_as_string(hide_password=True)
+    fingerprints = {
+        group_id: (count, last_id, updated, versions.get(group_id))
+        for group_id, count, last_id, updated in connection.execute(
+            select(
+                Task.taskgroupv2_id,
+                func.count(Task.id),
+                func.max(Task.id),
+                func.max(Task.timestamp_updated),
+            )
+            .join(TaskGroup, TaskGroup.id == Task.taskgroupv2_id)
+            .where(*where)
+            .group_by(Task.taskgroupv2_id)
+        )
+    }
+    tasks: dict[int | None, list[str]] = {}
+    for group_id in versions:
+        cached = _rendered_tasks.get((database, group_id))
+        if cached is not None and cached[0] == fingerprints.get(group_id):
+            tasks[group_id] = cached[1]
+    stale = [group_id for group_id in versions if group_id not in tasks]
+    stale_ids = set(stale)
+    for group_id in stale:
+        tasks[group_id] = []
+    if stale:
+        # All of them (a cold cache): the groups' own condition, not hundreds of ids.
+        which = where if len(stale) == len(versions) else [Task.taskgroupv2_id.in_(stale)]
+        rows = connection.execute(
+            select(*SLIM_TASK_COLUMNS)
+            .join(TaskGroup, TaskGroup.id == Task.taskgroupv2_id)
+            .where(*which)
+            .order_by(Task.id)
+        )
+        for group_id, task_id, name, version, *rest in rows:
+            if group_id not in stale_ids:
+                continue  # a group made since the groups were read
+            if version is None:
+                version = versions[group_id]
+            tasks[group_id].append(render_slim_task(task_id, name, version, *rest))
+        for group_id in stale:
+            if group_id in fingerprints:
+                _rendered_tasks[(database, group_id)] = (fingerprints[group_id], tasks[group_id])
     emails = {user_id: email for user_id, email in connection.execute(_emails_query(groups))}
     in_use = {
         group_id for group_id in connection.scalars(_in_use_query(versions)) if group_id is not None

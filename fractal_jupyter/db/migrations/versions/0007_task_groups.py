@@ -106,6 +106,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         )
     op.create_index("ix_task_taskgroupv2_id", "task", ["taskgroupv2_id"])
+    op.add_column("task", sa.Column("timestamp_updated", sa.DateTime(timezone=True), nullable=True))
     _group_existing_tasks(op.get_bind())
 
 
@@ -266,6 +267,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def downgrade() -> None:
+    op.drop_column("task", "timestamp_updated")
     op.drop_index("ix_task_taskgroupv2_id", table_name="task")
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint("fk_task_taskgroupv2_id_task_group", "task", type_="foreignkey")
