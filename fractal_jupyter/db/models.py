@@ -182,6 +182,9 @@ class Task(Base):
     """A task of the catalogue. `source` is unique; `owner` is None for collected tasks."""
 
     __tablename__ = "task"
+    # Covers the fingerprint of a group's tasks (count, largest id, latest update) without
+    # reading the rows, whose argument schemas make them long.
+    __table_args__ = (Index("ix_task_taskgroupv2_id", "taskgroupv2_id", "timestamp_updated"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
@@ -208,7 +211,7 @@ class Task(Base):
     # The package (or custom collection) the task came with; None only for rows made behind
     # the API's back (tests, old tools), to which the pre-group rules apply.
     taskgroupv2_id: Mapped[int | None] = mapped_column(
-        ForeignKey("task_group.id", ondelete="SET NULL"), index=True
+        ForeignKey("task_group.id", ondelete="SET NULL")
     )
     # Set on every insert and update through SQLAlchemy (None for rows older than 0007): with
     # the count and the largest id, it tells whether a group's tasks changed (listing cache).

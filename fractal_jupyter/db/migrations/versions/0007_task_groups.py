@@ -105,8 +105,8 @@ def upgrade() -> None:
             ["id"],
             ondelete="SET NULL",
         )
-    op.create_index("ix_task_taskgroupv2_id", "task", ["taskgroupv2_id"])
     op.add_column("task", sa.Column("timestamp_updated", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_task_taskgroupv2_id", "task", ["taskgroupv2_id", "timestamp_updated"])
     _group_existing_tasks(op.get_bind())
 
 
@@ -267,8 +267,8 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def downgrade() -> None:
-    op.drop_column("task", "timestamp_updated")
     op.drop_index("ix_task_taskgroupv2_id", table_name="task")
+    op.drop_column("task", "timestamp_updated")
     if op.get_bind().dialect.name != "sqlite":
         op.drop_constraint("fk_task_taskgroupv2_id_task_group", "task", type_="foreignkey")
     op.drop_column("task", "taskgroupv2_id")
