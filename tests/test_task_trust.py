@@ -21,7 +21,7 @@ from tests.support.jobs import make_workflow, wait_for_job
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, wait_for_collection
 
-RULE = "a job runs only tasks without owner"
+RULE = "a job runs only the tasks of task groups that the submitting user owns"
 
 
 def database_of(jp_serverapp: Any) -> Any:

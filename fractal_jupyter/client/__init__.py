@@ -21,6 +21,7 @@ from .functions import FunctionNotRegistrable, FunctionsMixin
 from .history import HistoryMixin
 from .jobs import JobsMixin
 from .results import ResultsMixin
+from .task_groups import TaskGroupsMixin
 from .transport import (
     DEFAULT_TIMEOUT_SECONDS,
     Endpoint,
@@ -53,7 +54,14 @@ def _api_root(url: str) -> str:
 
 
 class FractalClient(
-    FunctionsMixin, ResultsMixin, DataMixin, WorkflowsMixin, JobsMixin, HistoryMixin, UsersMixin
+    FunctionsMixin,
+    ResultsMixin,
+    DataMixin,
+    WorkflowsMixin,
+    TaskGroupsMixin,
+    JobsMixin,
+    HistoryMixin,
+    UsersMixin,
 ):
     """The Fractal API of one Jupyter server.
 

@@ -50,9 +50,17 @@ class WorkflowsMixin(ClientBase):
         )
 
     @endpoint("POST", "/api/v2/task/")
-    def create_task(self, task: TaskCreate | Mapping[str, Any]) -> TaskRead:
-        """Register a task (fields as in a task manifest, plus `name`, `source`, commands)."""
-        return self._transport.call(TaskRead, "POST", "/api/v2/task/", body=task)
+    def create_task(
+        self,
+        task: TaskCreate | Mapping[str, Any],
+        *,
+        private: bool = False,
+        user_group_id: int | None = None,
+    ) -> TaskRead:
+        """Register a task (fields as in a task manifest, plus `name`, `source`, commands), in
+        a task group of its own: private, or shared with `user_group_id` (one you are in)."""
+        params = {"private": private, **fields_given(user_group_id=user_group_id)}
+        return self._transport.call(TaskRead, "POST", "/api/v2/task/", params=params, body=task)
 
     @endpoint("GET", TASK)
     def get_task(self, task_id: int) -> TaskRead:

@@ -182,6 +182,9 @@ class Task(Base):
     """A task of the catalogue. `source` is unique; `owner` is None for collected tasks."""
 
     __tablename__ = "task"
+    # Covers the fingerprint of a group's tasks (count, largest id, latest update) without
+    # reading the rows, whose argument schemas make them long.
+    __table_args__ = (Index("ix_task_taskgroupv2_id", "taskgroupv2_id", "timestamp_updated"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
@@ -205,6 +208,79 @@ class Task(Base):
     modality: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     authors: Mapped[str | None] = mapped_column(Text)
+    # The package (or custom collection) the task came with; None only for rows made behind
+    # the API's back (tests, old tools), to which the pre-group rules apply.
+    taskgroupv2_id: Mapped[int | None] = mapped_column(
+        ForeignKey("task_group.id", ondelete="SET NULL")
+    )
+    # Set on every insert and update through SQLAlchemy (None for rows older than 0007): with
+    # the count and the largest id, it tells whether a group's tasks changed (listing cache).
+    timestamp_updated: Mapped[datetime | None] = mapped_column(default=utc_now, onupdate=utc_now)
+
+
+class TaskGroup(Base):
+    """One collected package version, or one custom collection / hand-made task (fractal-server
+    2.7+'s `TaskGroupV2`): whose it is, who else may use it, and where its venv lives.
+
+    `user_id` is None only for groups migrated from owner-less tasks when the database had no
+    administrator yet. `pip_freeze` is kept when the venv is removed (deactivation), so that
+    reactivation reinstalls the same versions.
+    """
+
+    __tablename__ = "task_group"
+    __table_args__ = (Index("ix_task_group_pkg_version", "pkg_name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL"), index=True
+    )
+    user_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_group.id", ondelete="SET NULL"), index=True
+    )
+    origin: Mapped[str] = mapped_column(String(16))
+    pkg_name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    python_version: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)
+    venv_path: Mapped[str | None] = mapped_column(Text)
+    wheel_path: Mapped[str | None] = mapped_column(Text)
+    pip_extras: Mapped[str | None] = mapped_column(Text)
+    pinned_package_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pip_freeze: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)
+    timestamp_last_used: Mapped[datetime] = mapped_column(default=utc_now)
+
+    task_list: Mapped[list[Task]] = relationship(order_by="Task.id", lazy="raise")
+
+
+class TaskGroupActivity(Base):
+    """One collection, deactivation, reactivation or deletion of a task group, with its log.
+
+    `runner` is `host:pid` of the server process that runs it (as for `CollectionState`), so
+    that an activity whose server died can be told from one still running; `log` is written
+    when it ends.
+    """
+
+    __tablename__ = "task_group_activity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL"), index=True
+    )
+    taskgroupv2_id: Mapped[int | None] = mapped_column(
+        ForeignKey("task_group.id", ondelete="SET NULL"), index=True
+    )
+    timestamp_started: Mapped[datetime] = mapped_column(default=utc_now)
+    timestamp_ended: Mapped[datetime | None] = mapped_column()
+    pkg_name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    log: Mapped[str | None] = mapped_column(Text)
+    # While it runs: the file its log grows in, and `host:pid` of the server running it.
+    log_file: Mapped[str | None] = mapped_column(Text)
+    runner: Mapped[str | None] = mapped_column(String(300))
 
 
 class Workflow(Base):

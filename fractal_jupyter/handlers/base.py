@@ -236,6 +236,11 @@ class FractalHandler(ExtensionHandlerMixin, APIHandler):
     # Why the body could not be read as the form its Content-Type announces.
     _form_error: str | None = None
 
+    def compute_etag(self) -> str | None:
+        """No ETag (fractal-server sends none): Tornado would hash every GET answer, a few
+        milliseconds for the megabytes of a task-group listing."""
+        return None
+
     def data_received(self, chunk: bytes) -> None:
         if self._body_parts is None:
             self._body_parts = []

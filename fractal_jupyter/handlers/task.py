@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from ..db.models import Task
-from ..schemas.query import TaskListQuery
+from ..schemas.query import TaskCreateQuery, TaskListQuery
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
 from ..services import task
 from .base import FractalHandler, operation
@@ -14,9 +14,21 @@ class TaskListHandler(FractalHandler):
             self.db_session, query.args_schema_parallel, query.args_schema_non_parallel
         )
 
-    @operation("Create a task owned by the caller", body=TaskCreate, response=TaskRead, status=201)
-    async def post(self, body: TaskCreate) -> Task:
-        return await task.create_task(self.db_session, self.user, body)
+    @operation(
+        "Create a task owned by the caller, in a task group of its own",
+        body=TaskCreate,
+        query=TaskCreateQuery,
+        response=TaskRead,
+        status=201,
+    )
+    async def post(self, body: TaskCreate, query: TaskCreateQuery) -> Task:
+        return await task.create_task(
+            self.db_session,
+            self.user,
+            body,
+            private=query.private,
+            user_group_id=query.user_group_id,
+        )
 
 
 class TaskHandler(FractalHandler):

@@ -40,6 +40,13 @@ class WorkflowTaskAddQuery(QueryModel):
     order: int | None = Field(default=None, ge=0)
 
 
+class TaskCreateQuery(QueryModel):
+    """fractal-server 2.7+: who the new task's group is shared with."""
+
+    private: bool = False
+    user_group_id: int | None = None
+
+
 class LogQuery(QueryModel):
     log: bool = True
 

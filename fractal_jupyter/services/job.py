@@ -43,6 +43,7 @@ from .access import (
     member_project_ids,
 )
 from .images import list_all_images, matching_images
+from .task_group import mark_used
 from .task_trust import require_runnable_tasks
 from .user_settings import slurm_account_for_job
 from .users import CurrentUser, email_for
@@ -246,6 +247,7 @@ async def submit_job(
         admin_users,
         action="Cannot submit the job",
     )
+    await mark_used(session, (workflow_task.task for workflow_task in selected))
     problems = []
     for workflow_task in selected:
         problems += check_arguments(

@@ -1,4 +1,6 @@
-"""The task catalogue: every user reads every task; owners (or admins) change their own.
+"""The task catalogue: every user reads every task (fractal-server 2.6.4; the task-group
+routes show only the groups a user may use); owners (or admins) change their own. A task made
+here is a task group of its own (origin `other`), as in fractal-server 2.7+.
 
 Who may run which task, and what may not change while others use it: `task_trust`.
 """
@@ -10,12 +12,15 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import LinkUserProject, Project, Task, Workflow, WorkflowTask
+from ..db.models import LinkUserProject, Project, Task, TaskGroup, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate, has_parallel_part
 from .task_package import generated_source
-from .task_trust import check_run_fields_unchanged
+from .task_trust import check_run_fields_unchanged, new_group_user_group_id
 from .users import CurrentUser
+
+# The version of a task group whose package has none (fractal-server 2.23's placeholder).
+LEGACY_VERSION = "0"
 
 
 async def list_tasks(
@@ -87,7 +92,16 @@ def new_task(data: TaskCreate, *, source: str | None, owner: str | None) -> Task
     return Task(**fields, type=task_type, source=source, owner=owner)
 
 
-async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate) -> Task:
+async def create_task(
+    session: AsyncSession,
+    user: CurrentUser,
+    data: TaskCreate,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
+) -> Task:
+    """The task, in a new task group of its own (origin `other`), shared as
+    `new_group_user_group_id` decides."""
     given = data.source
     if given is None:
         assert data.version is not None  # (TaskCreate requires one without source)
@@ -95,6 +109,18 @@ async def create_task(session: AsyncSession, user: CurrentUser, data: TaskCreate
     source = f"{user.username}:{given}"
     task = new_task(data, source=source, owner=user.username)
     await check_source_free(session, source)
+    group = TaskGroup(
+        user_id=user.id,
+        user_group_id=await new_group_user_group_id(
+            session, user, private=private, user_group_id=user_group_id
+        ),
+        origin="other",
+        pkg_name=data.name,
+        version=data.version or LEGACY_VERSION,
+    )
+    session.add(group)
+    await session.flush()
+    task.taskgroupv2_id = group.id
     session.add(task)
     await session.flush()
     return task
@@ -152,5 +178,13 @@ async def delete_task(session: AsyncSession, user: CurrentUser, task_id: int) ->
             f"current-user workflows and in {len(workflows) - len(mine)} other-users "
             f"workflows.\n{listing}"
         )
+    group_id = task.taskgroupv2_id
     await session.delete(task)
     await session.flush()
+    if group_id is not None:
+        left = await session.scalar(select(Task.id).where(Task.taskgroupv2_id == group_id))
+        group = await session.get(TaskGroup, group_id) if left is None else None
+        if group is not None:
+            # A group is its tasks' package: without tasks it is nothing.
+            await session.delete(group)
+            await session.flush()

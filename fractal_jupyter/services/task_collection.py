@@ -1,36 +1,34 @@
-"""Task collection: pip-install a task package into its own venv and register its tasks
-(fractal-server 2.6.4's `POST task/collect/pip/`), or register the tasks of a package that is
-installed already (`POST task/collect/custom/`).
+"""Task collection, the database side: pip-install a task package into its own venv and
+register its tasks as a task group (fractal-server 2.6.4's `POST task/collect/pip/`), or
+register the tasks of a package that is installed already (`POST task/collect/custom/`).
 
 A pip collection answers at once; the work runs as an asyncio task of the server (each step a
 subprocess, the event loop never blocks) and writes its log to a file that `GET
-task/collect/{id}/?verbose=true` shows while it grows. Folders under `<tasks_dir>/.fractal/`:
+task/collect/{id}/?verbose=true` and the collection's task-group activity show while it grows.
+Folders under `<tasks_dir>/.fractal/` (the package mechanics are in `fractal_jupyter.tasks`):
 
     .staging/<state id>/            the log and the downloaded wheel, while the collection runs
-    <name><version>/                one package version: `venv/`, `collection.log`,
-                                    `collection_freeze.txt`, `collection.json` (written last)
+    <name><version>/                one package version: see `tasks/venv.py`
 
 A collection that fails removes the folder it created and creates no task; its state keeps
 the log and says why. A folder with a `collection.json` is a complete environment: when the
 database does not know its tasks (a new database over the same `tasks_dir`), collecting the
 same package, version, extras, pins and Python again registers them without reinstalling.
+
+The same background runner (`TaskCollector`) runs the task groups' other activities
+(deactivate, reactivate, delete: `services/task_group.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import shlex
 import shutil
-import signal
 import socket
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from ..db.engine import Database
-from ..db.models import CollectionState, Task
+from ..db.models import CollectionState, Task, TaskGroup, TaskGroupActivity, utc_now
 from ..errors import NotFound, Unprocessable
-from ..file_modes import SHARED_UMASK, make_shared_dir
+from ..file_modes import make_shared_dir
 from ..schemas.task import TaskCreate, TaskRead
 from ..schemas.task_collection import (
     CollectionStateRead,
@@ -50,109 +48,39 @@ from ..schemas.task_collection import (
     TaskCollectCustom,
     TaskCollectPip,
 )
-from .task import new_task
-from .task_package import normalize_package_name, slugify_task_name
+from ..tasks import venv
+from ..tasks.log import CollectionError, CollectionLog
+from ..tasks.package import (
+    PipPackage,
+    build_tasks,
+    check_executables,
+    inspect_wheel,
+    slugify_task_name,
+)
+from .task import LEGACY_VERSION, new_task
+from .task_trust import new_group_user_group_id
 from .users import CurrentUser
 
 PUBLIC_SUBDIR = ".fractal"
 STAGING_SUBDIR = ".staging"
-MANIFEST_FILE = "__FRACTAL_MANIFEST__.json"
-COLLECTION_FILE = "collection.json"
-LOG_FILE = "collection.log"
-FREEZE_FILE = "collection_freeze.txt"
-# How many lines of a failed command's output go into the state's `info`.
-ERROR_TAIL_LINES = 15
-FIND_PACKAGE_TIMEOUT_SECONDS = 60.0
+LOG_FILE = venv.LOG_FILE
+COLLECTION_FILE = venv.COLLECTION_FILE
+
+__all__ = ["CollectionLog", "TaskCollector"]
 
 
-class CollectionError(Exception):
-    """A collection step failed; the message says why (it becomes the state's `info`)."""
+@dataclass(frozen=True)
+class GroupOwner:
+    """Whose the task group of a collection will be, and which user group shares it."""
 
-
-@dataclass
-class PipPackage:
-    """What a pip collection installs; `version` is known once the wheel is at hand.
-
-    `owner` is the owner of the collected tasks: None (every user's jobs may run them) when an
-    administrator collects, else the collecting user (see `services/task_trust.py`).
-    """
-
-    package: str
-    name: str
-    python_version: str
-    interpreter: str
-    owner: str | None
-    extras: str | None = None
-    version: str | None = None
-    pins: dict[str, str] = field(default_factory=dict)
-    wheel: Path | None = None
-
-    @classmethod
-    def from_request(
-        cls, body: TaskCollectPip, python_version: str, interpreter: str, owner: str | None
-    ) -> PipPackage:
-        if body.is_wheel:
-            wheel = Path(body.package)
-            distribution, version = wheel.name.split("-")[:2]
-            return cls(
-                package=body.package,
-                name=normalize_package_name(distribution),
-                python_version=python_version,
-                interpreter=interpreter,
-                owner=owner,
-                extras=body.package_extras,
-                version=version,
-                pins=dict(body.pinned_package_versions or {}),
-                wheel=wheel,
-            )
-        return cls(
-            package=body.package,
-            name=normalize_package_name(body.package),
-            python_version=python_version,
-            interpreter=interpreter,
-            owner=owner,
-            extras=body.package_extras,
-            version=body.package_version,
-            pins=dict(body.pinned_package_versions or {}),
-        )
-
-    @property
-    def package_source(self) -> str:
-        """`pip_remote|pip_local:<name_with_underscores>:<version>:<extras>:py<X.Y>`."""
-        kind = "pip_local" if self.wheel is not None else "pip_remote"
-        parts = (
-            kind,
-            self.name.replace("-", "_"),
-            self.version or "",
-            self.extras or "",
-            f"py{self.python_version}",
-        )
-        return ":".join(parts)
-
-    @property
-    def install_request(self) -> dict[str, Any]:
-        """What decides the content of the venv: a folder is reused only for the same.
-
-        A user's own collection names its owner: its tasks are trusted as that user's, so
-        they never point into a folder that another user's collection left."""
-        request: dict[str, Any] = {
-            "package_source": self.package_source,
-            "pinned_package_versions": self.pins,
-        }
-        if self.owner is not None:
-            request["owner"] = self.owner
-        return request
-
-    def requirement(self) -> str:
-        extras = f"[{self.extras}]" if self.extras else ""
-        if self.wheel is not None:
-            return f"{self.wheel}{extras}"
-        return f"{self.name}{extras}=={self.version}"
+    user_id: int
+    user_group_id: int | None
 
 
 @dataclass
 class TaskCollector:
-    """The server's task collections: configuration, and the ones running in the background."""
+    """The server's background package work: collections, and the task groups' other
+    activities; its configuration, and what runs in this process."""
 
     database: Database
     tasks_dir: Path
@@ -161,6 +89,7 @@ class TaskCollector:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("fractal_jupyter"))
     runner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    _activities: dict[int, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def public_dir(self) -> Path:
@@ -175,6 +104,10 @@ class TaskCollector:
         stamp = state.timestamp.strftime("%Y%m%dT%H%M%S%f")
         return self.public_dir / STAGING_SUBDIR / f"{state.id}-{stamp}"
 
+    def activity_log_file(self, activity: TaskGroupActivity) -> Path:
+        stamp = activity.timestamp_started.strftime("%Y%m%dT%H%M%S%f")
+        return self.public_dir / STAGING_SUBDIR / f"activity-{activity.id}-{stamp}.log"
+
     def interpreter(self, python_version: str) -> str:
         """The configured interpreter for a Python version (422 when there is none)."""
         configured = self.python_interpreters.get(python_version)
@@ -186,17 +119,35 @@ class TaskCollector:
             )
         return found
 
-    def start(self, state_id: int, staging: Path, package: PipPackage) -> None:
-        task = asyncio.ensure_future(self._collect(state_id, staging, package))
+    def start(
+        self,
+        state_id: int,
+        activity_id: int,
+        staging: Path,
+        package: PipPackage,
+        owner: GroupOwner,
+    ) -> None:
+        task = asyncio.ensure_future(self._collect(state_id, activity_id, staging, package, owner))
         self._running[state_id] = task
+        self._activities[activity_id] = task
         task.add_done_callback(lambda _: self._running.pop(state_id, None))
+        task.add_done_callback(lambda _: self._activities.pop(activity_id, None))
+
+    def start_activity(
+        self, activity_id: int, work: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run `work` (a task group's deactivation, reactivation or deletion) in the
+        background; it records its own outcome on the activity."""
+        task = asyncio.ensure_future(work())
+        self._activities[activity_id] = task
+        task.add_done_callback(lambda _: self._activities.pop(activity_id, None))
 
     def is_running_here(self, state_id: int) -> bool:
         return state_id in self._running
 
     async def stop(self) -> None:
-        """Cancel the running collections (each one fails and cleans up after itself)."""
-        tasks = list(self._running.values())
+        """Cancel the running work (each one fails and cleans up after itself)."""
+        tasks = [*self._running.values(), *self._activities.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -210,9 +161,23 @@ class TaskCollector:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
 
+    async def wait_activity(self, activity_id: int) -> None:
+        """Until a task group activity run by this server has ended (tests)."""
+        task = self._activities.get(activity_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
     # -- the background part ------------------------------------------------------------
 
-    async def _collect(self, state_id: int, staging: Path, package: PipPackage) -> None:
+    async def _collect(
+        self,
+        state_id: int,
+        activity_id: int,
+        staging: Path,
+        package: PipPackage,
+        owner: GroupOwner,
+    ) -> None:
         log = CollectionLog(staging / LOG_FILE)
         created: Path | None = None
         try:
@@ -225,14 +190,19 @@ class TaskCollector:
                 f"extras={package.extras} python={package.python_version} "
                 f"({package.interpreter}) pins={package.pins}"
             )
-            await self._update(state_id, status="installing")
-            wheel = package.wheel or await self._download(package, staging, log)
+            await self._update(state_id, activity_id, status="installing")
+            wheel = package.wheel or await venv.download(package, staging, log)
             package.version, manifest = inspect_wheel(wheel)
             log.write(f"manifest of {wheel.name}: {len(manifest.task_list)} tasks")
             venv_dir = self.venv_dir(package)
-            await self._update(state_id, venv_path=str(venv_dir.relative_to(self.tasks_dir)))
+            await self._update(
+                state_id,
+                activity_id,
+                venv_path=str(venv_dir.relative_to(self.tasks_dir)),
+                version=package.version,
+            )
             if (venv_dir / COLLECTION_FILE).exists():
-                await self._reuse(state_id, package, manifest, venv_dir, log)
+                await self._reuse(state_id, activity_id, package, owner, manifest, venv_dir, log)
                 return
             await self._check_sources_free(package, manifest)
             try:
@@ -244,70 +214,32 @@ class TaskCollector:
                     "(remove the folder to collect again)."
                 ) from None
             created = venv_dir
-            python, package_root = await self._install(package, venv_dir, log)
-            await self._update(state_id, status="collecting")
+            python, package_root = await venv.install(package, venv_dir, log)
+            await self._update(state_id, activity_id, status="collecting")
             tasks = build_tasks(
                 manifest, package.package_source, python, package_root, package.version
             )
             check_executables(tasks)
-            await self._register(state_id, package, tasks, venv_dir, log)
+            await self._register(state_id, activity_id, package, owner, tasks, venv_dir, log)
             created = None
         except asyncio.CancelledError:
             await asyncio.shield(
-                self._fail(state_id, log, "the server stopped during the collection", created)
+                self._fail(
+                    state_id,
+                    activity_id,
+                    log,
+                    "the server stopped during the collection",
+                    created,
+                )
             )
             raise
         except Exception as error:  # every failure ends the collection with its reason
             if not isinstance(error, CollectionError | ValidationError | Unprocessable):
                 self.log.exception("Task collection %s failed", state_id)
             reason = str(error.detail) if isinstance(error, Unprocessable) else str(error)
-            await self._fail(state_id, log, reason, created)
+            await self._fail(state_id, activity_id, log, reason, created)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    async def _download(self, package: PipPackage, staging: Path, log: CollectionLog) -> Path:
-        download_dir = staging / "download"
-        spec = package.name if package.version is None else f"{package.name}=={package.version}"
-        await log.run(
-            [
-                package.interpreter,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                spec,
-                "-d",
-                str(download_dir),
-            ],
-            cwd=staging,
-        )
-        files = sorted(download_dir.iterdir())
-        if len(files) != 1:
-            raise CollectionError(f"pip download of {spec} gave {len(files)} files, not one")
-        return files[0]
-
-    async def _install(
-        self, package: PipPackage, venv_dir: Path, log: CollectionLog
-    ) -> tuple[Path, Path]:
-        await log.run([package.interpreter, "-m", "venv", "venv"], cwd=venv_dir)
-        python = venv_dir / "venv" / "bin" / "python"
-        pip = [str(python), "-m", "pip"]
-        await log.run([*pip, "install", package.requirement()], cwd=venv_dir)
-        for name, version in package.pins.items():
-            installed = _show_field(await log.run([*pip, "show", name], cwd=venv_dir), "Version")
-            if installed != version:
-                log.write(f"{name} {installed} is installed; the pinned version is {version}")
-                await log.run([*pip, "install", f"{name}=={version}"], cwd=venv_dir)
-            else:
-                log.write(f"{name} {installed} is installed, as pinned")
-        location = _show_field(
-            await log.run([*pip, "show", package.name], cwd=venv_dir), "Location"
-        )
-        package_root = Path(location) / package.name.replace("-", "_")
-        log.write(f"package root: {package_root}")
-        freeze = await log.run([*pip, "freeze", "--all"], cwd=venv_dir, quiet=True)
-        (venv_dir / FREEZE_FILE).write_text(freeze)
-        return python, package_root
 
     async def _check_sources_free(self, package: PipPackage, manifest: Manifest) -> None:
         sources = [
@@ -325,45 +257,65 @@ class TaskCollector:
     async def _register(
         self,
         state_id: int,
+        activity_id: int,
         package: PipPackage,
+        owner: GroupOwner,
         tasks: list[TaskCreate],
         venv_dir: Path,
         log: CollectionLog,
     ) -> None:
-        """Insert the tasks and end the state as OK, in one transaction."""
+        """Insert the task group and its tasks, and end the state and the activity as OK, in
+        one transaction."""
         log.write(f"registering {len(tasks)} tasks")
         log.write("END: collection OK")
         shutil.copyfile(log.path, venv_dir / LOG_FILE)
+        frozen = (venv_dir / venv.FREEZE_FILE).read_text()
         async with self.database.session(write=True) as session:
             state = await _get_state(session, state_id)
-            rows = await insert_tasks(session, tasks, owner=package.owner)
+            group = TaskGroup(
+                user_id=owner.user_id,
+                user_group_id=owner.user_group_id,
+                origin="wheel-file" if package.wheel is not None else "pypi",
+                pkg_name=package.name,
+                version=package.version or "",
+                python_version=package.python_version,
+                path=str(venv_dir),
+                venv_path=str(venv_dir / venv.VENV_SUBDIR),
+                wheel_path=str(package.wheel) if package.wheel is not None else None,
+                pip_extras=package.extras,
+                pinned_package_versions=package.pins,
+                pip_freeze=frozen,
+            )
+            session.add(group)
+            await session.flush()
+            rows = await insert_tasks(session, tasks, owner=package.owner, group_id=group.id)
             data = {
                 **state.data,
                 "status": "OK",
                 "info": f"{len(rows)} tasks collected",
                 "task_list": [TaskRead.model_validate(row).model_dump(mode="json") for row in rows],
                 "log": log.read(),
-                "freeze": (venv_dir / FREEZE_FILE).read_text(),
+                "freeze": frozen,
             }
-            (venv_dir / COLLECTION_FILE).write_text(
-                json.dumps({**data, "install_request": package.install_request}, indent=2)
+            venv.write_collection_file(
+                venv_dir, {**data, "install_request": package.install_request}
             )
             state.data = data
             state.runner = None
+            await end_activity(session, activity_id, "OK", log.read(), group_id=group.id)
 
     async def _reuse(
         self,
         state_id: int,
+        activity_id: int,
         package: PipPackage,
+        owner: GroupOwner,
         manifest: Manifest,
         venv_dir: Path,
         log: CollectionLog,
     ) -> None:
         """Register the tasks of a complete environment that an earlier collection left."""
-        try:
-            earlier = json.loads((venv_dir / COLLECTION_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise CollectionError(f"{venv_dir / COLLECTION_FILE} is unreadable: {error}") from None
+        earlier = venv.read_collection_file(venv_dir)
         if earlier.get("install_request") != package.install_request:
             raise CollectionError(
                 f"Cannot collect package: {venv_dir} holds {package.name} {package.version} "
@@ -372,24 +324,37 @@ class TaskCollector:
             )
         await self._check_sources_free(package, manifest)
         log.write(f"{venv_dir} holds a complete environment for this request: reusing it")
-        python = venv_dir / "venv" / "bin" / "python"
-        pip = [str(python), "-m", "pip"]
-        location = _show_field(
-            await log.run([*pip, "show", package.name], cwd=venv_dir), "Location"
+        package_root = await venv.package_root(venv_dir, package.name, log)
+        await self._update(state_id, activity_id, status="collecting")
+        tasks = build_tasks(
+            manifest,
+            package.package_source,
+            venv.venv_python(venv_dir),
+            package_root,
+            package.version,
         )
-        package_root = Path(location) / package.name.replace("-", "_")
-        await self._update(state_id, status="collecting")
-        tasks = build_tasks(manifest, package.package_source, python, package_root, package.version)
         check_executables(tasks)
-        await self._register(state_id, package, tasks, venv_dir, log)
+        await self._register(state_id, activity_id, package, owner, tasks, venv_dir, log)
 
-    async def _update(self, state_id: int, **changes: Any) -> None:
+    async def _update(
+        self, state_id: int, activity_id: int, version: str | None = None, **changes: Any
+    ) -> None:
         async with self.database.session(write=True) as session:
             state = await _get_state(session, state_id)
             state.data = {**state.data, **changes}
+            activity = await session.get(TaskGroupActivity, activity_id)
+            if activity is not None:
+                activity.status = "ongoing"
+                if version is not None:
+                    activity.version = version
 
     async def _fail(
-        self, state_id: int, log: CollectionLog, reason: str, created: Path | None
+        self,
+        state_id: int,
+        activity_id: int | None,
+        log: CollectionLog,
+        reason: str,
+        created: Path | None,
     ) -> None:
         log.write(f"ERROR: task collection failed: {reason}")
         if created is not None:
@@ -405,16 +370,24 @@ class TaskCollector:
                     "info": f"Original error: {reason}",
                 }
                 state.runner = None
+                if activity_id is not None:
+                    await end_activity(session, activity_id, "failed", log.read())
         except Exception:
             self.log.exception("Could not record the failure of task collection %s", state_id)
 
     async def reap_orphans(self) -> None:
-        """Fail the collections of this host whose server process is gone (and clean up)."""
+        """Fail the collections and activities of this host whose server process is gone
+        (and clean up)."""
         host = self.runner.split(":")[0]
         async with self.database.session() as session:
             states = (
                 await session.scalars(
                     select(CollectionState).where(CollectionState.runner.like(f"{host}:%"))
+                )
+            ).all()
+            activities = (
+                await session.scalars(
+                    select(TaskGroupActivity).where(TaskGroupActivity.runner.like(f"{host}:%"))
                 )
             ).all()
         for state in states:
@@ -427,198 +400,79 @@ class TaskCollector:
             if venv_path and not (self.tasks_dir / venv_path / COLLECTION_FILE).exists():
                 created = self.tasks_dir / venv_path
             reason = "the server running the collection stopped before it ended"
+            # (its activity is failed below, with the others of the dead server)
             await self._fail(
-                state.id, log, reason, created if created and created.exists() else None
+                state.id,
+                None,
+                log,
+                reason,
+                created if created and created.exists() else None,
             )
             shutil.rmtree(staging, ignore_errors=True)
+        for activity in activities:
+            if activity.runner is None or not self.activity_is_orphan(activity):
+                continue
+            log = CollectionLog(Path(activity.log_file or os.devnull))
+            log.write("ERROR: the server running this activity stopped before it ended")
+            async with self.database.session(write=True) as session:
+                await end_activity(session, activity.id, "failed", log.read())
+            if activity.log_file is not None:
+                Path(activity.log_file).unlink(missing_ok=True)
+
+    def activity_is_orphan(self, activity: TaskGroupActivity) -> bool:
+        if activity.runner is None:
+            return False
+        if activity.runner == self.runner:
+            return activity.id not in self._activities
+        return _process_is_gone(activity.runner, self.runner)
 
     def _is_orphan(self, state_id: int, runner: str) -> bool:
         if runner == self.runner:
             return not self.is_running_here(state_id)
-        host, _, pid = runner.partition(":")
-        if host != self.runner.split(":")[0] or not pid.isdigit():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+        return _process_is_gone(runner, self.runner)
+
+
+def _process_is_gone(runner: str, ours: str) -> bool:
+    """Whether the server `host:pid` runs on our host and is gone."""
+    host, _, pid = runner.partition(":")
+    if host != ours.split(":")[0] or not pid.isdigit():
         return False
-
-
-class CollectionLog:
-    """The log file of one collection; commands' output is appended as it comes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, message: str) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        with contextlib.suppress(OSError), self.path.open("a") as file:
-            file.write(f"{stamp} - {message}\n")
-
-    def read(self) -> str:
-        try:
-            return self.path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    async def run(self, argv: list[str], cwd: Path, quiet: bool = False) -> str:
-        """Run a command (no shell), log its output line by line, return its stdout.
-
-        A non-zero exit raises CollectionError with the output's tail. `quiet` keeps the
-        output out of the log (it is kept elsewhere, like `pip freeze`).
-        """
-        self.write(f"$ {shlex.join(argv)}")
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=_subprocess_environment(),
-            start_new_session=True,
-            # The venv is read by every user of a shared tasks_dir.
-            umask=SHARED_UMASK,
-        )
-        assert process.stdout is not None
-        lines: list[str] = []
-        try:
-            with self.path.open("a") as file:
-                async for raw in process.stdout:
-                    line = raw.decode(errors="replace")
-                    lines.append(line)
-                    if not quiet:
-                        file.write(line)
-                        file.flush()
-            returncode = await process.wait()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await asyncio.shield(process.wait())
-            raise
-        if returncode != 0:
-            tail = "".join(lines[-ERROR_TAIL_LINES:]).strip()
-            raise CollectionError(
-                f"command `{shlex.join(argv[:4])} ...` failed with exit code {returncode}:\n{tail}"
-            )
-        return "".join(lines)
-
-
-def _subprocess_environment() -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_REQUIRE_VIRTUALENV")
-    }
-    environment.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONUNBUFFERED="1")
-    return environment
-
-
-def _show_field(output: str, name: str) -> str:
-    for line in output.splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise CollectionError(f"`pip show` printed no {name}")
-
-
-def read_manifest(text: str | bytes, where: str) -> Manifest:
-    """A manifest from its JSON text; every problem is a CollectionError that says what."""
     try:
-        raw = json.loads(text)
-    except ValueError as error:
-        raise CollectionError(f"{where}: the manifest is not valid JSON ({error})") from None
-    if not isinstance(raw, dict):
-        raise CollectionError(f"{where}: the manifest is not a JSON object")
-    version = str(raw.get("manifest_version"))
-    if version != "2":
-        raise CollectionError(f"{where}: manifest version {version!r} not supported (only '2')")
-    try:
-        return Manifest.model_validate({**raw, "manifest_version": version})
-    except ValidationError as error:
-        raise CollectionError(f"{where}: invalid manifest: {error}") from None
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
-def inspect_wheel(path: Path) -> tuple[str, Manifest]:
-    """The version (from the file name) and the manifest of a wheel."""
-    if not path.name.endswith(".whl"):
-        raise CollectionError(f"Only wheel packages are supported in Fractal (given {path.name}).")
-    if not path.is_file():
-        raise CollectionError(f"{path} does not exist or is not a file")
-    version = path.name.split("-")[1]
-    try:
-        with zipfile.ZipFile(path) as wheel:
-            member = next((n for n in wheel.namelist() if MANIFEST_FILE in n), None)
-            if member is None:
-                raise CollectionError(f"{path.name} does not include {MANIFEST_FILE}")
-            text = wheel.read(member)
-    except zipfile.BadZipFile as error:
-        raise CollectionError(f"{path.name} is not a valid wheel: {error}") from None
-    return version, read_manifest(text, path.name)
-
-
-def build_tasks(
-    manifest: Manifest,
-    package_source: str,
-    python: Path | str,
-    package_root: Path,
-    version: str | None,
-) -> list[TaskCreate]:
-    """The tasks of a manifest: sources `<package_source>:<slug>`, commands
-    `<python> <package_root>/<executable>`, the manifest's other fields kept."""
-    tasks: list[TaskCreate] = []
-    seen: set[str] = set()
-    for entry in manifest.task_list:
-        source = f"{package_source}:{slugify_task_name(entry.name)}"
-        if source in seen:
-            raise CollectionError(f"two tasks of the manifest have the source '{source}'")
-        seen.add(source)
-        fields: dict[str, Any] = {
-            "name": entry.name,
-            "source": source,
-            "version": version,
-            "input_types": entry.input_types,
-            "output_types": entry.output_types,
-            "docs_info": entry.docs_info,
-            "docs_link": entry.docs_link,
-            "type": entry.type,
-            "category": entry.category,
-            "modality": entry.modality,
-            "tags": entry.tags,
-            "authors": entry.authors or manifest.authors,
-        }
-        if manifest.has_args_schemas:
-            fields["args_schema_version"] = manifest.args_schema_version
-        for side in ("non_parallel", "parallel"):
-            executable = getattr(entry, f"executable_{side}")
-            if executable is None:
-                continue
-            fields[f"command_{side}"] = f"{python} {package_root / executable}"
-            fields[f"meta_{side}"] = getattr(entry, f"meta_{side}")
-            fields[f"args_schema_{side}"] = getattr(entry, f"args_schema_{side}")
-        try:
-            tasks.append(TaskCreate.model_validate(fields))
-        except ValidationError as error:
-            raise CollectionError(f"task '{entry.name}' of the manifest: {error}") from None
-    return tasks
-
-
-def check_executables(tasks: list[TaskCreate]) -> None:
-    for task in tasks:
-        for side in ("non_parallel", "parallel"):
-            command = getattr(task, f"command_{side}")
-            if command is not None and not Path(command.split()[1]).exists():
-                raise CollectionError(
-                    f"Task `{task.name}` has `command_{side}` pointing to missing file "
-                    f"`{command.split()[1]}`."
-                )
+async def end_activity(
+    session: AsyncSession,
+    activity_id: int,
+    status: str,
+    log: str,
+    *,
+    group_id: int | None = None,
+) -> None:
+    """Record the end of a task group activity: its status and its whole log."""
+    activity = await session.get(TaskGroupActivity, activity_id)
+    if activity is None:
+        return
+    activity.status = status
+    activity.log = log
+    activity.log_file = None
+    activity.runner = None
+    activity.timestamp_ended = utc_now()
+    if group_id is not None:
+        activity.taskgroupv2_id = group_id
 
 
 async def insert_tasks(
-    session: AsyncSession, tasks: list[TaskCreate], owner: str | None
+    session: AsyncSession, tasks: list[TaskCreate], owner: str | None, group_id: int
 ) -> list[Task]:
     rows = [new_task(task, source=task.source, owner=owner) for task in tasks]
+    for row in rows:
+        row.taskgroupv2_id = group_id
     session.add_all(rows)
     await session.flush()
     return rows
@@ -631,7 +485,7 @@ async def _get_state(session: AsyncSession, state_id: int) -> CollectionState:
     return state
 
 
-def _after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     """Run `callback` once the session's transaction is committed (never on rollback)."""
 
     def fire(_: Session) -> None:
@@ -646,11 +500,20 @@ def _after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 async def start_pip_collection(
     session: AsyncSession, collector: TaskCollector, user: CurrentUser, body: TaskCollectPip
 ) -> CollectionState:
-    """Check what can be checked at once, record a pending state, start the background work
-    once the state is committed.
+    """`POST task/collect/pip/` as fractal-server 2.6.4 answers it: the collection state."""
+    state, _ = await start_collection(session, collector, user, body)
+    return state
 
-    An administrator's collection makes tasks without owner, which every user's jobs may run
-    (fractal-server 2.6.4 makes all collected tasks so); anyone else's makes tasks they own.
+
+async def start_collection(
+    session: AsyncSession, collector: TaskCollector, user: CurrentUser, body: TaskCollectPip
+) -> tuple[CollectionState, TaskGroupActivity]:
+    """Check what can be checked at once, record a pending state and a pending `collect`
+    activity, start the background work once they are committed.
+
+    An administrator's collection makes tasks without owner, in a group shared with every
+    user (fractal-server 2.6.4 makes all collected tasks so); anyone else's makes tasks
+    they own, in a group of their own (see `services/task_trust.py`).
     """
     python_version = body.python_version or collector.default_python_version
     interpreter = collector.interpreter(python_version)
@@ -674,6 +537,7 @@ async def start_pip_collection(
                 "Cannot collect package. Possible reason: another collection of the same "
                 f"package is in progress ({venv_dir} exists and is not complete)."
             )
+    group_owner = GroupOwner(user.id, await new_group_user_group_id(session, user))
     state = CollectionState(data=data, runner=collector.runner)
     session.add(state)
     await session.flush()
@@ -684,9 +548,24 @@ async def start_pip_collection(
             f"GET /task/collect/{state.id} to query collection status"
         ),
     }
-    state_id, staging = state.id, collector.staging_dir(state)
-    _after_commit(session, lambda: collector.start(state_id, staging, package))
-    return state
+    staging = collector.staging_dir(state)
+    activity = TaskGroupActivity(
+        user_id=user.id,
+        pkg_name=package.name,
+        version=package.version or "",
+        status="pending",
+        action="collect",
+        log_file=str(staging / LOG_FILE),
+        runner=collector.runner,
+    )
+    session.add(activity)
+    await session.flush()
+    state_id, activity_id = state.id, activity.id
+    after_commit(
+        session,
+        lambda: collector.start(state_id, activity_id, staging, package, group_owner),
+    )
+    return state, activity
 
 
 async def read_collection_state(
@@ -708,40 +587,6 @@ async def read_collection_state(
     return CollectionStateRead(id=state.id, data=data, timestamp=state.timestamp)
 
 
-async def _find_package_root(python: str, package_name: str) -> Path:
-    name = package_name.replace("-", "_")
-    code = (
-        "import importlib.util, pathlib; "
-        f"print(pathlib.Path(importlib.util.find_spec({name!r}).origin).parent.as_posix())"
-    )
-    process = await asyncio.create_subprocess_exec(
-        python,
-        "-c",
-        code,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_subprocess_environment(),
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), FIND_PACKAGE_TIMEOUT_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise Unprocessable(
-            f"Cannot determine 'package_root': {python} did not answer within "
-            f"{FIND_PACKAGE_TIMEOUT_SECONDS:.0f} s."
-        ) from None
-    output = stdout.decode(errors="replace").strip("\n")
-    if process.returncode != 0 or not output or "\n" in output:
-        raise Unprocessable(
-            "Cannot determine 'package_root'.\n"
-            f"Original output: {output}\n"
-            f"Original error: {stderr.decode(errors='replace')}"
-        )
-    return Path(output)
-
-
 async def collect_custom(
     session: AsyncSession, user: CurrentUser, body: TaskCollectCustom
 ) -> list[Task]:
@@ -760,7 +605,10 @@ async def collect_custom(
         package_root = Path(body.package_root)
     else:
         assert body.package_name is not None
-        package_root = await _find_package_root(body.python_interpreter, body.package_name)
+        try:
+            package_root = await venv.find_package_root(body.python_interpreter, body.package_name)
+        except CollectionError as error:
+            raise Unprocessable(str(error)) from None
     source = f"{user.username}:{body.source}"
     try:
         tasks = build_tasks(
@@ -780,4 +628,14 @@ async def collect_custom(
                 for task in overlapping
             )
         )
-    return await insert_tasks(session, tasks, owner=user.username)
+    group = TaskGroup(
+        user_id=user.id,
+        user_group_id=await new_group_user_group_id(session, user),
+        origin="other",
+        pkg_name=body.package_name or body.source,
+        version=body.version or LEGACY_VERSION,
+        path=str(package_root),
+    )
+    session.add(group)
+    await session.flush()
+    return await insert_tasks(session, tasks, owner=user.username, group_id=group.id)

@@ -2,8 +2,9 @@
 
 A task's package identity is what travels between servers (the portable workflow export,
 `{pkg_name, version, name}`) and what relates the versions of a task to each other (the
-version-update candidates of a workflow). Until tasks belong to task groups, it is derived
-from the task's own fields:
+version-update candidates of a workflow). It is derived from the task's own fields, which
+every task has whether or not it is in a task group (migration 0007 gave the groups the same
+package names):
 
 - a pip-collected task (`source` = `pip_remote|pip_local:<name>:<version>:<extras>:py<X.Y>:
   <slug>`): the package name of its source, normalised, and the version of its source;
@@ -12,31 +13,20 @@ from the task's own fields:
   label, normalised, with the task's `version`; without a version there is no identity
   (nothing to compare or export).
 
-Every use goes through `package_identity`, so that task groups replace this derivation here
-and nowhere else.
+Every use goes through `package_identity`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
 from ..db.models import Task
+from ..tasks.package import normalize_package_name, slugify_task_name
 
 _PIP_KINDS = ("pip_remote", "pip_local")
-
-
-def normalize_package_name(name: str) -> str:
-    """PyPA's name normalisation, as fractal-server 2.6.4 applies it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def slugify_task_name(name: str) -> str:
-    """The last part of a task's `source` (2.6.4: lower case, spaces become `_`)."""
-    return name.replace(" ", "_").lower()
 
 
 @dataclass(frozen=True)

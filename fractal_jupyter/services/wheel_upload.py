@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..errors import Unprocessable, validation_detail
 from ..file_modes import make_shared_dir
 from ..schemas.task_collection import CollectionActivityRead, TaskCollectPipForm
+from ..tasks.package import normalize_package_name
 from .task_collection import TaskCollector, start_pip_collection
-from .task_package import normalize_package_name
 from .users import CurrentUser
 
 WHEELS_SUBDIR = ".wheels"

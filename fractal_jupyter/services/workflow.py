@@ -21,9 +21,10 @@ from ..schemas.workflow import (
     WorkflowTaskExport,
     WorkflowUpdate,
 )
+from ..tasks.package import normalize_package_name
 from .access import get_project_for_member, get_workflow_for_member, member_project_ids
 from .job import check_no_submitted_job
-from .task_package import newest, normalize_package_name, package_identity
+from .task_package import newest, package_identity
 from .task_trust import may_run, require_runnable_tasks
 from .users import CurrentUser
 from .workflowtask import check_arguments, check_sides, insert_workflow_task

@@ -210,3 +210,134 @@ def _column_names(connection: Connection) -> dict[str, list[str]]:
         for table in metadata.sorted_tables
         if table.name != "alembic_version"
     }
+
+
+# Under 0006: alice (user) and root (administrator) exist, with the group "All" (made by
+# 0005, id 1); an
+# administrator's collection (owner-less tasks, with its collection state), alice's own
+# collection of another package, a task made by hand by alice, and a workflow using them.
+COLLECTED = "pip_remote:fractal_tasks_core:2.1.0::py3.11"
+MINE = "pip_local:my_tasks:0.1.0:extra1:py3.12"
+FILL_0006 = [
+    "INSERT INTO user_account (id, username, email, is_active, is_superuser, is_verified, "
+    "timestamp_created) VALUES (1, 'alice', 'alice@x', true, false, true, '2026-01-01'), "
+    "(2, 'root', 'root@x', true, true, true, '2026-01-01')",
+    "INSERT INTO link_user_group (group_id, user_id) "
+    "SELECT id, 1 FROM user_group WHERE name = 'All'",
+    "INSERT INTO project (id, name, timestamp_created) VALUES (1, 'p', '2026-01-01')",
+    "INSERT INTO workflow (id, name, project_id, timestamp_created) "
+    "VALUES (1, 'w', 1, '2026-01-01')",
+    *(
+        "INSERT INTO task (id, name, type, source, owner, version, command_non_parallel, "
+        "meta_non_parallel, meta_parallel, input_types, output_types, tags) VALUES "
+        f"({task_id}, '{name}', 'non_parallel', '{source}', {owner}, {version}, "
+        f"'{command}', '{{}}', '{{}}', '{{}}', '{{}}', '[]')"
+        for task_id, name, source, owner, version, command in [
+            (
+                1,
+                "Import",
+                f"{COLLECTED}:import",
+                "NULL",
+                "'2.1.0'",
+                "/t/.fractal/fractal-tasks-core2.1.0/venv/bin/python /t/s/import.py",
+            ),
+            (
+                2,
+                "Project",
+                f"{COLLECTED}:project",
+                "NULL",
+                "'2.1.0'",
+                "/t/.fractal/fractal-tasks-core2.1.0/venv/bin/python /t/s/project.py",
+            ),
+            (
+                3,
+                "Mine",
+                f"{MINE}:mine",
+                "'alice'",
+                "'0.1.0'",
+                "/t/.fractal/my-tasks0.1.0/venv/bin/python /t/m/mine.py",
+            ),
+            (4, "By hand", "alice:by-hand", "'alice'", "NULL", "/usr/bin/true"),
+            (5, "Roots", "root:roots", "'root'", "'1'", "/usr/bin/true"),
+        ]
+    ),
+    'INSERT INTO workflow_task (id, workflow_id, "order", task_id, task_type, '
+    "input_filters) VALUES (1, 1, 0, 1, 'non_parallel', '{}'), "
+    "(2, 1, 1, 4, 'non_parallel', '{}')",
+    "INSERT INTO collection_state (id, data, timestamp) VALUES (1, "
+    '\'{"status": "OK", "freeze": "fractal-tasks-core==2.1.0\\nnumpy==2.0.0\\n", '
+    '"task_list": [{"id": 1}, {"id": 2}]}\', \'2026-02-03 04:05:06\')',
+]
+
+
+def test_upgrade_to_task_groups_groups_every_task(tmp_path):
+    async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        async with fresh_database_url(tmp_path) as url:
+            database = Database(url)
+            async with database.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to("0006"))
+                for statement in FILL_0006:
+                    await connection.execute(text(statement))
+            await database.upgrade()
+            async with database.engine.connect() as connection:
+                groups = (
+                    await connection.execute(
+                        text(
+                            "SELECT id, user_id, user_group_id, origin, pkg_name, version, "
+                            "python_version, path, venv_path, pip_extras, pip_freeze, active, "
+                            "timestamp_created FROM task_group ORDER BY id"
+                        )
+                    )
+                ).all()
+                tasks = (
+                    await connection.execute(
+                        text("SELECT id, taskgroupv2_id FROM task ORDER BY id")
+                    )
+                ).all()
+                workflow = (
+                    await connection.execute(
+                        text('SELECT task_id FROM workflow_task ORDER BY "order"')
+                    )
+                ).all()
+            await database.dispose()
+            return [tuple(row) for row in groups], [tuple(row) for row in tasks], workflow
+
+    groups, tasks, workflow = asyncio.run(run())
+    by_id = {group[0]: group for group in groups}
+    group_of = dict(tasks)
+    assert [tuple(row) for row in workflow] == [(1,), (4,)]
+    assert len(groups) == 4 and set(group_of.values()) == set(by_id)
+    # The administrator's collection: one group, the first administrator's, shared with All.
+    assert group_of[1] == group_of[2]
+    collected = by_id[group_of[1]]
+    assert collected[1:12] == (
+        2,
+        1,
+        "pypi",
+        "fractal-tasks-core",
+        "2.1.0",
+        "3.11",
+        "/t/.fractal/fractal-tasks-core2.1.0",
+        "/t/.fractal/fractal-tasks-core2.1.0/venv",
+        None,
+        "fractal-tasks-core==2.1.0\nnumpy==2.0.0\n",
+        True,
+    )
+    assert str(collected[12]).startswith("2026-02-03 04:05:06")
+    # alice's collection: hers, private, a wheel, with its extras.
+    mine = by_id[group_of[3]]
+    assert mine[1:10] == (
+        1,
+        None,
+        "wheel-file",
+        "my-tasks",
+        "0.1.0",
+        "3.12",
+        "/t/.fractal/my-tasks0.1.0",
+        "/t/.fractal/my-tasks0.1.0/venv",
+        "extra1",
+    )
+    assert mine[10] is None
+    # Tasks made by hand: a group each, origin other; an administrator's is shared.
+    assert by_id[group_of[4]][1:7] == (1, None, "other", "By hand", "0", None)
+    assert by_id[group_of[5]][1:7] == (2, 1, "other", "Roots", "1", None)
