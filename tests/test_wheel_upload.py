@@ -14,7 +14,8 @@ import pytest
 
 from fractal_jupyter.client import FractalAPIError
 from tests.support.task_packages import build_task_wheel, mock_manifest
-from tests.test_task_collection import COLLECT, collector_of, wait_for_collection
+from tests.test_task_collection import COLLECT, collector_of
+from tests.test_task_group import GROUPS, wait_for_activity
 
 LIMIT = 20_000
 
@@ -69,11 +70,15 @@ async def test_wheel_upload_is_collected(api: Any, jp_serverapp: Any, tmp_path: 
         "status": "pending",
         "action": "collect",
     }
-    final, _ = await wait_for_collection(api, activity["id"])
-    assert final["data"]["status"] == "OK", final["data"].get("log")
+    # The answer is the collection's activity, which fractal-client 2.24 follows.
+    final, _ = await wait_for_activity(api, activity["id"], user="admin")
+    assert final["status"] == "OK", final["log"]
     stored = list((public_dir(jp_serverapp) / ".wheels").glob("*/" + wheel.name))
     assert len(stored) == 1 and stored[0].read_bytes() == wheel.read_bytes()
-    assert f"fractal-tasks-mock @ file://{stored[0]}" in final["data"]["freeze"]
+    status, group = await api("GET", f"{GROUPS}{final['taskgroupv2_id']}/", user="admin")
+    assert status == 200, group
+    freeze = (Path(group["path"]) / "collection_freeze.txt").read_text()
+    assert f"fractal-tasks-mock @ file://{stored[0]}" in freeze
     _, tasks = await api("GET", "api/v2/task/")
     assert len(tasks) == len(mock_manifest()["task_list"])
     assert all(t["source"].startswith("pip_local:fractal_tasks_mock:0.1.0:") for t in tasks)
@@ -167,8 +172,8 @@ async def test_client_uploads_a_wheel(
         "0.1.0",
         "pending",
     )
-    final, _ = await wait_for_collection(api, activity.id)
-    assert final["data"]["status"] == "OK", final["data"].get("log")
+    final, _ = await wait_for_activity(api, activity.id, user="admin")
+    assert final["status"] == "OK", final["log"]
     not_a_wheel = tmp_path / "x-1.0-py3-none-any.whl"
     not_a_wheel.write_bytes(b"text")
     with pytest.raises(FractalAPIError) as refused:

@@ -10,10 +10,10 @@ from typing import Any
 
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
 from ..schemas.task_collection import (
-    CollectionActivityRead,
     CollectionStateRead,
     TaskCollectCustom,
 )
+from ..schemas.task_group import TaskGroupActivityRead
 from ..schemas.workflow import (
     TaskVersionRead,
     WorkflowExport,
@@ -113,9 +113,9 @@ class WorkflowsMixin(ClientBase):
         package_extras: str | None = None,
         python_version: str | None = None,
         pinned_package_versions: Mapping[str, str] | None = None,
-    ) -> CollectionActivityRead:
+    ) -> TaskGroupActivityRead:
         """Upload a wheel from this machine (the server need not see its path) and collect
-        it in the background: follow it with `get_collection_state(<answer>.id)`."""
+        it in the background: follow it with `get_task_group_activity(<answer>.id)`."""
         path = Path(wheel)
         form = fields_given(
             package_extras=package_extras,
@@ -125,7 +125,7 @@ class WorkflowsMixin(ClientBase):
             else json.dumps(dict(pinned_package_versions)),
         )
         return self._transport.call(
-            CollectionActivityRead,
+            TaskGroupActivityRead,
             "POST",
             "/api/v2/task/collect/pip/",
             form=form,

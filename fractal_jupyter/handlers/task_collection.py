@@ -4,13 +4,13 @@ from ..db.models import CollectionState, Task
 from ..errors import Unprocessable
 from ..schemas.task import TaskRead
 from ..schemas.task_collection import (
-    CollectionActivityRead,
     CollectionStateQuery,
     CollectionStateRead,
     TaskCollectCustom,
     TaskCollectPip,
     TaskCollectPipForm,
 )
+from ..schemas.task_group import TaskGroupActivityRead
 from ..services import task_collection, wheel_upload
 from .base import DEFAULT_MAX_WHEEL_UPLOAD_BYTES, FractalHandler, by_content_type, operation
 
@@ -40,12 +40,12 @@ class TaskCollectPipHandler(FractalHandler):
 
     @operation(
         "The same from a form (fractal-server 2.9+): a PyPI `package`, or a wheel uploaded as "
-        "`file`; the answer is the collection as an activity (its id is the state's)",
+        "`file`; the answer is its `collect` activity (api/v2/task-group/activity/{id}/)",
         form=TaskCollectPipForm,
-        response=CollectionActivityRead,
+        response=TaskGroupActivityRead,
         status=202,
     )
-    async def _post_form(self, form: TaskCollectPipForm) -> CollectionActivityRead:
+    async def _post_form(self, form: TaskCollectPipForm) -> TaskGroupActivityRead:
         self.require_server_owner("collect tasks")
         return await wheel_upload.start_form_collection(
             self.db_session, self.fractal.collector, self.user, form, self._uploaded_wheel()

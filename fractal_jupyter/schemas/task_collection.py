@@ -256,23 +256,3 @@ class TaskCollectPipForm(LenientRequestModel):
                 else None,
             }
         )
-
-
-CollectionActivityStatus = Literal["pending", "ongoing", "failed", "OK"]
-
-
-class CollectionActivityRead(ResponseModel):
-    """What fractal-server 2.9+ answers a collection with (its `TaskGroupActivityRead`): the
-    collection state seen as an activity. `id` is the collection state's (GET
-    api/v2/task/collect/{id}/ follows it)."""
-
-    id: int
-    user_id: int
-    taskgroupv2_id: int | None = None
-    timestamp_started: Timestamp
-    timestamp_ended: Timestamp | None = None
-    pkg_name: str
-    version: str
-    status: CollectionActivityStatus
-    action: Literal["collect"] = "collect"
-    log: str | None = None

@@ -320,7 +320,7 @@ async def mark_used(session: AsyncSession, tasks: Iterable[Task]) -> None:
 # -- activities ----------------------------------------------------------------------------
 
 
-def _activity_read(activity: TaskGroupActivity) -> TaskGroupActivityRead:
+def activity_read(activity: TaskGroupActivity) -> TaskGroupActivityRead:
     read = TaskGroupActivityRead.model_validate(activity)
     if activity.log is None and activity.log_file is not None:
         read.log = CollectionLog(Path(activity.log_file)).read()
@@ -353,7 +353,7 @@ async def list_activities(
         .where(TaskGroupActivity.user_id == user.id, *_activity_filters(query))
         .order_by(TaskGroupActivity.id.desc())
     )
-    return [_activity_read(activity) for activity in activities]
+    return [activity_read(activity) for activity in activities]
 
 
 async def get_activity(
@@ -367,7 +367,7 @@ async def get_activity(
     if activity.runner is not None and collector.activity_is_orphan(activity):
         await collector.reap_orphans()
         await session.refresh(activity)
-    return _activity_read(activity)
+    return activity_read(activity)
 
 
 async def admin_list_activities(
@@ -383,7 +383,7 @@ async def admin_list_activities(
         current_page=page,
         page_size=page_size,
         total_count=total,
-        items=[_activity_read(activity) for activity in rows],
+        items=[activity_read(activity) for activity in rows],
     )
 
 

@@ -5,7 +5,7 @@ An uploaded wheel is checked (its file name, a zip archive with a `.dist-info/ME
 before anything is written, then kept where the collection installs it from and where a
 later reinstall finds it again: `<tasks_dir>/.fractal/.wheels/<sha256 of the content,
 16 hex digits>/<file name>` (the same wheel uploaded twice is one file). The collection
-itself is the JSON request's (`task_collection.start_pip_collection`) with that path as the
+itself is the JSON request's (`task_collection.start_collection`) with that path as the
 local wheel.
 """
 
@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import Unprocessable, validation_detail
 from ..file_modes import make_shared_dir
-from ..schemas.task_collection import CollectionActivityRead, TaskCollectPipForm
-from ..tasks.package import normalize_package_name
-from .task_collection import TaskCollector, start_pip_collection
+from ..schemas.task_collection import TaskCollectPipForm
+from ..schemas.task_group import TaskGroupActivityRead
+from .task_collection import TaskCollector, start_collection
+from .task_group import activity_read
 from .users import CurrentUser
 
 WHEELS_SUBDIR = ".wheels"
@@ -87,7 +88,7 @@ async def start_form_collection(
     user: CurrentUser,
     form: TaskCollectPipForm,
     upload: UploadedFile | None,
-) -> CollectionActivityRead:
+) -> TaskGroupActivityRead:
     """Check the form and the wheel, start the collection, store the wheel (before the
     transaction commits, which starts the background work)."""
     if upload is not None and form.package is not None:
@@ -107,17 +108,8 @@ async def start_form_collection(
         request = form.as_request(str(path) if path is not None else str(form.package))
     except ValidationError as error:
         raise Unprocessable(validation_detail(error, "body")) from None
-    state = await start_pip_collection(session, collector, user, request)
+    _, activity = await start_collection(session, collector, user, request)
     if upload is not None and path is not None:
         store_wheel(path, upload)
-        name, version = upload.filename.split("-")[:2]
-    else:
-        name, version = request.package, request.package_version or ""
-    return CollectionActivityRead(
-        id=state.id,
-        user_id=user.id,
-        timestamp_started=state.timestamp,
-        pkg_name=normalize_package_name(name),
-        version=version,
-        status="pending",
-    )
+    await session.flush()
+    return activity_read(activity)

@@ -285,14 +285,15 @@ def test_fractal_client_2_2_1(server: LiveServer, tmp_path: Path) -> None:
     assert "Status code: 401" in out and "Bad credentials" in out
 
 
-def wait_for_collection(server: LiveServer, state_id: int) -> dict[str, Any]:
-    """The collection's final state (`task check-collection` of 2.24 asks the task-group
-    activity routes, which come with task groups)."""
+def wait_for_collection(client: Client, activity_id: int) -> dict[str, Any]:
+    """The collection's ended activity, as `task check-collection` shows it."""
     deadline = time.monotonic() + JOB_TIMEOUT
     while True:
-        state: dict[str, Any] = server.api.call("GET", f"api/v2/task/collect/{state_id}/")
-        if state["data"]["status"] in ("OK", "fail") or time.monotonic() > deadline:
-            return state
+        activity: dict[str, Any] = client.json(
+            "task", "check-collection", "--include-logs", str(activity_id)
+        )
+        if activity["status"] in ("OK", "failed") or time.monotonic() > deadline:
+            return activity
         time.sleep(0.3)
 
 
@@ -364,8 +365,9 @@ def test_fractal_client_2_24_1(server: LiveServer, tmp_path: Path) -> None:
         "status": "pending",
         "action": "collect",
     }
-    state = wait_for_collection(server, activity["id"])
-    assert state["data"]["status"] == "OK", state["data"].get("log")
+    ended = wait_for_collection(client, activity["id"])
+    assert ended["status"] == "OK" and ended["taskgroupv2_id"], ended["log"]
+    assert "fractal-tasks-mock" in ended["log"]
     collected = [t for t in client.json("task", "list") if t["version"] == "0.1.0"]
     assert len(collected) == len(mock_manifest()["task_list"])
 
