@@ -7,9 +7,9 @@ before step 3, step 2's memory is edited and saved, and the run panel runs steps
 one well's images (the server says which steps and images the job covered). Then the kernel
 restarts and two cells the test adds to its copy of the notebook show the job list and an
 image browser: a job submitted before the restart opens with its whole log, an image row is
-selected, 500 images go on a page. Screenshots go to .tmp/artifacts/browser/. Chromium comes from apt
-(`apt-get install chromium` when root and missing); Playwright's own browser downloads are
-never used.
+selected, 500 images go on a page. Screenshots go to .tmp/artifacts/browser/. Chromium
+comes from apt (`apt-get install chromium` when root and missing); Playwright's own browser
+downloads are never used.
 """
 
 from __future__ import annotations
