@@ -1,10 +1,10 @@
-"""What the widgets share: showing a client error, small HTML helpers."""
+"""What the widgets share: showing a client error, a style sheet, the disabled-button look."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ipywidgets as w
 
@@ -50,22 +50,6 @@ class MessageArea:
         except Exception as error:
             self.fail(f"{what} failed: {describe_error(error)}")
             return None
-
-
-def table(headers: list[str], rows: list[list[Any]], selected: int | None = None) -> str:
-    """An HTML table (escaped cells); row `selected` highlighted."""
-    head = "".join(
-        f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>" for h in headers
-    )
-    body = []
-    for index, row in enumerate(rows):
-        style = " style='background:#e3f2fd'" if index == selected else ""
-        cells = "".join(f"<td style='padding:2px 8px'>{html.escape(str(c))}</td>" for c in row)
-        body.append(f"<tr{style}>{cells}</tr>")
-    return (
-        "<table class='fractal-table' style='border-collapse:collapse;font-size:90%'>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
 
 
 # ipywidgets' own look of a disabled button is faint in some themes: make it plain.

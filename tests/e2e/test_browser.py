@@ -2,12 +2,14 @@
 
 Runs every cell of examples/quickstart.ipynb in the browser (1,280 x 800 pixels), then checks
 in the page that the workflow builder, the job monitor and the image browser render
-(ipywidgets, no custom JS) and react to a click. Then the kernel restarts and two cells the
-test adds to its copy of the notebook show the job list and an image browser: the job
-submitted before the restart opens with its whole log, an image row is selected, 500 images
-go on a page. Screenshots go to .tmp/artifacts/browser/. Chromium comes from apt
-(`apt-get install chromium` when root and missing); Playwright's own browser downloads are
-never used.
+(ipywidgets, no custom JS) and react to a click. In the builder a catalogue task goes in
+before step 3, step 2's memory is edited and saved, and the run panel runs steps 2 to 3 on
+one well's images (the server says which steps and images the job covered). Then the kernel
+restarts and two cells the test adds to its copy of the notebook show the job list and an
+image browser: a job submitted before the restart opens with its whole log, an image row is
+selected, 500 images go on a page. Screenshots go to .tmp/artifacts/browser/. Chromium
+comes from apt (`apt-get install chromium` when root and missing); Playwright's own browser
+downloads are never used.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 APT_GET = ["flock", "/tmp/fractal-jupyter-apt.lock", "apt-get", "-o", "DPkg::Lock::Timeout=600"]
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
-}  # every cell stays in the page (no windowing), no news toast
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "doNotDisturbMode": True},
+}  # every cell stays in the page (no windowing), no toasts over the screenshots
 VIEWPORT = {"width": 1280, "height": 800}
 # Cells the test adds at the end of its copy of the notebook; they run again after the kernel
 # restarted, with nothing of the quickstart's variables left.
@@ -45,6 +48,9 @@ jobs"""
 IMAGES_CELL = """ran = [j for j in jobs.jobs if j.workflow_dump["name"] == "quickstart workflow"]
 ImageBrowser(client, ran[0].project_id, ran[0].dataset_id)"""
 WIDGETS = ".fractal-job-list, .fractal-job-monitor, .fractal-image-browser"
+MEASURE = "Measure intensity"  # a demo task that needs no argument to be set
+WELL = "A01"  # the well the run from step 2 to 3 is filtered on
+MEMORY_MB = 2000
 
 
 def ensure_chromium() -> Path:
@@ -158,13 +164,21 @@ def test_quickstart_in_jupyterlab(server):
             expect(monitor).to_contain_text("done", timeout=60_000)
             expect(images).to_contain_text("image(s)")
 
-            # The builder: the three saved tasks are listed; a click adds a fourth.
+            # The builder: the three saved tasks are listed; a task chosen in the catalogue
+            # goes in before the third (nothing is chosen before: the button is disabled).
             builder.scroll_into_view_if_needed()
             steps = builder.locator(".fractal-steps select")
             expect(steps.locator("option")).to_have_count(3)
             page.screenshot(path=str(ARTIFACTS / "1-builder.png"))
-            builder.locator("button", has_text="Add to workflow").click()
+            add = builder.locator("button", has_text="Add to workflow")
+            expect(add).to_be_disabled()
+            choose(builder.locator(".fractal-catalogue select"), MEASURE)
+            choose(builder.locator("select:has(option:text-is('the end'))"), "before step 3")
+            add.click()
             expect(steps.locator("option")).to_have_count(4, timeout=30_000)
+            # (a Select shows spaces as no-break spaces: \s matches both)
+            new_step = re.compile(r"^3\.\s+Measure\s+intensity\s+\(new\)")
+            expect(steps.locator("option").nth(2)).to_have_text(new_step)
             expect(builder).to_contain_text("not saved yet")
             screenshot(page, builder, "2-builder-after-add.png")
 
@@ -184,9 +198,11 @@ def test_quickstart_in_jupyterlab(server):
             screenshot(page, images, "4-images.png")
             page.screenshot(path=str(ARTIFACTS / "5-page.png"), full_page=True)
 
-            # --- The builder's run panel and step settings (issue 19, branch `builder`):
-            # run from step 2 to 3 with a filter, edit a step's memory. Added here after the
-            # merge; the job it runs then shows in the job list below. ---
+            # The builder's step settings and run panel: step 2's memory edited and saved,
+            # then a run of steps 2 to 3 on the images of one well; the job list below shows
+            # that job too.
+            edit_memory_of_step_2(page, builder, server)
+            run_steps_2_to_3_of_one_well(page, builder, server)
 
             restart_kernel_and_run_added_cells(page)
             check_past_job_and_images(page, server)
@@ -216,6 +232,135 @@ def select_first_row(images: Any) -> None:
     expect(rows.locator("option").first).to_have_js_property("selected", True)
     preview = images.locator(".widget-image:visible, :text('No preview')").first
     expect(preview).to_be_visible(timeout=30_000)
+
+
+def choose(select: Any, text: str) -> None:
+    """Select the first option of `select` whose text has `text` (labels may say more)."""
+    select.select_option(select.locator("option", has_text=text).first.get_attribute("value"))
+
+
+def quickstart_workflow(server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    """The quickstart project's id and its workflow, as the server has them."""
+    project = next(
+        p for p in server.api.call("GET", "api/v2/project/") if p["name"] == "quickstart"
+    )
+    base = f"api/v2/project/{project['id']}/workflow/"
+    listed = next(w for w in server.api.call("GET", base) if w["name"] == "quickstart workflow")
+    return project["id"], server.api.call("GET", f"{base}{listed['id']}/")
+
+
+def edit_memory_of_step_2(page: Any, builder: Any, server: ServerProcess) -> None:
+    """Step 2's settings: its memory set, the step marked edited, saved on the server."""
+    from playwright.sync_api import expect
+
+    steps = builder.locator(".fractal-steps select")
+    choose(steps, f"2. {MEASURE}")
+    expect(builder).to_contain_text(f"Step 2: {MEASURE}", timeout=30_000)
+    memory = builder.locator(".widget-hbox", has_text="Memory per call (MB)").last.locator("input")
+    memory.fill(str(MEMORY_MB))
+    memory.press("Enter")
+    expect(steps.locator("option").nth(1)).to_contain_text("(edited)", timeout=30_000)
+    screenshot(
+        page, builder.locator(".widget-html", has_text=f"Step 2: {MEASURE}"), "5a-step-settings.png"
+    )
+    builder.locator("button", has_text="Save this step").click()
+    expect(builder).to_contain_text("saved step 2", timeout=30_000)
+    expect(steps.locator("option").nth(1)).not_to_contain_text("(edited)")
+    _project_id, workflow = quickstart_workflow(server)
+    saved = workflow["task_list"][1]
+    assert saved["task"]["name"] == MEASURE
+    assert saved["meta_parallel"]["mem"] == MEMORY_MB, saved["meta_parallel"]
+
+
+def run_steps_2_to_3_of_one_well(page: Any, builder: Any, server: ServerProcess) -> None:
+    """ "Run from here" on step 2, to step 3, a job filter on one well: the panel counts the
+    well's images; the job ran steps 2 and 3 only, each on those images only."""
+    from playwright.sync_api import expect
+
+    builder.locator("button", has_text="Run from here").click()
+    expect(builder).to_contain_text("the run starts at step 2", timeout=30_000)
+    panel = builder.locator(".fractal-run-panel")
+    choose(panel.locator(".widget-dropdown", has_text="to step").locator("select"), f"3. {MEASURE}")
+    add = re.compile(r"^\s*add\s*$")
+    panel.locator("button", has_text=add).first.click()  # an attribute...
+    key = panel.locator("input[placeholder='key']")
+    key.fill("well")
+    key.press("Enter")
+    panel.locator("button", has_text=add).first.click()  # ...its first value (the row's "add")
+    value = panel.locator("[placeholder^='text, or a JSON value']")
+    value.fill(WELL)
+    value.blur()  # a text area: sent when it loses the focus (Enter is a new line)
+
+    project_id, workflow = quickstart_workflow(server)
+    project_path = f"api/v2/project/{project_id}/"
+    (dataset,) = server.api.call("GET", f"{project_path}dataset/")
+    dataset_path = f"{project_path}dataset/{dataset['id']}/"
+    filters = dataset["filters"]
+    query = {"attributes": {**filters["attributes"], "well": WELL}, "types": filters["types"]}
+    well_images = {i["zarr_url"] for i in call_pages(server, f"{dataset_path}images/query/", query)}
+    every_image = server.api.call("POST", f"{dataset_path}images/query/", {})["total_count"]
+    assert 0 < len(well_images) < every_image
+    expect(panel).to_contain_text(
+        re.compile(rf"(^|\D){len(well_images)} image(\(s\)|s) will be processed"), timeout=30_000
+    )
+    screenshot(page, panel, "5b-run-panel.png")
+
+    builder.locator("button", has_text=re.compile(r"^\s*Run\s*$")).click()
+    submitted = re.compile(r"job (\d+) submitted")
+    expect(builder).to_contain_text(submitted, timeout=60_000)
+    job_id = int(submitted.findall(builder.inner_text())[0])
+    job = wait_for_job(server, project_id, job_id)
+    assert job["status"] == "done", job["log"]
+    assert (job["first_task_index"], job["last_task_index"]) == (1, 2)
+    monitor = builder.locator(".fractal-job-monitor")
+    expect(monitor.locator(".widget-hprogress")).to_have_count(2, timeout=30_000)
+    expect(monitor).to_contain_text(f"{len(well_images)} images: {len(well_images)} done")
+    screenshot(page, monitor, "5c-run-steps-2-to-3.png")
+
+    latest = server.api.call(
+        "GET", f"{project_path}latest-job/?workflow_id={workflow['id']}&dataset_id={dataset['id']}"
+    )
+    assert latest["id"] == job_id and latest["attribute_filters"] == {"well": [WELL]}, latest
+    progress = server.api.call("GET", f"{project_path}job/{job_id}/progress/")
+    ran = [(task["order"], task["task_name"]) for task in progress["tasks"]]
+    assert ran == [(1, MEASURE), (2, MEASURE)], ran
+    for task in progress["tasks"]:  # each step's calls: one per image of the well
+        runs = server.api.call(
+            "GET",
+            f"{project_path}status/run/?dataset_id={dataset['id']}"
+            f"&workflowtask_id={task['workflow_task_id']}",
+        )
+        latest_run = max(run["id"] for run in runs)
+        units = server.api.call(
+            "GET",
+            f"{project_path}status/run/{latest_run}/units/?dataset_id={dataset['id']}"
+            f"&workflowtask_id={task['workflow_task_id']}&page_size=1000",
+        )
+        processed = {url for unit in units["items"] for url in unit["zarr_urls"]}
+        assert processed == well_images, (task, processed)
+        assert {unit["status"] for unit in units["items"]} == {"done"}, units
+
+
+def call_pages(server: ServerProcess, path: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every image that matches `filters` (the query answers one page at a time)."""
+    images: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        answer = server.api.call("POST", f"{path}?page={page}&page_size=100", {"filters": filters})
+        images += answer["images"]
+        if len(images) >= answer["total_count"] or not answer["images"]:
+            return images
+        page += 1
+
+
+def wait_for_job(server: ServerProcess, project_id: int, job_id: int) -> dict[str, Any]:
+    """The job once it has ended (three minutes at most)."""
+    deadline = time.monotonic() + 180
+    while True:
+        job: dict[str, Any] = server.api.call("GET", f"api/v2/project/{project_id}/job/{job_id}/")
+        if job["status"] != "submitted" or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
 
 
 def restart_kernel_and_run_added_cells(page: Any) -> None:

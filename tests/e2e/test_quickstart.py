@@ -58,7 +58,7 @@ def test_quickstart_runs_top_to_bottom(server):
     assert "from runtime file)" in text
     assert "422 Value error" in text and "not an absolute path" in text
     assert "-> Measure intensity -> " in text
-    assert "Measure intensity    done     12/12 calls" in text
+    assert "Measure intensity    done     12 images: 12 done" in text
     # The three widgets were displayed as widget views.
     views = [
         cell
