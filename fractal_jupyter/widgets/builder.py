@@ -1,11 +1,14 @@
 """`WorkflowBuilder`: the task catalogue, a workflow's steps, their settings, save, run.
 
-Tasks of the catalogue (`catalogue.TaskCatalogue`) are added to the steps (at the end or before
-a step); steps are reordered, duplicated and removed (after a confirmation); each step's
-arguments, resources and type filters are edited in forms (`steps.Step`). "Save" makes the
+Tasks of the catalogue (`catalogue.TaskCatalogue`, grouped by package and version; the tasks of
+an inactive group cannot be added) are added to the steps (at the end or before a step);
+steps are reordered, duplicated and removed (after a confirmation); each step's arguments,
+resources and type filters are edited in forms (`steps.Step`). "Save" makes the
 server's workflow match (creating it if needed): new workflow tasks created, removed ones
 deleted, the others patched, the order set. The run panel (`run_panel.RunPanel`) holds the
-run's options; "Run" saves, submits a job and shows a `JobMonitor`. A workflow can be
+run's options; "Run" saves, submits a job and shows a `JobMonitor`. A saved step whose task
+has a newer version offers "update to X.Y" (the server replaces the task, keeping the arguments
+the new version accepts; the step then shows the ones it dropped). A workflow can be
 exported to a JSON file next to the notebook and imported from one.
 """
 
@@ -20,7 +23,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..schemas.task import TaskRead
-from ..schemas.workflow import WorkflowRead
+from ..schemas.workflow import TaskVersionRead, WorkflowRead
 from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, style_sheet
 from .catalogue import TaskCatalogue
 from .forms import ArgsForm
@@ -72,11 +75,12 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.monitor: JobMonitor | None = None
         self.message = MessageArea()
         self.tasks: list[TaskRead] = list(client.list_tasks())
+        groups = self.message.attempt("listing task groups", client.list_task_groups)
         self._hooked: set[int] = set()
         self._quiet_steps = False
 
         # catalogue
-        self.task_catalogue = TaskCatalogue(self.tasks, self._catalogue_picked)
+        self.task_catalogue = TaskCatalogue(self.tasks, self._catalogue_picked, groups)
         catalogue = self.task_catalogue
         self.search, self.category, self.modality = (
             catalogue.search,
@@ -135,6 +139,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
 
         # the selected step's editor
         self.editor_title = w.HTML()
+        self.update_box = w.HBox([], layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.editor_sections = w.VBox([], layout=w.Layout(min_width="0"))
         self.reset_button = w.Button(
             description="Reset to the task's defaults",
@@ -162,6 +167,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.editor = w.VBox(
             [
                 self.editor_title,
+                self.update_box,
                 w.HBox(
                     [
                         self.save_step_button,
@@ -242,23 +248,32 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         return self.task_catalogue.task(key)
 
     def _catalogue_picked(self) -> None:
-        self.add_button.disabled = self.catalogue.value is None
+        chosen = self.task_catalogue.chosen
+        self.add_button.disabled = chosen is None or self.task_catalogue.refusal(chosen) is not None
         if self.catalogue.value is not None and self.step_list.value is not None:
             self.step_list.value = None  # one selection at a time
 
     def _add_selected(self) -> None:
-        if self.catalogue.value is None:
+        chosen = self.task_catalogue.chosen
+        if chosen is None:
             self.message.fail("choose a task in the catalogue first")
             return
         position = self.position.value
-        self.add_task(self.catalogue.value, None if position == AT_THE_END else position)
+        try:
+            self.add_task(chosen.id, None if position == AT_THE_END else position)
+        except ValueError as refused:
+            self.message.fail(str(refused))
 
     # the steps
     def add_task(self, task: int | str, position: int | None = None) -> Step:
-        """Insert a task (by id or name) before step `position` (None: at the end)."""
+        """Insert a task (by id or name) before step `position` (None: at the end); a task
+        of an inactive group is refused (ValueError)."""
         found = self._task(task)
         if found is None:
             raise KeyError(f"no task {task!r} in the catalogue")
+        refusal = self.task_catalogue.refusal(found)
+        if refusal is not None:
+            raise ValueError(f"{found.name} cannot be added: {refusal}")
         return self._insert(Step(found), position)
 
     def _insert(self, step: Step, position: int | None) -> Step:
@@ -315,7 +330,8 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
 
     def _step_label(self, index: int, step: Step) -> str:
         mark = NEW_MARK if step.saved is None else (EDITED_MARK if step.dirty else "")
-        return f"{index + 1}. {step.task.name}" + (f"  {mark}" if mark else "")
+        newer = f"(newer: {step.updates[-1].version})" if step.updates else ""
+        return f"{index + 1}. {step.task.name}" + "".join(f"  {m}" for m in (mark, newer) if m)
 
     def _show_steps(self, selected: int | None) -> None:
         self._hide_confirm()
@@ -395,7 +411,11 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             if id(form) not in self._hooked:
                 self._hooked.add(id(form))
                 form.on_change(self._refresh_marks)
-        self.editor_title.value = f"<b>Step {index + 1}: {html.escape(step.task.name)}</b>"
+        version = f" {step.task.version}" if step.task.version else ""
+        self.editor_title.value = (
+            f"<b>Step {index + 1}: {html.escape(step.task.name + version)}</b>"
+        )
+        self.update_box.children = [self._update_button(index, u) for u in step.updates]
         self.editor_sections.children = step.sections()
         self.editor.layout.display = "flex"
         self._refresh_marks()
@@ -419,6 +439,16 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             self.run_panel.continue_from(self.selected_step)
             self.message.ok(f"the run starts at step {self.selected_step + 1}")
 
+    def _update_button(self, index: int, candidate: TaskVersionRead) -> w.Button:
+        button = w.Button(
+            description=f"update to {candidate.version}",
+            icon="level-up",
+            tooltip="use this version of the task; arguments it does not accept are dropped",
+            layout=w.Layout(width="auto"),
+        )
+        button.on_click(lambda _b: self.update_step(index, candidate.task_id))
+        return button
+
     # the server
     def load(self, workflow_id: int) -> None:
         """Show the server's workflow (the local list is replaced)."""
@@ -426,7 +456,57 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.workflow, self.workflow_id = workflow, workflow.id
         self.name_input.value = workflow.name
         self.steps = [Step.from_server(wt) for wt in workflow.task_list]
+        self._find_updates()
         self._show_steps(0 if self.steps else None)
+
+    def _find_updates(self) -> None:
+        """Each saved step's newer task versions (lowest first), from the server."""
+        if self.workflow is None or self.workflow_id is None:
+            return
+        workflow_id = self.workflow_id
+        candidates = self.message.attempt(
+            "looking for newer task versions",
+            lambda: self.client.version_update_candidates(self.project_id, workflow_id),
+        )
+        if candidates is None:
+            return
+        by_entry: dict[int | None, list[TaskVersionRead]] = dict(
+            zip((wt.id for wt in self.workflow.task_list), candidates, strict=False)
+        )
+        for step in self.steps:
+            step.updates = by_entry.get(step.workflow_task_id, [])
+
+    def update_step(self, index: int, task_id: int | None = None) -> bool:
+        """Replace saved step `index`'s task with a newer version (`task_id`; None: the
+        newest); the arguments it does not accept are dropped and shown at the step."""
+        step = self.steps[index]
+        if step.saved is None or self.workflow_id is None or not step.updates:
+            self.message.fail(f"step {index + 1} has no newer version to update to")
+            return False
+        if step.dirty:
+            self.message.fail(f"step {index + 1} has unsaved edits: save or discard them first")
+            return False
+        candidate = next((u for u in step.updates if u.task_id == task_id), step.updates[-1])
+        assert step.workflow_task_id is not None
+        try:
+            replaced = self.client.replace_workflow_task(
+                self.project_id, self.workflow_id, step.workflow_task_id, candidate.task_id
+            )
+            self.workflow = self.client.get_workflow(self.project_id, self.workflow_id)
+        except Exception as error:
+            self.message.fail(f"updating step {index + 1} failed: {describe_error(error)}")
+            return False
+        new = Step.from_server(replaced)
+        new.dropped_arguments = list(replaced.dropped_arguments)
+        self.steps[index] = new
+        self._find_updates()
+        self._show_steps(index)
+        dropped = ", ".join(".".join(d.loc) for d in new.dropped_arguments)
+        self.message.ok(
+            f"step {index + 1}: {new.task.name} updated to {candidate.version}"
+            + (f"; arguments dropped: {dropped}" if dropped else "")
+        )
+        return True
 
     def reload_datasets(self) -> None:
         datasets = self.message.attempt(
@@ -522,6 +602,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
                 project, self.workflow_id, reordered_workflowtask_ids=order
             )
         self.workflow = workflow
+        self._find_updates()
         self._show_steps(self.selected_step)
 
     def run(self, dataset_id: int | None = None) -> JobMonitor | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import html
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import ipywidgets as w
 
 from ..runner.batching import BatchingError, parse_mem
 from ..schemas.task import TaskRead, has_non_parallel_part, has_parallel_part
-from ..schemas.workflow import WorkflowTaskRead
+from ..schemas.workflow import DroppedArgument, TaskVersionRead, WorkflowTaskRead
 from .forms import ArgsForm
 
 JSON = dict[str, Any]
@@ -141,6 +142,9 @@ class Step:
     forms: dict[str, ArgsForm] = field(default_factory=dict)
     # meta as first shown in a form (memory in MB) and as given: unedited, it is sent as given
     _meta_loaded: dict[str, tuple[JSON, JSON | None]] = field(default_factory=dict)
+    updates: list[TaskVersionRead] = field(default_factory=list)  # newer versions, lowest first
+    # what the last version update left out (the new version's schema refused it)
+    dropped_arguments: list[DroppedArgument] = field(default_factory=list)
 
     @classmethod
     def from_server(cls, workflow_task: WorkflowTaskRead) -> Step:
@@ -306,6 +310,7 @@ class Step:
         if not args:
             args = [_note("This task has no arguments to set.")]
         return [
+            *([_dropped_note(self.dropped_arguments)] if self.dropped_arguments else []),
             *args,
             w.HTML("<b>Resources</b>"),
             _note(
@@ -320,6 +325,20 @@ class Step:
             ),
             self.types_form(),
         ]
+
+
+def _dropped_note(dropped: list[DroppedArgument]) -> w.HTML:
+    items = "".join(
+        f"<li><code>{html.escape('.'.join(d.loc))}</code> = "
+        f"<code>{html.escape(json.dumps(d.value))}</code>: {html.escape(d.msg)}</li>"
+        for d in dropped
+    )
+    note = w.HTML(
+        '<div style="color:#e65100;font-size:90%">The version update dropped these arguments '
+        f"(the new version does not accept them):<ul>{items}</ul></div>"
+    )
+    note.add_class("fractal-dropped-arguments")
+    return note
 
 
 def _note(text: str) -> w.HTML:
