@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.widgets.catalogue import GROUP_MARK
 from tests.support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,8 +236,10 @@ def select_first_row(images: Any) -> None:
 
 
 def choose(select: Any, text: str) -> None:
-    """Select the first option of `select` whose text has `text` (labels may say more)."""
-    select.select_option(select.locator("option", has_text=text).first.get_attribute("value"))
+    """Select the first option of `select` whose text has `text` (labels may say more), not a
+    catalogue's group header (a hand-made task is a package of its own name)."""
+    option = select.locator("option", has_text=text).filter(has_not_text=GROUP_MARK).first
+    select.select_option(option.get_attribute("value"))
 
 
 def quickstart_workflow(server: ServerProcess) -> tuple[int, dict[str, Any]]:
