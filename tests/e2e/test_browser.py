@@ -69,10 +69,15 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-def use_lab_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """JupyterLab user settings (`SETTINGS`) in `tmp_path`, for the servers this test starts."""
+def use_lab_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, toasts: bool = False
+) -> None:
+    """JupyterLab user settings (`SETTINGS`) in `tmp_path`, for the servers this test starts;
+    `toasts=True` keeps notifications on (the labextension's test looks at them)."""
     settings = tmp_path / "lab-settings"
     for name, values in SETTINGS.items():
+        if toasts and name.endswith("/notification"):
+            values = {**values, "doNotDisturbMode": False}
         path = settings / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))

@@ -56,7 +56,7 @@ def test_labextension_is_installed_enabled_and_ok():
 
 @pytest.fixture
 def server(tmp_path, monkeypatch, isolated_runtime):
-    use_lab_settings(tmp_path, monkeypatch)
+    use_lab_settings(tmp_path, monkeypatch, toasts=True)
     root = tmp_path / "root"
     root.mkdir()
     running = ServerProcess(root)

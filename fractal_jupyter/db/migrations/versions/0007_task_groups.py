@@ -202,7 +202,7 @@ def _collections_by_task(connection: sa.Connection) -> dict[int, tuple[dict[str,
     found: dict[int, tuple[dict[str, Any], Any]] = {}
     for row in connection.execute(sa.text("SELECT data, timestamp FROM collection_state")):
         data = row.data if isinstance(row.data, dict) else json.loads(row.data or "{}")
-        if data.get("status") != "OK":
+        if not isinstance(data, dict) or data.get("status") != "OK":
             continue
         for entry in data.get("task_list") or []:
             if isinstance(entry, dict) and isinstance(entry.get("id"), int):
