@@ -24,16 +24,18 @@ import shlex
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
 from .._version import __version__
+from ..commands import split_command
 from .batching import BatchingError, BatchingLimits, heuristics, parse_mem, split
 from .call import LOG_TAIL_BYTES, log_tail
 from .files import SLURM_JOBS_FILE
+from .function import RUNNER_MODULE, function_file_of
 from .interface import JSON, JobFailed, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
 from .settings import SlurmSettings
 from .transport import CommandResult, Transport, TransportError
@@ -56,6 +58,8 @@ ENDED_STATES = frozenset(
 )
 OPTION_KEYS = ("partition", "cpus_per_task", "mem", "time", "constraint", "gres", "gpus")
 COMMAND_TIMEOUT = 60.0
+# Where notebook functions' files go in the job folder on the cluster (SSH).
+FUNCTIONS_FOLDER = "functions"
 STOP_WAIT_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
@@ -195,6 +199,7 @@ class SlurmExecutor:
         self.active: dict[str, SlurmJob] = {}
         self._stop_requested = False
         self._made_dirs: set[str] = set()
+        self._copied_functions: set[str] = set()  # on the cluster
         self.on_calls_done: OnCallsDone | None = None
         self.on_calls_ended: OnCallsEnded | None = None
         if self.copy_files:
@@ -316,7 +321,7 @@ class SlurmExecutor:
         data = {
             "job_dir": self.remote_job_dir,
             "folder": folder,
-            "calls": [call for _, call in batch],
+            "calls": [self._call_on_cluster(call) for _, call in batch],
             "parallel": parallel,
             "results": f"{prefix}.results.json",
             "archive": f"{prefix}.files.tar" if self.copy_files else None,
@@ -349,6 +354,35 @@ class SlurmExecutor:
         with (self.job_dir / SLURM_JOBS_FILE).open("a") as record:
             record.write(slurm_id + "\n")
         self.log.info("SLURM job %s submitted: %s, %s call(s)", slurm_id, prefix, len(batch))
+
+    def _call_on_cluster(self, call: TaskCall) -> TaskCall:
+        """The call as the cluster runs it. When the job folder is copied (SSH), a notebook
+        function's file (runner/function.py) goes along into `functions/` of the job folder on
+        the cluster, and the command names that copy: the file is on the server's disk only."""
+        if not self.copy_files:
+            return call
+        try:
+            argv = split_command(call.command)
+        except ValueError:
+            return call  # the call fails on the cluster with this reason
+        local = function_file_of(argv)
+        if local is None:
+            return call
+        # Function files are named by their content (`<part>-<digest>.pkl`) in a folder per
+        # task name: the same two names on the cluster never stand for two functions.
+        name = f"{Path(local).parent.name}-{Path(local).name}"
+        remote = self._remote(FUNCTIONS_FOLDER, name)
+        if remote not in self._copied_functions:
+            self._makedirs(self._remote(FUNCTIONS_FOLDER))
+            try:
+                self._retrying(
+                    lambda: self.transport.put(Path(local), remote),
+                    f"copy the function file {local} to the cluster",
+                )
+            except OSError as error:
+                raise TaskFailed(call, f"cannot copy its function file: {error}") from None
+            self._copied_functions.add(remote)
+        return replace(call, command=shlex.join([argv[0], "-m", RUNNER_MODULE, remote]))
 
     # -- commands -------------------------------------------------------------------------
 
