@@ -53,7 +53,7 @@ from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
 from . import image_status
-from .access import get_dataset_for_member, read_dataset_filters
+from .access import dataset_for_member, get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
 
 # Multi-row statements stay below SQLite's limit on bound parameters.
@@ -298,22 +298,23 @@ async def insert_images(
 
 
 async def add_image(
-    session: AsyncSession,
     database: Database,
     user: CurrentUser,
     project_id: int,
     dataset_id: int,
     new_image: SingleImage,
 ) -> None:
-    """Add one image. `session` only reads (the access check); the write is one
-    `Database.write` call, which on SQLite is a single hand-off to a database thread instead
-    of a few dozen through aiosqlite (they, not SQLite, were most of the time of a request)."""
-    dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    """Add one image: the checks and the writes in one `Database.write`, which on SQLite is a
+    single hand-off to a database thread instead of some 70 through aiosqlite (they, not
+    SQLite, were most of the time of the request)."""
+    await database.write(functools.partial(_add_one_image, project_id, dataset_id, user, new_image))
+
+
+def _add_one_image(
+    project_id: int, dataset_id: int, user: CurrentUser, new_image: SingleImage, session: Session
+) -> None:
+    dataset = dataset_for_member(session, project_id, dataset_id, user)
     check_image_location(new_image.zarr_url, dataset.zarr_dir)
-    await database.write(functools.partial(_add_one_image, dataset.id, new_image))
-
-
-def _add_one_image(dataset_id: int, new_image: SingleImage, session: Session) -> None:
     exists = session.scalar(
         select(Image.id).where(Image.dataset_id == dataset_id, Image.zarr_url == new_image.zarr_url)
     )
