@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Dialect, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -46,17 +47,27 @@ def insert_rows(
     if not rows:
         return
     connection = session.connection()
-    dialect = connection.dialect
-    table = table_of(model)
-    keys = list(rows[0])
-    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
-    order = list(compiled.positiontup or []) if compiled.positional else keys
-    plan = [(key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in order]
+    sql, order, plan, positional = _compiled_insert(
+        table_of(model), tuple(rows[0]), connection.dialect
+    )
     values = [
         tuple(row[key] if convert is None else convert(row[key]) for key, convert in plan)
         for row in rows
     ]
     parameters: list[Any] = list(values)
-    if not compiled.positional:  # named parameters: one dict a row
+    if not positional:  # named parameters: one dict a row
         parameters = [dict(zip(order, value, strict=True)) for value in values]
-    connection.exec_driver_sql(compiled.string, parameters)
+    connection.exec_driver_sql(sql, parameters)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_insert(
+    table: Table, keys: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[str], list[tuple[str, Any]], bool]:
+    """The INSERT of `keys` into `table` for `dialect`: its SQL, the order of its parameters,
+    each with its column's bind processor (None: the value as it is), and whether the
+    parameters are positional."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
+    order = list(compiled.positiontup or []) if compiled.positional else list(keys)
+    plan = [(key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in order]
+    return compiled.string, order, plan, compiled.positional

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert, insert_rows
+from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert, insert_rows, table_of
 from ..db.engine import Database
 from ..db.models import (
     AttributeSummary,
@@ -55,9 +55,6 @@ from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleI
 from . import image_status
 from .access import dataset_for_member, get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
-
-# Multi-row statements stay below SQLite's limit on bound parameters.
-SUMMARY_ROWS_PER_STATEMENT = 1_000
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -168,16 +165,20 @@ def change_summaries(
         (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
         (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
     ):
-        for chunk in chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
-            statement = upsert(model).values(chunk)
+        if rows:
+            # One statement for any number of rows (executemany): its compiled form is
+            # reused, where a multi-row VALUES was compiled anew for every write.
+            table = table_of(model)
+            statement = upsert(table)
             session.execute(
                 statement.on_conflict_do_update(
                     index_elements=index,
                     set_={
-                        counter: getattr(model, counter) + statement.excluded[counter]
+                        counter: table.c[counter] + statement.excluded[counter]
                         for counter in counters
                     },
-                )
+                ),
+                rows,
             )
         if sign < 0 and rows:
             session.execute(
