@@ -35,8 +35,7 @@ from .handlers.base import (
 from .handlers.routes import tornado_handlers
 from .handlers.unavailable import unavailable_handlers
 from .runner.resources import usable_cpus
-from .runner.slurm import SlurmSettings
-from .services.job import RunnerSettings
+from .runner.settings import Backend, RunnerSettings, SlurmSettings
 from .services.task_collection import TaskCollector
 from .state import FractalState
 from .tokens import TokenSigner, hub_access_scopes
@@ -241,8 +240,8 @@ class FractalJupyter(ExtensionApp):
     # -- where jobs run: the runner backend and the SLURM settings (issue 6) --
 
     runner_backend = Enum(
-        ["local", "slurm", "slurm_ssh"],
-        "local",
+        [backend.value for backend in Backend],
+        Backend.LOCAL.value,
         help="Where job tasks run: 'local' (processes on this machine), 'slurm' (sbatch, "
         "squeue and scancel are on this host and the job folders are on a filesystem the "
         "nodes share) or 'slurm_ssh' (the same commands on a login node over SSH, files "
@@ -341,10 +340,11 @@ class FractalJupyter(ExtensionApp):
 
     def slurm_settings(self) -> SlurmSettings | None:
         """The SLURM traits as the job process gets them (None for the local backend)."""
-        if self.runner_backend == "local":
+        backend = Backend(self.runner_backend)
+        if not backend.on_slurm:
             return None
         ssh = None
-        if self.runner_backend == "slurm_ssh":
+        if backend.over_ssh:
             ssh = {
                 "host": self.slurm_ssh_host,
                 "user": self.slurm_ssh_user,
@@ -534,7 +534,7 @@ class FractalJupyter(ExtensionApp):
                 working_dir=Path(self.working_dir),
                 max_workers=self.local_max_workers,
                 submit_rate_limit_seconds=self.submit_rate_limit_seconds,
-                backend=self.runner_backend,
+                backend=Backend(self.runner_backend),
                 slurm=self.slurm_settings(),
                 warm_start=self.warm_start,
             ),

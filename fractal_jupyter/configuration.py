@@ -34,6 +34,8 @@ from traitlets import TraitError, TraitType
 from traitlets.config import Config
 from traitlets.config.loader import DeferredConfig, LazyConfigValue
 
+from .runner.settings import Backend
+
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
 
@@ -248,7 +250,8 @@ def settings_problems(app: FractalJupyter) -> list[str]:
         if problem
     ]
     backend = f"{SECTION}.runner_backend = {app.runner_backend!r}"
-    if app.runner_backend == "slurm":
+    kind = Backend(app.runner_backend)
+    if kind.on_slurm and not kind.over_ssh:
         missing = [command for command in SLURM_COMMANDS if shutil.which(command) is None]
         if missing:
             problems.append(
@@ -256,7 +259,7 @@ def settings_problems(app: FractalJupyter) -> list[str]:
                 f"(PATH={os.environ.get('PATH', '')}); it accepts 'slurm' only on a host with "
                 "the SLURM client, else 'slurm_ssh' or 'local'."
             )
-    if app.runner_backend == "slurm_ssh":
+    if kind.over_ssh:
         if not app.slurm_ssh_host:
             problems.append(
                 f"{backend} needs {SECTION}.slurm_ssh_host, which is empty: it accepts the "
@@ -320,7 +323,7 @@ async def outside_problems(app: FractalJupyter, timeout: float) -> list[str]:
 
 async def login_node_problem(app: FractalJupyter, timeout: float) -> str | None:
     """Why the `slurm_ssh` backend's login node cannot be reached (None: it can, or no SSH)."""
-    if app.runner_backend != "slurm_ssh" or not app.slurm_ssh_host:
+    if not Backend(app.runner_backend).over_ssh or not app.slurm_ssh_host:
         return None
     return await _ssh_host_problem(app.slurm_ssh_host, app.slurm_ssh_port, timeout)
 
@@ -334,7 +337,7 @@ def check_outside_world(app: FractalJupyter, budget: float, log: Any = None) -> 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    if app.db_url.startswith("sqlite") and app.runner_backend != "slurm_ssh":
+    if app.db_url.startswith("sqlite") and not Backend(app.runner_backend).over_ssh:
         return []  # nothing outside to reach: no thread, no event loop
     deadline = time.monotonic() + budget
     delay = FIRST_RETRY_SECONDS

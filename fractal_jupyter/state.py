@@ -14,7 +14,7 @@ from typing import Any
 from .db.engine import Database, SchemaMismatch
 from .errors import SchemaUnavailable, Unavailable
 from .runner.launcher import JobLauncher
-from .services.job import RunnerSettings
+from .runner.settings import RunnerSettings
 from .services.job_watcher import JobWatcher
 from .services.task_collection import TaskCollector
 from .services.users import CurrentUser, caller, is_still_active

@@ -370,17 +370,24 @@ async def test_a_function_that_raises_fails_the_job_with_its_traceback(
     assert "Traceback" in (job.log or "")
 
 
-def _run_on_plate(client: FractalClient, zarr_dir: str, steps: list[tuple[int, dict[str, Any]]]):
-    """The demo plate (2 images) then `steps` (task id, workflow task fields) as one job."""
-    plate = next(b for b in demo_task_bodies() if b["source"] == "demo:create_plate")
-    plate_task = client.create_task(plate)
+def run_on_plate(
+    client: FractalClient,
+    zarr_dir: str,
+    steps: list[tuple[int, dict[str, Any]]],
+    plate_task_id: int | None = None,
+):
+    """The demo plate (2 images) then `steps` (task id, workflow task fields) as one job; the
+    demo plate task is created unless its id is given."""
+    if plate_task_id is None:
+        plate = next(b for b in demo_task_bodies() if b["source"] == "demo:create_plate")
+        plate_task_id = client.create_task(plate).id
     project = client.create_project("p")
     dataset = client.create_dataset(project.id, "d", zarr_dir)
     workflow = client.create_workflow(project.id, "wf")
     client.create_workflow_task(
         project.id,
         workflow.id,
-        plate_task.id,
+        plate_task_id,
         args_non_parallel={"rows": "A", "columns": 2, "fields": 1},
     )
     for task_id, fields in steps:
@@ -409,7 +416,7 @@ def test_a_function_runs_on_slurm(slurm_cluster):
             task = client.register_function(
                 label_images, name="label", functions_dir=root / "functions"
             )
-            job, images = _run_on_plate(
+            job, images = run_on_plate(
                 client, str(root / "zarr"), [(task.id, {"args_parallel": {"label": "slurm"}})]
             )
         assert job.status == "done", job.log

@@ -33,7 +33,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from pydantic import ConfigDict, PydanticUserError, create_model
 
 from ..commands import split_command
-from ..runner.function import python_version, write_function_file
+from ..runner.function import RUNNER_MODULE, python_version, write_function_file
 from ..schemas.task import TaskRead
 from ..schemas.workflow import RESERVED_ARGUMENTS
 from .data import DataMixin
@@ -42,7 +42,6 @@ from .workflows import WorkflowsMixin
 F = TypeVar("F", bound=Callable[..., Any])
 FunctionTaskType = Literal["parallel", "non_parallel", "compound"]
 
-RUNNER_MODULE = "fractal_jupyter.runner.function"
 ARGS_SCHEMA_VERSION = "pydantic_v2"
 # The task fields that make a registration the same as an earlier one.
 _COMPARED_FIELDS = (

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from .._version import __version__
@@ -243,6 +244,11 @@ def _read_transaction(engine: Engine, function: Callable[[Connection], T]) -> T:
         return function(connection)
 
 
+def _write_transaction(engine: Engine, function: Callable[[Session], T]) -> T:
+    with Session(engine) as session, session.begin():
+        return function(session)
+
+
 class Database:
     """One engine per extension; sessions for requests.
 
@@ -363,6 +369,24 @@ class Database:
         return await loop.run_in_executor(
             self._read_threads, _read_transaction, self._sync_engine, function
         )
+
+    async def write(self, function: Callable[[Session], T]) -> T:
+        """Run `function` with a synchronous session in one write transaction, committed when
+        it returns, rolled back when it raises.
+
+        For small writes of several statements (adding one image): on a SQLite file the whole
+        function runs in one hand-off to a database thread with the sqlite3 driver (see
+        `read`), after the same lock as write sessions; elsewhere through the async engine.
+        Not from inside a write session: it would wait for that session's lock.
+        """
+        if self._sync_engine is None or self._read_threads is None:
+            async with self.session(write=True) as session:
+                return await session.run_sync(function)
+        async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._read_threads, _write_transaction, self._sync_engine, function
+            )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

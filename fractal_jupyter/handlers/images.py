@@ -15,9 +15,10 @@ from .base import FractalHandler, operation
 
 
 class ImageListHandler(FractalHandler):
-    @operation("Add one image to a dataset", body=SingleImage, status=201)
+    # No write session: the service checks and writes in one `Database.write`.
+    @operation("Add one image to a dataset", body=SingleImage, status=201, writes=False)
     async def post(self, project_id: int, dataset_id: int, body: SingleImage) -> None:
-        await images.add_image(self.db_session, self.user, project_id, dataset_id, body)
+        await images.add_image(self.fractal.database, self.user, project_id, dataset_id, body)
 
     @operation(
         "Replace an image's attributes and/or types", body=SingleImageUpdate, response=SingleImage

@@ -4,7 +4,8 @@
 - `events.jsonl`: what happened, one JSON object per line with an increasing `seq`
   (appended by the job process only; the server applies each event once);
 - `workflow.log`: the human-readable log, with timestamps;
-- `job-process.log`: the job process's own stdout/stderr (crashes end up here).
+- `job-process.log`: the job process's own stdout/stderr (crashes end up here);
+- `slurm-jobs.txt`: on SLURM, the ids of the job's SLURM jobs (to cancel them if it dies).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SPEC_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 WORKFLOW_LOG = "workflow.log"
 PROCESS_LOG = "job-process.log"
+# The ids of the SLURM jobs of a job, one a line, appended as they are submitted.
+SLURM_JOBS_FILE = "slurm-jobs.txt"
 # How `EventWriter` starts every line (json.dumps of a dict whose first key is "seq").
 _SEQ_PREFIX = re.compile(r'\{"seq": (\d+),')
 
@@ -36,8 +39,8 @@ class JobSpec:
     filters: JSON
     tasks: list[WorkflowTaskSpec]
     max_workers: int
-    backend: str = "local"  # local, slurm or slurm_ssh
-    slurm: JSON | None = None  # runner.slurm.SlurmSettings.to_dict() for the SLURM backends
+    backend: str = "local"  # a runner.settings.Backend
+    slurm: JSON | None = None  # runner.settings.SlurmSettings.to_dict() for the SLURM backends
     slurm_account: str | None = None
     worker_init: str | None = None
     # The job's filters (fractal-server 2.11+): runner.engine.JobFilters as JSON.
@@ -92,3 +95,12 @@ def read_events(job_dir: Path, after: int = 0) -> list[JSON]:
         if event["seq"] > after:
             events.append(event)
     return events
+
+
+def recorded_job_ids(job_dir: Path) -> list[str]:
+    """The SLURM job ids in `slurm-jobs.txt`."""
+    try:
+        text = (job_dir / SLURM_JOBS_FILE).read_text()
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip().isdigit()]

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 MAGIC = b"FRACTAL-FUNCTION 1\n"
+# A function task's command is `<python> -m RUNNER_MODULE <function file>` (client/functions.py).
+RUNNER_MODULE = "fractal_jupyter.runner.function"
 
 # What each part of a task may return (fractal-server's TaskOutput and InitTaskOutput).
 TASK_OUTPUT_KEYS = frozenset({"image_list_updates", "image_list_removals", "filters"})
@@ -51,6 +53,13 @@ def write_function_file(path: Path, header: dict[str, Any], payload: bytes) -> N
         stream.write(json.dumps(header, sort_keys=True).encode() + b"\n")
         stream.write(payload)
     os.replace(partial, path)
+
+
+def function_file_of(argv: Sequence[str]) -> str | None:
+    """The function file that a task command (split into words) runs, if it runs one."""
+    if len(argv) == 4 and argv[1:3] == ["-m", RUNNER_MODULE]:
+        return argv[3]
+    return None
 
 
 def read_function_file(path: Path) -> tuple[dict[str, Any], bytes]:

@@ -82,6 +82,26 @@ class Executor(Protocol):
         ...
 
 
+class JobExecutor(Executor, Protocol):
+    """What the job process needs of an executor, whatever the backend (`runner.backends`
+    builds it)."""
+
+    on_calls_done: OnCallsDone | None
+    on_calls_ended: OnCallsEnded | None
+
+    def describe(self) -> str:
+        """Where and how the calls run, for the first line of the job's log."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the running calls (called from a signal handler): `run_calls` then fails."""
+        ...
+
+    def close(self) -> None:
+        """At the end of the job: nothing it started may still run afterwards."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """What one workflow task changed, as deltas on the dataset."""

@@ -1,7 +1,7 @@
 """The detached job process: `python -m fractal_jupyter.runner.job <job folder>`.
 
 It runs in its own session, so it outlives a restart of the Jupyter server that started it.
-It reads `job.json`, drives the engine with the local executor, and reports everything as
+It reads `job.json`, drives the engine with its backend's executor, and reports everything as
 events; it never touches the database.
 """
 
@@ -17,16 +17,20 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
+from .backends import open_executor
 from .call import call_paths
 from .engine import JobFilters, run_workflow
 from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
-from .interface import JSON, JobFailed, TaskCall, TaskFailed, TaskResult, WorkflowTaskSpec
-from .local import LocalExecutor
-
-if TYPE_CHECKING:  # imported when a SLURM backend runs: a local job starts without it
-    from .slurm import SlurmExecutor
+from .interface import (
+    JSON,
+    JobExecutor,
+    JobFailed,
+    TaskCall,
+    TaskFailed,
+    TaskResult,
+    WorkflowTaskSpec,
+)
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
@@ -150,7 +154,7 @@ class UnitReporter:
 class ReportingExecutor:
     """The job's executor, with each batch of calls reported to the run history."""
 
-    def __init__(self, executor: LocalExecutor | SlurmExecutor, units: UnitReporter) -> None:
+    def __init__(self, executor: JobExecutor, units: UnitReporter) -> None:
         self.executor = executor
         self.units = units
         executor.on_calls_ended = units.ended
@@ -163,43 +167,19 @@ class ReportingExecutor:
             self.units.flush()
 
 
-def choose_executor(
-    spec: JobSpec, job_dir: Path, log: logging.Logger
-) -> LocalExecutor | SlurmExecutor:
-    if spec.backend in ("slurm", "slurm_ssh"):
-        from .slurm import SlurmSettings, make_executor
-
-        return make_executor(
-            spec.backend,
-            SlurmSettings.from_dict(spec.slurm or {}),
-            job_dir,
-            slurm_account=spec.slurm_account,
-            worker_init=spec.worker_init,
-            log=log,
-        )
-    return LocalExecutor(job_dir, spec.max_workers, warm_start=spec.warm_start, log=log)
-
-
 def main(job_dir: Path) -> int:
     spec = JobSpec.read(job_dir)
     events = EventWriter(job_dir)
     log = job_logger(job_dir, spec.job_id)
     try:
-        executor = choose_executor(spec, job_dir, log)
-        if not isinstance(executor, LocalExecutor):
-            try:
-                executor.check_worker_version()
-            except BaseException:
-                executor.close()
-                raise
+        executor = open_executor(spec, job_dir, log)
     except Exception as error:
         message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe {spec.backend} backend: {error}"
         return finish_failed(events, log, message, None)
     try:
         return run(spec, job_dir, events, log, executor)
     finally:
-        if not isinstance(executor, LocalExecutor):
-            executor.close()
+        executor.close()
 
 
 def run(
@@ -207,7 +187,7 @@ def run(
     job_dir: Path,
     events: EventWriter,
     log: logging.Logger,
-    executor: LocalExecutor | SlurmExecutor,
+    executor: JobExecutor,
 ) -> int:
     current: list[WorkflowTaskSpec] = []
     stopped = []
@@ -239,25 +219,14 @@ def run(
         )
 
     events.write("job_started", pid=os.getpid())
-    if not isinstance(executor, LocalExecutor):
-        log.info(
-            "Start of job %s: %s task(s), %s image(s) in the dataset, on SLURM (%s backend, "
-            "job folder on the cluster: %s)",
-            spec.job_id,
-            len(spec.tasks),
-            len(spec.images),
-            spec.backend,
-            executor.remote_job_dir,
-        )
-    else:
-        log.info(
-            "Start of job %s: %s task(s), %s image(s) in the dataset, up to %s concurrent "
-            "task processes",
-            spec.job_id,
-            len(spec.tasks),
-            len(spec.images),
-            spec.max_workers,
-        )
+    log.info(
+        "Start of job %s: %s task(s), %s image(s) in the dataset, %s backend, %s",
+        spec.job_id,
+        len(spec.tasks),
+        len(spec.images),
+        spec.backend,
+        executor.describe(),
+    )
     message: str | None = None
     executor_error = ""
     try:
@@ -292,8 +261,7 @@ def run(
         trace = traceback.format_exc()
         message = f"UNKNOWN ERROR in Fractal job {spec.job_id}\nTRACEBACK:\n{trace}"
     # Whoever reads the final event may take the job for over: nothing of it may still run.
-    if not isinstance(executor, LocalExecutor):
-        executor.close()
+    executor.close()
     if message is not None:
         return finish_failed(events, log, message, current[-1] if current else None, executor_error)
     if stopped:

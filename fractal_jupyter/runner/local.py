@@ -120,6 +120,12 @@ class LocalExecutor:
                 for process in process_holder:
                     self._running.discard(process)
 
+    def describe(self) -> str:
+        return f"up to {self.max_workers} concurrent task processes"
+
+    def close(self) -> None:
+        """Nothing to do: the task processes of a batch end within `run_calls`."""
+
     def stop(self) -> None:
         """Stop: no new calls; running task processes (and their children) are terminated."""
         self._stopped.set()

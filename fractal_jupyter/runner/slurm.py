@@ -11,7 +11,7 @@ back per SLURM job.
 A SLURM job that ends without its results fails the Fractal job with SLURM's state and reason;
 the sibling SLURM jobs are cancelled then (2.6.4 leaves them running). The ids of all SLURM
 jobs are appended to `slurm-jobs.txt` in the job folder, so that the server can cancel them
-when the job process died (`cancel_recorded_jobs`).
+when the job process died (`runner.backends.cancel_left_cluster_jobs`).
 """
 
 from __future__ import annotations
@@ -21,23 +21,25 @@ import json
 import logging
 import re
 import shlex
-import sys
 import tarfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
 from .._version import __version__
+from ..commands import split_command
 from .batching import BatchingError, BatchingLimits, heuristics, parse_mem, split
 from .call import LOG_TAIL_BYTES, log_tail
+from .files import SLURM_JOBS_FILE
+from .function import RUNNER_MODULE, function_file_of
 from .interface import JSON, JobFailed, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
-from .transport import CommandResult, LocalTransport, Transport, TransportError
+from .settings import SlurmSettings
+from .transport import CommandResult, Transport, TransportError
 
-SLURM_JOBS_FILE = "slurm-jobs.txt"
 # squeue states after which a SLURM job will not change any more
 ENDED_STATES = frozenset(
     {
@@ -58,36 +60,11 @@ OPTION_KEYS = ("partition", "cpus_per_task", "mem", "time", "constraint", "gres"
 COMMAND_TIMEOUT = 60.0
 # What the cluster's Python says about its fractal_jupyter (the package's __init__ is cheap).
 VERSION_PROBE = "import fractal_jupyter; print('fractal_jupyter', fractal_jupyter.__version__)"
+# Where notebook functions' files go in the job folder on the cluster (SSH).
+FUNCTIONS_FOLDER = "functions"
 STOP_WAIT_SECONDS = 10.0
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """The `slurm_*` traits of the app, as the job process gets them through job.json."""
-
-    partition: str = ""
-    default_options: dict[str, Any] = field(default_factory=dict)
-    gpu_options: dict[str, Any] = field(default_factory=dict)
-    extra_lines: list[str] = field(default_factory=list)
-    worker_init: str = ""
-    batching: dict[str, Any] = field(default_factory=dict)
-    poll_interval: float = 2.0
-    unreachable_timeout: float = 120.0
-    python: str = sys.executable
-    # slurm_ssh: runner.ssh.SSHSettings.to_json(), the job folders and the Python on the cluster
-    ssh: JSON | None = None
-    remote_dir: str = ""
-    remote_python: str = "python3"
-    warm_start: bool = True  # the workers fork calls from warm starters (runner.warm)
-
-    def to_dict(self) -> JSON:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: JSON) -> SlurmSettings:
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -224,6 +201,7 @@ class SlurmExecutor:
         self.active: dict[str, SlurmJob] = {}
         self._stop_requested = False
         self._made_dirs: set[str] = set()
+        self._copied_functions: set[str] = set()  # on the cluster
         self.on_calls_done: OnCallsDone | None = None
         self.on_calls_ended: OnCallsEnded | None = None
         if self.copy_files:
@@ -273,6 +251,9 @@ class SlurmExecutor:
             self.cancel_all()
             raise
         return outputs
+
+    def describe(self) -> str:
+        return f"on SLURM (job folder on the cluster: {self.remote_job_dir})"
 
     def stop(self) -> None:
         """Called from a signal handler: only a flag; the polling loop cancels the jobs."""
@@ -390,7 +371,7 @@ class SlurmExecutor:
         data = {
             "job_dir": self.remote_job_dir,
             "folder": folder,
-            "calls": [call for _, call in batch],
+            "calls": [self._call_on_cluster(call) for _, call in batch],
             "parallel": parallel,
             "results": f"{prefix}.results.json",
             "archive": f"{prefix}.files.tar" if self.copy_files else None,
@@ -423,6 +404,35 @@ class SlurmExecutor:
         with (self.job_dir / SLURM_JOBS_FILE).open("a") as record:
             record.write(slurm_id + "\n")
         self.log.info("SLURM job %s submitted: %s, %s call(s)", slurm_id, prefix, len(batch))
+
+    def _call_on_cluster(self, call: TaskCall) -> TaskCall:
+        """The call as the cluster runs it. When the job folder is copied (SSH), a notebook
+        function's file (runner/function.py) goes along into `functions/` of the job folder on
+        the cluster, and the command names that copy: the file is on the server's disk only."""
+        if not self.copy_files:
+            return call
+        try:
+            argv = split_command(call.command)
+        except ValueError:
+            return call  # the call fails on the cluster with this reason
+        local = function_file_of(argv)
+        if local is None:
+            return call
+        # Function files are named by their content (`<part>-<digest>.pkl`) in a folder per
+        # task name: the same two names on the cluster never stand for two functions.
+        name = f"{Path(local).parent.name}-{Path(local).name}"
+        remote = self._remote(FUNCTIONS_FOLDER, name)
+        if remote not in self._copied_functions:
+            self._makedirs(self._remote(FUNCTIONS_FOLDER))
+            try:
+                self._retrying(
+                    lambda: self.transport.put(Path(local), remote),
+                    f"copy the function file {local} to the cluster",
+                )
+            except OSError as error:
+                raise TaskFailed(call, f"cannot copy its function file: {error}") from None
+            self._copied_functions.add(remote)
+        return replace(call, command=shlex.join([argv[0], "-m", RUNNER_MODULE, remote]))
 
     # -- commands -------------------------------------------------------------------------
 
@@ -627,50 +637,6 @@ class SlurmExecutor:
         return ""
 
 
-# -- the backends and the server's side ---------------------------------------------------
-
-
-def make_transport(
-    backend: str, settings: SlurmSettings, log: logging.Logger = logger
-) -> Transport:
-    if backend == "slurm_ssh":
-        if settings.ssh is None:
-            raise JobFailed("the slurm_ssh backend has no SSH settings")
-        from .ssh import SSHSettings, SSHTransport  # paramiko only where it is used
-
-        # The job's log, so that reconnections show where users look.
-        return SSHTransport(SSHSettings.from_json(settings.ssh), log=log)
-    return LocalTransport()
-
-
-def remote_job_dir(backend: str, settings: SlurmSettings, job_dir: Path) -> str:
-    if backend == "slurm_ssh" and settings.remote_dir:
-        return f"{settings.remote_dir.rstrip('/')}/{job_dir.name}"
-    return str(job_dir)
-
-
-def make_executor(
-    backend: str,
-    settings: SlurmSettings,
-    job_dir: Path,
-    *,
-    slurm_account: str | None = None,
-    worker_init: str | None = None,
-    log: logging.Logger = logger,
-) -> SlurmExecutor:
-    python = settings.remote_python if backend == "slurm_ssh" else settings.python
-    return SlurmExecutor(
-        job_dir,
-        make_transport(backend, settings, log),
-        settings,
-        remote_job_dir=remote_job_dir(backend, settings, job_dir),
-        python=python,
-        slurm_account=slurm_account,
-        worker_init=worker_init,
-        log=log,
-    )
-
-
 # SLURM's lines that say why it ended a job, and what they mean for a user.
 _SLURM_VERDICTS = (
     (re.compile(r"oom[_-]kill|out of memory|OOM Killed", re.I), "Out of memory"),
@@ -702,29 +668,3 @@ def executor_error_log(stderr: str) -> str:
     if verdicts:
         lines.insert(0, ", ".join(verdicts) + ".")
     return "\n".join(lines)
-
-
-def recorded_job_ids(job_dir: Path) -> list[str]:
-    try:
-        text = (job_dir / SLURM_JOBS_FILE).read_text()
-    except FileNotFoundError:
-        return []
-    return [line.strip() for line in text.splitlines() if line.strip().isdigit()]
-
-
-def cancel_recorded_jobs(job_dir: Path, backend: str, settings: SlurmSettings) -> str:
-    """For a job process that died: scancel the SLURM jobs it recorded; a line for the log."""
-    ids = recorded_job_ids(job_dir)
-    if not ids:
-        return ""
-    try:
-        transport = make_transport(backend, settings)
-        try:
-            result = transport.run(["scancel", *ids], timeout=COMMAND_TIMEOUT)
-        finally:
-            transport.close()
-    except Exception as error:  # the server must go on: say it in the job's log
-        return f"Its SLURM jobs ({' '.join(ids)}) could not be cancelled: {error}"
-    if result.returncode != 0 and "Invalid job id" not in result.stderr:
-        return f"scancel of its SLURM jobs ({' '.join(ids)}) failed: {result.describe()}"
-    return f"Its SLURM jobs ({' '.join(ids)}) were cancelled."

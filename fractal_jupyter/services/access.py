@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..db.models import Dataset, LinkUserProject, Project, Workflow, WorkflowTask
 from ..errors import Forbidden, NotFound, Unprocessable
@@ -41,7 +42,15 @@ async def get_dataset_for_member(
     user: CurrentUser,
 ) -> Dataset:
     """The project check and the dataset look-up in one query (this runs on every image call)."""
-    found = await session.execute(_DATASET_FOR_MEMBER, _parameters(project_id, dataset_id, user))
+    dataset: Dataset = await session.run_sync(dataset_for_member, project_id, dataset_id, user)
+    return dataset
+
+
+def dataset_for_member(
+    session: Session, project_id: int, dataset_id: int, user: CurrentUser
+) -> Dataset:
+    """`get_dataset_for_member` in a synchronous session (for `Database.write`)."""
+    found = session.execute(_DATASET_FOR_MEMBER, _parameters(project_id, dataset_id, user))
     dataset: Dataset = _checked_dataset(found.first(), project_id, dataset_id)
     return dataset
 

@@ -28,7 +28,8 @@ from ..db.models import (
     WorkflowTask,
 )
 from ..errors import NotFound, Unprocessable
-from ..runner.slurm import recorded_job_ids
+from ..runner.files import recorded_job_ids
+from ..runner.settings import Backend
 from ..schemas.filters import ImageFilterQuery
 from ..schemas.history import (
     HistoryRunReadAggregated,
@@ -571,11 +572,13 @@ async def verify_unique_types(
     return [key for key, true_count in rows if 0 < true_count < total]
 
 
-async def squeue(session: AsyncSession, user: CurrentUser, backend: str) -> list[dict[str, Any]]:
+async def squeue(
+    session: AsyncSession, user: CurrentUser, backend: Backend
+) -> list[dict[str, Any]]:
     """The SLURM job ids that the caller's running Fractal jobs submitted (2.26 answers with
-    `squeue`'s text; we list, per Fractal job, the ids it recorded). None on the local
-    backend."""
-    if backend == "local":
+    `squeue`'s text; we list, per Fractal job, the ids it recorded). None on a backend
+    without a cluster."""
+    if not backend.on_slurm:
         return []
     jobs = await session.execute(
         select(Job.id, Job.working_dir).where(Job.status == "submitted", Job.owner == user.username)

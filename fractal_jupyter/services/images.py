@@ -25,16 +25,15 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     or_,
     select,
     true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert
+from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert, insert_rows, table_of
 from ..db.engine import Database
 from ..db.models import (
     AttributeSummary,
@@ -54,11 +53,8 @@ from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
 from . import image_status
-from .access import get_dataset_for_member, read_dataset_filters
+from .access import dataset_for_member, get_dataset_for_member, read_dataset_filters
 from .users import CurrentUser
-
-# Multi-row statements stay below SQLite's limit on bound parameters.
-SUMMARY_ROWS_PER_STATEMENT = 1_000
 
 
 def match_key(value: bool | int | float | str) -> str:
@@ -122,14 +118,24 @@ class SummaryCounts:
 async def _change_summaries(
     session: AsyncSession, dataset_id: int, images: Iterable[ImageRow] | SummaryCounts, sign: int
 ) -> None:
-    """Add (`sign=1`) or remove (`sign=-1`) the given images' share of the dataset summaries."""
+    await session.run_sync(change_summaries, dataset_id, images, sign)
+
+
+def change_summaries(
+    session: Session, dataset_id: int, images: Iterable[ImageRow] | SummaryCounts, sign: int
+) -> None:
+    """Add (`sign=1`) or remove (`sign=-1`) the given images' share of the dataset summaries.
+
+    Synchronous, like the other writers of index rows, so that a small write (one image) runs
+    whole in one hand-off to the database thread (`Database.write`); async callers run it
+    through `AsyncSession.run_sync`."""
     if isinstance(images, SummaryCounts):
         counts = images
     else:
         counts = SummaryCounts()
         counts.add(images)
     if counts.images:
-        await session.execute(
+        session.execute(
             update(Dataset)
             .where(Dataset.id == dataset_id)
             .values(image_count=Dataset.image_count + sign * counts.images)
@@ -159,25 +165,29 @@ async def _change_summaries(
         (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
         (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
     ):
-        for chunk in chunks(rows, SUMMARY_ROWS_PER_STATEMENT):
-            statement = upsert(model).values(chunk)
-            await session.execute(
+        if rows:
+            # One statement for any number of rows (executemany): its compiled form is
+            # reused, where a multi-row VALUES was compiled anew for every write.
+            table = table_of(model)
+            statement = upsert(table)
+            session.execute(
                 statement.on_conflict_do_update(
                     index_elements=index,
                     set_={
-                        counter: getattr(model, counter) + statement.excluded[counter]
+                        counter: table.c[counter] + statement.excluded[counter]
                         for counter in counters
                     },
-                )
+                ),
+                rows,
             )
         if sign < 0 and rows:
-            await session.execute(
+            session.execute(
                 delete(model).where(model.dataset_id == dataset_id, model.image_count <= 0)
             )
 
 
-async def _write_index_rows(
-    session: AsyncSession, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
+def write_index_rows(
+    session: Session, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
 ) -> None:
     for id_chunk, image_chunk in zip(
         chunks(image_ids, IDS_PER_STATEMENT), chunks(images, IDS_PER_STATEMENT), strict=True
@@ -198,9 +208,41 @@ async def _write_index_rows(
             for key, value in image["types"].items()
         ]
         if attribute_rows:
-            await session.execute(insert(ImageAttribute), attribute_rows)
+            insert_rows(session, ImageAttribute, attribute_rows)
         if type_rows:
-            await session.execute(insert(ImageType), type_rows)
+            insert_rows(session, ImageType, type_rows)
+
+
+def store_images(
+    session: Session, dataset_id: int, images: Sequence[SingleImage]
+) -> list[ImageRow]:
+    """Insert images (not yet in the dataset) with their index rows; the rows written."""
+    rows: list[ImageRow] = [
+        {
+            "dataset_id": dataset_id,
+            "zarr_url": image.zarr_url,
+            "origin": image.origin,
+            "attributes": image.attributes,
+            "types": image.types,
+        }
+        for image in images
+    ]
+    # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
+    # constraint here; the request then ends in a 422 and nothing is written. executemany
+    # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts
+    # row by row), so the new ids are read back by zarr_url.
+    insert_rows(session, Image, rows)
+    ids_by_url: dict[str, int] = {}
+    for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+        found = session.execute(
+            select(Image.zarr_url, Image.id).where(
+                Image.dataset_id == dataset_id, Image.zarr_url.in_(chunk)
+            )
+        )
+        ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
+    image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
+    write_index_rows(session, dataset_id, image_ids, rows)
+    return rows
 
 
 class ImageWriter:
@@ -229,31 +271,7 @@ class ImageWriter:
         """Store images that `first_duplicate` has seen, with their index rows."""
         if not images:
             return
-        rows: list[ImageRow] = [
-            {
-                "dataset_id": self.dataset_id,
-                "zarr_url": image.zarr_url,
-                "origin": image.origin,
-                "attributes": image.attributes,
-                "types": image.types,
-            }
-            for image in images
-        ]
-        # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
-        # constraint here; the request then ends in a 422 and nothing is written. executemany
-        # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts
-        # row by row), so the new ids are read back by zarr_url.
-        await self.session.execute(insert(Image), rows)
-        ids_by_url: dict[str, int] = {}
-        for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
-            found = await self.session.execute(
-                select(Image.zarr_url, Image.id).where(
-                    Image.dataset_id == self.dataset_id, Image.zarr_url.in_(chunk)
-                )
-            )
-            ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
-        image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
-        await _write_index_rows(self.session, self.dataset_id, image_ids, rows)
+        rows = await self.session.run_sync(store_images, self.dataset_id, images)
         self.counts.add(rows)
 
     async def finish(self) -> None:
@@ -281,23 +299,33 @@ async def insert_images(
 
 
 async def add_image(
-    session: AsyncSession,
+    database: Database,
     user: CurrentUser,
     project_id: int,
     dataset_id: int,
     new_image: SingleImage,
 ) -> None:
-    dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
+    """Add one image: the checks and the writes in one `Database.write`, which on SQLite is a
+    single hand-off to a database thread instead of some 70 through aiosqlite (they, not
+    SQLite, were most of the time of the request)."""
+    await database.write(functools.partial(_add_one_image, project_id, dataset_id, user, new_image))
+
+
+def _add_one_image(
+    project_id: int, dataset_id: int, user: CurrentUser, new_image: SingleImage, session: Session
+) -> None:
+    dataset = dataset_for_member(session, project_id, dataset_id, user)
     check_image_location(new_image.zarr_url, dataset.zarr_dir)
-    exists = await session.scalar(
-        select(Image.id).where(Image.dataset_id == dataset.id, Image.zarr_url == new_image.zarr_url)
+    exists = session.scalar(
+        select(Image.id).where(Image.dataset_id == dataset_id, Image.zarr_url == new_image.zarr_url)
     )
     if exists is not None:
         # fractal-server 2.6.4 answers this one with a list as detail.
         raise Unprocessable(
-            [f"Image with zarr_url '{new_image.zarr_url}' already in DatasetV2 {dataset.id}"]
+            [f"Image with zarr_url '{new_image.zarr_url}' already in DatasetV2 {dataset_id}"]
         )
-    await insert_images(session, dataset, [new_image])
+    rows = store_images(session, dataset_id, [new_image])
+    change_summaries(session, dataset_id, rows, +1)
 
 
 async def _get_image(session: AsyncSession, dataset: Dataset, zarr_url: str) -> Image:
@@ -356,7 +384,7 @@ async def _replace_images(
             image.types = replacement.types
     await session.flush()
     rows = [_image_dict(stored[image_id]) for image_id in ids]
-    await _write_index_rows(session, dataset_id, ids, rows)
+    await session.run_sync(write_index_rows, dataset_id, ids, rows)
     await _change_summaries(session, dataset_id, rows, +1)
 
 

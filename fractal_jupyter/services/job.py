@@ -33,7 +33,7 @@ from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
-from ..runner.slurm import SlurmSettings, remote_job_dir
+from ..runner.settings import RunnerSettings
 from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead, TaskProgressRead
 from .access import (
@@ -55,16 +55,6 @@ START_GRACE = timedelta(seconds=60)
 
 class TooManyRequests(FractalError):
     status_code = 429
-
-
-@dataclass(frozen=True)
-class RunnerSettings:
-    working_dir: Path
-    max_workers: int
-    submit_rate_limit_seconds: float = 2.0
-    backend: str = "local"  # local, slurm or slurm_ssh
-    slurm: SlurmSettings | None = None  # for the SLURM backends
-    warm_start: bool = True  # the local backend's; SLURM's is in `slurm`
 
 
 def _timestamp(value: Any) -> str:
@@ -274,7 +264,7 @@ async def submit_job(
         dataset_dump=dataset_dump(dataset),
         first_task_index=first,
         last_task_index=last,
-        backend=settings.backend,
+        backend=settings.backend.value,
         runner=launcher.runner,
         progress={},
         attribute_filters=data.attribute_filters,
@@ -287,21 +277,17 @@ async def submit_job(
         f"proj_v2_{project_id:07d}_wf_{workflow_id:07d}_job_{job.id:07d}_{stamp}"
     )
     job_dir.mkdir(parents=True, exist_ok=False)
-    job.working_dir = job.working_dir_user = str(job_dir)
-    if settings.slurm is not None and settings.backend != "local":
-        job.working_dir_user = remote_job_dir(settings.backend, settings.slurm, job_dir)
+    job.working_dir = str(job_dir)
+    job.working_dir_user = settings.job_dir_for_user(job_dir)
     JobSpec(
         job_id=job.id,
         zarr_dir=dataset.zarr_dir,
         images=await list_all_images(session, dataset),
         filters=dataset.filters,
         tasks=[workflow_task_spec(workflow_task) for workflow_task in selected],
-        max_workers=settings.max_workers,
-        backend=settings.backend,
-        slurm=settings.slurm.to_dict() if settings.slurm is not None else None,
         slurm_account=slurm_account,
         worker_init=data.worker_init,
-        warm_start=settings.warm_start,
+        **settings.spec_fields(),
         **await job_filters_spec(session, dataset.id, selected[0].id, data),
     ).write(job_dir)
     # The process starts once this row is committed (`start_job_process`): a failed commit

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
 from ..db.models import Dataset, Job, utc_now
+from ..runner.backends import cancel_left_cluster_jobs
 from ..runner.call import log_tail
-from ..runner.files import PROCESS_LOG, JobSpec, read_events
+from ..runner.files import PROCESS_LOG, read_events
 from ..runner.launcher import JobLauncher
-from ..runner.slurm import SlurmSettings, cancel_recorded_jobs
 from ..schemas.images import SingleImage
 from . import history
 from .images import apply_image_changes
@@ -103,10 +103,10 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
         for event in read_events(job_dir, after=job.events_applied):
             await apply_event(session, job, event)
         if job.status == "submitted" and not alive:
-            cancelled = await cancel_slurm_jobs(job_dir)
+            cancelled = await asyncio.to_thread(cancel_left_cluster_jobs, job_dir)
             if cancelled is None:
-                # Local task processes. Not on SLURM: there scancel ends them, and on a node
-                # shared with the server their processes must not be mistaken for local ones.
+                # Local task processes. Not on a cluster: there scancel ends them, and on a
+                # node shared with the server their processes must not be mistaken for ours.
                 launcher.kill_leftover_tasks(job_dir)
             tail = log_tail(job_dir / PROCESS_LOG)
             await _finish(
@@ -118,19 +118,6 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
                 + (f"\n{cancelled}" if cancelled else "")
                 + (f"\nIts output ends with:\n{tail}" if tail.strip() else ""),
             )
-
-
-async def cancel_slurm_jobs(job_dir: Path) -> str | None:
-    """The SLURM jobs a dead job process left behind are cancelled (with the job's settings):
-    a line for the log; None when the job does not run on SLURM."""
-    try:
-        spec = JobSpec.read(job_dir)
-    except (OSError, ValueError, TypeError):
-        return None
-    if spec.backend not in ("slurm", "slurm_ssh"):
-        return None
-    settings = SlurmSettings.from_dict(spec.slurm or {})
-    return await asyncio.to_thread(cancel_recorded_jobs, job_dir, spec.backend, settings)
 
 
 async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> dict[int, Path]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import User, UserSettings
 from ..errors import NotFound, Unprocessable
+from ..runner.settings import Backend
 from ..schemas.user import (
     UserSettingsRead,
     UserSettingsReadStrict,
@@ -73,7 +74,7 @@ class ServerAccounts:
         runs for) and its configuration."""
         config = state.config
         ssh = {}
-        if config.get("runner_backend") == "slurm_ssh":
+        if Backend(config.get("runner_backend", Backend.LOCAL)).over_ssh:
             ssh = {name: str(config.get(trait) or "") for name, trait in SSH_SETTINGS.items()}
         owner = state.server_owner or state.default_username
         return cls(os_user=getpass.getuser(), owner=owner, ssh=ssh)

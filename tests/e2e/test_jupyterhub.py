@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from fractal_jupyter.cli.db import upgrade
-from fractal_jupyter.runner.slurm import recorded_job_ids
+from fractal_jupyter.runner.files import recorded_job_ids
 from tests.support.cluster import ClusterInfo
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
-from fractal_jupyter.runner.slurm import recorded_job_ids
+from fractal_jupyter.runner.files import recorded_job_ids
 from tests.support.cluster import ClusterInfo, UserServer
 from tests.support.jobs import MISBEHAVE_TASK, processes_mentioning
 

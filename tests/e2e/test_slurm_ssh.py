@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.client import FractalClient
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
 from tests.e2e.test_slurm import *  # noqa: F403 (the job tests, collected again here)
 from tests.e2e.test_slurm import Run, sleeping_workflow, wait_until
@@ -31,6 +34,7 @@ from tests.support.cluster import ClusterInfo, UserServer
 from tests.support.jobs import MISBEHAVE_TASK
 from tests.support.sshd import client_ports, kill_connection
 from tests.support.tcp_proxy import TcpProxy
+from tests.test_functions import label_images, run_on_plate
 
 
 def user_ssh_files(cluster: ClusterInfo, root: Path, port: int | None = None) -> dict[str, str]:
@@ -175,3 +179,23 @@ def test_an_unreachable_login_node_fails_the_job_with_the_reason(unreachable, sl
     assert "Connection refused" in log or "Unable to connect" in log, log
     # Bounded: the unreachable timeout plus one round of the transport's own retries.
     assert elapsed < 60, elapsed
+
+
+def test_a_notebook_function_goes_to_the_cluster_with_its_job(server, tasks):
+    """A function task's pickle is on the server's disk: it goes up with the job folder, and
+    the cluster runs the copy."""
+    functions_dir = server.root / "functions"
+    with FractalClient(f"http://127.0.0.1:{server.port}/", server.token) as client:
+        task = client.register_function(label_images, name="label", functions_dir=functions_dir)
+        steps = [(task.id, {"args_parallel": {"label": "ssh"}})]
+        plate = tasks["Create demo plate"]["id"]
+        job, images = run_on_plate(client, str(server.root / "zarr-functions"), steps, plate)
+    assert job.status == "done", job.log
+    assert [image.attributes.get("label") for image in images] == ["ssh", "ssh"]
+    (local,) = functions_dir.rglob("*.pkl")
+    remote_job = Path(server.fractal["slurm_ssh_remote_dir"]) / Path(job.working_dir).name
+    (copy,) = (remote_job / "functions").glob("*.pkl")
+    assert copy.read_bytes() == local.read_bytes()
+    (batch,) = (remote_job / "1_label").glob("*.batch.pickle")
+    commands = {call.command for call in pickle.loads(batch.read_bytes())["calls"]}
+    assert commands == {f"{sys.executable} -m fractal_jupyter.runner.function {copy}"}

@@ -17,6 +17,7 @@ job folders) in a folder the user owns, the test identities of tests/conftest.py
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -40,7 +41,12 @@ REPO = Path(__file__).resolve().parents[2]
 USER_COVERAGE = REPO / ".coverage-users"
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
 STATE = Path(os.environ.get("CLUSTER_STATE", "/var/lib/fractal-jupyter-test"))
-USER_ROOT = Path("/tmp/fractal-slurm-tests")
+# The user's folders. The machine's checkouts share the cluster and this folder, and test names
+# are the same in each: every checkout has its own folder in it, else a test run would remove
+# the folders of the same test running at the same time in another checkout (its database
+# and job folders, mid-job: the flaky failures of test_a_function_runs_on_slurm).
+SHARED_USER_ROOT = Path("/tmp/fractal-slurm-tests")
+USER_ROOT = SHARED_USER_ROOT / f"{REPO.name}-{hashlib.sha256(bytes(REPO)).hexdigest()[:8]}"
 CANNOT_RUN = 3
 
 
@@ -61,8 +67,9 @@ class ClusterInfo:
 
     def user_dir(self, name: str) -> Path:
         """A fresh folder owned by the cluster's user (their jobs write there)."""
+        SHARED_USER_ROOT.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(SHARED_USER_ROOT, 0o1777)
         USER_ROOT.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(USER_ROOT, 0o1777)
         folder = USER_ROOT / name
         if folder.exists():
             shutil.rmtree(folder)
