@@ -24,6 +24,9 @@ SPEC_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 WORKFLOW_LOG = "workflow.log"
 PROCESS_LOG = "job-process.log"
+# Touched in the jobs folder after each submission, to wake the other servers of this runner
+# (services/job_watcher.py), idle ones too (app.py).
+DOORBELL_FILE = ".job-submitted"
 # How `EventWriter` starts every line (json.dumps of a dict whose first key is "seq").
 _SEQ_PREFIX = re.compile(r'\{"seq": (\d+),')
 
