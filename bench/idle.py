@@ -3,12 +3,15 @@
 On JupyterHub most users' servers sit idle. For each variant, in one run and alternating, this
 starts `.venv/bin/jupyter server` and measures:
 
-- start-up: seconds from starting the process until `GET /api/status` answers 200, and (with
-  the extension) until `GET /fractal/api/alive/` answers 200;
-- RSS: resident memory of the server's process tree once it has settled after start-up;
+- start-up: seconds from starting the process until `GET /api/status` answers 200;
+- RSS: resident memory of the server's process tree once it has settled after start-up,
+  before any Fractal request (an idle server of a hub: the extension loads its API with the
+  first request under `fractal/`);
 - idle CPU: user+system clock ticks of the process tree per minute while nothing calls it
   (from /proc/<pid>/stat), and whether `/api/status`'s `last_activity` moved meanwhile (the
-  JupyterHub idle culler reads it: background work must not count as activity).
+  JupyterHub idle culler reads it: background work must not count as activity);
+- then, with the extension: how long the first Fractal request (`GET /fractal/api/alive/`)
+  takes, which loads the API, and the RSS once that has settled.
 
 Variants: `bare` (the extension disabled), `fractal` (enabled, on a database that already
 exists, as on every start but a user's first) and, once per round, `fractal-new-db` (enabled,
@@ -50,6 +53,8 @@ from bench.common import (
 )
 
 SETTLE_S = 5.0
+# After the first Fractal request: the database check and the job watcher's first pass.
+LOADED_SETTLE_S = 2.0
 PROBE_INTERVAL_S = 0.02
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 VARIANTS = ("bare", "fractal", "fractal-new-db")
@@ -64,7 +69,6 @@ class IdleServer(OurServer):
         if database is not None:
             shutil.copy(database, self.workdir / "fractal.db")
         self.status_s = 0.0
-        self.alive_s: float | None = None
 
     def _command(self) -> list[str]:
         command = super()._command()
@@ -75,28 +79,31 @@ class IdleServer(OurServer):
         return command
 
     def _wait_alive(self) -> None:
+        """Until Jupyter answers; no request reaches the extension (see `first_request`)."""
         started = time.monotonic()
         deadline = started + START_TIMEOUT_S
-        root = f"http://127.0.0.1:{self.port}"
         with httpx.Client(timeout=2.0, headers=self.headers) as probe:
-            for path in (
-                ("/api/status", "/fractal/api/alive/") if self.extension else ("/api/status",)
-            ):
-                while True:
-                    if self.process is not None and self.process.poll() is not None:
-                        raise BenchError(f"the server ended; log tail:\n{tail(self.log_path)}")
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"no answer at {path}; log tail:\n{tail(self.log_path)}")
-                    try:
-                        if probe.get(root + path).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(PROBE_INTERVAL_S)
-                if path == "/api/status":
-                    self.status_s = time.monotonic() - started
-                else:
-                    self.alive_s = time.monotonic() - started
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise BenchError(f"the server ended; log tail:\n{tail(self.log_path)}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"no answer at /api/status; log tail:\n{tail(self.log_path)}")
+                try:
+                    if probe.get(f"http://127.0.0.1:{self.port}/api/status").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(PROBE_INTERVAL_S)
+        self.status_s = time.monotonic() - started
+
+    def first_request(self, path: str = "/fractal/api/alive/") -> float:
+        """Seconds a Fractal request takes (the first one loads the API)."""
+        started = time.monotonic()
+        answer = httpx.get(
+            f"http://127.0.0.1:{self.port}{path}", headers=self.headers, timeout=START_TIMEOUT_S
+        )
+        answer.raise_for_status()
+        return time.monotonic() - started
 
     def last_activity(self) -> str:
         answer = httpx.get(
@@ -124,6 +131,7 @@ def measure(variant: str, database: Path, idle_s: float) -> dict[str, Any]:
     server = IdleServer(
         extension=variant != "bare", database=database if variant == "fractal" else None
     )
+    first_request_s = loaded_rss = None
     with server:
         time.sleep(SETTLE_S)
         rss = tree_rss_bytes(server.pid)
@@ -132,13 +140,18 @@ def measure(variant: str, database: Path, idle_s: float) -> dict[str, Any]:
         time.sleep(idle_s)
         ticks = cpu_ticks(server.pid) - ticks
         after = server.last_activity()
+        if server.extension:
+            first_request_s = round(server.first_request(), 3)
+            time.sleep(LOADED_SETTLE_S)
+            loaded_rss = round(tree_rss_bytes(server.pid) / 2**20, 1)
     return {
         "variant": variant,
         "status_s": round(server.status_s, 3),
-        "alive_s": None if server.alive_s is None else round(server.alive_s, 3),
         "rss_mib": round(rss / 2**20, 1),
         "idle_ticks_per_min": round(ticks * 60.0 / idle_s, 1),
         "last_activity_moved": before != after,
+        "first_request_s": first_request_s,
+        "loaded_rss_mib": loaded_rss,
     }
 
 
@@ -146,6 +159,7 @@ def existing_database(folder: Path) -> Path:
     """A database with the current schema, as a server leaves it (made by one start)."""
     server = IdleServer(extension=True)
     with server:
+        server.first_request("/fractal/api/v2/project/")  # waits for the schema
         database = folder / "fractal.db"
         # SQLite's online backup: a consistent copy while the server runs.
         with (
@@ -184,21 +198,28 @@ def main() -> None:
     summary = {
         variant: {
             key: median([row for row in rows if row["variant"] == variant], key)
-            for key in ("status_s", "alive_s", "rss_mib", "idle_ticks_per_min")
+            for key in (
+                "status_s",
+                "rss_mib",
+                "idle_ticks_per_min",
+                "first_request_s",
+                "loaded_rss_mib",
+            )
         }
         for variant in VARIANTS
     }
     print(
-        "| variant | start-up to /api/status (s) | to /fractal/api/alive/ (s) | RSS (MiB) "
-        "| idle CPU (ticks/min) | last_activity moved |"
+        "| variant | start-up to /api/status (s) | RSS idle (MiB) | idle CPU (ticks/min) "
+        "| last_activity moved | first Fractal request (s) | RSS after it (MiB) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for variant in VARIANTS:
         moved = any(row["last_activity_moved"] for row in rows if row["variant"] == variant)
         values = summary[variant]
         print(
-            f"| {variant} | {values['status_s']} | {values['alive_s'] or '-'} "
-            f"| {values['rss_mib']} | {values['idle_ticks_per_min']} | {'yes' if moved else 'no'} |"
+            f"| {variant} | {values['status_s']} | {values['rss_mib']} "
+            f"| {values['idle_ticks_per_min']} | {'yes' if moved else 'no'} "
+            f"| {values['first_request_s'] or '-'} | {values['loaded_rss_mib'] or '-'} |"
         )
     document = {
         **report_header("bench/idle.py", sys.argv[1:], peer="jupyter server without the extension"),

@@ -23,6 +23,15 @@ opting out (a new process per call), against the floor of the same script; and t
 memory of each of our two jobs, the sum of the proportional set sizes (PSS: a page shared by
 k processes counts 1/k in each) of the job's processes (job process, starter, task
 processes), sampled at every poll.
+
+A third part (`--tasks-core-python`, on by default when the end-to-end tests' venv of
+fractal-tasks-core 2.1.0 exists) runs the real tasks on the synthetic plate of
+tests/support/tasks_core.py (one well, one 3D field): Project Image (HCS Plate), Threshold
+Segmentation, Measure Features, on both servers, each round on a fresh plate, the servers
+taking turns at going first. The tasks are created through the API from the package's
+manifest with the same commands on both servers (that venv's Python and task scripts): 2.6.4
+cannot collect 2.1.0's manifest, nor run its converter (Import OME-Zarr), so the plate's image
+is added to the dataset through the API. Ours runs warm (its default).
 """
 
 from __future__ import annotations
@@ -80,6 +89,20 @@ TARGET_FLOOR_FACTOR = 1.2
 # Our server looks at the running jobs' event files this often (its default job_poll_interval).
 OUR_JOB_POLL_INTERVAL_S = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The real tasks (fractal-tasks-core 2.1.0): ours at least this many times faster than 2.6.4.
+TARGET_TASKS_CORE_FACTOR = 3.0
+TASKS_CORE_VENV = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "fractal-jupyter/e2e-tasks/.fractal/fractal-tasks-core2.1.0/venv"
+)
+# The workflow: task name -> the workflow task's body (as tests/e2e/test_tasks_core.py).
+TASKS_CORE_STEPS: dict[str, dict[str, Any]] = {
+    "Project Image (HCS Plate)": {},
+    "Threshold Segmentation": {
+        "args_parallel": {"channel": {"mode": "label", "identifier": "DAPI"}}
+    },
+    "Measure Features": {"args_parallel": {"input_label_name": "DAPI_segmented"}},
+}
 
 PEER_EMAIL = "runner-bench@fractal.xy"
 PEER_PASSWORD = "runner-bench-password"
@@ -764,6 +787,194 @@ def run_slow_import(
     return result
 
 
+def tasks_core_bodies(python: Path) -> list[dict[str, Any]]:
+    """`POST api/v2/task/` bodies of the workflow's tasks, from the installed package's
+    manifest, with the fields that both servers take (2.6.4 knows no newer ones)."""
+    found = sorted(python.parent.parent.glob("lib/python*/site-packages/fractal_tasks_core"))
+    if not found:
+        raise BenchError(f"no fractal_tasks_core package next to {python}")
+    package = found[-1]
+    manifest = json.loads((package / "__FRACTAL_MANIFEST__.json").read_text())
+    bodies = []
+    for entry in manifest["task_list"]:
+        if entry["name"] not in TASKS_CORE_STEPS:
+            continue
+        body: dict[str, Any] = {
+            "name": entry["name"],
+            "source": "bench:tasks-core-2.1.0:" + entry["name"].lower().replace(" ", "_"),
+            "input_types": entry.get("input_types", {}),
+            "output_types": entry.get("output_types", {}),
+        }
+        for part in ("non_parallel", "parallel"):
+            if f"executable_{part}" in entry:
+                body[f"command_{part}"] = f"{python} {package / entry[f'executable_{part}']}"
+                body[f"meta_{part}"] = entry.get(f"meta_{part}") or {}
+        bodies.append(body)
+    return bodies
+
+
+def task_spans(job_dir: Path, target: Target, tasks: int) -> list[float | None]:
+    """Seconds from each task's start to its end: from our events (task_started, task_done),
+    from 2.6.4's workflow.log (SUBMIT and END of the i-th task)."""
+    begins: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    if target.name == "ours":
+        order: dict[int, int] = {}
+        for line in (job_dir / "events.jsonl").read_text().splitlines():
+            event = json.loads(line)
+            if event["type"] in ("task_started", "task_done"):
+                index = order.setdefault(event["workflow_task_id"], len(order))
+                if event["type"] == "task_started":  # a compound task's parts: from the first
+                    begins.setdefault(index, event["time"])
+                else:
+                    ends[index] = event["time"]
+    else:
+        lines = (job_dir / "workflow.log").read_text(errors="replace").splitlines()
+        for line in lines:
+            stamp = _log_time(line)
+            for index in range(tasks):
+                if stamp is not None and f"SUBMIT {index}-th task" in line:
+                    begins.setdefault(index, stamp)
+                if stamp is not None and f"END    {index}-th task" in line:
+                    ends.setdefault(index, stamp)
+    return [
+        round(ends[index] - begins[index], 2) if index in begins and index in ends else None
+        for index in range(tasks)
+    ]
+
+
+def tasks_core_phases(job_dir: Path, run: JobRun) -> dict[str, float]:
+    """Where our job's time went outside the task calls, from the job process's events."""
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    times: dict[str, list[float]] = {}
+    for event in events:
+        times.setdefault(event["type"], []).append(float(event["time"]))
+    starts, dones = times.get("task_started", []), times.get("task_done", [])
+    if not starts or not dones or "job_started" not in times or "job_done" not in times:
+        return {}
+    phases = {
+        "submit to job process started": times["job_started"][0] - run.submitted_at,
+        "job process start to first task": starts[0] - times["job_started"][0],
+        "first task start to last task done": dones[-1] - starts[0],
+        "last task done to job_done": times["job_done"][0] - dones[-1],
+        "job_done to the poll that saw done": run.seen_done_at - times["job_done"][0],
+    }
+    return {label: round(value, 2) for label, value in phases.items()}
+
+
+def import_seconds(python: Path, bodies: list[dict[str, Any]]) -> dict[str, float]:
+    """What a fresh interpreter pays for a task script's imports before any work: the cost of
+    every call that spawns (2.6.4), and of every task's first call warm (ours)."""
+    found = {}
+    for body in bodies:
+        for part in ("non_parallel", "parallel"):
+            command = body.get(f"command_{part}")
+            if command is None:
+                continue
+            module = "fractal_tasks_core." + Path(command.split()[-1]).stem
+            started = time.perf_counter()
+            subprocess.run([str(python), "-c", f"import {module}"], check=True)
+            found[module] = round(time.perf_counter() - started, 2)
+    return found
+
+
+def run_tasks_core_job(
+    client: httpx.Client, target: Target, task_ids: dict[str, int], folder: Path
+) -> dict[str, Any]:
+    """One job of the workflow on a fresh plate; checks that the projection's image and the
+    label's features are there."""
+    from tests.support.tasks_core import write_synthetic_plate
+
+    zarr_dir = folder / "zarr"
+    image = write_synthetic_plate(zarr_dir)
+    project = call(client, target, "POST", "/api/v2/project/", {"name": folder.name}, 201)
+    base = f"/api/v2/project/{project['id']}"
+    dataset = call(
+        client,
+        target,
+        "POST",
+        f"{base}/dataset/",
+        {"name": "plate", "zarr_dir": str(zarr_dir)},
+        201,
+    )
+    attributes = {"plate": "synthetic.zarr", "well": "B03"}
+    body = {"zarr_url": str(image), "attributes": attributes, "types": {"is_3D": True}}
+    added = client.post(
+        f"{target.url}{base}/dataset/{dataset['id']}/images/", json=body, headers=target.headers
+    )
+    if added.status_code != 201:  # an empty body on ours, null on 2.6.4
+        raise BenchError(f"[{target.name}] adding the plate's image: {added.text[:1000]}")
+    workflow = call(client, target, "POST", f"{base}/workflow/", {"name": "tasks-core"}, 201)
+    for name, wftask in TASKS_CORE_STEPS.items():
+        add = f"{base}/workflow/{workflow['id']}/wftask/?task_id={task_ids[name]}"
+        call(client, target, "POST", add, wftask, 201)
+    run = run_job(client, target, Prepared(project["id"], dataset["id"], workflow["id"]))
+    features = zarr_dir / "synthetic_mip.zarr/B/03/0/tables/region_props_features"
+    if not features.is_dir():
+        raise BenchError(f"[{target.name}] the job wrote no feature table at {features}")
+    job_dir = Path(run.job["working_dir"])
+    return {
+        "job_s": round(run.seconds, 3),
+        "task_s": task_spans(job_dir, target, len(TASKS_CORE_STEPS)),
+        "phases_s": tasks_core_phases(job_dir, run) if target.name == "ours" else {},
+        "server_cpu_s": None if run.server_cpu_s is None else round(run.server_cpu_s, 3),
+        "peak_pss_mb": run.peak_pss_mb,
+        "warm": "warm start" in (run.job.get("log") or ""),
+    }
+
+
+def run_tasks_core(
+    targets: list[Target], python: Path, repeat: int, scratch: Path
+) -> dict[str, Any]:
+    """The real workflow on every server, `repeat` rounds, the servers taking turns first."""
+    bodies = tasks_core_bodies(python)
+    runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
+        task_ids = {
+            target.name: {
+                body["name"]: int(call(client, target, "POST", "/api/v2/task/", body, 201)["id"])
+                for body in bodies
+            }
+            for target in targets
+        }
+        for attempt in range(repeat):
+            order = targets if attempt % 2 == 0 else list(reversed(targets))
+            for target in order:
+                folder = scratch / f"tasks-core-{target.name}-{attempt}"
+                run = run_tasks_core_job(client, target, task_ids[target.name], folder)
+                progress(
+                    f"[{target.name}] fractal-tasks-core workflow: {run['job_s']:.2f} s "
+                    f"(tasks {run['task_s']} s, warm={run['warm']}, {run['phases_s']})"
+                )
+                runs[target.name].append(run)
+    result: dict[str, Any] = {
+        "python": str(python),
+        "tasks": list(TASKS_CORE_STEPS),
+        "import_s": import_seconds(python, bodies),
+    }
+    progress(f"fractal-tasks-core imports in a fresh interpreter (s): {result['import_s']}")
+    for name, target_runs in runs.items():
+        result[name] = {"job_s": median_of(target_runs, "job_s"), "runs": target_runs}
+    if "peer" in result:
+        result["peer_over_ours"] = round(result["peer"]["job_s"] / result["ours"]["job_s"], 2)
+    return result
+
+
+def check_tasks_core(result: dict[str, Any]) -> list[dict[str, Any]]:
+    if "peer" not in result:
+        return []
+    ratio = result["peer_over_ours"]
+    return [
+        {
+            "target": "fractal-tasks-core 2.1.0 workflow: ours at least "
+            f"{TARGET_TASKS_CORE_FACTOR:g}x faster than 2.6.4",
+            "value": f"ours {result['ours']['job_s']:.2f} s, 2.6.4 {result['peer']['job_s']:.2f} s "
+            f"({ratio:.2f}x)",
+            "ok": ratio >= TARGET_TASKS_CORE_FACTOR,
+        }
+    ]
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -904,15 +1115,23 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def report(document: dict[str, Any], path: Path | None) -> Path:
-    print()
-    print(markdown_table(document["results"]))
-    print()
-    print("CPU time per call (ms, medians):")
-    print(cpu_table(document["results"]))
-    print()
-    print("Where the time went (medians, s):")
-    print(phases_table(document["results"]))
-    print()
+    if document.get("results"):
+        print()
+        print(markdown_table(document["results"]))
+        print()
+        print("CPU time per call (ms, medians):")
+        print(cpu_table(document["results"]))
+        print()
+        print("Where the time went (medians, s):")
+        print(phases_table(document["results"]))
+        print()
+    if "tasks_core" in document:
+        result = document["tasks_core"]
+        print("fractal-tasks-core 2.1.0 workflow (medians, s): ours", result["ours"]["job_s"])
+        print("  imports of each task script in a fresh interpreter (s):", result["import_s"])
+        if "peer" in result:
+            print(f"  2.6.4 {result['peer']['job_s']}, 2.6.4 / ours {result['peer_over_ours']}x")
+        print()
     if "slow_import" in document:
         print("Slow import (medians):")
         print(slow_import_table(document["slow_import"]))
@@ -978,6 +1197,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help=f"how long the slow task's import takes (default: {DEFAULT_SLOW_IMPORT_SECONDS})",
     )
     parser.add_argument(
+        "--tasks-core-python",
+        type=Path,
+        default=TASKS_CORE_VENV / "bin" / "python" if TASKS_CORE_VENV.exists() else None,
+        help="the Python of a venv with fractal-tasks-core 2.1.0 for the real workflow "
+        "(default: the end-to-end tests' venv when it exists, else that part is skipped)",
+    )
+    parser.add_argument(
+        "--tasks-core-only",
+        action="store_true",
+        help="run only the fractal-tasks-core workflow (no no-op sizes, no slow import)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -1039,6 +1270,13 @@ def main(argv: list[str]) -> int:
             if not arguments.no_peer:
                 peer = peer_target(arguments.peer_venv, arguments.peer_tasks_per_job)
                 targets.append(stack.enter_context(peer))
+            if arguments.tasks_core_python is not None:
+                document["tasks_core"] = run_tasks_core(
+                    targets, arguments.tasks_core_python, arguments.repeat, scratch
+                )
+            if arguments.tasks_core_only:
+                document["results"] = {}
+                return
             document["results"] = run_all(
                 targets, sorted(arguments.sizes), arguments.workers, arguments.repeat, scratch
             )
@@ -1057,6 +1295,8 @@ def main(argv: list[str]) -> int:
         return status
     document["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     document["targets"] = check_targets(document["results"])
+    if "tasks_core" in document:
+        document["targets"] += check_tasks_core(document["tasks_core"])
     if "slow_import" in document:
         document["targets"] += check_slow_import(document["slow_import"])
     report(document, arguments.output)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import url_path_join
+from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Set, TraitError, Unicode, default
 from traitlets.config.loader import ArgumentError
 
@@ -23,22 +28,28 @@ from .configuration import (
     login_node_problem,
     settings_problems,
 )
-from .db.engine import ConnectionSettings, Database
-from .errors import SchemaUnavailable, Unavailable
+from .db.probe import nothing_under_way
 from .file_modes import make_private_dir
-from .handlers.base import (
+from .file_watch import FileWatch, watch_files
+from .handlers.dispatch import PREFIX_PATTERN, HandlerSpec, LazyRoutes
+from .handlers.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMPORT_BODY_BYTES,
     DEFAULT_MAX_WHEEL_UPLOAD_BYTES,
     read_long_headers,
 )
-from .handlers.routes import tornado_handlers
-from .handlers.unavailable import unavailable_handlers
+from .runner.files import DOORBELL_FILE
+from .runner.launcher import this_runner
 from .runner.resources import usable_cpus
 from .runner.settings import Backend, RunnerSettings, SlurmSettings
-from .services.task_collection import TaskCollector
-from .state import FractalState
 from .tokens import TokenSigner, hub_access_scopes
+
+# Everything below (SQLAlchemy, the models, schemas, services and handlers) loads with the
+# first Fractal request, or at start-up when the database has work under way (`fractal_state`).
+if TYPE_CHECKING:
+    from .db.engine import ConnectionSettings, Database
+    from .services.task_collection import TaskCollector
+    from .state import FractalState
 
 
 class FractalJupyter(ExtensionApp):
@@ -80,6 +91,13 @@ class FractalJupyter(ExtensionApp):
     # Why the configuration could not be applied (found when linking or loading); the
     # extension then serves nothing but that message (see `initialize_settings`).
     configuration_error: ConfigurationError | None = None
+    # Built when first needed (`fractal_state`); until then nothing of the API is imported.
+    _state: FractalState | None = None
+    # Getting the state ready in the background (migrations checked, jobs followed).
+    _readying: asyncio.Task[None] | None = None
+    # While the state is not built: the jobs folder's doorbell, rung by a submission through
+    # another server of this runner (its job is then ours to follow).
+    _doorbell: FileWatch | None = None
 
     data_dir = Unicode(
         help="Folder for fractal_jupyter's own files (the SQLite database by default, the "
@@ -459,6 +477,8 @@ class FractalJupyter(ExtensionApp):
         return self.db_url.startswith("sqlite")
 
     def connection_settings(self) -> ConnectionSettings:
+        from .db.engine import ConnectionSettings
+
         return ConnectionSettings(
             pool_size=self.db_pool_size,
             max_overflow=self.db_max_overflow,
@@ -524,6 +544,24 @@ class FractalJupyter(ExtensionApp):
             self.settings.pop("fractal", None)
             return
         make_private_dir(Path(self.data_dir), warn_if_open=True)
+        # ExtensionApp put the app itself under its name: the state goes there once built.
+        self.settings.pop("fractal", None)
+        if not self._nothing_under_way():
+            self.fractal_state()
+
+    def _nothing_under_way(self) -> bool:
+        """Whether the state can wait for the first request (db/probe.py: a current SQLite
+        database with no job of this runner to follow and no task collection to reap)."""
+        return nothing_under_way(self.db_url, this_runner())
+
+    def fractal_state(self) -> FractalState:
+        """The handlers' state: built on first need (the first Fractal request, a job to
+        follow), then got ready in the background (migrations checked, jobs followed)."""
+        if self._state is not None:
+            return self._state
+        from .db.engine import Database
+        from .state import FractalState
+
         database = Database(self.db_url, connections=self.connection_settings())
         state = FractalState(
             database=database,
@@ -556,37 +594,20 @@ class FractalJupyter(ExtensionApp):
         web_app = getattr(self.serverapp, "web_app", None)
         if web_app is not None:
             state.activity_times = web_app.settings.setdefault("last_activity_times", {})
+            web_app.settings["fractal"] = state
         self.settings["fractal"] = state
+        self._state = state
         self.log.info(
             "fractal_jupyter %s: database %s", __version__, state.database.url.render_as_string()
         )
+        self._stop_doorbell()
+        with contextlib.suppress(RuntimeError):  # no running loop: the caller gets it ready
+            self._readying = asyncio.get_running_loop().create_task(self._get_ready(state))
+        return state
 
-    def task_collector(self, database: Database) -> TaskCollector:
-        return TaskCollector(
-            database=database,
-            tasks_dir=Path(self.tasks_dir).absolute(),
-            python_interpreters=dict(self.python_interpreters),
-            default_python_version=self.default_python_version,
-            log=self.log,
-        )
+    async def _get_ready(self, state: FractalState) -> None:
+        from .errors import SchemaUnavailable, Unavailable
 
-    def initialize_handlers(self) -> None:
-        if self.configuration_error is not None:
-            self.handlers.extend(unavailable_handlers(self.configuration_error.message))
-            return
-        self.handlers.extend(tornado_handlers())
-
-    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        read_long_headers(getattr(serverapp, "http_server", None))
-        state = self.settings.get("fractal")
-        if not isinstance(state, FractalState):
-            return
-        if not self.started_by_fractal:
-            # `jupyter fractal` checked it before serving; here the server is up already, and
-            # jobs retry the connection for slurm_unreachable_timeout.
-            problem = await login_node_problem(self, CHECK_ATTEMPT_SECONDS)
-            if problem:
-                self.log.error("fractal_jupyter: %s", problem)
         try:
             await state.ensure_ready()
         except Unavailable as error:
@@ -597,9 +618,100 @@ class FractalJupyter(ExtensionApp):
             return
         await state.collector.reap_orphans()
 
+    def task_collector(self, database: Database) -> TaskCollector:
+        from .services.task_collection import TaskCollector
+
+        return TaskCollector(
+            database=database,
+            tasks_dir=Path(self.tasks_dir).absolute(),
+            python_interpreters=dict(self.python_interpreters),
+            default_python_version=self.default_python_version,
+            log=self.log,
+        )
+
+    def initialize_handlers(self) -> None:
+        if self.configuration_error is not None:
+            from .handlers.unavailable import unavailable_handlers
+
+            self.handlers.extend(unavailable_handlers(self.configuration_error.message))
+            return
+        # One router for all of <base_url>fractal/: the route table loads with the first
+        # request. Added with Tornado's own `add_handlers`: ExtensionApp.handlers and
+        # Jupyter's override take handler classes only (Jupyter's checks that each of their
+        # methods requires authentication or says it does not; tests/test_app.py runs
+        # that check on the route table).
+        assert self.serverapp is not None  # ExtensionApp calls this with its server app
+        web_app: web.Application = self.serverapp.web_app
+        base_url = web_app.settings["base_url"]
+        router = LazyRoutes(web_app, base_url, self._api_handlers)
+        web.Application.add_handlers(
+            web_app, ".*$", [(url_path_join(base_url, PREFIX_PATTERN), router)]
+        )
+
+    def _api_handlers(self) -> list[HandlerSpec]:
+        """The route table's handlers, with what ExtensionApp would give them."""
+        from .handlers.routes import tornado_handlers
+
+        self.fractal_state()
+        return [
+            (
+                pattern,
+                handler,
+                {"name": self.name} if issubclass(handler, ExtensionHandlerMixin) else {},
+            )
+            for pattern, handler in tornado_handlers()
+        ]
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        read_long_headers(getattr(serverapp, "http_server", None))
+        if self.configuration_error is not None:
+            return
+        if not self.started_by_fractal:
+            # `jupyter fractal` checked it before serving; here the server is up already, and
+            # jobs retry the connection for slurm_unreachable_timeout.
+            problem = await login_node_problem(self, CHECK_ATTEMPT_SECONDS)
+            if problem:
+                self.log.error("fractal_jupyter: %s", problem)
+        if self._state is None:
+            self._watch_doorbell()
+            # Looked at again now that the doorbell is watched: a job submitted through
+            # another server since `initialize_settings` looked is not missed.
+            if self._nothing_under_way():
+                self.log.info(
+                    "fractal_jupyter %s: nothing under way; the Fractal API loads with its "
+                    "first request",
+                    __version__,
+                )
+                return
+        state = self.fractal_state()
+        if self._readying is None:
+            self._readying = asyncio.ensure_future(self._get_ready(state))
+        await self._readying
+
+    def _watch_doorbell(self) -> None:
+        jobs_dir = Path(self.working_dir)
+        with contextlib.suppress(OSError):
+            jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._doorbell = watch_files((DOORBELL_FILE,), self._doorbell_rang)
+        self._doorbell.set_folders([jobs_dir], busy=False)
+
+    def _doorbell_rang(self) -> None:
+        """Another server of this runner submitted a job: follow it from now on."""
+        self.fractal_state()
+
+    def _stop_doorbell(self) -> None:
+        if self._doorbell is not None:
+            self._doorbell.close()
+            self._doorbell = None
+
     async def stop_extension(self) -> None:
-        state = self.settings.get("fractal")
-        if isinstance(state, FractalState):
+        self._stop_doorbell()
+        if self._readying is not None:
+            self._readying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readying
+        state = self._state
+        if state is not None:
             await state.stop_retrying()
             await state.stop_watching_jobs()
             state.launcher.close()  # the job starter (runner/job_starter.py), not the jobs

@@ -206,6 +206,12 @@ def _writable_folder_problem(name: str, folder: str, value: str) -> str | None:
 
 def db_url_problem(db_url: str) -> str | None:
     """Why `db_url` cannot be opened, found without connecting or writing anything."""
+    from .db.probe import sqlite_file
+
+    sqlite_path = sqlite_file(db_url)
+    if sqlite_path is not None and db_url.startswith("sqlite+aiosqlite:"):
+        # The usual URL, checked without SQLAlchemy (11 MiB that an idle server never needs).
+        return _writable_folder_problem("db_url", os.path.dirname(sqlite_path), db_url)
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -144,3 +144,14 @@ async def test_unreachable_database_is_a_503(bad, api, jp_serverapp):
     state._ready = None
     status, body = await api("GET", "api/v2/project/", user="someone-new")
     assert status == 503 and "database" in body["detail"]
+
+
+def test_every_route_says_whether_it_needs_authentication(jp_serverapp):
+    """Jupyter checks this of the handlers an extension registers; the route table loads with
+    the first request (handlers/dispatch.py), past that check, so it runs here."""
+    from fractal_jupyter.handlers.routes import tornado_handlers
+
+    check = jp_serverapp.web_app._check_handler_auth
+    assert [
+        problem for path, handler in tornado_handlers() for problem in check(path, handler)
+    ] == []

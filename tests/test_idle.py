@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from fractal_jupyter.db.engine import Database, alembic_config, head_revision
+from fractal_jupyter.db.engine import Database, alembic_config
+from fractal_jupyter.db.probe import head_revision
 from fractal_jupyter.file_watch import FileWatch, InotifyWatch, PollingWatch
 from tests.conftest import TEST_DB_URL
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
@@ -167,8 +169,12 @@ def _run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_loading_the_extension_imports_no_heavy_optional_module() -> None:
-    """Tokens, migrations, widgets, arrays and SSH load when first used, not at start-up."""
-    heavy = ["alembic", "jwt", "cryptography", "numpy", "numcodecs", "paramiko", "ipywidgets"]
+    """Tokens, migrations, widgets, arrays and SSH load when first used, not at start-up; the
+    API (handlers, schemas, services, SQLAlchemy) with the first request (handlers/dispatch.py)."""
+    heavy = [
+        *("alembic", "jwt", "cryptography", "numpy", "numcodecs", "paramiko", "ipywidgets"),
+        *("sqlalchemy", "pydantic", "fractal_jupyter.handlers.routes", "fractal_jupyter.state"),
+    ]
     result = _run_python(
         "import sys, fractal_jupyter.app\n"
         f"print([name for name in {heavy!r} if name in sys.modules])"
@@ -227,3 +233,51 @@ async def test_a_file_watch_reports_writes_to_the_named_files_only(
         assert changes
     finally:
         watch.close()
+
+
+def _loaded_sqlalchemy(pid: int) -> bool:
+    """Whether the process mapped SQLAlchemy's compiled modules (it imported SQLAlchemy)."""
+    return "/sqlalchemy/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _job_status(database: Path, job_id: int) -> str:
+    with sqlite3.connect(database) as connection:
+        row = connection.execute("SELECT status FROM job WHERE id = ?", (job_id,)).fetchone()
+    return str(row[0])
+
+
+@pytest.mark.skipif(TEST_DB_URL is not None, reason="the start-up probe reads a SQLite file")
+def test_an_idle_start_loads_the_api_when_first_needed(tmp_path: Path) -> None:
+    """On a current database with nothing under way the server imports none of the API
+    (handlers, SQLAlchemy) at start-up. A job submitted through another server of the same
+    runner makes it load and follow that job; its requests are served as always."""
+    from tests.test_restart import setup_job
+
+    database = tmp_path / "fractal" / "fractal.db"
+    first = ServerProcess(tmp_path)
+    first.start()
+    assert first.api.call("GET", "api/v2/project/") == []  # the schema is there
+    first.stop()
+    idle = ServerProcess(tmp_path)
+    idle.start(fractal_request=False)
+    other = ServerProcess(tmp_path)
+    try:
+        assert idle.process is not None
+        time.sleep(1.0)  # start-up is over
+        assert not _loaded_sqlalchemy(idle.process.pid)
+        other.start()
+        made = setup_job(other.api, tmp_path, sleep_seconds=0.1)
+        other.stop()
+        job_id = made["job"]["id"]
+        deadline = time.monotonic() + 60
+        while _job_status(database, job_id) == "submitted":
+            assert time.monotonic() < deadline, "the idle server did not follow the job"
+            time.sleep(0.1)
+        assert _job_status(database, job_id) == "done"
+        assert _loaded_sqlalchemy(idle.process.pid)
+        job = idle.api.call("GET", f"{made['path']}job/{job_id}/")
+        assert (job["id"], job["status"]) == (job_id, "done")
+    finally:
+        for server in (other, idle):
+            if server.process is not None:
+                server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +24,8 @@ from sqlalchemy.pool import NullPool
 
 from .._version import __version__
 from ..file_modes import make_private_dir, make_private_file, restrict_file
+from .probe import MIGRATIONS_DIR, known_revisions
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READ_ONLY = "fractal_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # PostgreSQL advisory lock key held while migrating (any constant unlikely to clash)
@@ -34,8 +33,6 @@ MIGRATION_LOCK_KEY = 0x46524A55  # "FRJU"
 # Threads that run read functions on SQLite (`Database.read`); SQLite releases the GIL.
 SQLITE_READ_THREADS = 4
 T = TypeVar("T")
-# `revision = "0005"` and `down_revision = "0004"` (or None) in a migration script.
-REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*(?:['\"]([^'\"]+)['\"]|None)", re.M)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -83,26 +80,6 @@ def _upgrade_to_head(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
-
-
-def known_revisions() -> tuple[frozenset[str], str | None]:
-    """Every migration this package has, and the newest one, read from the scripts'
-    `revision` lines without importing alembic (which with its dependencies costs a tenth of
-    a second and 10 MiB at start-up). The newest is None when the scripts do not form a
-    single line of migrations (alembic then decides)."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        for name, value in REVISION_LINE.findall(script.read_text()):
-            if value:
-                (revisions if name == "revision" else parents).add(value)
-    heads = revisions - parents
-    return frozenset(revisions), heads.pop() if len(heads) == 1 else None
-
-
-def head_revision() -> str | None:
-    """The newest migration (see `known_revisions`)."""
-    return known_revisions()[1]
 
 
 class SchemaMismatch(Exception):

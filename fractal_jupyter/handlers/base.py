@@ -41,20 +41,15 @@ from ..services.access import (
 from ..services.users import CurrentUser
 from ..state import FractalState
 from ..tokens import InvalidToken, TokenSigner, looks_like_jwt
+from .limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_URL_BYTES,
+)
 
 MAX_ID = MAX_INTEGER
-# Defaults of the FractalJupyter traits of the same names (the body limits of a request).
-DEFAULT_MAX_BODY_BYTES = 10_000_000
-DEFAULT_MAX_IMPORT_BODY_BYTES = 100_000_000
-DEFAULT_MAX_WHEEL_UPLOAD_BYTES = 100_000_000
 # A body above this size is parsed in a worker thread, so that other requests are answered
 # meanwhile, and under a project only once the caller is known to be a member.
 LARGE_BODY_BYTES = 256 * 1024
-# Tornado closes, without an answer, a connection whose request line and headers exceed its
-# `max_header_size` (64 KiB unless set; Jupyter does not set it). The extension raises it to
-# this, so that a too long URL (above MAX_URL_BYTES) gets a 414 that says why.
-READABLE_HEADER_BYTES = 1024 * 1024
-MAX_URL_BYTES = 32 * 1024
 # The shortest run of digits that may be an integer beyond 64 bits: a body without one (the
 # usual case) is not looked at again for such integers.
 _LONG_DIGIT_RUN = re.compile(rb"[0-9]{19}")
@@ -552,14 +547,6 @@ def _validated(
         raise RequestError(validation_detail(error, location)) from None
     refuse_too_big_integers(dict(parsed), location)
     return parsed
-
-
-def read_long_headers(http_server: Any) -> None:
-    """Let Jupyter's HTTP server read request heads up to READABLE_HEADER_BYTES (for new
-    connections; it never lowers a larger setting)."""
-    params = getattr(http_server, "conn_params", None)
-    if params is not None and params.max_header_size < READABLE_HEADER_BYTES:
-        params.max_header_size = READABLE_HEADER_BYTES
 
 
 def jupyter_username(provider: Any, user: User, default_username: str) -> str:

@@ -13,7 +13,8 @@ from ..schemas.dataset import (
 from ..schemas.images import RenderedDatasetExport
 from ..schemas.query import HistoryQuery
 from ..services import dataset, dataset_import
-from .base import DEFAULT_MAX_IMPORT_BODY_BYTES, FractalHandler, operation
+from .base import FractalHandler, operation
+from .limits import DEFAULT_MAX_IMPORT_BODY_BYTES
 
 
 class DatasetListHandler(FractalHandler):

@@ -30,8 +30,9 @@ from . import (
     users,
     workflow,
 )
+from .dispatch import PREFIX
 
-PREFIX = "/fractal"
+__all__ = ["PREFIX", "ROUTES", "Route", "tornado_handlers"]
 PROJECT = "/api/v2/project/{project_id}"
 DATASET = PROJECT + "/dataset/{dataset_id}"
 WORKFLOW = PROJECT + "/workflow/{workflow_id}"

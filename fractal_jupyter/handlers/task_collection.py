@@ -12,7 +12,8 @@ from ..schemas.task_collection import (
 )
 from ..schemas.task_group import TaskGroupActivityRead
 from ..services import task_collection, wheel_upload
-from .base import DEFAULT_MAX_WHEEL_UPLOAD_BYTES, FractalHandler, by_content_type, operation
+from .base import FractalHandler, by_content_type, operation
+from .limits import DEFAULT_MAX_WHEEL_UPLOAD_BYTES
 
 
 class TaskCollectPipHandler(FractalHandler):

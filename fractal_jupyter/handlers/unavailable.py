@@ -14,7 +14,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import APIHandler
 
 from ..client.transport import UNAVAILABLE_HEADER
-from .routes import PREFIX
+from .dispatch import PREFIX
 
 ANONYMOUS_DETAIL = (
     "Fractal is not serving on this server: its configuration is wrong. The server's log "

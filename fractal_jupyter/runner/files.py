@@ -27,6 +27,9 @@ WORKFLOW_LOG = "workflow.log"
 PROCESS_LOG = "job-process.log"
 # The ids of the SLURM jobs of a job, one a line, appended as they are submitted.
 SLURM_JOBS_FILE = "slurm-jobs.txt"
+# Touched in the jobs folder after each submission, to wake the other servers of this runner
+# (services/job_watcher.py), idle ones too (app.py).
+DOORBELL_FILE = ".job-submitted"
 # How `EventWriter` starts every line (json.dumps of a dict whose first key is "seq").
 _SEQ_PREFIX = re.compile(r'\{"seq": (\d+),')
 

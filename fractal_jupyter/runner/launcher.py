@@ -22,6 +22,11 @@ JOB_STARTER_MODULE = "fractal_jupyter.runner.job_starter"
 STARTER_ANSWER_SECONDS = 5.0
 
 
+def this_runner() -> str:
+    """`host:uid`: the jobs this server may follow are those its runner started."""
+    return f"{socket.gethostname()}:{os.getuid()}"
+
+
 class JobLauncher:
     """Starts `python -m fractal_jupyter.runner.job` in its own session.
 
@@ -32,7 +37,7 @@ class JobLauncher:
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
-        self.runner = f"{socket.gethostname()}:{os.getuid()}"
+        self.runner = this_runner()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._starter: subprocess.Popen[bytes] | None = None
         self._starter_ready = False

@@ -24,12 +24,10 @@ from pathlib import Path
 
 from ..db.engine import Database
 from ..file_watch import FileWatch, watch_files
-from ..runner.files import EVENTS_FILE
+from ..runner.files import DOORBELL_FILE, EVENTS_FILE
 from ..runner.launcher import JobLauncher
 from .job_events import sync_submitted_jobs
 
-# Touched in the jobs folder after each submission, to wake the other servers of this runner.
-DOORBELL_FILE = ".job-submitted"
 # Longest wait between two attempts while passes fail (the database is down).
 LONGEST_RETRY_SECONDS = 30.0
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from fractal_jupyter.demo import DemoServer, free_port, server_command
@@ -21,7 +24,9 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.api = DemoServer(f"http://127.0.0.1:{self.port}/", self.token)
 
-    def start(self) -> None:
+    def start(self, *, fractal_request: bool = True) -> None:
+        """Start and wait for an answer: from `fractal/api/alive/`, or with `fractal_request`
+        False from Jupyter's own `/api/status` (no Fractal request reaches the server)."""
         command = server_command(
             self.data_dir,
             self.port,
@@ -32,7 +37,26 @@ class ServerProcess:
         )
         log = (self.data_dir / "server.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        self.api.wait_alive(self.process)
+        if fractal_request:
+            self.api.wait_alive(self.process)
+        else:
+            self._wait_for_jupyter()
+
+    def _wait_for_jupyter(self, timeout: float = 60.0) -> None:
+        assert self.process is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/status",
+            headers={"Authorization": f"token {self.token}"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the server exited ({self.process.returncode})"
+            try:
+                with urllib.request.urlopen(request, timeout=5):
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        raise AssertionError(f"the server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
         assert self.process is not None
