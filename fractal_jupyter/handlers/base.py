@@ -723,17 +723,20 @@ def by_content_type(json_method: TornadoMethod, form_method: TornadoMethod) -> T
     `form_method`, anything else to `json_method`. Both are documented (the JSON one's
     `form_alternative`)."""
 
+    # Authenticated before the body is parsed (and marked so for Jupyter's handler check);
+    # the chosen operation authorizes as it always does.
     async def dispatch(self: FractalHandler, **path_arguments: str) -> None:
         self.collect_body()
         chosen = form_method if is_form_request(self.request) else json_method
         await chosen(self, **path_arguments)
 
+    authenticated = cast(TornadoMethod, web.authenticated(dispatch))
     json_spec: Operation = json_method.fractal_operation  # type: ignore[attr-defined]
     form_spec: Operation = form_method.fractal_operation  # type: ignore[attr-defined]
-    dispatch.fractal_operation = dataclasses.replace(  # type: ignore[attr-defined]
+    authenticated.fractal_operation = dataclasses.replace(  # type: ignore[attr-defined]
         json_spec, form_alternative=form_spec
     )
-    return dispatch
+    return authenticated
 
 
 def _is_out_of_range(error: DBAPIError) -> bool:
