@@ -62,7 +62,8 @@ COMMAND_TIMEOUT = 60.0
 VERSION_PROBE = "import fractal_jupyter; print('fractal_jupyter', fractal_jupyter.__version__)"
 # Where notebook functions' files go in the job folder on the cluster (SSH).
 FUNCTIONS_FOLDER = "functions"
-STOP_WAIT_SECONDS = 10.0
+STOP_WAIT_SECONDS = 30.0
+SCANCEL_RETRY_SECONDS = 3.0
 
 logger = logging.getLogger(__name__)
 
@@ -486,23 +487,53 @@ class SlurmExecutor:
         return states
 
     def cancel_all(self) -> None:
-        """scancel every active SLURM job of this executor and wait (briefly) until they end."""
-        ids = list(self.active)
-        if not ids:
+        """scancel every active SLURM job of this executor and wait until SLURM says they
+        ended (the job's last word means that nothing of it runs any more).
+
+        A busy controller fails or times out a scancel or squeue now and then: such a failure
+        is logged and the command tried again, scancel every SCANCEL_RETRY_SECONDS, until
+        STOP_WAIT_SECONDS have passed; then the job's log names the SLURM jobs not seen to end.
+        """
+        left = list(self.active)
+        if not left:
             return
-        self.log.info("Cancelling SLURM job(s) %s", " ".join(ids))
-        with contextlib.suppress(TransportError):
-            self.transport.run(["scancel", *ids], timeout=COMMAND_TIMEOUT)
+        self.log.info("Cancelling SLURM job(s) %s", " ".join(left))
         deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while time.monotonic() < deadline:
+        next_scancel = 0.0
+        while left:
+            if time.monotonic() >= next_scancel:
+                self._scancel(left)
+                next_scancel = time.monotonic() + SCANCEL_RETRY_SECONDS
             try:
-                states = self.poll(ids)
-            except (TransportError, JobFailed):
+                states = self.poll(left)
+            except (TransportError, JobFailed) as error:
+                self.log.warning("Polling SLURM after scancel failed: %s", error)
+            else:
+                left = [
+                    slurm_id
+                    for slurm_id in left
+                    if slurm_id in states and states[slurm_id].state not in ENDED_STATES
+                ]
+            if left and time.monotonic() >= deadline:
+                self.log.warning(
+                    "SLURM job(s) %s not seen to end %g s after their scancel",
+                    " ".join(left),
+                    STOP_WAIT_SECONDS,
+                )
                 break
-            if all(state.state in ENDED_STATES for state in states.values()):
-                break
-            time.sleep(0.2)
+            if left:
+                time.sleep(0.2)
         self.active.clear()
+
+    def _scancel(self, ids: Sequence[str]) -> None:
+        """One scancel, its failure logged (the caller tries again)."""
+        try:
+            result = self.transport.run(["scancel", *ids], timeout=COMMAND_TIMEOUT)
+        except TransportError as error:
+            self.log.warning("scancel failed: %s", error)
+            return
+        if result.returncode != 0:
+            self.log.warning("scancel %s", result.describe())
 
     # -- waiting and results --------------------------------------------------------------
 
