@@ -157,10 +157,10 @@ async def test_a_schema_changed_under_a_running_server_is_found_out(
 ):
     """A newer fractal-jupyter migrates the database while this server runs (here: it
     renames a column): the request that meets the change fails, the next ones say why."""
+    status, _ = await api("POST", "api/v2/project/", {"name": "p"})
+    assert status == 201  # the state is built with the first Fractal request
     state = fractal_state(jp_serverapp)
     state.schema_recheck_seconds = 0.3
-    status, _ = await api("POST", "api/v2/project/", {"name": "p"})
-    assert status == 201
     database = Database(database_url)
     async with database.engine.begin() as connection:
         await connection.execute(text("ALTER TABLE project RENAME COLUMN name TO title"))
@@ -186,10 +186,10 @@ async def test_a_migration_by_a_newer_server_is_seen_within_a_minute_of_requests
     """A migration that breaks none of this server's statements (a new table, say) is
     found by the check a running server repeats while requests come
     (`schema_reverify_seconds`), not by a failing write."""
+    status, _ = await api("GET", "api/v2/project/")
+    assert status == 200  # the state is built with the first Fractal request
     state = fractal_state(jp_serverapp)
     state.schema_reverify_seconds = 0.5
-    status, _ = await api("GET", "api/v2/project/")
-    assert status == 200
     checks = count_schema_checks(state)
     for _ in range(3):
         status, _ = await api("GET", "api/v2/project/")
