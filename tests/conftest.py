@@ -193,3 +193,25 @@ def in_thread() -> Callable[..., Awaitable[Any]]:
         return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
 
     return run
+
+
+@pytest.fixture
+def statements(jp_serverapp: Any) -> list[str]:
+    """Every SQL statement the server sends from now on (its state must exist: after a
+    first Fractal request, or on a database that is not current)."""
+    from sqlalchemy import event  # here: the server's own imports are lazy, the tests' too
+
+    database = jp_serverapp.web_app.settings["fractal"].database
+    sent: list[str] = []
+
+    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    engines = [database.engine.sync_engine]
+    if database._sync_engine is not None:
+        engines.append(database._sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
-from fractal_jupyter.db.engine import Database, alembic_config
+from fractal_jupyter.db.engine import alembic_config
 from fractal_jupyter.db.probe import head_revision
 from fractal_jupyter.file_watch import FileWatch, InotifyWatch, PollingWatch
 from tests.conftest import TEST_DB_URL
@@ -26,25 +25,6 @@ from tests.support.server import ServerProcess
 
 PLATE = {"rows": "A", "columns": 2, "fields": 1}
 IDLE_SECONDS = 5.0
-
-
-@pytest.fixture
-def statements(jp_serverapp: Any) -> list[str]:
-    """Every SQL statement the server sends from now on."""
-    database: Database = jp_serverapp.web_app.settings["fractal"].database
-    sent: list[str] = []
-
-    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    engines = [database.engine.sync_engine]
-    if database._sync_engine is not None:
-        engines.append(database._sync_engine)
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    yield sent
-    for engine in engines:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 async def _setup(api: Any, tmp_path: Path) -> tuple[str, Any, Any]:

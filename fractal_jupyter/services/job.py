@@ -14,8 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db.engine import Database
 from ..db.models import (
@@ -386,18 +388,26 @@ def read_workflow_log(job_dir: Path) -> str:
 
 
 async def list_user_jobs(session: AsyncSession, user: CurrentUser, log: bool) -> list[JobRead]:
-    jobs = await session.scalars(
-        select(Job).where(Job.project_id.in_(member_project_ids(user))).order_by(Job.id)
-    )
-    return [job_read(job, log=log) for job in jobs]
+    return await _read_jobs(session, Job.project_id.in_(member_project_ids(user)), log)
 
 
 async def list_project_jobs(
     session: AsyncSession, user: CurrentUser, project_id: int, log: bool
 ) -> list[JobRead]:
     await get_project_for_member(session, project_id, user)
-    jobs = await session.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id))
-    return [job_read(job, log=log) for job in jobs]
+    return await _read_jobs(session, Job.project_id == project_id, log)
+
+
+async def _read_jobs(session: AsyncSession, where: ColumnElement[bool], log: bool) -> list[JobRead]:
+    """The jobs that match, oldest first; without `log`, their logs are not even read (a
+    long job's log can be megabytes, and the job list asks for hundreds of jobs)."""
+    query = select(Job).where(where).order_by(Job.id)
+    if log:
+        return [job_read(job) for job in await session.scalars(query)]
+    jobs = (await session.scalars(query.options(defer(Job.log)))).all()
+    for job in jobs:
+        set_committed_value(job, "log", None)  # what job_read would drop; not a change
+    return [job_read(job, log=False) for job in jobs]
 
 
 async def list_workflow_jobs(
