@@ -372,3 +372,29 @@ async def test_insert_duplicate_remove_rename_export_import(api, make_client, in
     (tmp_path / "broken.json").write_text("{not json")
     assert await in_thread(builder.import_workflow, tmp_path / "broken.json") is None
     assert builder.message.failed and "broken.json" in builder.message.text
+
+
+async def test_an_empty_filter_value_is_a_field_error(api, make_client, in_thread, tmp_path):
+    """A value field left empty (None in the form): said at the filters, neither counted as
+    "no filter" nor sent to the server (whose 422 speaks of NoneType)."""
+    project_id, _dataset_id = await _project_with_images(api, tmp_path)
+    await register_tasks(api)
+    builder = await in_thread(WorkflowBuilder, make_client(), project_id)
+    builder.add_task("Misbehave").form("parallel").value = HARMLESS
+    panel = builder.run_panel
+    wells = panel.filters.field("attribute_filters")
+    for values in ([None], ["A01", ""]):
+        wells.set({"well": values})
+        await in_thread(panel.refresh_count)
+        assert panel.image_count is None
+        expected = "the filter &#x27;well&#x27; has an empty value: type a value or remove it"
+        assert expected in panel.count_html.value, panel.count_html.value
+        assert await in_thread(builder.run) is None
+        assert panel.error_text("filters").strip() == (
+            "the filter 'well' has an empty value: type a value or remove it"
+        )
+        assert builder.workflow_id is None  # nothing saved, nothing submitted
+        assert await _jobs(api, project_id) == []
+    wells.set({"well": ["A01"]})
+    await in_thread(panel.refresh_count)
+    assert panel.image_count == 1

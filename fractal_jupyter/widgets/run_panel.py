@@ -48,6 +48,22 @@ JOB_FILTERS_SCHEMA: JSON = {
 }
 
 
+def empty_filter_values(job_filters: JSON) -> str:
+    """What is wrong with attribute filters that have an empty value ("" when none has).
+
+    An empty value field gives None, which the server refuses (a 422 about NoneType) and
+    which an image query would read as no filter at all."""
+    keys = [
+        key
+        for key, values in (job_filters.get("attribute_filters") or {}).items()
+        if any(value is None or value == "" for value in values)
+    ]
+    if not keys:
+        return ""
+    named = ", ".join(repr(key) for key in keys)
+    return f"the filter {named} has an empty value: type a value or remove it"
+
+
 def first_step_filters(
     dataset_filters: JSON, input_filters: JSON, attribute_filters: JSON, type_filters: JSON
 ) -> tuple[dict[str, list[Any]], dict[str, bool]] | None:
@@ -199,6 +215,9 @@ class RunPanel(w.VBox):  # type: ignore[misc]
         if self.filters.validate():
             self.show_error("filters", "fix the filters above")
             fine = False
+        elif empty := empty_filter_values(self.filters.value):
+            self.show_error("filters", empty)
+            fine = False
         if not fine:
             return None
         filters = self.filters.value
@@ -277,6 +296,9 @@ class RunPanel(w.VBox):  # type: ignore[misc]
         if not self.filters.valid:
             return None, "the filters have errors"
         job_filters = self.filters.value
+        empty = empty_filter_values(job_filters)
+        if empty:
+            return None, empty
         dataset = self.client.get_dataset(self.project_id, dataset_id)
         merged = first_step_filters(
             dataset.filters.model_dump(),
