@@ -169,6 +169,20 @@ def test_quickstart_in_jupyterlab(server):
             )
             expect(monitor).to_contain_text("done", timeout=60_000)
             expect(images).to_contain_text("image(s)")
+            # Section 7: the notebook's own function, registered, run from a builder on the
+            # projections (the cell asserts the job is done), its attribute in the images,
+            # and a thumbnail of an output image as a picture.
+            counted = page.locator(".jp-OutputArea-output", has_text="nuclei per image:")
+            expect(counted).to_have_count(1)
+            expect(counted).to_contain_text("_mip")
+            expect(
+                page.locator(".jp-OutputArea-output", has_text="attributes now:")
+            ).to_contain_text("'nuclei'")
+            picture = page.locator(".jp-RenderedImage img").last
+            picture.scroll_into_view_if_needed()
+            expect(picture).to_be_visible()
+            assert picture.evaluate("image => image.naturalWidth") > 0
+            page.screenshot(path=str(ARTIFACTS / "0a-function-thumbnail.png"))
 
             # The builder: the three saved tasks are listed; a task chosen in the catalogue
             # goes in before the third (nothing is chosen before: the button is disabled).
