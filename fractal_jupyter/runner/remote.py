@@ -34,6 +34,9 @@ from .call import call_paths, run_call, task_environment
 from .interface import JSON, TaskCall, TaskFailed
 from .warm import WarmStarters
 
+# After a SIGTERM (scancel), the longest wait for the calls' threads before the worker exits.
+TERM_EXIT_SECONDS = 3.0
+
 
 class Batch:
     def __init__(self, data: dict[str, Any]) -> None:
@@ -119,20 +122,31 @@ class Batch:
         os.replace(temporary, archive)
 
 
-def kill_children() -> None:
-    """SIGKILL every child of ours and its group, even one not yet known to `started`."""
-    me = str(os.getpid())
+def kill_descendants() -> None:
+    """SIGKILL every descendant of ours and the group each one leads, even one not yet known
+    to `started`: also the calls that a warm starter forked (their own sessions, the starter
+    their parent). Once SIGKILLed, a starter forks no more."""
+    children: dict[str, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
         except (OSError, IndexError):
             continue
-        if fields[1] == me:
-            for kill in (os.killpg, os.kill):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    kill(int(entry.name), signal.SIGKILL)
+        children.setdefault(parent, []).append(entry.name)
+    found = list(children.get(str(os.getpid()), []))
+    for pid in found:  # grows while it is walked: the whole tree
+        found.extend(children.get(pid, []))
+    for pid in found:
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(int(pid), signal.SIGKILL)
+
+
+def exit_now(code: int) -> None:
+    kill_descendants()
+    os._exit(code)
 
 
 def main(batch_file: Path) -> int:
@@ -140,17 +154,26 @@ def main(batch_file: Path) -> int:
         batch = Batch(pickle.load(stream))
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        # scancel: the task processes have their own sessions; end them with us. A task
-        # process being started right now is killed by `started` (the threads still run).
+        # scancel: the task processes have their own sessions; end them with us. No exit
+        # here: a thread may be starting a process right now (a call whose warm starter was
+        # just killed falls back to spawning), and `started` kills it once it exists, which
+        # an exit before would leave running. The threads end soon: no call starts any more
+        # and those running are killed; the timer is for a thread that does not.
         batch.terminating.set()
         batch.failed.set()
         batch.kill_tasks()
-        kill_children()
-        os._exit(128 + signum)
+        kill_descendants()
+        exit_timer = threading.Timer(TERM_EXIT_SECONDS, exit_now, [128 + signum])
+        exit_timer.daemon = True
+        exit_timer.start()
 
     signal.signal(signal.SIGTERM, on_term)
     batch.folder.mkdir(parents=True, exist_ok=True)
-    batch.write(batch.run())
+    results = batch.run()
+    if batch.terminating.is_set():
+        kill_descendants()  # started while the threads ended, if any (killed by `started`)
+        return 128 + signal.SIGTERM
+    batch.write(results)
     return 0
 
 
