@@ -116,7 +116,7 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     status, body = await api(
         "PATCH", f"{GROUPS}{mine['id']}/", {"user_group_id": other["id"]}, user="carol"
     )
-    assert status == 422 and "does not belong to UserGroup" in body["detail"]
+    assert status == 403 and "does not belong to UserGroup" in body["detail"]
     status, body = await api("PATCH", f"{GROUPS}{mine['id']}/", {"bogus": 1}, user="carol")
     assert status == 422
     # (the same rule when a task is made: POST api/v2/task/?user_group_id=...)
@@ -124,7 +124,7 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     status, refused = await api(
         "POST", "api/v2/task/", body, user="carol", params={"user_group_id": other["id"]}
     )
-    assert status == 422 and "does not belong to UserGroup" in refused["detail"]
+    assert status == 403 and "does not belong to UserGroup" in refused["detail"]
     status, _ = await api(
         "POST", "api/v2/task/", body, user="carol", params={"user_group_id": 9999}
     )

@@ -88,6 +88,9 @@ async def start_form_collection(
     user: CurrentUser,
     form: TaskCollectPipForm,
     upload: UploadedFile | None,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
 ) -> TaskGroupActivityRead:
     """Check the form and the wheel, start the collection, store the wheel (before the
     transaction commits, which starts the background work)."""
@@ -108,7 +111,9 @@ async def start_form_collection(
         request = form.as_request(str(path) if path is not None else str(form.package))
     except ValidationError as error:
         raise Unprocessable(validation_detail(error, "body")) from None
-    _, activity = await start_collection(session, collector, user, request)
+    _, activity = await start_collection(
+        session, collector, user, request, private=private, user_group_id=user_group_id
+    )
     if upload is not None and path is not None:
         store_wheel(path, upload)
     await session.flush()
