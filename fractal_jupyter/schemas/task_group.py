@@ -48,7 +48,7 @@ class _TaskGroupFields(ResponseModel):
     venv_path: str | None
     archive_path: str | None
     pip_extras: str | None
-    pinned_package_versions_pre: dict[str, str]
+    pinned_package_versions_pre: dict[str, str] = Field(default_factory=dict)
     pinned_package_versions_post: dict[str, str] = Field(default_factory=dict)
     in_use: bool
     active: bool

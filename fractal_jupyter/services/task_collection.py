@@ -188,7 +188,7 @@ class TaskCollector:
             log.write(
                 f"package={package.package} name={package.name} version={package.version} "
                 f"extras={package.extras} python={package.python_version} "
-                f"({package.interpreter}) pins={package.pins}"
+                f"({package.interpreter}) pins={package.pins} pins_pre={package.pins_pre}"
             )
             await self._update(state_id, activity_id, status="installing")
             wheel = package.wheel or await venv.download(package, staging, log)

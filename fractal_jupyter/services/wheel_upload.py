@@ -98,11 +98,6 @@ async def start_form_collection(
         raise Unprocessable("Give a PyPI name as `package` or a wheel as `file`, not both.")
     if upload is None and form.package is None:
         raise Unprocessable("The form needs `package` (a PyPI name) or `file` (a wheel).")
-    if form.pinned_package_versions_pre:
-        raise Unprocessable(
-            "`pinned_package_versions_pre` is not supported by this server; "
-            "`pinned_package_versions_post` pins are installed after the package."
-        )
     path = None
     if upload is not None:
         check_wheel(upload)
