@@ -230,3 +230,7 @@ async def test_client_uploads_a_wheel(
     with pytest.raises(FractalAPIError) as refused:
         await in_thread(fractal_client.upload_task_wheel, not_a_wheel)
     assert refused.value.status == 422 and "not a zip archive" in refused.value.detail
+    with pytest.raises(FractalAPIError) as unknown:
+        other = build_task_wheel(tmp_path / "other", name="other-tasks", manifest=mock_manifest())
+        await in_thread(fractal_client.upload_task_wheel, other, user_group_id=999999)
+    assert unknown.value.status == 404 and "UserGroup 999999" in str(unknown.value.detail)
