@@ -161,6 +161,73 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     assert status == 422 and "page=0" in body["detail"]
 
 
+async def test_admin_makes_a_group_core_and_not_core(api):
+    """fractal-server 2.26's `admin/v2/task-group/{id}/make-core/` and `make-not-core/`:
+    administrators only, every task of the group, refused (nothing changed) when another
+    core task has the same name, package name and version; reads show `is_core`."""
+    body = {"name": "Core", "command_non_parallel": "/usr/bin/true"}
+    _, carols = await api("POST", "api/v2/task/", {**body, "source": "core-c"}, user="carol")
+    _, daves = await api("POST", "api/v2/task/", {**body, "source": "core-d"}, user="dave")
+    _, listed = await api("GET", GROUPS, user="carol")
+    (carol_group,) = dict(listed)["Core"]
+    _, listed = await api("GET", GROUPS, user="dave")
+    (dave_group,) = dict(listed)["Core"]
+    assert (carol_group["pkg_name"], carol_group["version"]) == ("Core", "0")
+    assert (dave_group["pkg_name"], dave_group["version"]) == ("Core", "0")
+
+    async def core_of(user: str, task: dict[str, Any], group: dict[str, Any]) -> set[bool]:
+        """`is_core` of the task as every read shows it (all the same)."""
+        _, tasks = await api("GET", "api/v2/task/", user=user)
+        _, one = await api("GET", f"api/v2/task/{task['id']}/", user=user)
+        _, listed = await api("GET", GROUPS, user=user)
+        _, read = await api("GET", f"{GROUPS}{group['id']}/", user=user)
+        _, admin_read = await api("GET", f"{ADMIN_GROUPS}{group['id']}/", user="admin")
+        return {
+            next(t["is_core"] for t in tasks if t["id"] == task["id"]),
+            one["is_core"],
+            next(g for g in dict(listed)["Core"] if g["id"] == group["id"])["task_list"][0][
+                "is_core"
+            ],
+            read["task_list"][0]["is_core"],
+            admin_read["task_list"][0]["is_core"],
+        }
+
+    assert await core_of("carol", carols, carol_group) == {False}
+    for action in ("make-core", "make-not-core"):
+        status, refused = await api("POST", f"{ADMIN_GROUPS}{carol_group['id']}/{action}/")
+        assert status == 403, refused
+        status, missing = await api("POST", f"{ADMIN_GROUPS}999999/{action}/", user="admin")
+        assert (status, missing) == (404, {"detail": "TaskGroupV2 999999 not found"})
+    assert await core_of("carol", carols, carol_group) == {False}
+
+    status, answer = await api(
+        "POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-core/", user="admin"
+    )
+    assert (status, answer) == (200, None)
+    assert await core_of("carol", carols, carol_group) == {True}
+    # Again: still core (the group's own task is no duplicate).
+    status, _ = await api("POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-core/", user="admin")
+    assert status == 200
+    # dave's task has the same name, package name and version: refused, nothing changed.
+    status, clash = await api("POST", f"{ADMIN_GROUPS}{dave_group['id']}/make-core/", user="admin")
+    assert status == 422
+    assert clash["detail"] == (
+        "There already exists a core task with pkg_name='Core', version='0' and "
+        f"name='Core' (task ID: {carols['id']})."
+    )
+    assert await core_of("dave", daves, dave_group) == {False}
+
+    status, answer = await api(
+        "POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-not-core/", user="admin"
+    )
+    assert (status, answer) == (200, None)
+    assert await core_of("carol", carols, carol_group) == {False}
+    status, _ = await api("POST", f"{ADMIN_GROUPS}{dave_group['id']}/make-core/", user="admin")
+    assert status == 200
+    assert await core_of("dave", daves, dave_group) == {True}
+    assert await core_of("carol", carols, carol_group) == {False}
+
+
 async def test_deactivated_hand_made_task_is_refused_at_submission(api):
     path, dataset, workflow = await workspace(api, "alice")
     task = await new_task(api, "alice", "Step")

@@ -89,6 +89,16 @@ ROUTES: list[Route] = [
         task_group.AdminTaskGroupDeleteHandler,
         "admin",
     ),
+    Route(
+        "/admin/v2/task-group/{task_group_id}/make-core/",
+        task_group.AdminTaskGroupMakeCoreHandler,
+        "admin",
+    ),
+    Route(
+        "/admin/v2/task-group/{task_group_id}/make-not-core/",
+        task_group.AdminTaskGroupMakeNotCoreHandler,
+        "admin",
+    ),
     Route("/auth/token/login/", token.TokenLoginHandler, "auth"),
     Route("/auth/token/logout/", token.TokenLogoutHandler, "auth"),
     Route("/api/v2/project/", project.ProjectListHandler, "project"),

@@ -19,8 +19,19 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Text, cast, distinct, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    cast,
+    distinct,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from ..db.engine import Database
 from ..db.models import (
@@ -79,6 +90,7 @@ SLIM_TASK_COLUMNS = (
     Task.id,
     Task.name,
     Task.version,
+    Task.is_core,
     Task.category,
     Task.modality,
     Task.authors,
@@ -453,6 +465,52 @@ async def admin_read_task_group(session: AsyncSession, group_id: int) -> TaskGro
         session, await _group_or_404(session, group_id), TaskGroupReadSuperuser
     )
     return result
+
+
+# -- core tasks (fractal-server 2.26) ------------------------------------------------------
+
+
+async def make_core(session: AsyncSession, group_id: int) -> None:
+    """Make every task of the group core, unless another core task has the same name, of a
+    group with the same package name and version (422, nothing changed)."""
+    group = await _group_or_404(session, group_id)
+    other = aliased(Task)
+    clash = (
+        await session.execute(
+            select(Task.name, other.id)
+            .join(other, other.name == Task.name)
+            .join(TaskGroup, TaskGroup.id == other.taskgroupv2_id)
+            .where(
+                Task.taskgroupv2_id == group_id,
+                other.id != Task.id,
+                other.is_core.is_(True),
+                TaskGroup.pkg_name == group.pkg_name,
+                TaskGroup.version == group.version,
+            )
+            .order_by(Task.id, other.id)
+            .limit(1)
+        )
+    ).first()
+    if clash is not None:
+        name, duplicate_id = clash
+        raise Unprocessable(
+            f"There already exists a core task with pkg_name='{group.pkg_name}', "
+            f"version='{group.version}' and name='{name}' (task ID: {duplicate_id})."
+        )
+    await _set_core(session, group_id, True)
+
+
+async def make_not_core(session: AsyncSession, group_id: int) -> None:
+    """Make every task of the group not core."""
+    await _group_or_404(session, group_id)
+    await _set_core(session, group_id, False)
+
+
+async def _set_core(session: AsyncSession, group_id: int, is_core: bool) -> None:
+    # Through the ORM's update, so that `timestamp_updated` moves (the listing's cache).
+    await session.execute(
+        update(Task).where(Task.taskgroupv2_id == group_id).values(is_core=is_core)
+    )
 
 
 # -- deactivate, reactivate, delete --------------------------------------------------------
