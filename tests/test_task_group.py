@@ -405,6 +405,13 @@ async def test_client_methods(fractal_client, make_client, in_thread):
         admin.admin_list_task_group_activities, user_id=group_owner_id(page)
     )
     assert activities.total_count == 1
+    await in_thread(admin.admin_make_task_group_core, group.id)
+    assert (await in_thread(client.get_task_group, group.id)).task_list[0].is_core is True
+    await in_thread(admin.admin_make_task_group_not_core, group.id)
+    assert (await in_thread(client.get_task_group, group.id)).task_list[0].is_core is False
+    with pytest.raises(FractalAPIError) as refused:
+        await in_thread(client.admin_make_task_group_core, group.id)
+    assert refused.value.status == 403
 
 
 def group_owner_id(page: Any) -> int:
