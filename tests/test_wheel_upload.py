@@ -123,6 +123,7 @@ async def test_pins_before_and_after_the_package(
     status, group = await api("GET", f"{GROUPS}{final['taskgroupv2_id']}/", user="admin")
     assert status == 200, group
     assert group["pinned_package_versions_post"] == {"pinned-dep": "2.0"}
+    assert group["pinned_package_versions_pre"] == {"pinned-dep": "1.0"}
     folder = Path(group["path"])
     assert "pinned-dep==2.0" in (folder / "collection_freeze.txt").read_text()
     written = json.loads((folder / "collection.json").read_text())["install_request"]
@@ -136,6 +137,16 @@ async def test_pins_before_and_after_the_package(
         await asyncio.sleep(0.1)
     assert done["data"]["status"] == "OK", done["data"]
     assert "pinned-dep==1.0" in done["data"]["freeze"]
+    # Both groups keep their pins (migration 0009's column): every read shows them.
+    _, listed = await api("GET", GROUPS, user="admin")
+    shown = {
+        name: [(g["pinned_package_versions_pre"], g["pinned_package_versions_post"]) for g in gs]
+        for name, gs in listed
+    }
+    assert shown["fractal-tasks-mock"] == [({"pinned-dep": "1.0"}, {"pinned-dep": "2.0"})]
+    assert shown["fractal-tasks-other"] == [({"pinned-dep": "1.0"}, {})]
+    _, admin_read = await api("GET", f"admin/v2/task-group/{group['id']}/", user="admin")
+    assert admin_read["pinned_package_versions_pre"] == {"pinned-dep": "1.0"}
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:

@@ -249,7 +249,8 @@ class TaskGroup(Base):
     pip_extras: Mapped[str | None] = mapped_column(Text)
     # 2.6.4's pins, installed after the package (fractal-server 2.9+'s `_post`).
     pinned_package_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # fractal-server 2.9+'s pins installed before the package (0009).
+    # fractal-server 2.9+'s pins installed before the package (0009), as collected; a record
+    # only: reactivation installs `pip_freeze`, which has every package at its version.
     pinned_package_versions_pre: Mapped[dict[str, Any]] = mapped_column(
         default=dict, server_default="{}"
     )

@@ -284,6 +284,7 @@ class TaskCollector:
                 wheel_path=str(package.wheel) if package.wheel is not None else None,
                 pip_extras=package.extras,
                 pinned_package_versions=package.pins,
+                pinned_package_versions_pre=package.pins_pre,
                 pip_freeze=frozen,
             )
             session.add(group)

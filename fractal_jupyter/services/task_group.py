@@ -80,6 +80,7 @@ GROUP_LIST_COLUMNS = (
     TaskGroup.wheel_path,
     TaskGroup.pip_extras,
     TaskGroup.pinned_package_versions,
+    TaskGroup.pinned_package_versions_pre,
     TaskGroup.active,
     TaskGroup.timestamp_created,
     TaskGroup.timestamp_last_used,
@@ -183,10 +184,9 @@ def _group_fields(group: Any, emails: dict[int, str], in_use: set[int]) -> dict[
         "venv_path": group.venv_path,
         "archive_path": group.wheel_path,
         "pip_extras": group.pip_extras,
-        # The one pins column holds 2.6.4's pins, applied after the package: fractal-server
-        # 2.9 renamed that column `_post`. The `_pre` pins of a collection are applied and
-        # kept in its folder's collection.json, not in the database (no column yet).
-        "pinned_package_versions_pre": {},
+        # `pinned_package_versions` holds 2.6.4's pins, applied after the package:
+        # fractal-server 2.9 renamed that column `_post`.
+        "pinned_package_versions_pre": group.pinned_package_versions_pre,
         "pinned_package_versions_post": group.pinned_package_versions,
         "pixi_version": None,
         "in_use": group.id in in_use,
