@@ -326,6 +326,10 @@ async def test_tasks_workflows_and_a_job(fractal_client, make_client, in_thread,
     infos = await in_thread(admin.admin_list_tasks, name="Measure intensity")
     assert [info.task.id for info in infos] == [measure.id]
     assert {r.workflow_id for r in infos[0].relationships} == {workflow.id}
+    await in_thread(admin.admin_make_tasks_core, [measure.id])
+    assert (await in_thread(client.get_task, measure.id)).is_core is True
+    await in_thread(admin.admin_make_tasks_not_core, [measure.id])
+    assert (await in_thread(client.get_task, measure.id)).is_core is False
 
     await in_thread(client.delete_task, project_task.id)
     with pytest.raises(FractalAPIError) as gone:

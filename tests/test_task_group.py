@@ -228,6 +228,61 @@ async def test_admin_makes_a_group_core_and_not_core(api):
     assert await core_of("carol", carols, carol_group) == {False}
 
 
+async def test_admin_makes_tasks_core_by_id(api):
+    """fractal-server 2.26's `admin/v2/task/make-core/` and `make-not-core/`: a non-empty list
+    of distinct task ids; 404 for an unknown one, 422 for two tasks that would be twin core
+    tasks or one with a core twin already; nothing changed on a refusal."""
+    body = {"command_non_parallel": "/usr/bin/true"}
+    made = {}
+    for user, name, source in [("carol", "A", "a-c"), ("carol", "B", "b-c"), ("dave", "A", "a-d")]:
+        status, task = await api(
+            "POST", "api/v2/task/", {**body, "name": name, "source": source}, user=user
+        )
+        assert status == 201, task
+        made[source] = task["id"]
+    carol_a, carol_b, dave_a = made["a-c"], made["b-c"], made["a-d"]
+
+    async def core() -> set[int]:
+        _, tasks = await api("GET", "api/v2/task/", user="admin")
+        return {task["id"] for task in tasks if task["is_core"]}
+
+    make_core, make_not_core = "admin/v2/task/make-core/", "admin/v2/task/make-not-core/"
+    status, _ = await api("POST", make_core, [carol_a], user="carol")
+    assert status == 403
+    for bad in ([], [carol_a, carol_a], [-1], {"task_ids": [carol_a]}):
+        status, refused = await api("POST", make_core, bad, user="admin")
+        assert status == 422, (bad, refused)
+    status, refused = await api("POST", make_core, [carol_a, carol_a], user="admin")
+    assert "repeated" in str(refused["detail"])
+    status, refused = await api("POST", make_core, [carol_a, 999999], user="admin")
+    assert (status, refused) == (
+        404,
+        {"detail": "Not all tasks were found (Missing IDs: [999999])."},
+    )
+    status, refused = await api("POST", make_core, [carol_a, dave_a], user="admin")
+    assert status == 422 and "conflicting core tasks" in refused["detail"]
+    assert await core() == set()
+
+    status, answer = await api("POST", make_core, [carol_a, carol_b], user="admin")
+    assert (status, answer) == (200, None)
+    assert await core() == {carol_a, carol_b}
+    status, refused = await api("POST", make_core, [dave_a], user="admin")
+    assert status == 422
+    assert refused["detail"] == (
+        "There already exists a core task with pkg_name='A', version='0' and name='A' "
+        f"(task ID: {carol_a})."
+    )
+    status, refused = await api("POST", make_not_core, [carol_a, 999999], user="admin")
+    assert status == 404
+    assert await core() == {carol_a, carol_b}
+
+    status, answer = await api("POST", make_not_core, [carol_a], user="admin")
+    assert (status, answer) == (200, None)
+    status, _ = await api("POST", make_core, [dave_a], user="admin")
+    assert status == 200
+    assert await core() == {carol_b, dave_a}
+
+
 async def test_deactivated_hand_made_task_is_refused_at_submission(api):
     path, dataset, workflow = await workspace(api, "alice")
     task = await new_task(api, "alice", "Step")
