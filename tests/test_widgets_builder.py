@@ -398,3 +398,67 @@ async def test_an_empty_filter_value_is_a_field_error(api, make_client, in_threa
     wells.set({"well": ["A01"]})
     await in_thread(panel.refresh_count)
     assert panel.image_count == 1
+
+
+async def test_workflow_description_saved_loaded_exported_and_cleared(
+    api, make_client, in_thread, tmp_path
+):
+    """The description area next to the name: saved with the workflow (on creation and as an
+    edit), marked unsaved, loaded, exported and imported; emptied, it is cleared on the
+    server; too long, a message and nothing sent."""
+    project_id, _dataset_id = await _project_with_images(api, tmp_path)
+    await register_tasks(api)
+    builder = await in_thread(
+        WorkflowBuilder, make_client(), project_id, name="described", description="Segment"
+    )
+    row = next(
+        child
+        for child in builder.children[1].children[1].children
+        if isinstance(child, w.HBox) and builder.name_input in child.children
+    )
+    assert list(row.children) == [builder.name_input, builder.description_input]
+    assert isinstance(builder.description_input, w.Textarea)
+    builder.add_task("Misbehave").form("parallel").value = HARMLESS
+    assert await in_thread(builder.save), builder.message.text
+    path = f"api/v2/project/{project_id}/workflow/{builder.workflow_id}/"
+    _, workflow = await api("GET", path)
+    assert workflow["description"] == "Segment"
+
+    builder.description_input.value = "  Segment nuclei, then measure  "
+    assert builder.unsaved_changes() == ["the description"]
+    assert "Not saved yet: the description." in builder.marks_note.value
+    assert await in_thread(builder.save), builder.message.text
+    assert builder.unsaved_changes() == []
+    _, workflow = await api("GET", path)
+    assert (workflow["name"], workflow["description"]) == (
+        "described",
+        "Segment nuclei, then measure",
+    )
+
+    # Too long: said before anything is sent; the server keeps the old text.
+    builder.description_input.value = "x" * 10_001
+    assert not await in_thread(builder.save)
+    assert "the description is longer than 10,000 characters" in builder.message.text
+    _, workflow = await api("GET", path)
+    assert workflow["description"] == "Segment nuclei, then measure"
+
+    # Export and import carry it; a new builder on the workflow shows it.
+    builder.description_input.value = "Segment nuclei, then measure"
+    exported = await in_thread(builder.export_workflow, tmp_path / "wf.json")
+    assert exported is not None, builder.message.text
+    data = json.loads(exported.read_text())
+    assert data["description"] == "Segment nuclei, then measure"
+    data["name"] = "copy"
+    exported.write_text(json.dumps(data))
+    imported = await in_thread(builder.import_workflow, exported)
+    assert imported is not None and imported.description == "Segment nuclei, then measure"
+    assert builder.description_input.value == "Segment nuclei, then measure"
+    other = await in_thread(WorkflowBuilder, make_client(), project_id, builder.workflow_id)
+    assert other.description_input.value == "Segment nuclei, then measure"
+
+    # Emptied: cleared on the server (not sent as "", which it refuses).
+    other.description_input.value = "   "
+    assert other.unsaved_changes() == ["the description"]
+    assert await in_thread(other.save), other.message.text
+    _, workflow = await api("GET", f"api/v2/project/{project_id}/workflow/{other.workflow_id}/")
+    assert workflow["description"] is None and workflow["name"] == "copy"
