@@ -285,9 +285,9 @@ async def test_step_settings_resources_type_filters_validated_and_patched(
         c.value for f in project_step.all_forms() for c in f.children if isinstance(c, w.HTML)
     ]
     assert not any("Arguments (per image)" in str(t) for t in titles)
-    assert any("Arguments (initialisation, one call)" in str(t) for t in titles)
+    assert any("Arguments (preparation, once)" in str(t) for t in titles)
     builder.catalogue.value = tasks["Create demo plate"]["id"]
-    assert "converter (one call)" in builder.task_info.value
+    assert "converter: runs once and makes the images" in builder.task_info.value
     assert "converter_non_parallel" not in builder.task_info.value
     assert builder.selected_step is None  # the catalogue's selection replaced the step's
     assert builder.duplicate_button.disabled and builder.remove_button.disabled
