@@ -17,6 +17,7 @@ from fractal_jupyter.widgets import WorkflowBuilder
 from fractal_jupyter.widgets.forms import DictField
 from fractal_jupyter.widgets.run_panel import first_step_filters
 from tests.support.jobs import MISBEHAVE, register_tasks
+from tests.support.layouts import clipping_risks, descendants
 from tests.support.tasks_core import task_create_bodies, tasks_core_manifest
 
 HARMLESS = {"mode": "exit", "victims": ["/nothing"]}  # Misbehave doing nothing wrong
@@ -462,3 +463,38 @@ async def test_workflow_description_saved_loaded_exported_and_cleared(
     assert await in_thread(other.save), other.message.text
     _, workflow = await api("GET", f"api/v2/project/{project_id}/workflow/{other.workflow_id}/")
     assert workflow["description"] is None and workflow["name"] == "copy"
+
+
+async def test_run_panel_and_step_forms_fit_a_narrow_notebook(
+    api, make_client, in_thread, tmp_path
+):
+    """At 1,280 px nothing is cut off (issue 19): the run panel's inputs and drop-downs and
+    every input of a step's forms fill their room and shrink (width 100% or a shrinking flex
+    basis, min-width 0), and so does every box beside something in a row."""
+    project_id, _dataset_id = await _project_with_images(api, tmp_path)
+    await register_tasks(api)
+    builder = await in_thread(WorkflowBuilder, make_client(), project_id)
+    builder.add_task("Project image")
+    builder.add_task("Misbehave")
+    panel = builder.run_panel
+    panel.filters.field("attribute_filters").add_entry("well", ["A01"])
+    assert clipping_risks(panel) == []
+    for control in (panel.dataset, panel.worker_init, panel.account):
+        assert (control.layout.width, control.layout.min_width) == ("100%", "0")
+    for control in (panel.first, panel.last):
+        assert control.layout.min_width == "0" and control.layout.flex.startswith("1 1 ")
+    for index in range(len(builder.steps)):
+        builder.select_step(index)
+        assert builder.editor.layout.display == "flex"
+        sections = w.VBox(builder.editor_sections.children)
+        inputs = [c for c in descendants(sections) if isinstance(c, (w.Text, w.Dropdown))]
+        assert inputs, index
+        assert clipping_risks(sections) == [], index
+        assert clipping_risks(builder.editor) == [], index
+    name_row = next(
+        box
+        for box in descendants(builder)
+        if isinstance(box, w.HBox) and builder.name_input in box.children
+    )
+    assert clipping_risks(name_row) == []
+    assert clipping_risks(builder) == []  # the catalogue, the steps, the editor, the run

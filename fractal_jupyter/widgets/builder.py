@@ -26,7 +26,7 @@ import ipywidgets as w
 from ..schemas.common import MAX_DESCRIPTION_CHARS
 from ..schemas.task import TaskRead
 from ..schemas.workflow import TaskVersionRead, WorkflowRead
-from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, style_sheet
+from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, share, style_sheet
 from .catalogue import TaskCatalogue
 from .forms import ArgsForm
 from .jobs import JobMonitor
@@ -96,7 +96,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             catalogue.task_info,
         )
         self.position = w.Dropdown(
-            description="at", style={"description_width": "initial"}, layout=w.Layout(width="auto")
+            description="at", style={"description_width": "initial"}, layout=share("160px", "320px")
         )
         self.add_button = w.Button(
             description="Add to workflow", icon="plus", button_style="primary"
@@ -104,16 +104,14 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.add_button.on_click(lambda _b: self._add_selected())
 
         # steps
-        self.name_input = w.Text(
-            value=name, description="name", layout=w.Layout(width="auto", min_width="0")
-        )
+        self.name_input = w.Text(value=name, description="name", layout=share("200px", "420px"))
         self.name_input.observe(lambda _c: self._refresh_marks(), "value")
         self.description_input = w.Textarea(
             value=description,
             description="about",
             placeholder="what the workflow does (optional)",
             rows=2,
-            layout=w.Layout(width="auto", **_FLEX),
+            layout=share("320px", None),
         )
         self.description_input.observe(lambda _c: self._refresh_marks(), "value")
         self.step_list = w.Select(options=[], rows=8, layout=w.Layout(width="auto", **_FLEX))
