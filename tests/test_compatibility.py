@@ -647,6 +647,9 @@ MODEL_LEVEL = {"task without command", "task bad command"}
 # Task fields we keep and 2.6.4 drops (newer manifests carry them), and an imported task's
 # `warning` (2.20+: which version an import by package found).
 OURS_ONLY_KEYS = {"category", "modality", "tags", "authors", "warning"}
+# Workflow fields of 2.26 that 2.6.4 lacks (only on workflows and their exports: a task's
+# JSON Schema has `description`s of its own).
+OURS_ONLY_WORKFLOW_KEYS = {"description"}
 # A workflow export names each task by package, version and name too (2.7+'s portable form).
 EXPORTED_TASK_KEYS = {"pkg_name", "version", "name"}
 
@@ -706,7 +709,8 @@ def first_difference(ours: Any, theirs: Any, path: str = "") -> str:
 
 def without_our_keys(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: without_our_keys(v) for k, v in value.items() if k not in OURS_ONLY_KEYS}
+        dropped = OURS_ONLY_KEYS | (OURS_ONLY_WORKFLOW_KEYS if "task_list" in value else set())
+        return {k: without_our_keys(v) for k, v in value.items() if k not in dropped}
     if isinstance(value, list):
         return [without_our_keys(item) for item in value]
     return value

@@ -317,3 +317,54 @@ async def test_deleting_the_project_deletes_its_workflows(api, setup):
     assert workflows == []
     status, _ = await api("DELETE", f"api/v2/task/{tasks['np']['id']}/")
     assert status == 204
+
+
+async def test_workflow_description_create_patch_clear_export_import(api, setup):
+    """fractal-server 2.26's `description`: set at creation, changed, cleared with null,
+    kept by a PATCH that leaves it out, exported and imported; bad values change nothing."""
+    project_path, tasks = setup
+    status, workflow = await api(
+        "POST", project_path + "workflow/", {"name": "d", "description": "  Segment nuclei  "}
+    )
+    assert status == 201 and workflow["description"] == "Segment nuclei"
+    path = f"{project_path}workflow/{workflow['id']}/"
+    _, plain = await new_workflow(api, project_path, name="plain")
+    _, read = await api("GET", plain)
+    assert read["description"] is None
+
+    for bad in ("", "   ", 7, "x" * 10_001):
+        status, answer = await api("PATCH", path, {"description": bad})
+        assert status == 422 and answer["detail"][0]["loc"][-1] == "description", answer
+        status, _ = await api("POST", project_path + "workflow/", {"name": "e", "description": bad})
+        assert status == 422
+    _, read = await api("GET", path)
+    assert read["description"] == "Segment nuclei"
+    _, listed = await api("GET", project_path + "workflow/")
+    assert [w["name"] for w in listed] == ["d", "plain"]
+
+    status, read = await api("PATCH", path, {"name": "d2"})
+    assert status == 200 and read["description"] == "Segment nuclei"
+    status, read = await api("PATCH", path, {"description": "Segment and measure"})
+    assert status == 200 and read["description"] == "Segment and measure"
+
+    await add_task(api, path, tasks["np"])
+    _, exported = await api("GET", path + "export/")
+    assert list(exported) == ["name", "description", "task_list"]
+    assert exported["description"] == "Segment and measure"
+    _, other = await api("POST", "api/v2/project/", {"name": "other"})
+    imports = f"api/v2/project/{other['id']}/workflow/import/"
+    status, imported = await api("POST", imports, exported)
+    assert status == 201 and imported["description"] == "Segment and measure"
+    # A 2.6.4 export has no description.
+    status, old = await api("POST", imports, {**exported, "name": "old", "description": None})
+    assert status == 201 and old["description"] is None
+    del exported["description"]
+    status, older = await api("POST", imports, {**exported, "name": "older"})
+    assert status == 201 and older["description"] is None
+    status, _ = await api("POST", imports, {**exported, "name": "bad", "description": ""})
+    assert status == 422
+
+    status, read = await api("PATCH", path, {"description": None})
+    assert status == 200 and read["description"] is None
+    _, read = await api("GET", path)
+    assert read["description"] is None and read["name"] == "d2"

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from ..schemas.task import TaskCreate, TaskRead, TaskUpdate
@@ -167,14 +168,17 @@ class WorkflowsMixin(ClientBase):
         )
 
     @endpoint("POST", PROJECT + "workflow/")
-    def create_workflow(self, project_id: int, name: str) -> WorkflowRead:
-        """An empty workflow; add tasks with `create_workflow_task`."""
+    def create_workflow(
+        self, project_id: int, name: str, description: str | None = None
+    ) -> WorkflowRead:
+        """An empty workflow (with a `description`, when given); add tasks with
+        `create_workflow_task`."""
         return self._transport.call(
             WorkflowRead,
             "POST",
             PROJECT + "workflow/",
             {"project_id": project_id},
-            body={"name": name},
+            body=fields_given(name=name, description=description),
         )
 
     @endpoint("POST", PROJECT + "workflow/import/")
@@ -207,15 +211,20 @@ class WorkflowsMixin(ClientBase):
         *,
         name: str | None = None,
         reordered_workflowtask_ids: Sequence[int] | None = None,
+        description: str | EllipsisType | None = ...,
     ) -> WorkflowRead:
-        """Rename a workflow and/or give the new order of all its workflow task ids."""
+        """Rename a workflow, change its description (None clears it; left out, it is kept)
+        and/or give the new order of all its workflow task ids."""
         order = None if reordered_workflowtask_ids is None else list(reordered_workflowtask_ids)
+        body = fields_given(name=name, reordered_workflowtask_ids=order)
+        if description is not ...:
+            body["description"] = description
         return self._transport.call(
             WorkflowRead,
             "PATCH",
             WORKFLOW,
             {"project_id": project_id, "workflow_id": workflow_id},
-            body=fields_given(name=name, reordered_workflowtask_ids=order),
+            body=body,
         )
 
     @endpoint("DELETE", WORKFLOW)

@@ -289,6 +289,8 @@ class Workflow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
+    # fractal-server 2.26's free text about the workflow (none: not described).
+    description: Mapped[str | None] = mapped_column(Text)
     project_id: Mapped[int] = mapped_column(
         ForeignKey("project.id", ondelete="CASCADE"), index=True
     )

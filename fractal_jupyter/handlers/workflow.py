@@ -49,7 +49,9 @@ class WorkflowHandler(FractalHandler):
         return await workflow.get_workflow(self.db_session, self.user, project_id, workflow_id)
 
     @operation(
-        "Rename a workflow and/or reorder its tasks", body=WorkflowUpdate, response=WorkflowRead
+        "Rename a workflow, change its description and/or reorder its tasks",
+        body=WorkflowUpdate,
+        response=WorkflowRead,
     )
     async def patch(self, project_id: int, workflow_id: int, body: WorkflowUpdate) -> Workflow:
         return await workflow.update_workflow(

@@ -74,6 +74,13 @@ NonEmptyStr = Annotated[
 ]
 
 
+# Free text (a workflow's description): longer than a name, still bounded.
+MAX_DESCRIPTION_CHARS = 10_000
+Description = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+]
+
+
 def normalize_zarr_path(value: str) -> str:
     """Absolute local paths only, normalised as fractal-server does (`os.path.normpath`)."""
     value = value.strip()

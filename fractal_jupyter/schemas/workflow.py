@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, NonNegativeInt, field_validator, model_validator
 
 from .common import (
+    Description,
     Filters,
     JsonObject,
     LenientRequestModel,
@@ -88,6 +89,7 @@ class WorkflowTaskRead(ResponseModel):
 
 class WorkflowCreate(RequestModel):
     name: NonEmptyStr
+    description: Description | None = None  # fractal-server 2.26
 
 
 def _check_reordering(ids: list[int]) -> list[int]:
@@ -104,12 +106,16 @@ class WorkflowUpdate(LenientRequestModel):
         None
     )
 
+    # 2.26: null clears the description (left out: kept).
+    description: Description | None = None
+
     _not_null = field_validator("name", "reordered_workflowtask_ids", mode="before")(refuse_null)
 
 
 class WorkflowRead(ResponseModel):
     id: int
     name: str
+    description: str | None = None  # fractal-server 2.26; 2.6.4 has none
     project_id: int
     task_list: list[WorkflowTaskRead]
     project: ProjectRead
@@ -157,6 +163,7 @@ class WorkflowTaskImport(LenientRequestModel):
 
 class WorkflowImport(LenientRequestModel):
     name: NonEmptyStr
+    description: Description | None = None  # 2.26 (2.6.4's exports have none)
     task_list: list[WorkflowTaskImport]
 
 
@@ -181,6 +188,7 @@ class WorkflowTaskExport(ResponseModel):
 
 class WorkflowExport(ResponseModel):
     name: str
+    description: str | None = None  # 2.26
     task_list: list[WorkflowTaskExport]
 
 

@@ -62,7 +62,7 @@ async def create_workflow(
 ) -> Workflow:
     project = await get_project_for_member(session, project_id, user)
     await _check_name_free(session, project_id, data.name)
-    workflow = Workflow(name=data.name, project=project, task_list=[])
+    workflow = Workflow(name=data.name, description=data.description, project=project, task_list=[])
     session.add(workflow)
     await session.flush()
     return workflow
@@ -85,6 +85,8 @@ async def update_workflow(
     if data.name is not None:
         await _check_name_free(session, project_id, data.name)
         workflow.name = data.name
+    if "description" in data.model_fields_set:
+        workflow.description = data.description  # null clears it
     new_order = data.reordered_workflowtask_ids
     if new_order is not None:
         current = [workflow_task.id for workflow_task in workflow.task_list]
@@ -135,7 +137,7 @@ async def export_workflow(
                 task=exported,
             )
         )
-    return WorkflowExport(name=workflow.name, task_list=entries)
+    return WorkflowExport(name=workflow.name, description=workflow.description, task_list=entries)
 
 
 @dataclass
@@ -252,7 +254,7 @@ async def import_workflow(
         entries.append((task, WorkflowTaskCreate.model_validate(fields)))
     if problems:
         raise Unprocessable(problems)
-    workflow = Workflow(name=data.name, project=project, task_list=[])
+    workflow = Workflow(name=data.name, description=data.description, project=project, task_list=[])
     session.add(workflow)
     for task, create in entries:
         insert_workflow_task(workflow, task, create)

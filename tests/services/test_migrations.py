@@ -17,6 +17,7 @@ from sqlalchemy import Column, Connection, MetaData, func, select, text
 
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
+from fractal_jupyter.db.models import Workflow
 from tests.support.databases import fresh_database_url
 
 PREVIOUS_REVISION = "0005"
@@ -117,7 +118,9 @@ def _value_for(column: Column[Any], inserted: dict[tuple[str, str], object]) -> 
         return datetime(2026, 1, 1, tzinfo=UTC)
     if python_type in (dict, list):
         return {}
-    return f"{column.table.name}.{column.name}"
+    text_value = f"{column.table.name}.{column.name}"
+    length = getattr(column.type, "length", None)  # VARCHAR(n): PostgreSQL refuses longer
+    return text_value[:length] if length else text_value
 
 
 def _fill_every_table(connection: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -341,3 +344,51 @@ def test_upgrade_to_task_groups_groups_every_task(tmp_path):
     # Tasks made by hand: a group each, origin other; an administrator's is shared.
     assert by_id[group_of[4]][1:7] == (1, None, "other", "By hand", "0", None)
     assert by_id[group_of[5]][1:7] == (2, 1, "other", "Roots", "1", None)
+
+
+def test_upgrade_to_workflow_description_keeps_workflows(tmp_path):
+    """0008: workflows made under 0007 keep their rows and tasks, with no description; the
+    new column then takes one (and the ORM reads it)."""
+
+    async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        async with fresh_database_url(tmp_path) as url:
+            database = Database(url)
+            async with database.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to("0007"))
+                for statement in [
+                    *FILL[:2],
+                    "INSERT INTO workflow (id, name, project_id, timestamp_created) "
+                    "VALUES (1, 'w', 1, '2026-01-01'), (2, 'v', 1, '2026-01-02')",
+                    "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
+                    "meta_non_parallel, meta_parallel, input_types, output_types, tags) VALUES "
+                    "(1, 't', 'non_parallel', 'alice:t', '1', '/usr/bin/true', '{}', '{}', "
+                    "'{}', '{}', '[]')",
+                    'INSERT INTO workflow_task (id, workflow_id, "order", task_id, task_type, '
+                    "input_filters) VALUES (1, 1, 0, 1, 'non_parallel', '{}')",
+                ]:
+                    await connection.execute(text(statement))
+            await database.upgrade()
+            async with database.engine.begin() as connection:
+                before = (
+                    await connection.execute(
+                        text("SELECT id, name, project_id, description FROM workflow ORDER BY id")
+                    )
+                ).all()
+                await connection.execute(
+                    text("UPDATE workflow SET description = 'Segment nuclei' WHERE id = 2")
+                )
+            async with database.session() as session:
+                described = [
+                    (row.id, row.description)
+                    for row in (await session.scalars(select(Workflow).order_by(Workflow.id)))
+                ]
+                steps = (
+                    await session.execute(text("SELECT workflow_id, task_id FROM workflow_task"))
+                ).all()
+            await database.dispose()
+            return [tuple(row) for row in before], described, [tuple(row) for row in steps]
+
+    before, described, steps = asyncio.run(run())
+    assert before == [(1, "w", 1, None), (2, "v", 1, None)]
+    assert described == [(1, None), (2, "Segment nuclei")]
+    assert steps == [(1, 1)]

@@ -201,7 +201,12 @@ def _collections_by_task(connection: sa.Connection) -> dict[int, tuple[dict[str,
     """The data and timestamp of the collection that made each collected task."""
     found: dict[int, tuple[dict[str, Any], Any]] = {}
     for row in connection.execute(sa.text("SELECT data, timestamp FROM collection_state")):
-        data = row.data if isinstance(row.data, dict) else json.loads(row.data or "{}")
+        data = row.data
+        if isinstance(data, str):  # SQLite's text (PostgreSQL's driver decodes JSON itself)
+            try:
+                data = json.loads(data or "{}")
+            except ValueError:
+                continue  # not a collection's record
         if not isinstance(data, dict) or data.get("status") != "OK":
             continue
         for entry in data.get("task_list") or []:
