@@ -710,13 +710,8 @@ class FractalJupyter(ExtensionApp):
             self._readying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readying
-        state = self._state
-        if state is not None:
-            await state.stop_retrying()
-            await state.stop_watching_jobs()
-            state.launcher.close()  # the job starter (runner/job_starter.py), not the jobs
-            await state.collector.stop()
-            await state.database.dispose()
+        if self._state is not None:
+            await self._state.stop()
 
 
 main = launch_new_instance = FractalJupyter.launch_instance

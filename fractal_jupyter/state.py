@@ -31,6 +31,8 @@ LONGEST_RETRY_SECONDS = 60.0
 SCHEMA_RECHECK_SECONDS = 5.0
 # How long a schema that fits is believed while requests come (an idle server asks nothing).
 SCHEMA_REVERIFY_SECONDS = 60.0
+# How long the server's end waits for a migration or schema check under way.
+PREPARATION_STOP_SECONDS = 20.0
 
 
 @dataclass
@@ -208,6 +210,26 @@ class FractalState:
                 on_pass=self._jobs_followed,
             )
         self._watcher.start()
+
+    async def stop(self) -> None:
+        """The server's end: retries, job watching and collections stop, then the database
+        connections close. A schema check or migration under way (a lazy start's first
+        request may have started it, and need not have waited for it) is let finish first,
+        for up to PREPARATION_STOP_SECONDS: closed under it, its connection's thread would
+        later answer an event loop that is gone, and die with that connection checked out."""
+        await self.stop_retrying()
+        preparation = self._ready
+        if preparation is not None and not preparation.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(preparation), PREPARATION_STOP_SECONDS)
+            except TimeoutError:
+                preparation.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # said by ensure_ready
+                await preparation
+        await self.stop_watching_jobs()
+        self.launcher.close()  # the job starter (runner/job_starter.py), not the jobs
+        await self.collector.stop()
+        await self.database.dispose()
 
     async def stop_watching_jobs(self) -> None:
         if self._watcher is not None:

@@ -140,6 +140,10 @@ def test_demo_runs_a_job(tmp_path, capsys):
 @pytest.mark.parametrize("bad", ["postgresql+asyncpg://nobody@127.0.0.1:1/none"])
 async def test_unreachable_database_is_a_503(bad, api, jp_serverapp):
     state = jp_serverapp.web_app.settings["fractal"]
+    # The test database's own preparation ends and its connections close before the swap:
+    # left running, its aiosqlite thread would answer this test's event loop once it is closed.
+    await state.ensure_ready()
+    await state.database.dispose()
     state.database = Database(bad)
     state._ready = None
     status, body = await api("GET", "api/v2/project/", user="someone-new")

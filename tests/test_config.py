@@ -358,6 +358,62 @@ def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch):
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("migration_ends", [True, False])
+def test_the_servers_end_lets_a_migration_under_way_finish(monkeypatch, migration_ends):
+    """A lazy start's first request starts the migration; a request answered without the
+    database (a 404 on a bad path) does not wait for it. Closing the connections under it
+    left its aiosqlite thread to answer a closed event loop, and a later server in the same
+    process hung at its end (the CI hang in tests/test_bad_input.py)."""
+    import asyncio
+    import logging
+
+    from sqlalchemy.engine import make_url
+
+    from fractal_jupyter import state as state_module
+
+    monkeypatch.setattr(state_module, "PREPARATION_STOP_SECONDS", 0.5)
+    monkeypatch.setattr(state_module.FractalState, "start_watching_jobs", lambda self: None)
+    events: list[str] = []
+
+    class SlowDatabase:
+        url = make_url("sqlite+aiosqlite:///fractal.db")
+
+        async def upgrade(self) -> None:
+            events.append("migration started")
+            try:
+                await asyncio.sleep(0.2 if migration_ends else 60)
+            except asyncio.CancelledError:
+                events.append("migration cancelled")
+                raise
+            events.append("migration ended")
+
+        async def dispose(self) -> None:
+            events.append("connections closed")
+
+    class Collector:
+        async def stop(self) -> None:
+            events.append("collector stopped")
+
+    async def run() -> None:
+        state = state_module.FractalState(
+            database=SlowDatabase(),  # type: ignore[arg-type]
+            admin_users=frozenset(),
+            default_username="u",
+            log=logging.getLogger("test"),
+            runner=None,  # type: ignore[arg-type]
+            collector=Collector(),  # type: ignore[arg-type]
+        )
+        readying = asyncio.ensure_future(state.ensure_ready())
+        await asyncio.sleep(0.05)
+        readying.cancel()  # as the extension's end does first
+        await state.stop()
+        assert state._ready is not None and state._ready.done()
+
+    asyncio.run(run())
+    ending = "migration ended" if migration_ends else "migration cancelled"
+    assert events == ["migration started", ending, "collector stopped", "connections closed"]
+
+
 def test_settings_that_cannot_be_opened(tmp_path):
     """Found without connecting or writing: nothing is created by the check."""
     from fractal_jupyter.configuration import settings_problems

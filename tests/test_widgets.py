@@ -6,6 +6,7 @@ widget, a click that saves or queries) runs through `in_thread`.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,20 @@ async def test_workflow_builder_builds_saves_and_runs(api, make_client, in_threa
     images = [(t.images_done, t.images_failed, t.images_submitted) for t in monitor.progress.tasks]
     assert images == [(0, 0, 0), (4, 0, 0), (4, 0, 0)]
     assert "4 images: 4 done" in monitor.tasks_box.children[1].children[2].value
+    # What the user reads: steps from 1, tasks by what they do, no runner words.
+    titles = [html.unescape(row.children[0].value) for row in monitor.tasks_box.children]
+    assert titles == [
+        "Step 1: task 'Create demo plate' (converter)",
+        "Step 2: task 'Project image' (prepared once, then per image)",
+        "Step 3: task 'Measure intensity' (per image)",
+    ]
+    shown = html.unescape(monitor.log_html.value)
+    assert "Step 1: task 'Create demo plate' (converter) started" in shown
+    assert "Step 3: task 'Measure intensity' (per image) ended" in shown
+    rows = "".join(row.children[2].value for row in monitor.tasks_box.children)
+    for jargon in ("-th task", "converter_", "non_parallel", "compound", "call"):
+        assert jargon not in shown + rows + "".join(titles), jargon
+    assert 'SUBMIT 0-th task (name="Create demo plate")' in monitor.log_text  # the API's log
 
 
 async def test_job_monitor_stop_button(api, make_client, in_thread, tmp_path):

@@ -17,6 +17,7 @@ from fractal_jupyter.widgets import WorkflowBuilder
 from fractal_jupyter.widgets.forms import DictField
 from fractal_jupyter.widgets.run_panel import first_step_filters
 from tests.support.jobs import MISBEHAVE, register_tasks
+from tests.support.layouts import clipping_risks, descendants
 from tests.support.tasks_core import task_create_bodies, tasks_core_manifest
 
 HARMLESS = {"mode": "exit", "victims": ["/nothing"]}  # Misbehave doing nothing wrong
@@ -285,9 +286,9 @@ async def test_step_settings_resources_type_filters_validated_and_patched(
         c.value for f in project_step.all_forms() for c in f.children if isinstance(c, w.HTML)
     ]
     assert not any("Arguments (per image)" in str(t) for t in titles)
-    assert any("Arguments (initialisation, one call)" in str(t) for t in titles)
+    assert any("Arguments (preparation, once)" in str(t) for t in titles)
     builder.catalogue.value = tasks["Create demo plate"]["id"]
-    assert "converter (one call)" in builder.task_info.value
+    assert "converter: runs once and makes the images" in builder.task_info.value
     assert "converter_non_parallel" not in builder.task_info.value
     assert builder.selected_step is None  # the catalogue's selection replaced the step's
     assert builder.duplicate_button.disabled and builder.remove_button.disabled
@@ -398,3 +399,102 @@ async def test_an_empty_filter_value_is_a_field_error(api, make_client, in_threa
     wells.set({"well": ["A01"]})
     await in_thread(panel.refresh_count)
     assert panel.image_count == 1
+
+
+async def test_workflow_description_saved_loaded_exported_and_cleared(
+    api, make_client, in_thread, tmp_path
+):
+    """The description area next to the name: saved with the workflow (on creation and as an
+    edit), marked unsaved, loaded, exported and imported; emptied, it is cleared on the
+    server; too long, a message and nothing sent."""
+    project_id, _dataset_id = await _project_with_images(api, tmp_path)
+    await register_tasks(api)
+    builder = await in_thread(
+        WorkflowBuilder, make_client(), project_id, name="described", description="Segment"
+    )
+    row = next(
+        child
+        for child in builder.children[1].children[1].children
+        if isinstance(child, w.HBox) and builder.name_input in child.children
+    )
+    assert list(row.children) == [builder.name_input, builder.description_input]
+    assert isinstance(builder.description_input, w.Textarea)
+    builder.add_task("Misbehave").form("parallel").value = HARMLESS
+    assert await in_thread(builder.save), builder.message.text
+    path = f"api/v2/project/{project_id}/workflow/{builder.workflow_id}/"
+    _, workflow = await api("GET", path)
+    assert workflow["description"] == "Segment"
+
+    builder.description_input.value = "  Segment nuclei, then measure  "
+    assert builder.unsaved_changes() == ["the description"]
+    assert "Not saved yet: the description." in builder.marks_note.value
+    assert await in_thread(builder.save), builder.message.text
+    assert builder.unsaved_changes() == []
+    _, workflow = await api("GET", path)
+    assert (workflow["name"], workflow["description"]) == (
+        "described",
+        "Segment nuclei, then measure",
+    )
+
+    # Too long: said before anything is sent; the server keeps the old text.
+    builder.description_input.value = "x" * 10_001
+    assert not await in_thread(builder.save)
+    assert "the description is longer than 10,000 characters" in builder.message.text
+    _, workflow = await api("GET", path)
+    assert workflow["description"] == "Segment nuclei, then measure"
+
+    # Export and import carry it; a new builder on the workflow shows it.
+    builder.description_input.value = "Segment nuclei, then measure"
+    exported = await in_thread(builder.export_workflow, tmp_path / "wf.json")
+    assert exported is not None, builder.message.text
+    data = json.loads(exported.read_text())
+    assert data["description"] == "Segment nuclei, then measure"
+    data["name"] = "copy"
+    exported.write_text(json.dumps(data))
+    imported = await in_thread(builder.import_workflow, exported)
+    assert imported is not None and imported.description == "Segment nuclei, then measure"
+    assert builder.description_input.value == "Segment nuclei, then measure"
+    other = await in_thread(WorkflowBuilder, make_client(), project_id, builder.workflow_id)
+    assert other.description_input.value == "Segment nuclei, then measure"
+
+    # Emptied: cleared on the server (not sent as "", which it refuses).
+    other.description_input.value = "   "
+    assert other.unsaved_changes() == ["the description"]
+    assert await in_thread(other.save), other.message.text
+    _, workflow = await api("GET", f"api/v2/project/{project_id}/workflow/{other.workflow_id}/")
+    assert workflow["description"] is None and workflow["name"] == "copy"
+
+
+async def test_run_panel_and_step_forms_fit_a_narrow_notebook(
+    api, make_client, in_thread, tmp_path
+):
+    """At 1,280 px nothing is cut off (issue 19): the run panel's inputs and drop-downs and
+    every input of a step's forms fill their room and shrink (width 100% or a shrinking flex
+    basis, min-width 0), and so does every box beside something in a row."""
+    project_id, _dataset_id = await _project_with_images(api, tmp_path)
+    await register_tasks(api)
+    builder = await in_thread(WorkflowBuilder, make_client(), project_id)
+    builder.add_task("Project image")
+    builder.add_task("Misbehave")
+    panel = builder.run_panel
+    panel.filters.field("attribute_filters").add_entry("well", ["A01"])
+    assert clipping_risks(panel) == []
+    for control in (panel.dataset, panel.worker_init, panel.account):
+        assert (control.layout.width, control.layout.min_width) == ("100%", "0")
+    for control in (panel.first, panel.last):
+        assert control.layout.min_width == "0" and control.layout.flex.startswith("1 1 ")
+    for index in range(len(builder.steps)):
+        builder.select_step(index)
+        assert builder.editor.layout.display == "flex"
+        sections = w.VBox(builder.editor_sections.children)
+        inputs = [c for c in descendants(sections) if isinstance(c, (w.Text, w.Dropdown))]
+        assert inputs, index
+        assert clipping_risks(sections) == [], index
+        assert clipping_risks(builder.editor) == [], index
+    name_row = next(
+        box
+        for box in descendants(builder)
+        if isinstance(box, w.HBox) and builder.name_input in box.children
+    )
+    assert clipping_risks(name_row) == []
+    assert clipping_risks(builder) == []  # the catalogue, the steps, the editor, the run

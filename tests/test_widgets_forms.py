@@ -28,6 +28,7 @@ from fractal_jupyter.widgets.forms import (
     UnionField,
     resolve,
 )
+from tests.support.layouts import clipping_risks, descendants
 from tests.support.tasks_core import tasks_core_manifest
 
 
@@ -391,3 +392,50 @@ def test_a_task_without_schema_gets_a_key_value_editor() -> None:
     }
     editor.add_entry("mode").input.value = "again"
     assert "duplicate keys: mode" in editor.error_text and not form.valid
+
+
+LAYOUT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "a text"},
+        "level": {"type": "integer"},
+        "method": {"enum": ["a", "b"]},
+        "flag": {"type": "boolean", "default": False},
+        "maybe": {"type": "boolean"},
+        "anything": {},
+        "channels": {"type": "array", "items": {"type": "string"}},
+        "pairs": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "optional": {"type": ["string", "null"]},
+        "either": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        "nested": {
+            "type": "object",
+            "properties": {"deep": {"type": "array", "items": {"enum": ["x", "y"]}}},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "schema", [pytest.param(LAYOUT_SCHEMA, id="every-kind"), *SCHEMAS[:6], None]
+)
+def test_inputs_fill_their_room_and_shrink(schema: Any) -> None:
+    """Text inputs and drop-downs are 100% wide (or share their row) with min-width 0, and
+    every box in a row shrinks: nothing is cut off at 1,280 px (issue 19)."""
+    form = ArgsForm(schema)
+    if schema is LAYOUT_SCHEMA:
+        form.value = {
+            "channels": ["DAPI", "GFP"],
+            "pairs": {"a": 1},
+            "optional": "x",
+            "nested": {"deep": ["x"]},
+        }
+    elif schema is None:
+        form.value = {"key": "value"}
+    inputs = [c for c in descendants(form) if isinstance(c, (w.Text, w.Textarea, w.Dropdown))]
+    assert inputs or schema is not LAYOUT_SCHEMA
+    assert clipping_risks(form) == []
+    assert form.layout.min_width == "0"
+    text = form.field("name").input if schema is LAYOUT_SCHEMA else None
+    if text is not None:
+        assert (text.layout.width, text.layout.min_width) == ("100%", "0")
+        assert form.field("method").input.layout.width == "100%"

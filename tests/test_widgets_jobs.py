@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from fractal_jupyter.widgets import JobList, JobMonitor
 from fractal_jupyter.widgets.rows import duration, failure_summary, render_log
+from fractal_jupyter.widgets.wording import plain_log, step_title, task_type_words
 from tests.support.jobs import make_workflow, register_tasks
 
 FAILED_LOG = """2026-12-04 10:00:00,001 - INFO - Start of job 3
@@ -45,6 +47,47 @@ def test_failure_summary_search_and_duration():
     assert duration(start, start + timedelta(minutes=3, seconds=7)) == "3 min 07 s"
     assert duration(start, start + timedelta(hours=26, minutes=1)) == "26 h 01 min"
     assert duration(None, None) == ""
+
+
+def test_plain_words_for_the_runner_terms():
+    types = {0: "converter_non_parallel", 1: "compound", 2: "parallel"}
+    log = (
+        '2026-12-04 10:00:00,001 - INFO - SUBMIT 0-th task (name="Create OME-Zarr")\n'
+        '2026-12-04 10:00:01,001 - INFO - END 0-th task (name="Create OME-Zarr")\n'
+        '2026-12-04 10:00:01,002 - INFO - SUBMIT 1-th task (name="Project")\n'
+        "2026-12-04 10:00:01,003 - INFO - Project: 12 calls in 2 SLURM jobs (6 per job, 3 at "
+        "a time)\n"
+        "2026-12-04 10:00:01,004 - INFO - Project: warm start, a process forked per call\n"
+        "2026-12-04 10:00:02,003 - ERROR - TASK ERROR: Task name: Project, position in "
+        "Workflow: 1\n"
+        "The call 1_project/1_par_0000003 on image /z/p.zarr/B/03/0 failed: exit code 3\n"
+        "2026-12-04 10:00:02,004 - ERROR - Task 'Measure' (position 2) returned an invalid "
+        "output\n"
+        "The call 0_init/0_non_par failed: exit code 1\n"
+    )
+    assert plain_log(log, types).splitlines() == [
+        "2026-12-04 10:00:00,001 - INFO - Step 1: task 'Create OME-Zarr' (converter) started",
+        "2026-12-04 10:00:01,001 - INFO - Step 1: task 'Create OME-Zarr' (converter) ended",
+        "2026-12-04 10:00:01,002 - INFO - Step 2: task 'Project' (prepared once, then per "
+        "image) started",
+        "2026-12-04 10:00:01,003 - INFO - Project: 12 runs in 2 SLURM jobs (6 per job, 3 at "
+        "a time)",
+        "2026-12-04 10:00:01,004 - INFO - Project: warm start, a process forked per run",
+        "2026-12-04 10:00:02,003 - ERROR - TASK ERROR: task 'Project' (prepared once, then per "
+        "image) at step 2",
+        "The run on image /z/p.zarr/B/03/0 failed: exit code 3",
+        "2026-12-04 10:00:02,004 - ERROR - Task 'Measure' (per image) at step 3 returned an "
+        "invalid output",
+        "The run failed: exit code 1",
+    ]
+    # Without the types (a deleted workflow task): the name and the step only.
+    assert plain_log('SUBMIT 4-th task (name="X")') == "Step 5: task 'X' started"
+    assert step_title(0, "Create OME-Zarr", "converter_compound") == (
+        "Step 1: task 'Create OME-Zarr' (converter)"
+    )
+    assert step_title(None, "workflow task 9") == "task 'workflow task 9'"
+    assert task_type_words("non_parallel") == "runs once, for all images together"
+    assert task_type_words("magic") == "magic"
 
 
 async def _two_jobs(api: Any, make_client: Any, in_thread: Any, tmp_path: Path) -> Any:
@@ -115,8 +158,19 @@ async def test_job_list_opens_the_monitor_of_a_past_job(api, make_client, in_thr
     # The whole log, its error highlighted, the failing task's error on top.
     assert monitor.log_text == failed.log
     assert monitor.log_text.count("\n") + 1 > 3 and "Start of job" in monitor.log_html.value
-    assert monitor.error_summary.startswith("TASK ERROR: Task name: Misbehave")
+    # In plain words: the step from 1, the task by what it does, runs not calls.
+    assert monitor.error_summary.startswith(
+        "TASK ERROR: task 'Misbehave' (per image) at step 1\nThe run on image "
+    ), monitor.error_summary
     assert "misbehaving (exit)" in monitor.error_summary
+    shown = html.unescape(monitor.log_html.value + monitor.error_html.value)
+    assert "Step 1: task 'Misbehave' (per image) started" in shown
+    for jargon in ("-th task", "position in Workflow", "The call", "per call"):
+        assert jargon not in shown, jargon
+    assert html.unescape(monitor.tasks_box.children[0].children[0].value) == (
+        "Step 1: task 'Misbehave' (per image)"
+    )
+    assert "position in Workflow: 0" in monitor.log_text  # the server's log keeps its words
     assert "Why it failed" in monitor.error_html.value
     assert "fractal-log-error" in monitor.log_html.value
     assert monitor.stop_button.disabled and not monitor.download_button.disabled

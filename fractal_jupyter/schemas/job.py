@@ -74,6 +74,7 @@ class TaskProgressRead(ResponseModel):
     workflow_task_id: int
     order: int | None
     task_name: str
+    task_type: str | None = None  # the task's type (None: the workflow task is gone)
     status: Literal["pending", "submitted", "done", "failed"]
     calls_total: int | None  # known once the task has started
     calls_done: int

@@ -602,15 +602,17 @@ async def job_progress(
     job = await get_job_for_member(session, project_id, job_id, user)
     progress: dict[str, dict[str, Any]] = job.progress
     workflow = await session.get(Workflow, job.workflow_id) if job.workflow_id else None
-    tasks: list[tuple[int, int | None, str]] = []
+    tasks: list[tuple[int, int | None, str, str | None]] = []
     if workflow is not None:
         selected = workflow.task_list[job.first_task_index : job.last_task_index + 1]
-        tasks = [(wt.id, wt.order, wt.task.name) for wt in selected]
-    known = {task_id for task_id, _order, _name in tasks}
-    tasks += [(int(key), None, f"workflow task {key}") for key in progress if int(key) not in known]
+        tasks = [(wt.id, wt.order, wt.task.name, wt.task_type) for wt in selected]
+    known = {task[0] for task in tasks}
+    tasks += [
+        (int(key), None, f"workflow task {key}", None) for key in progress if int(key) not in known
+    ]
     image_counts = await _image_counts(session, job.id)
     items = []
-    for workflow_task_id, order, name in tasks:
+    for workflow_task_id, order, name, task_type in tasks:
         entry = progress.get(str(workflow_task_id), {})
         status = entry.get("status", "pending")
         total = entry.get("calls")
@@ -620,6 +622,7 @@ async def job_progress(
                 workflow_task_id=workflow_task_id,
                 order=order,
                 task_name=name,
+                task_type=task_type,
                 status=status,
                 calls_total=total,
                 calls_done=entry.get("calls_done", total if status == "done" else 0) or 0,

@@ -61,6 +61,19 @@ DISABLED_BUTTONS_CSS = """
 """
 
 
+def fill(max_width: str | None = "480px", **extra: str) -> w.Layout:
+    """The layout of a text input or drop-down: the room it has (width 100%), shrinking with
+    it (min-width 0: a flex item's minimum is otherwise its content's width, which pushed
+    inputs past the edge at 1,280 px), at most `max_width`."""
+    return w.Layout(width="100%", min_width="0", flex="1 1 auto", max_width=max_width, **extra)
+
+
+def share(basis: str, max_width: str | None = "480px", **extra: str) -> w.Layout:
+    """The layout of one of the controls of a row: `basis` wide, growing and shrinking with
+    the row (down to nothing: min-width 0), at most `max_width`."""
+    return w.Layout(width="auto", min_width="0", flex=f"1 1 {basis}", max_width=max_width, **extra)
+
+
 def style_sheet(css: str) -> w.HTML:
     """A `<style>` block as a widget (ipywidgets 8 without custom JavaScript: CSS this way)."""
     sheet = w.HTML(value=f"<style>{css}</style>", layout=w.Layout(display="none"))

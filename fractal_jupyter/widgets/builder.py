@@ -2,14 +2,15 @@
 
 Tasks of the catalogue (`catalogue.TaskCatalogue`, grouped by package and version; the tasks of
 an inactive group cannot be added) are added to the steps (at the end or before a step);
-steps are reordered, duplicated and removed (after a confirmation); each step's arguments,
-resources and type filters are edited in forms (`steps.Step`). "Save" makes the
-server's workflow match (creating it if needed): new workflow tasks created, removed ones
-deleted, the others patched, the order set. The run panel (`run_panel.RunPanel`) holds the
-run's options; "Run" saves, submits a job and shows a `JobMonitor`. A saved step whose task
-has a newer version offers "update to X.Y" (the server replaces the task, keeping the arguments
-the new version accepts; the step then shows the ones it dropped). A workflow can be
-exported to a JSON file next to the notebook and imported from one.
+steps are reordered, duplicated and removed (after a confirmation); the workflow has a name
+and a description, saved with it; each step's arguments, resources and type filters are edited
+in forms (`steps.Step`). "Save" makes the server's workflow match (creating it if needed):
+new workflow tasks created, removed ones deleted, the others patched, the order set. The run
+panel (`run_panel.RunPanel`) holds the run's options; "Run" saves, submits a job and shows a
+`JobMonitor`. A saved step whose task has a newer version offers "update to X.Y" (the server
+replaces the task, keeping the arguments the new version accepts; the step then shows the ones
+it dropped). A workflow can be exported to a JSON file next to the notebook and imported from
+one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..schemas.common import MAX_DESCRIPTION_CHARS
 from ..schemas.task import TaskRead
 from ..schemas.workflow import TaskVersionRead, WorkflowRead
-from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, style_sheet
+from ._common import DISABLED_BUTTONS_CSS, MessageArea, describe_error, share, style_sheet
 from .catalogue import TaskCatalogue
 from .forms import ArgsForm
 from .jobs import JobMonitor
@@ -61,6 +63,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         workflow_id: int | None = None,
         *,
         name: str = "workflow",
+        description: str = "",
     ) -> None:
         super().__init__(layout=w.Layout(min_width="0", max_width="1400px"))
         self.add_class("fractal-workflow-builder")
@@ -93,7 +96,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
             catalogue.task_info,
         )
         self.position = w.Dropdown(
-            description="at", style={"description_width": "initial"}, layout=w.Layout(width="auto")
+            description="at", style={"description_width": "initial"}, layout=share("160px", "320px")
         )
         self.add_button = w.Button(
             description="Add to workflow", icon="plus", button_style="primary"
@@ -101,10 +104,16 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.add_button.on_click(lambda _b: self._add_selected())
 
         # steps
-        self.name_input = w.Text(
-            value=name, description="name", layout=w.Layout(width="auto", min_width="0")
-        )
+        self.name_input = w.Text(value=name, description="name", layout=share("200px", "420px"))
         self.name_input.observe(lambda _c: self._refresh_marks(), "value")
+        self.description_input = w.Textarea(
+            value=description,
+            description="about",
+            placeholder="what the workflow does (optional)",
+            rows=2,
+            layout=share("320px", None),
+        )
+        self.description_input.observe(lambda _c: self._refresh_marks(), "value")
         self.step_list = w.Select(options=[], rows=8, layout=w.Layout(width="auto", **_FLEX))
         self.step_list.add_class("fractal-steps")
         self.step_list.observe(self._step_picked, "value")
@@ -199,7 +208,10 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         workflow = w.VBox(
             [
                 w.HTML("<b>Workflow</b>"),
-                self.name_input,
+                w.HBox(
+                    [self.name_input, self.description_input],
+                    layout=w.Layout(min_width="0", flex_flow="row wrap", align_items="flex-start"),
+                ),
                 w.HBox(
                     [
                         self.step_list,
@@ -370,6 +382,11 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         self.save_step_button.disabled = step is None or step.saved is None
         self.run_panel.schedule_count()
 
+    @property
+    def description(self) -> str | None:
+        """The description as the server keeps it (stripped; None when empty)."""
+        return self.description_input.value.strip() or None
+
     def unsaved_changes(self) -> list[str]:
         """What differs from the saved workflow, in words (empty: nothing)."""
         if self.workflow is None:
@@ -377,6 +394,8 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         changes = []
         if self.name_input.value != self.workflow.name:
             changes.append("the name")
+        if self.description != self.workflow.description:
+            changes.append("the description")
         new = sum(step.saved is None for step in self.steps)
         edited = sum(step.dirty for step in self.steps)
         kept = [s.workflow_task_id for s in self.steps if s.saved is not None]
@@ -455,6 +474,7 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
         workflow = self.client.get_workflow(self.project_id, workflow_id)
         self.workflow, self.workflow_id = workflow, workflow.id
         self.name_input.value = workflow.name
+        self.description_input.value = workflow.description or ""
         self.steps = [Step.from_server(wt) for wt in workflow.task_list]
         self._find_updates()
         self._show_steps(0 if self.steps else None)
@@ -554,6 +574,10 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
     def save(self) -> bool:
         """Make the server's workflow match the list; False (and a message) on a problem."""
         problems = [p for step in self.steps for p in step.problems()]
+        if len(self.description or "") > MAX_DESCRIPTION_CHARS:
+            problems.insert(
+                0, f"the description is longer than {MAX_DESCRIPTION_CHARS:,} characters"
+            )
         if problems:
             self.message.fail("fix the fields first: " + "; ".join(problems))
             return False
@@ -568,10 +592,18 @@ class WorkflowBuilder(w.VBox):  # type: ignore[misc]
     def _save(self) -> None:
         client, project = self.client, self.project_id
         if self.workflow_id is None:
-            self.workflow_id = client.create_workflow(project, self.name_input.value).id
+            self.workflow_id = client.create_workflow(
+                project, self.name_input.value, self.description
+            ).id
         workflow = client.get_workflow(project, self.workflow_id)
-        if workflow.name != self.name_input.value:
-            client.update_workflow(project, self.workflow_id, name=self.name_input.value)
+        renamed = workflow.name != self.name_input.value
+        if renamed or workflow.description != self.description:
+            client.update_workflow(
+                project,
+                self.workflow_id,
+                name=self.name_input.value if renamed else None,
+                description=self.description,
+            )
         on_server = {wt.id for wt in workflow.task_list}
         kept = {step.workflow_task_id for step in self.steps}
         for workflow_task_id in on_server - kept:

@@ -18,7 +18,7 @@ import ipywidgets as w
 from ..schemas.task import TaskRead
 from ..schemas.task_group import TaskGroupReadSlim
 from ._common import style_sheet
-from .steps import TASK_TYPE_LABELS
+from .wording import task_type_words
 
 ANY = "(any)"
 INACTIVE_MARK = "(inactive)"
@@ -186,7 +186,7 @@ class TaskCatalogue(w.VBox):  # type: ignore[misc]
         refusal = self.refusal(task)
         tags = ", ".join(task.tags)
         docs = (task.docs_info or "").strip().splitlines()
-        kind = TASK_TYPE_LABELS.get(task.type, task.type)
+        kind = task_type_words(task.type)
         self.task_info.value = (
             f"<small><b>{html.escape(task.name)}</b> ({html.escape(kind)})"
             + (f"<br>tags: {html.escape(tags)}" if tags else "")

@@ -32,6 +32,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.validators import validator_for
 
 from ..schemas.workflow import RESERVED_ARGUMENTS
+from ._common import fill
 
 JSON = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -175,7 +176,7 @@ class Field(ABC):
             self.label = w.HTML(
                 value=text,
                 tooltip=schema.get("description") or None,
-                layout=w.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
+                layout=w.Layout(width=LABEL_WIDTH, min_width="0", flex="0 1 auto"),
             )
         # The description under the field (a tooltip alone is missed, and absent on touch).
         self.note = w.HTML(
@@ -245,7 +246,7 @@ class TextField(Field):
             placeholder=placeholder,
             tooltip=schema.get("description") or None,
             continuous_update=False,
-            layout=w.Layout(flex="1 1 auto", max_width="480px"),
+            layout=fill(),
         )
         self.input.observe(self.changed, "value")
         self.widget = w.VBox([self._row(self.input), self.error])
@@ -288,7 +289,8 @@ class BoolField(Field):
         self.input: w.Checkbox | w.Dropdown
         if self.optional:
             self.input = w.Dropdown(
-                options=[("(not set)", MISSING), ("true", True), ("false", False)]
+                options=[("(not set)", MISSING), ("true", True), ("false", False)],
+                layout=fill("240px"),
             )
         else:
             self.input = w.Checkbox(indent=False)
@@ -315,7 +317,9 @@ class ChoiceField(Field):
         options: list[tuple[str, int]] = [(_as_text(v), i) for i, v in enumerate(self.values)]
         if self.optional:
             options.insert(0, ("(not set)", -1))
-        self.input = w.Dropdown(options=options, tooltip=schema.get("description") or None)
+        self.input = w.Dropdown(
+            options=options, tooltip=schema.get("description") or None, layout=fill()
+        )
         self.input.observe(self.changed, "value")
         self.widget = w.VBox([self._row(self.input), self.error])
 
@@ -359,7 +363,7 @@ class JsonField(Field):
             placeholder="JSON",
             continuous_update=False,
             tooltip=schema.get("description") or None,
-            layout=w.Layout(flex="1 1 auto", max_width="480px", height="4em"),
+            layout=fill(height="4em"),
         )
         self.input.observe(self.changed, "value")
         self.widget = w.VBox([self._row(self.input), self.error])
@@ -452,8 +456,19 @@ class _Includable(Field):
 def _indented(children: list[w.Widget]) -> w.VBox:
     return w.VBox(
         children,
-        layout=w.Layout(border_left="2px solid #ddd", padding="0 0 0 10px", margin="2px 0 4px 8px"),
+        layout=w.Layout(
+            border_left="2px solid #ddd",
+            padding="0 0 0 10px",
+            margin="2px 0 4px 8px",
+            min_width="0",
+        ),
     )
+
+
+def _grow(widget: w.Widget) -> None:
+    """A field beside its row's buttons takes the rest of the row and shrinks with it."""
+    widget.layout.flex = "1 1 auto"
+    widget.layout.min_width = "0"
 
 
 class ObjectField(_Includable):
@@ -561,9 +576,10 @@ class ArrayField(_ListLike):
         down = w.Button(icon="arrow-down", tooltip="move down", layout=w.Layout(width="36px"))
         up.on_click(lambda _b: self.move(self._index_of(field), -1))
         down.on_click(lambda _b: self.move(self._index_of(field), 1))
+        _grow(field.widget)
         row = w.HBox(
             [field.widget, up, down, self._remove_button(field)],
-            layout=w.Layout(align_items="flex-start"),
+            layout=w.Layout(align_items="flex-start", min_width="0"),
         )
         self.rows.append((row, field, None))
 
@@ -629,15 +645,16 @@ class DictField(_ListLike):
             value=name or "",
             placeholder="key",
             continuous_update=False,
-            layout=w.Layout(width="160px"),
+            layout=w.Layout(width="160px", min_width="0", flex="0 1 auto"),
         )
         key.observe(self.changed, "value")
         field = self.form.build(self.values_schema, key=None, required=True, depth=self.depth + 1)
         if value is not MISSING:
             field.set(value)
+        _grow(field.widget)
         row = w.HBox(
             [key, field.widget, self._remove_button(field)],
-            layout=w.Layout(align_items="flex-start"),
+            layout=w.Layout(align_items="flex-start", min_width="0"),
         )
         self.rows.append((row, field, key))
 
@@ -699,7 +716,7 @@ class NullableField(Field):
             value=False, description="set", indent=False, layout=w.Layout(width="60px")
         )
         self.toggle.observe(self._toggled, "value")
-        self.inner_box = w.Box([self.inner.widget], layout=w.Layout(flex="1 1 auto"))
+        self.inner_box = w.Box([self.inner.widget], layout=w.Layout(flex="1 1 auto", min_width="0"))
         self.widget = w.VBox([self._row(self.toggle, self.inner_box), self.error])
         self._toggled(None, notify=False)
 
@@ -742,7 +759,9 @@ class UnionField(_Includable):
             discriminator.get("propertyName") if isinstance(discriminator, dict) else None
         )
         names = [self._branch_name(i, b) for i, (_p, b) in enumerate(branches)]
-        self.selector = w.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0)
+        self.selector = w.Dropdown(
+            options=[(n, i) for i, n in enumerate(names)], value=0, layout=fill("320px")
+        )
         self.fields: list[Field | None] = [None] * len(branches)
         self.body = w.VBox([])
         self.widget = w.VBox([self._header(self.selector), self.error, self.body])
@@ -841,7 +860,7 @@ class ArgsForm(w.VBox):  # type: ignore[misc]
         hidden: Iterable[str] = RESERVED_ARGUMENTS,
         title: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(layout=w.Layout(min_width="0"))
         self.add_class("fractal-args-form")
         # Without a schema: free keys, each value text or JSON (a key/value editor).
         self.schema: JSON = schema or {"type": "object", "additionalProperties": {FREE_VALUE: True}}
@@ -882,6 +901,7 @@ class ArgsForm(w.VBox):  # type: ignore[misc]
         quiet, self._quiet = self._quiet, True
         try:
             field = self._build(resolve(schema, self.schema), key, required, depth)
+            field.widget.layout.min_width = "0"  # shrinks with its container (no clipping)
             field.reset()
         finally:
             self._quiet = quiet

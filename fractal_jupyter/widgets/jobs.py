@@ -21,6 +21,7 @@ import ipywidgets as w
 from ..schemas.job import JobProgressRead, JobRead, TaskProgressRead
 from ._common import MessageArea, describe_error
 from .rows import RowTable, duration, failure_summary, local_time, render_log, style_sheet
+from .wording import plain_log, step_title
 
 LOG_TAIL_LINES = 40
 # The log view renders at most this much (the end of the log); the zip has all of it.
@@ -64,9 +65,11 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
     """Follow job `job_id` (of project `project_id`: looked up when None).
 
     State: `status` ("submitted", "done", "failed"; "unknown" when the job cannot be read),
-    `job` (JobRead), `progress` (JobProgressRead: per task its calls and its images by
-    status in this job), `log_text` (the whole log), `log_tail` (its last lines), `error_summary`
-    (a failed job's error), `following` (the polling thread runs). `refresh()` updates once;
+    `job` (JobRead), `progress` (JobProgressRead: per task its runs and its images by
+    status in this job), `log_text` (the whole log, as the server has it), `shown_log` (the log
+    in plain words: steps from 1, tasks by kind, `wording.plain_log`), `log_tail` (its last
+    lines), `error_summary` (a failed job's error, in plain words), `following` (the polling
+    thread runs). `refresh()` updates once;
     `stop()` stops the job; `search_log(text)` marks the lines with `text`;
     `download(folder)` saves the job folder as a zip.
     """
@@ -90,6 +93,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         self.progress: JobProgressRead | None = None
         self.status = "unknown"
         self.log_text = ""
+        self.shown_log = ""
         self.log_tail = ""
         self.error_summary = ""
         self.downloaded: Path | None = None
@@ -251,10 +255,12 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
             bar.max = max(total, 1)
             bar.value = min(task.calls_done, bar.max) if task.status != "done" else bar.max
             bar.bar_style = BAR_STYLES.get(task.status, "")
+            title = step_title(task.order, task.task_name, task.task_type)
             label = w.HTML(
-                f"{html.escape(task.task_name)}",
-                layout=w.Layout(width="220px", overflow="hidden"),
+                html.escape(title),
+                layout=w.Layout(flex="0 1 360px", min_width="0"),
             )
+            label.add_class("fractal-step-title")
             counts = images_text(task)
             text = f"&nbsp;{_badge(task.status)}&nbsp;{html.escape(counts)}"
             rows.append(w.HBox([label, bar, w.HTML(text)], layout=w.Layout(flex_flow="row wrap")))
@@ -262,9 +268,11 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         log = job.log or ""
         if log != self.log_text:
             self.log_text = log
-            self.log_tail = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
+            types = {t.order: t.task_type for t in self.progress.tasks if t.order is not None}
+            self.shown_log = plain_log(log, types)
+            self.log_tail = "\n".join(self.shown_log.splitlines()[-LOG_TAIL_LINES:])
             self._show_log()
-        self.error_summary = failure_summary(log) if job.status == "failed" else ""
+        self.error_summary = failure_summary(self.shown_log) if job.status == "failed" else ""
         self.error_html.value = (
             "<div style='border-left:4px solid #c62828;background:#fdecea;color:#5f0000;"
             "padding:4px 8px;white-space:pre-wrap;font-family:var(--jp-code-font-family,"
@@ -282,7 +290,7 @@ class JobMonitor(w.VBox):  # type: ignore[misc]
         return self._show_log()
 
     def _show_log(self) -> int:
-        log = self.log_text
+        log = self.shown_log
         cut = len(log) > LOG_SHOWN_CHARS
         if cut:
             log = log[-LOG_SHOWN_CHARS:].partition("\n")[2]

@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..schemas.filters import IMAGE_STATUS_KEY
+from ._common import fill, share
 from .forms import FREE_VALUE, ArgsForm
 from .steps import Step
 
@@ -109,18 +110,21 @@ class RunPanel(w.VBox):  # type: ignore[misc]
         self._count_timer: threading.Timer | None = None
         self._count_generation = 0
         style = {"description_width": "110px"}
-        wide = w.Layout(width="auto", min_width="0", max_width="420px")
 
-        self.dataset = w.Dropdown(description="dataset", options=[], style=style, layout=wide)
-        self.first = w.Dropdown(description="from step", options=[], style=style, layout=wide)
-        self.last = w.Dropdown(description="to step", options=[], style=style, layout=wide)
+        self.dataset = w.Dropdown(description="dataset", options=[], style=style, layout=fill())
+        self.first = w.Dropdown(
+            description="from step", options=[], style=style, layout=share("220px", "360px")
+        )
+        self.last = w.Dropdown(
+            description="to step", options=[], style=style, layout=share("220px", "360px")
+        )
         self.worker_init = w.Textarea(
             description="worker init",
             placeholder="shell lines run before each task, e.g. module load cuda",
             style=style,
-            layout=w.Layout(width="auto", min_width="0", max_width="420px", height="3.2em"),
+            layout=fill(height="3.2em"),
         )
-        self.account = w.Dropdown(description="SLURM account", style=style, layout=wide)
+        self.account = w.Dropdown(description="SLURM account", style=style, layout=fill())
         self.filters = ArgsForm(JOB_FILTERS_SCHEMA, hidden=())
         self.count_html = w.HTML()
         self.errors: dict[str, w.HTML] = {
@@ -135,7 +139,10 @@ class RunPanel(w.VBox):  # type: ignore[misc]
             w.HTML("<b>Run</b>"),
             self.dataset,
             self.errors["dataset"],
-            w.HBox([self.first, self.last], layout=w.Layout(flex_flow="row wrap")),
+            w.HBox(
+                [self.first, self.last],
+                layout=w.Layout(flex_flow="row wrap", min_width="0", max_width="720px"),
+            ),
             self.errors["range"],
             self.worker_init,
             self.errors["worker_init"],

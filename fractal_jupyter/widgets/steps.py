@@ -21,17 +21,9 @@ from ..runner.batching import BatchingError, parse_mem
 from ..schemas.task import TaskRead, has_non_parallel_part, has_parallel_part
 from ..schemas.workflow import DroppedArgument, TaskVersionRead, WorkflowTaskRead
 from .forms import ArgsForm
+from .wording import task_type_words
 
 JSON = dict[str, Any]
-
-# What the task types mean, in words (the runner's names are not for the user).
-TASK_TYPE_LABELS = {
-    "non_parallel": "one call",
-    "parallel": "one call per image",
-    "compound": "compound (one call, then one per image)",
-    "converter_non_parallel": "converter (one call)",
-    "converter_compound": "converter, compound (one call, then one per image)",
-}
 
 _INTEGER = {"type": "integer", "minimum": 1}
 _TEXT = {"type": "string", "minLength": 1}
@@ -41,13 +33,13 @@ _TEXT = {"type": "string", "minLength": 1}
 META_PROPERTIES: dict[str, JSON] = {
     "cpus_per_task": {
         **_INTEGER,
-        "title": "CPUs per call",
-        "description": "CPU cores each call of the task gets (SLURM --cpus-per-task).",
+        "title": "CPUs per run",
+        "description": "CPU cores each run of the task gets (SLURM --cpus-per-task).",
     },
     "mem": {
         **_INTEGER,
-        "title": "Memory per call (MB)",
-        "description": "Memory each call of the task gets, in MB (SLURM --mem per call).",
+        "title": "Memory per run (MB)",
+        "description": "Memory each run of the task gets, in MB (SLURM --mem).",
     },
     "needs_gpu": {
         "type": "boolean",
@@ -56,14 +48,14 @@ META_PROPERTIES: dict[str, JSON] = {
     },
     "parallel_tasks_per_job": {
         **_INTEGER,
-        "title": "Calls at the same time",
-        "description": "How many calls of the task run at once (in one SLURM job, or locally).",
+        "title": "Images at the same time",
+        "description": "On how many images the task runs at once (in one SLURM job, or locally).",
     },
     "tasks_per_job": {
         **_INTEGER,
-        "title": "Calls per SLURM job",
-        "description": "How many calls one SLURM job runs in all (give 'Calls at the same "
-        "time' with it).",
+        "title": "Images per SLURM job",
+        "description": "On how many images one SLURM job runs the task in all (give 'Images "
+        "at the same time' with it).",
     },
     "time": {
         **_TEXT,
@@ -82,14 +74,15 @@ META_PROPERTIES: dict[str, JSON] = {
     },
     "address_space_limit": {
         **_INTEGER,
-        "title": "Memory limit per call (MB)",
-        "description": "A call that takes more memory than this is stopped (local runs).",
+        "title": "Memory limit per run (MB)",
+        "description": "A run of the task that takes more memory than this is stopped "
+        "(local runs).",
     },
     "warm_start": {
         "type": "boolean",
         "title": "Warm start",
-        "description": "Start calls from a process that has the task's imports loaded "
-        "(off: a fresh Python for every call).",
+        "description": "Start each run from a process that has the task's imports loaded "
+        "(off: a fresh Python for every run).",
     },
 }
 
@@ -122,9 +115,10 @@ def meta_for_form(meta: JSON | None) -> JSON:
 
 
 def part_title(task_type: str, part: str) -> str:
+    """The part of a task, in words: its arguments and resources are titled with it."""
     if part == "parallel":
         return "per image"
-    return "initialisation, one call" if has_parallel_part(task_type) else "one call"
+    return "preparation, once" if has_parallel_part(task_type) else "once, for all images"
 
 
 @dataclass
@@ -314,8 +308,8 @@ class Step:
             *args,
             w.HTML("<b>Resources</b>"),
             _note(
-                "What each call of the task gets; empty: the deployment's default. "
-                f"The task runs as: {TASK_TYPE_LABELS.get(task.type, task.type)}."
+                "What each run of the task gets; empty: the deployment's default. "
+                f"This task {task_type_words(task.type)}."
             ),
             *(self.meta_form(part) for part in self.parts),
             w.HTML("<b>Type filters</b>"),

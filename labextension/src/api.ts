@@ -84,9 +84,15 @@ export interface ITaskProgress {
   workflow_task_id: number;
   order: number | null;
   task_name: string;
+  /** The task's type (null: the workflow task is gone). */
+  task_type?: string | null;
   status: TaskStatus;
   calls_total: number | null;
   calls_done: number;
+  /** The task's input images in this job by the status of their latest run. */
+  images_submitted?: number;
+  images_done?: number;
+  images_failed?: number;
 }
 
 export interface IJobProgress {

@@ -9,6 +9,7 @@ import * as React from 'react';
 import { FractalApi, IJob, IJobProgress } from './api';
 import { ErrorLine, formatTime, StatusBadge } from './components';
 import { OpenNotebookButton, setUpPanel } from './panel';
+import { imagesText, plainLog, taskPhrase } from './wording';
 
 export const JOB_POLL_MS = 1000;
 
@@ -116,7 +117,7 @@ export class JobView extends ReactWidget {
           <table className="fractal-table fractal-progress">
             <thead>
               <tr>
-                <th>#</th>
+                <th>Step</th>
                 <th>Task</th>
                 <th>Status</th>
                 <th>Progress</th>
@@ -125,8 +126,8 @@ export class JobView extends ReactWidget {
             <tbody>
               {this._progress.tasks.map(task => (
                 <tr key={task.workflow_task_id}>
-                  <td>{task.order ?? ''}</td>
-                  <td>{task.task_name}</td>
+                  <td>{task.order === null ? '' : task.order + 1}</td>
+                  <td>{taskPhrase(task.task_name, task.task_type)}</td>
                   <td>
                     <StatusBadge status={task.status} />
                   </td>
@@ -141,9 +142,7 @@ export class JobView extends ReactWidget {
                           : task.calls_done
                       }
                     />{' '}
-                    {task.calls_total === null
-                      ? ''
-                      : `${task.calls_done}/${task.calls_total}`}
+                    {imagesText(task)}
                   </td>
                 </tr>
               ))}
@@ -165,10 +164,21 @@ export class JobView extends ReactWidget {
               element.scrollTop + element.clientHeight >= element.scrollHeight - 4;
           }}
         >
-          {job?.log ?? ''}
+          {plainLog(job?.log ?? '', this._typesByOrder())}
         </pre>
       </div>
     );
+  }
+
+  /** The workflow task types by position, for the log in plain words. */
+  private _typesByOrder(): Record<number, string | null | undefined> {
+    const types: Record<number, string | null | undefined> = {};
+    for (const task of this._progress?.tasks ?? []) {
+      if (task.order !== null) {
+        types[task.order] = task.task_type;
+      }
+    }
+    return types;
   }
 
   private _job: IJob | null = null;

@@ -5,6 +5,7 @@ import * as React from 'react';
 import { FractalApi, IWorkflow } from './api';
 import { ErrorLine } from './components';
 import { OpenNotebookButton, setUpPanel } from './panel';
+import { partTitle, taskTypeWords } from './wording';
 
 export interface IWorkflowViewOptions {
   api: FractalApi;
@@ -75,14 +76,26 @@ export class WorkflowView extends ReactWidget {
               <div className="fractal-workflow-task-name">
                 {step.task.name}{' '}
                 <span className="fractal-muted">
-                  {step.task_type}
+                  {taskTypeWords(step.task_type)}
                   {step.task.version ? `, version ${step.task.version}` : ''}
                 </span>
               </div>
-              <Arguments label="args_non_parallel" values={step.args_non_parallel} />
-              <Arguments label="args_parallel" values={step.args_parallel} />
-              <Arguments label="meta_non_parallel" values={step.meta_non_parallel} />
-              <Arguments label="meta_parallel" values={step.meta_parallel} />
+              <Arguments
+                label={`Arguments (${partTitle(step.task_type, 'non_parallel')})`}
+                values={step.args_non_parallel}
+              />
+              <Arguments
+                label={`Arguments (${partTitle(step.task_type, 'parallel')})`}
+                values={step.args_parallel}
+              />
+              <Arguments
+                label={`Resources (${partTitle(step.task_type, 'non_parallel')})`}
+                values={step.meta_non_parallel}
+              />
+              <Arguments
+                label={`Resources (${partTitle(step.task_type, 'parallel')})`}
+                values={step.meta_parallel}
+              />
             </li>
           ))}
         </ol>

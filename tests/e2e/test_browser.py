@@ -278,7 +278,7 @@ def edit_memory_of_step_2(page: Any, builder: Any, server: ServerProcess) -> Non
     steps = builder.locator(".fractal-steps select")
     choose(steps, f"2. {MEASURE}")
     expect(builder).to_contain_text(f"Step 2: {MEASURE}", timeout=30_000)
-    memory = builder.locator(".widget-hbox", has_text="Memory per call (MB)").last.locator("input")
+    memory = builder.locator(".widget-hbox", has_text="Memory per run (MB)").last.locator("input")
     memory.fill(str(MEMORY_MB))
     memory.press("Enter")
     expect(steps.locator("option").nth(1)).to_contain_text("(edited)", timeout=30_000)

@@ -161,7 +161,7 @@ def test_labextension_in_jupyterlab(server):
             running_view = page.locator(f"#fractal-job-{demo['project']['id']}-{running_job}")
             expect(running_view.locator("h2 .fractal-badge")).to_have_text("running")
             expect(running_view.locator("button.fractal-stop")).to_be_enabled()
-            expect(running_view.locator(".fractal-log")).to_contain_text("SUBMIT 0-th task")
+            expect(running_view.locator(".fractal-log")).to_contain_text("Step 1: task")
             page.screenshot(path=str(ARTIFACTS / "3-running-job.png"))
             expect(running_view.locator("h2 .fractal-badge")).to_have_text(
                 "done", timeout=SLEEP_SECONDS * 1000 + 60_000
