@@ -166,7 +166,7 @@ _EXPORTED_IMAGES = (
 def _exported_image_rows(
     dataset_id: int, connection: Connection
 ) -> Sequence[tuple[str, str | None, str, str]]:
-    return connection.execute(_EXPORTED_IMAGES, {"dataset_id": dataset_id}).tuples().all()
+    return connection.execute(_EXPORTED_IMAGES, {"dataset_id": dataset_id}).all()
 
 
 def _render_export(
