@@ -326,6 +326,10 @@ async def test_tasks_workflows_and_a_job(fractal_client, make_client, in_thread,
     infos = await in_thread(admin.admin_list_tasks, name="Measure intensity")
     assert [info.task.id for info in infos] == [measure.id]
     assert {r.workflow_id for r in infos[0].relationships} == {workflow.id}
+    await in_thread(admin.admin_make_tasks_core, [measure.id])
+    assert (await in_thread(client.get_task, measure.id)).is_core is True
+    await in_thread(admin.admin_make_tasks_not_core, [measure.id])
+    assert (await in_thread(client.get_task, measure.id)).is_core is False
 
     await in_thread(client.delete_task, project_task.id)
     with pytest.raises(FractalAPIError) as gone:
@@ -562,6 +566,23 @@ async def test_task_collection(fractal_client, in_thread):
     with pytest.raises(FractalAPIError) as missing:
         await in_thread(client.get_collection_state, 12345, verbose=True)
     assert missing.value.status == 404
+
+    # Who the new task group is shared with reaches the server (the query of both routes).
+    with pytest.raises(FractalAPIError) as both:
+        await in_thread(client.collect_tasks_pip, "pkg", private=True, user_group_id=1)
+    assert both.value.status == 422 and "Cannot set both" in str(both.value.detail)
+    with pytest.raises(FractalAPIError) as unknown:
+        await in_thread(
+            client.collect_tasks_custom,
+            {
+                "manifest": manifest,
+                "python_interpreter": sys.executable,
+                "source": "client-demo-2",
+                "package_root": str(Path(fractal_jupyter.__file__).parent),
+            },
+            user_group_id=999999,
+        )
+    assert unknown.value.status == 404 and "UserGroup 999999" in str(unknown.value.detail)
 
 
 def test_busy_database_reads_are_retried(monkeypatch):

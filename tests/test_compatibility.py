@@ -645,8 +645,8 @@ WORDING = {
 # errors at "__root__").
 MODEL_LEVEL = {"task without command", "task bad command"}
 # Task fields we keep and 2.6.4 drops (newer manifests carry them), and an imported task's
-# `warning` (2.20+: which version an import by package found).
-OURS_ONLY_KEYS = {"category", "modality", "tags", "authors", "warning"}
+# `warning` (2.20+: which version an import by package found), and 2.26's `is_core`.
+OURS_ONLY_KEYS = {"category", "modality", "tags", "authors", "warning", "is_core"}
 # Workflow fields of 2.26 that 2.6.4 lacks (only on workflows and their exports: a task's
 # JSON Schema has `description`s of its own).
 OURS_ONLY_WORKFLOW_KEYS = {"description"}

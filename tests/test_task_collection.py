@@ -347,3 +347,88 @@ async def test_custom_collection(api, tmp_path):
         assert message in json.dumps(answer), (message, answer)
     _, catalogue = await api("GET", "api/v2/task/")
     assert len(catalogue) == 4
+
+
+async def test_collections_choose_their_user_group(api, jp_serverapp, tmp_path):
+    """fractal-server 2.7+'s `private` and `user_group_id` query parameters of both collection
+    routes: a private group, the given group (its members only), else the default rule (an
+    administrator's shared with "All", anyone else's private); refusals create nothing."""
+    import fractal_jupyter
+
+    _, me = await api("GET", "auth/current-user/")
+    _, lab = await api("POST", "auth/group/", {"name": "lab"}, user="admin")
+    _, other = await api("POST", "auth/group/", {"name": "other"}, user="admin")
+    status, _ = await api(
+        "PATCH", f"auth/group/{lab['id']}/", {"new_user_ids": [me["id"]]}, user="admin"
+    )
+    assert status == 200
+    _, groups = await api("GET", "auth/group/", user="admin")
+    all_id = next(group["id"] for group in groups if group["name"] == "All")
+    custom = {
+        "manifest": custom_manifest(),
+        "python_interpreter": sys.executable,
+        "package_root": str(Path(fractal_jupyter.__file__).parent),
+        "version": "1.0",
+    }
+
+    async def user_group_of(pkg_name: str) -> Any:
+        status, page = await api(
+            "GET", "admin/v2/task-group/", user="admin", params={"pkg_name": pkg_name}
+        )
+        assert status == 200 and len(page["items"]) == 1, page
+        return page["items"][0]["user_group_id"]
+
+    cases = [
+        ("alice", {}, None),
+        ("alice", {"private": "true"}, None),
+        ("alice", {"user_group_id": str(lab["id"])}, lab["id"]),
+        ("admin", {}, all_id),
+        ("admin", {"private": "true"}, None),
+    ]
+    for number, (user, params, expected) in enumerate(cases):
+        status, tasks = await api(
+            "POST",
+            COLLECT + "custom/",
+            {**custom, "source": f"shared-{number}"},
+            user=user,
+            params=params,
+        )
+        assert status == 201, (user, params, tasks)
+        assert await user_group_of(f"shared-{number}") == expected, (user, params)
+
+    _, catalogue_before = await api("GET", "api/v2/task/")
+    _, activities_before = await api("GET", "api/v2/task-group/activity/")
+    wheel = str(build_task_wheel(tmp_path, manifest=mock_manifest()))
+    refusals = [
+        ({"user_group_id": str(other["id"])}, 403, f"User {me['id']} does not belong to UserGroup"),
+        ({"user_group_id": "999999"}, 404, "UserGroup 999999 not found"),
+        (
+            {"user_group_id": str(lab["id"]), "private": "true"},
+            422,
+            f"Cannot set both user_group_id={lab['id']} and private=True",
+        ),
+        ({"private": "maybe"}, 422, "private"),
+    ]
+    for params, code, message in refusals:
+        for path, body in (
+            ("custom/", {**custom, "source": "refused"}),
+            ("pip/", {"package": wheel}),
+        ):
+            status, answer = await api("POST", COLLECT + path, body, params=params)
+            assert status == code, (path, params, answer)
+            assert message in json.dumps(answer), (path, params, answer)
+    # Nothing was made: no task, no collection, no activity, no folder.
+    _, catalogue = await api("GET", "api/v2/task/")
+    assert catalogue == catalogue_before
+    _, activities = await api("GET", "api/v2/task-group/activity/")
+    assert activities == activities_before
+    assert leftovers(Path(collector_of(jp_serverapp).tasks_dir)) == []
+
+    # A pip collection into the caller's user group: its task group has it.
+    status, state = await api(
+        "POST", COLLECT + "pip/", {"package": wheel}, params={"user_group_id": str(lab["id"])}
+    )
+    assert status == 201, state
+    final, _ = await wait_for_collection(api, state["id"])
+    assert final["data"]["status"] == "OK", final["data"].get("log")
+    assert await user_group_of("fractal-tasks-mock") == lab["id"]

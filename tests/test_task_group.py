@@ -116,7 +116,7 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     status, body = await api(
         "PATCH", f"{GROUPS}{mine['id']}/", {"user_group_id": other["id"]}, user="carol"
     )
-    assert status == 422 and "does not belong to UserGroup" in body["detail"]
+    assert status == 403 and "does not belong to UserGroup" in body["detail"]
     status, body = await api("PATCH", f"{GROUPS}{mine['id']}/", {"bogus": 1}, user="carol")
     assert status == 422
     # (the same rule when a task is made: POST api/v2/task/?user_group_id=...)
@@ -124,7 +124,7 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     status, refused = await api(
         "POST", "api/v2/task/", body, user="carol", params={"user_group_id": other["id"]}
     )
-    assert status == 422 and "does not belong to UserGroup" in refused["detail"]
+    assert status == 403 and "does not belong to UserGroup" in refused["detail"]
     status, _ = await api(
         "POST", "api/v2/task/", body, user="carol", params={"user_group_id": 9999}
     )
@@ -159,6 +159,128 @@ async def test_hand_made_tasks_are_groups_of_their_owner(api):
     assert status == 403
     status, body = await api("GET", ADMIN_GROUPS, user="admin", params={"page": "0"})
     assert status == 422 and "page=0" in body["detail"]
+
+
+async def test_admin_makes_a_group_core_and_not_core(api):
+    """fractal-server 2.26's `admin/v2/task-group/{id}/make-core/` and `make-not-core/`:
+    administrators only, every task of the group, refused (nothing changed) when another
+    core task has the same name, package name and version; reads show `is_core`."""
+    body = {"name": "Core", "command_non_parallel": "/usr/bin/true"}
+    _, carols = await api("POST", "api/v2/task/", {**body, "source": "core-c"}, user="carol")
+    _, daves = await api("POST", "api/v2/task/", {**body, "source": "core-d"}, user="dave")
+    _, listed = await api("GET", GROUPS, user="carol")
+    (carol_group,) = dict(listed)["Core"]
+    _, listed = await api("GET", GROUPS, user="dave")
+    (dave_group,) = dict(listed)["Core"]
+    assert (carol_group["pkg_name"], carol_group["version"]) == ("Core", "0")
+    assert (dave_group["pkg_name"], dave_group["version"]) == ("Core", "0")
+
+    async def core_of(user: str, task: dict[str, Any], group: dict[str, Any]) -> set[bool]:
+        """`is_core` of the task as every read shows it (all the same)."""
+        _, tasks = await api("GET", "api/v2/task/", user=user)
+        _, one = await api("GET", f"api/v2/task/{task['id']}/", user=user)
+        _, listed = await api("GET", GROUPS, user=user)
+        _, read = await api("GET", f"{GROUPS}{group['id']}/", user=user)
+        _, admin_read = await api("GET", f"{ADMIN_GROUPS}{group['id']}/", user="admin")
+        return {
+            next(t["is_core"] for t in tasks if t["id"] == task["id"]),
+            one["is_core"],
+            next(g for g in dict(listed)["Core"] if g["id"] == group["id"])["task_list"][0][
+                "is_core"
+            ],
+            read["task_list"][0]["is_core"],
+            admin_read["task_list"][0]["is_core"],
+        }
+
+    assert await core_of("carol", carols, carol_group) == {False}
+    for action in ("make-core", "make-not-core"):
+        status, refused = await api("POST", f"{ADMIN_GROUPS}{carol_group['id']}/{action}/")
+        assert status == 403, refused
+        status, missing = await api("POST", f"{ADMIN_GROUPS}999999/{action}/", user="admin")
+        assert (status, missing) == (404, {"detail": "TaskGroupV2 999999 not found"})
+    assert await core_of("carol", carols, carol_group) == {False}
+
+    status, answer = await api(
+        "POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-core/", user="admin"
+    )
+    assert (status, answer) == (200, None)
+    assert await core_of("carol", carols, carol_group) == {True}
+    # Again: still core (the group's own task is no duplicate).
+    status, _ = await api("POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-core/", user="admin")
+    assert status == 200
+    # dave's task has the same name, package name and version: refused, nothing changed.
+    status, clash = await api("POST", f"{ADMIN_GROUPS}{dave_group['id']}/make-core/", user="admin")
+    assert status == 422
+    assert clash["detail"] == (
+        "There already exists a core task with pkg_name='Core', version='0' and "
+        f"name='Core' (task ID: {carols['id']})."
+    )
+    assert await core_of("dave", daves, dave_group) == {False}
+
+    status, answer = await api(
+        "POST", f"{ADMIN_GROUPS}{carol_group['id']}/make-not-core/", user="admin"
+    )
+    assert (status, answer) == (200, None)
+    assert await core_of("carol", carols, carol_group) == {False}
+    status, _ = await api("POST", f"{ADMIN_GROUPS}{dave_group['id']}/make-core/", user="admin")
+    assert status == 200
+    assert await core_of("dave", daves, dave_group) == {True}
+    assert await core_of("carol", carols, carol_group) == {False}
+
+
+async def test_admin_makes_tasks_core_by_id(api):
+    """fractal-server 2.26's `admin/v2/task/make-core/` and `make-not-core/`: a non-empty list
+    of distinct task ids; 404 for an unknown one, 422 for two tasks that would be twin core
+    tasks or one with a core twin already; nothing changed on a refusal."""
+    body = {"command_non_parallel": "/usr/bin/true"}
+    made = {}
+    for user, name, source in [("carol", "A", "a-c"), ("carol", "B", "b-c"), ("dave", "A", "a-d")]:
+        status, task = await api(
+            "POST", "api/v2/task/", {**body, "name": name, "source": source}, user=user
+        )
+        assert status == 201, task
+        made[source] = task["id"]
+    carol_a, carol_b, dave_a = made["a-c"], made["b-c"], made["a-d"]
+
+    async def core() -> set[int]:
+        _, tasks = await api("GET", "api/v2/task/", user="admin")
+        return {task["id"] for task in tasks if task["is_core"]}
+
+    make_core, make_not_core = "admin/v2/task/make-core/", "admin/v2/task/make-not-core/"
+    status, _ = await api("POST", make_core, [carol_a], user="carol")
+    assert status == 403
+    for bad in ([], [carol_a, carol_a], [-1], {"task_ids": [carol_a]}):
+        status, refused = await api("POST", make_core, bad, user="admin")
+        assert status == 422, (bad, refused)
+    status, refused = await api("POST", make_core, [carol_a, carol_a], user="admin")
+    assert "repeated" in str(refused["detail"])
+    status, refused = await api("POST", make_core, [carol_a, 999999], user="admin")
+    assert (status, refused) == (
+        404,
+        {"detail": "Not all tasks were found (Missing IDs: [999999])."},
+    )
+    status, refused = await api("POST", make_core, [carol_a, dave_a], user="admin")
+    assert status == 422 and "conflicting core tasks" in refused["detail"]
+    assert await core() == set()
+
+    status, answer = await api("POST", make_core, [carol_a, carol_b], user="admin")
+    assert (status, answer) == (200, None)
+    assert await core() == {carol_a, carol_b}
+    status, refused = await api("POST", make_core, [dave_a], user="admin")
+    assert status == 422
+    assert refused["detail"] == (
+        "There already exists a core task with pkg_name='A', version='0' and name='A' "
+        f"(task ID: {carol_a})."
+    )
+    status, refused = await api("POST", make_not_core, [carol_a, 999999], user="admin")
+    assert status == 404
+    assert await core() == {carol_a, carol_b}
+
+    status, answer = await api("POST", make_not_core, [carol_a], user="admin")
+    assert (status, answer) == (200, None)
+    status, _ = await api("POST", make_core, [dave_a], user="admin")
+    assert status == 200
+    assert await core() == {carol_b, dave_a}
 
 
 async def test_deactivated_hand_made_task_is_refused_at_submission(api):
@@ -338,6 +460,13 @@ async def test_client_methods(fractal_client, make_client, in_thread):
         admin.admin_list_task_group_activities, user_id=group_owner_id(page)
     )
     assert activities.total_count == 1
+    await in_thread(admin.admin_make_task_group_core, group.id)
+    assert (await in_thread(client.get_task_group, group.id)).task_list[0].is_core is True
+    await in_thread(admin.admin_make_task_group_not_core, group.id)
+    assert (await in_thread(client.get_task_group, group.id)).task_list[0].is_core is False
+    with pytest.raises(FractalAPIError) as refused:
+        await in_thread(client.admin_make_task_group_core, group.id)
+    assert refused.value.status == 403
 
 
 def group_owner_id(page: Any) -> int:

@@ -3,6 +3,7 @@ uploaded as the `file` part, or a PyPI name; refusals write nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -87,6 +88,67 @@ async def test_wheel_upload_is_collected(api: Any, jp_serverapp: Any, tmp_path: 
     assert status == 422 and "collected already" in answer["detail"]
 
 
+async def test_pins_before_and_after_the_package(
+    api: Any, jp_serverapp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fractal-server 2.9+'s `pinned_package_versions_pre` are installed before the package,
+    `_post` (2.6.4's `pinned_package_versions`) after it; from wheels here (no index)."""
+    links = tmp_path / "links"
+    for version in ("1.0", "2.0"):
+        build_task_wheel(links, name="pinned-dep", version=version, manifest=None, files=())
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    wheel = build_task_wheel(tmp_path / "form", manifest=mock_manifest())
+    pins = {
+        "pinned_package_versions_pre": json.dumps({"pinned-dep": "1.0"}),
+        "pinned_package_versions_post": json.dumps({"pinned-dep": "2.0"}),
+    }
+    status, activity = await post_form(api, pins, (wheel.name, wheel.read_bytes()))
+    assert status == 202, activity
+    # The JSON request (2.6.4's route) takes `pinned_package_versions_pre` too.
+    other = build_task_wheel(
+        tmp_path / "json", name="fractal-tasks-other", manifest=mock_manifest()
+    )
+    body = {"package": str(other), "pinned_package_versions_pre": {"pinned-dep": "1.0"}}
+    status, state = await api("POST", COLLECT + "pip/", body, user="admin")
+    assert status == 201, state
+
+    final, _ = await wait_for_activity(api, activity["id"], user="admin")
+    assert final["status"] == "OK", final["log"]
+    log = final["log"]
+    before = log.index("installing the pinned versions before the package: pinned-dep==1.0")
+    package = log.index(f"install {public_dir(jp_serverapp)}/.wheels/")
+    after = log.index("pinned-dep 1.0 is installed; the pinned version is 2.0")
+    assert before < package < after, log
+    status, group = await api("GET", f"{GROUPS}{final['taskgroupv2_id']}/", user="admin")
+    assert status == 200, group
+    assert group["pinned_package_versions_post"] == {"pinned-dep": "2.0"}
+    assert group["pinned_package_versions_pre"] == {"pinned-dep": "1.0"}
+    folder = Path(group["path"])
+    assert "pinned-dep==2.0" in (folder / "collection_freeze.txt").read_text()
+    written = json.loads((folder / "collection.json").read_text())["install_request"]
+    assert written["pinned_package_versions_pre"] == {"pinned-dep": "1.0"}
+    assert written["pinned_package_versions"] == {"pinned-dep": "2.0"}
+
+    for _ in range(3000):
+        status, done = await api("GET", f"{COLLECT}{state['id']}/", user="admin")
+        if done["data"]["status"] in ("OK", "fail"):
+            break
+        await asyncio.sleep(0.1)
+    assert done["data"]["status"] == "OK", done["data"]
+    assert "pinned-dep==1.0" in done["data"]["freeze"]
+    # Both groups keep their pins (migration 0009's column): every read shows them.
+    _, listed = await api("GET", GROUPS, user="admin")
+    shown = {
+        name: [(g["pinned_package_versions_pre"], g["pinned_package_versions_post"]) for g in gs]
+        for name, gs in listed
+    }
+    assert shown["fractal-tasks-mock"] == [({"pinned-dep": "1.0"}, {"pinned-dep": "2.0"})]
+    assert shown["fractal-tasks-other"] == [({"pinned-dep": "1.0"}, {})]
+    _, admin_read = await api("GET", f"admin/v2/task-group/{group['id']}/", user="admin")
+    assert admin_read["pinned_package_versions_pre"] == {"pinned-dep": "1.0"}
+
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -108,7 +170,7 @@ async def test_refused_uploads_write_nothing(api: Any, jp_serverapp: Any, tmp_pa
         ({"package": "fractal-tasks-core"}, good, 422, "not both"),
         ({}, None, 422, "needs `package`"),
         ({"package_version": "1.0"}, good, 422, "Cannot provide package version"),
-        ({"pinned_package_versions_pre": '{"a": "1"}'}, good, 422, "not supported"),
+        ({"pinned_package_versions_pre": '{"a": 1}'}, good, 422, "not a JSON object"),
         ({"pinned_package_versions_post": "[1]"}, good, 422, "not a JSON object"),
         ({"python_version": "2.7"}, good, 422, "not a Python version"),
         ({"file": "text"}, None, 422, "must be a file part"),
@@ -179,3 +241,7 @@ async def test_client_uploads_a_wheel(
     with pytest.raises(FractalAPIError) as refused:
         await in_thread(fractal_client.upload_task_wheel, not_a_wheel)
     assert refused.value.status == 422 and "not a zip archive" in refused.value.detail
+    with pytest.raises(FractalAPIError) as unknown:
+        other = build_task_wheel(tmp_path / "other", name="other-tasks", manifest=mock_manifest())
+        await in_thread(fractal_client.upload_task_wheel, other, user_group_id=999999)
+    assert unknown.value.status == 404 and "UserGroup 999999" in str(unknown.value.detail)

@@ -178,6 +178,17 @@ class TaskGroupsMixin(ClientBase):
             TaskGroupActivityRead, "POST", ADMIN_GROUP + "delete/", {"task_group_id": task_group_id}
         )
 
+    @endpoint("POST", ADMIN_GROUP + "make-core/")
+    def admin_make_task_group_core(self, task_group_id: int) -> None:
+        """Make every task of the group core (fractal-server 2.26; refused when another core
+        task has the same name, package name and version)."""
+        self._transport.do("POST", ADMIN_GROUP + "make-core/", {"task_group_id": task_group_id})
+
+    @endpoint("POST", ADMIN_GROUP + "make-not-core/")
+    def admin_make_task_group_not_core(self, task_group_id: int) -> None:
+        """Make every task of the group not core (fractal-server 2.26)."""
+        self._transport.do("POST", ADMIN_GROUP + "make-not-core/", {"task_group_id": task_group_id})
+
     @endpoint("GET", ADMIN_GROUPS + "activity/")
     def admin_list_task_group_activities(
         self, *, page: int = 1, **filters: Any

@@ -98,12 +98,15 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def body_json(value: BaseModel | Mapping[str, Any] | None) -> Any:
-    """A request body as JSON data: models keep only the fields that were set."""
+def body_json(value: BaseModel | Mapping[str, Any] | list[Any] | None) -> Any:
+    """A request body as JSON data: models keep only the fields that were set; a list (of
+    ids) is sent as it is."""
     if value is None:
         return None
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, list):
+        return value
     return dict(value)
 
 

@@ -269,3 +269,14 @@ class UsersMixin(ClientBase):
                 "max_number_of_results": max_number_of_results,
             },
         )
+
+    @endpoint("POST", "/admin/v2/task/make-core/")
+    def admin_make_tasks_core(self, task_ids: Sequence[int]) -> None:
+        """Make the tasks core (fractal-server 2.26; refused when two would have the same
+        name, package name and version, or one has such a core twin already)."""
+        self._transport.do("POST", "/admin/v2/task/make-core/", body=list(task_ids))
+
+    @endpoint("POST", "/admin/v2/task/make-not-core/")
+    def admin_make_tasks_not_core(self, task_ids: Sequence[int]) -> None:
+        """Make the tasks not core (fractal-server 2.26)."""
+        self._transport.do("POST", "/admin/v2/task/make-not-core/", body=list(task_ids))

@@ -90,9 +90,16 @@ class WorkflowsMixin(ClientBase):
         package_extras: str | None = None,
         python_version: str | None = None,
         pinned_package_versions: Mapping[str, str] | None = None,
+        pinned_package_versions_pre: Mapping[str, str] | None = None,
+        private: bool = False,
+        user_group_id: int | None = None,
     ) -> CollectionStateRead:
         """Install a task package (a PyPI name or a wheel's path) in its own venv and register
-        its tasks, in the background: follow it with `get_collection_state` (`data.status`)."""
+        its tasks, in the background: follow it with `get_collection_state` (`data.status`).
+
+        `pinned_package_versions_pre` are installed before the package,
+        `pinned_package_versions` after it; `private` / `user_group_id`: who the new task
+        group is shared with (none / that user group of yours)."""
         body = fields_given(
             package=package,
             package_version=package_version,
@@ -101,9 +108,16 @@ class WorkflowsMixin(ClientBase):
             pinned_package_versions=None
             if pinned_package_versions is None
             else dict(pinned_package_versions),
+            pinned_package_versions_pre=None
+            if pinned_package_versions_pre is None
+            else dict(pinned_package_versions_pre),
         )
         return self._transport.call(
-            CollectionStateRead, "POST", "/api/v2/task/collect/pip/", body=body
+            CollectionStateRead,
+            "POST",
+            "/api/v2/task/collect/pip/",
+            body=body,
+            params=_sharing(private, user_group_id),
         )
 
     # The route of `collect_tasks_pip` (declared there), with a form instead of JSON.
@@ -114,9 +128,13 @@ class WorkflowsMixin(ClientBase):
         package_extras: str | None = None,
         python_version: str | None = None,
         pinned_package_versions: Mapping[str, str] | None = None,
+        pinned_package_versions_pre: Mapping[str, str] | None = None,
+        private: bool = False,
+        user_group_id: int | None = None,
     ) -> TaskGroupActivityRead:
         """Upload a wheel from this machine (the server need not see its path) and collect
-        it in the background: follow it with `get_task_group_activity(<answer>.id)`."""
+        it in the background: follow it with `get_task_group_activity(<answer>.id)`. The
+        other arguments: `collect_tasks_pip`'s."""
         path = Path(wheel)
         form = fields_given(
             package_extras=package_extras,
@@ -124,23 +142,35 @@ class WorkflowsMixin(ClientBase):
             pinned_package_versions_post=None
             if pinned_package_versions is None
             else json.dumps(dict(pinned_package_versions)),
+            pinned_package_versions_pre=None
+            if pinned_package_versions_pre is None
+            else json.dumps(dict(pinned_package_versions_pre)),
         )
         return self._transport.call(
             TaskGroupActivityRead,
             "POST",
             "/api/v2/task/collect/pip/",
+            params=_sharing(private, user_group_id),
             form=form,
             files={"file": (path.name, path.read_bytes(), "application/zip")},
         )
 
     @endpoint("POST", "/api/v2/task/collect/custom/")
     def collect_tasks_custom(
-        self, collection: TaskCollectCustom | Mapping[str, Any]
+        self,
+        collection: TaskCollectCustom | Mapping[str, Any],
+        *,
+        private: bool = False,
+        user_group_id: int | None = None,
     ) -> list[TaskRead]:
         """Register the tasks of a package installed already (`manifest`, `python_interpreter`,
-        `source`, and `package_root` or `package_name`)."""
+        `source`, and `package_root` or `package_name`); sharing as `collect_tasks_pip`."""
         return self._transport.call(
-            list[TaskRead], "POST", "/api/v2/task/collect/custom/", body=collection
+            list[TaskRead],
+            "POST",
+            "/api/v2/task/collect/custom/",
+            body=collection,
+            params=_sharing(private, user_group_id),
         )
 
     @endpoint("GET", "/api/v2/task/collect/{state_id}/")
@@ -374,3 +404,9 @@ class WorkflowsMixin(ClientBase):
                 "workflow_task_id": workflow_task_id,
             },
         )
+
+
+def _sharing(private: bool, user_group_id: int | None) -> dict[str, Any]:
+    """The query of the routes that make a task group: only what differs from the default
+    (a 2.6.4 server gets the same request as before)."""
+    return fields_given(private=private or None, user_group_id=user_group_id)

@@ -208,6 +208,8 @@ class Task(Base):
     modality: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     authors: Mapped[str | None] = mapped_column(Text)
+    # fractal-server 2.26's core tasks: an administrator's choice, per task group (0009).
+    is_core: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # The package (or custom collection) the task came with; None only for rows made behind
     # the API's back (tests, old tools), to which the pre-group rules apply.
     taskgroupv2_id: Mapped[int | None] = mapped_column(
@@ -245,7 +247,13 @@ class TaskGroup(Base):
     venv_path: Mapped[str | None] = mapped_column(Text)
     wheel_path: Mapped[str | None] = mapped_column(Text)
     pip_extras: Mapped[str | None] = mapped_column(Text)
+    # 2.6.4's pins, installed after the package (fractal-server 2.9+'s `_post`).
     pinned_package_versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # fractal-server 2.9+'s pins installed before the package (0009), as collected; a record
+    # only: reactivation installs `pip_freeze`, which has every package at its version.
+    pinned_package_versions_pre: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default="{}"
+    )
     pip_freeze: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     timestamp_created: Mapped[datetime] = mapped_column(default=utc_now)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from ..schemas.admin import AdminJobQuery, AdminProjectQuery, AdminTaskQuery, JobUpdate, TaskInfo
+from ..schemas.admin import (
+    AdminJobQuery,
+    AdminProjectQuery,
+    AdminTaskQuery,
+    JobUpdate,
+    TaskIds,
+    TaskInfo,
+)
 from ..schemas.job import JobRead
 from ..schemas.project import ProjectRead
 from ..schemas.query import ShowTmpLogsQuery
-from ..services import admin
+from ..services import admin, task_group
 from .base import FractalHandler, operation
 from .job import send_zip
 
@@ -69,3 +76,15 @@ class AdminTaskListHandler(FractalHandler):
     )
     async def get(self, query: AdminTaskQuery) -> list[TaskInfo]:
         return await admin.query_tasks(self.db_session, query)
+
+
+class AdminTaskMakeCoreHandler(FractalHandler):
+    @operation("Make tasks core", body=TaskIds, admin=True)
+    async def post(self, body: TaskIds) -> None:
+        await task_group.make_tasks_core(self.db_session, body.root)
+
+
+class AdminTaskMakeNotCoreHandler(FractalHandler):
+    @operation("Make tasks not core", body=TaskIds, admin=True)
+    async def post(self, body: TaskIds) -> None:
+        await task_group.make_tasks_not_core(self.db_session, body.root)

@@ -70,6 +70,8 @@ ROUTES: list[Route] = [
     Route("/admin/v2/job/{job_id}/stop/", admin.AdminJobStopHandler, "admin"),
     Route("/admin/v2/job/{job_id}/download/", admin.AdminJobDownloadHandler, "admin"),
     Route("/admin/v2/task/", admin.AdminTaskListHandler, "admin"),
+    Route("/admin/v2/task/make-core/", admin.AdminTaskMakeCoreHandler, "admin"),
+    Route("/admin/v2/task/make-not-core/", admin.AdminTaskMakeNotCoreHandler, "admin"),
     # fractal-server 2.7+ (shapes of 2.26.0)
     Route("/admin/v2/task-group/", task_group.AdminTaskGroupListHandler, "admin"),
     Route("/admin/v2/task-group/activity/", task_group.AdminTaskGroupActivityListHandler, "admin"),
@@ -87,6 +89,16 @@ ROUTES: list[Route] = [
     Route(
         "/admin/v2/task-group/{task_group_id}/delete/",
         task_group.AdminTaskGroupDeleteHandler,
+        "admin",
+    ),
+    Route(
+        "/admin/v2/task-group/{task_group_id}/make-core/",
+        task_group.AdminTaskGroupMakeCoreHandler,
+        "admin",
+    ),
+    Route(
+        "/admin/v2/task-group/{task_group_id}/make-not-core/",
+        task_group.AdminTaskGroupMakeNotCoreHandler,
         "admin",
     ),
     Route("/auth/token/login/", token.TokenLoginHandler, "auth"),

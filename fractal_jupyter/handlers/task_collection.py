@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from ..db.models import CollectionState, Task
 from ..errors import Unprocessable
+from ..schemas.query import TaskCreateQuery
 from ..schemas.task import TaskRead
 from ..schemas.task_collection import (
     CollectionStateQuery,
@@ -30,26 +31,41 @@ class TaskCollectPipHandler(FractalHandler):
         "Install a task package (PyPI name or local wheel) into its own venv and register "
         "its tasks, in the background",
         body=TaskCollectPip,
+        query=TaskCreateQuery,
         response=CollectionStateRead,
         status=201,
     )
-    async def _post_json(self, body: TaskCollectPip) -> CollectionState:
+    async def _post_json(self, body: TaskCollectPip, query: TaskCreateQuery) -> CollectionState:
         self.require_server_owner("collect tasks")
         return await task_collection.start_pip_collection(
-            self.db_session, self.fractal.collector, self.user, body
+            self.db_session,
+            self.fractal.collector,
+            self.user,
+            body,
+            private=query.private,
+            user_group_id=query.user_group_id,
         )
 
     @operation(
         "The same from a form (fractal-server 2.9+): a PyPI `package`, or a wheel uploaded as "
         "`file`; the answer is its `collect` activity (api/v2/task-group/activity/{id}/)",
         form=TaskCollectPipForm,
+        query=TaskCreateQuery,
         response=TaskGroupActivityRead,
         status=202,
     )
-    async def _post_form(self, form: TaskCollectPipForm) -> TaskGroupActivityRead:
+    async def _post_form(
+        self, form: TaskCollectPipForm, query: TaskCreateQuery
+    ) -> TaskGroupActivityRead:
         self.require_server_owner("collect tasks")
         return await wheel_upload.start_form_collection(
-            self.db_session, self.fractal.collector, self.user, form, self._uploaded_wheel()
+            self.db_session,
+            self.fractal.collector,
+            self.user,
+            form,
+            self._uploaded_wheel(),
+            private=query.private,
+            user_group_id=query.user_group_id,
         )
 
     def _uploaded_wheel(self) -> wheel_upload.UploadedFile | None:
@@ -67,12 +83,19 @@ class TaskCollectCustomHandler(FractalHandler):
     @operation(
         "Register the tasks of a package installed already (a Python interpreter and a manifest)",
         body=TaskCollectCustom,
+        query=TaskCreateQuery,
         response=list[TaskRead],
         status=201,
     )
-    async def post(self, body: TaskCollectCustom) -> list[Task]:
+    async def post(self, body: TaskCollectCustom, query: TaskCreateQuery) -> list[Task]:
         self.require_server_owner("collect tasks")
-        return await task_collection.collect_custom(self.db_session, self.user, body)
+        return await task_collection.collect_custom(
+            self.db_session,
+            self.user,
+            body,
+            private=query.private,
+            user_group_id=query.user_group_id,
+        )
 
 
 class CollectionStateHandler(FractalHandler):

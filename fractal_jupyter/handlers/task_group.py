@@ -169,6 +169,18 @@ class AdminTaskGroupDeleteHandler(FractalHandler):
         )
 
 
+class AdminTaskGroupMakeCoreHandler(FractalHandler):
+    @operation("Make every task of a task group core", admin=True)
+    async def post(self, task_group_id: int) -> None:
+        await task_group.make_core(self.db_session, task_group_id)
+
+
+class AdminTaskGroupMakeNotCoreHandler(FractalHandler):
+    @operation("Make every task of a task group not core", admin=True)
+    async def post(self, task_group_id: int) -> None:
+        await task_group.make_not_core(self.db_session, task_group_id)
+
+
 class AdminTaskGroupActivityListHandler(FractalHandler):
     @operation(
         "Every task-group activity, filtered and paged",

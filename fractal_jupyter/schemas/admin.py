@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveInt, RootModel
 
 from .common import LenientRequestModel, ResponseModel
 from .job import JobStatus
 from .query import QueryModel
+from .user import unique_items
 
 
 class AdminProjectQuery(QueryModel):
@@ -77,3 +78,14 @@ class TaskRelationship(ResponseModel):
 class TaskInfo(ResponseModel):
     task: TaskMinimal
     relationships: list[TaskRelationship]
+
+
+class TaskIds(RootModel[list[NonNegativeInt]]):
+    """`POST admin/v2/task/make-core/` and `make-not-core/` (fractal-server 2.26): a
+    non-empty list of task ids, each once."""
+
+    root: Annotated[
+        list[NonNegativeInt],
+        Field(min_length=1),
+        AfterValidator(lambda value: unique_items(value, "task_ids")),
+    ]

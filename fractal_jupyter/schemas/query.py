@@ -41,7 +41,8 @@ class WorkflowTaskAddQuery(QueryModel):
 
 
 class TaskCreateQuery(QueryModel):
-    """fractal-server 2.7+: who the new task's group is shared with."""
+    """fractal-server 2.7+: who the task group of new tasks is shared with (`POST
+    api/v2/task/`, `.../task/collect/pip/`, `.../task/collect/custom/`)."""
 
     private: bool = False
     user_group_id: int | None = None

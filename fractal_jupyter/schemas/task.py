@@ -167,6 +167,7 @@ class TaskRead(ResponseModel):
     source: str
     owner: str | None
     version: str | None
+    is_core: bool = False  # fractal-server 2.26 (additive)
     command_non_parallel: str | None
     command_parallel: str | None
     meta_parallel: dict[str, Any]

@@ -74,6 +74,7 @@ def _check_import_name(value: str) -> str:
 
 
 PackageVersion = Annotated[NonEmptyStr, AfterValidator(_check_version)]
+Pins = Annotated[dict[str, str], AfterValidator(_check_pins)]
 AbsolutePath = Annotated[NonEmptyStr, AfterValidator(_check_absolute)]
 
 
@@ -148,7 +149,10 @@ class TaskCollectPip(LenientRequestModel):
     package_version: PackageVersion | None = None
     package_extras: Annotated[NonEmptyStr, AfterValidator(_check_extras)] | None = None
     python_version: Annotated[str, AfterValidator(_check_python_version)] | None = None
-    pinned_package_versions: Annotated[dict[str, str], AfterValidator(_check_pins)] | None = None
+    # 2.6.4's pins: set after the package is installed (fractal-server 2.9+'s `_post`).
+    pinned_package_versions: Pins | None = None
+    # fractal-server 2.9+: installed before the package.
+    pinned_package_versions_pre: Pins | None = None
 
     @model_validator(mode="after")
     def _check_package(self) -> TaskCollectPip:
@@ -217,7 +221,13 @@ def _pins_json(value: str) -> dict[str, str]:
     return _check_pins(pins)
 
 
-PinsJson = Annotated[str, AfterValidator(_pins_json)]
+def _check_pins_json(value: str) -> str:
+    """The form keeps the text (the document's type); `as_request` reads it."""
+    _pins_json(value)
+    return value
+
+
+PinsJson = Annotated[str, AfterValidator(_check_pins_json)]
 WheelFilePart = Annotated[
     str, Field(json_schema_extra={"contentMediaType": "application/octet-stream"})
 ]
@@ -253,6 +263,9 @@ class TaskCollectPipForm(LenientRequestModel):
                 "python_version": self.python_version,
                 "pinned_package_versions": _pins_json(self.pinned_package_versions_post)
                 if self.pinned_package_versions_post
+                else None,
+                "pinned_package_versions_pre": _pins_json(self.pinned_package_versions_pre)
+                if self.pinned_package_versions_pre
                 else None,
             }
         )

@@ -48,7 +48,7 @@ class _TaskGroupFields(ResponseModel):
     venv_path: str | None
     archive_path: str | None
     pip_extras: str | None
-    pinned_package_versions_pre: dict[str, str]
+    pinned_package_versions_pre: dict[str, str] = Field(default_factory=dict)
     pinned_package_versions_post: dict[str, str] = Field(default_factory=dict)
     in_use: bool
     active: bool
@@ -68,6 +68,7 @@ def render_slim_task(
     task_id: int,
     name: str,
     version: str,
+    is_core: bool,
     category: str | None,
     modality: str | None,
     authors: str | None,
@@ -79,7 +80,8 @@ def render_slim_task(
     """A `TaskReadSlim` as JSON, its JSON columns (`tags`, `input_types`) as stored."""
     return (
         f'{{"id":{task_id},"name":{encode_basestring_ascii(name)},'
-        f'"version":{encode_basestring_ascii(version)},"is_core":false,'
+        f'"version":{encode_basestring_ascii(version)},'
+        f'"is_core":{"true" if is_core else "false"},'
         f'"category":{_text(category)},"modality":{_text(modality)},'
         f'"authors":{_text(authors)},"tags":{tags_json},"input_types":{input_types_json},'
         f'"docs_info":{_text(docs_info)},"docs_link":{_text(docs_link)}}}'

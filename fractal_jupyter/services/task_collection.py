@@ -188,7 +188,7 @@ class TaskCollector:
             log.write(
                 f"package={package.package} name={package.name} version={package.version} "
                 f"extras={package.extras} python={package.python_version} "
-                f"({package.interpreter}) pins={package.pins}"
+                f"({package.interpreter}) pins={package.pins} pins_pre={package.pins_pre}"
             )
             await self._update(state_id, activity_id, status="installing")
             wheel = package.wheel or await venv.download(package, staging, log)
@@ -284,6 +284,7 @@ class TaskCollector:
                 wheel_path=str(package.wheel) if package.wheel is not None else None,
                 pip_extras=package.extras,
                 pinned_package_versions=package.pins,
+                pinned_package_versions_pre=package.pins_pre,
                 pip_freeze=frozen,
             )
             session.add(group)
@@ -498,22 +499,38 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 
 
 async def start_pip_collection(
-    session: AsyncSession, collector: TaskCollector, user: CurrentUser, body: TaskCollectPip
+    session: AsyncSession,
+    collector: TaskCollector,
+    user: CurrentUser,
+    body: TaskCollectPip,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
 ) -> CollectionState:
     """`POST task/collect/pip/` as fractal-server 2.6.4 answers it: the collection state."""
-    state, _ = await start_collection(session, collector, user, body)
+    state, _ = await start_collection(
+        session, collector, user, body, private=private, user_group_id=user_group_id
+    )
     return state
 
 
 async def start_collection(
-    session: AsyncSession, collector: TaskCollector, user: CurrentUser, body: TaskCollectPip
+    session: AsyncSession,
+    collector: TaskCollector,
+    user: CurrentUser,
+    body: TaskCollectPip,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
 ) -> tuple[CollectionState, TaskGroupActivity]:
     """Check what can be checked at once, record a pending state and a pending `collect`
     activity, start the background work once they are committed.
 
     An administrator's collection makes tasks without owner, in a group shared with every
     user (fractal-server 2.6.4 makes all collected tasks so); anyone else's makes tasks
-    they own, in a group of their own (see `services/task_trust.py`).
+    they own, in a group of their own (see `services/task_trust.py`). `private` and
+    `user_group_id` (fractal-server 2.7+'s query) choose the group's user group instead:
+    `new_group_user_group_id`.
     """
     python_version = body.python_version or collector.default_python_version
     interpreter = collector.interpreter(python_version)
@@ -537,7 +554,10 @@ async def start_collection(
                 "Cannot collect package. Possible reason: another collection of the same "
                 f"package is in progress ({venv_dir} exists and is not complete)."
             )
-    group_owner = GroupOwner(user.id, await new_group_user_group_id(session, user))
+    group_owner = GroupOwner(
+        user.id,
+        await new_group_user_group_id(session, user, private=private, user_group_id=user_group_id),
+    )
     state = CollectionState(data=data, runner=collector.runner)
     session.add(state)
     await session.flush()
@@ -588,9 +608,18 @@ async def read_collection_state(
 
 
 async def collect_custom(
-    session: AsyncSession, user: CurrentUser, body: TaskCollectCustom
+    session: AsyncSession,
+    user: CurrentUser,
+    body: TaskCollectCustom,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
 ) -> list[Task]:
-    """Register the tasks of a package installed already (no venv, no pip)."""
+    """Register the tasks of a package installed already (no venv, no pip), in a task group
+    shared as `new_group_user_group_id` decides (checked first: a refusal creates nothing)."""
+    shared_with = await new_group_user_group_id(
+        session, user, private=private, user_group_id=user_group_id
+    )
     if not Path(body.python_interpreter).is_file():
         raise Unprocessable(
             f"task_collect.python_interpreter='{body.python_interpreter}' doesn't exist or "
@@ -630,7 +659,7 @@ async def collect_custom(
         )
     group = TaskGroup(
         user_id=user.id,
-        user_group_id=await new_group_user_group_id(session, user),
+        user_group_id=shared_with,
         origin="other",
         pkg_name=body.package_name or body.source,
         version=body.version or LEGACY_VERSION,

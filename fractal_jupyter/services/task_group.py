@@ -19,8 +19,19 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Text, cast, distinct, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    cast,
+    distinct,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from ..db.engine import Database
 from ..db.models import (
@@ -69,6 +80,7 @@ GROUP_LIST_COLUMNS = (
     TaskGroup.wheel_path,
     TaskGroup.pip_extras,
     TaskGroup.pinned_package_versions,
+    TaskGroup.pinned_package_versions_pre,
     TaskGroup.active,
     TaskGroup.timestamp_created,
     TaskGroup.timestamp_last_used,
@@ -79,6 +91,7 @@ SLIM_TASK_COLUMNS = (
     Task.id,
     Task.name,
     Task.version,
+    Task.is_core,
     Task.category,
     Task.modality,
     Task.authors,
@@ -171,8 +184,10 @@ def _group_fields(group: Any, emails: dict[int, str], in_use: set[int]) -> dict[
         "venv_path": group.venv_path,
         "archive_path": group.wheel_path,
         "pip_extras": group.pip_extras,
-        "pinned_package_versions_pre": group.pinned_package_versions,
-        "pinned_package_versions_post": {},
+        # `pinned_package_versions` holds 2.6.4's pins, applied after the package:
+        # fractal-server 2.9 renamed that column `_post`.
+        "pinned_package_versions_pre": group.pinned_package_versions_pre,
+        "pinned_package_versions_post": group.pinned_package_versions,
         "pixi_version": None,
         "in_use": group.id in in_use,
         "active": group.active,
@@ -450,6 +465,94 @@ async def admin_read_task_group(session: AsyncSession, group_id: int) -> TaskGro
         session, await _group_or_404(session, group_id), TaskGroupReadSuperuser
     )
     return result
+
+
+# -- core tasks (fractal-server 2.26) ------------------------------------------------------
+
+
+async def make_core(session: AsyncSession, group_id: int) -> None:
+    """Make every task of the group core, unless another core task has the same name, of a
+    group with the same package name and version (422, nothing changed)."""
+    await _group_or_404(session, group_id)
+    which = Task.taskgroupv2_id == group_id
+    await _check_no_core_twin(session, which)
+    await _set_core(session, which, True)
+
+
+async def make_tasks_core(session: AsyncSession, task_ids: Sequence[int]) -> None:
+    """Make the tasks core (`admin/v2/task/make-core/`): each must be in a task group (404
+    for the others), no two of them may have the same name, package name and version, and
+    no other core task either (422, nothing changed)."""
+    rows = (
+        await session.execute(
+            select(Task.id, Task.name, TaskGroup.pkg_name, TaskGroup.version)
+            .join(TaskGroup, TaskGroup.id == Task.taskgroupv2_id)
+            .where(Task.id.in_(task_ids))
+        )
+    ).all()
+    _check_all_found(task_ids, {row.id for row in rows})
+    if len({tuple(row[1:]) for row in rows}) != len(rows):
+        raise Unprocessable(
+            "This request would generate conflicting core tasks (with the same task name "
+            "and task-group properties). Hint: include fewer tasks in the request body and "
+            "retry."
+        )
+    which = Task.id.in_(task_ids)
+    await _check_no_core_twin(session, which)
+    await _set_core(session, which, True)
+
+
+async def make_tasks_not_core(session: AsyncSession, task_ids: Sequence[int]) -> None:
+    """Make the tasks not core (`admin/v2/task/make-not-core/`; 404 if one is unknown)."""
+    found = set(await session.scalars(select(Task.id).where(Task.id.in_(task_ids))))
+    _check_all_found(task_ids, found)
+    await _set_core(session, Task.id.in_(task_ids), False)
+
+
+def _check_all_found(task_ids: Sequence[int], found: set[int]) -> None:
+    missing = sorted(set(task_ids) - found)
+    if missing:
+        raise NotFound(f"Not all tasks were found (Missing IDs: {missing}).")
+
+
+async def _check_no_core_twin(session: AsyncSession, which: ColumnElement[bool]) -> None:
+    """422 if a core task other than one of `which` has the name of one of them, in a group
+    of the same package name and version (fractal-server 2.26's rule)."""
+    mine, other, theirs = aliased(TaskGroup), aliased(Task), aliased(TaskGroup)
+    clash = (
+        await session.execute(
+            select(Task.name, mine.pkg_name, mine.version, other.id)
+            .join(mine, mine.id == Task.taskgroupv2_id)
+            .join(other, other.name == Task.name)
+            .join(theirs, theirs.id == other.taskgroupv2_id)
+            .where(
+                which,
+                other.id != Task.id,
+                other.is_core.is_(True),
+                theirs.pkg_name == mine.pkg_name,
+                theirs.version == mine.version,
+            )
+            .order_by(Task.id, other.id)
+            .limit(1)
+        )
+    ).first()
+    if clash is not None:
+        name, pkg_name, version, duplicate_id = clash
+        raise Unprocessable(
+            f"There already exists a core task with pkg_name='{pkg_name}', "
+            f"version='{version}' and name='{name}' (task ID: {duplicate_id})."
+        )
+
+
+async def make_not_core(session: AsyncSession, group_id: int) -> None:
+    """Make every task of the group not core."""
+    await _group_or_404(session, group_id)
+    await _set_core(session, Task.taskgroupv2_id == group_id, False)
+
+
+async def _set_core(session: AsyncSession, which: ColumnElement[bool], is_core: bool) -> None:
+    # Through the ORM's update, so that `timestamp_updated` moves (the listing's cache).
+    await session.execute(update(Task).where(which).values(is_core=is_core))
 
 
 # -- deactivate, reactivate, delete --------------------------------------------------------

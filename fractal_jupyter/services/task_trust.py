@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import LinkUserGroup, Task, TaskGroup, UserGroup, Workflow, WorkflowTask
-from ..errors import NotFound, Unprocessable
+from ..errors import Forbidden, NotFound, Unprocessable
 from .access import member_project_ids
 from .group import default_group
 from .users import CurrentUser
@@ -62,8 +62,9 @@ def group_access(user_id: int) -> ColumnElement[bool]:
 async def check_share(
     session: AsyncSession, user: CurrentUser, user_group_id: int, *, admin: bool
 ) -> None:
-    """404 for an unknown user group; 422 unless `user` (or an administrator, `admin`)
-    belongs to it: a group's owner shares it only with people they are grouped with."""
+    """404 for an unknown user group; 403 unless `user` (or an administrator, `admin`)
+    belongs to it (fractal-server's answers): a group's owner shares it only with people
+    they are grouped with."""
     if await session.get(UserGroup, user_group_id) is None:
         raise NotFound(f"UserGroup {user_group_id} not found.")
     if admin:
@@ -74,7 +75,7 @@ async def check_share(
         )
     )
     if member is None:
-        raise Unprocessable(
+        raise Forbidden(
             f"User {user.id} does not belong to UserGroup {user_group_id}: a task group can "
             "only be shared with a user group its owner belongs to."
         )
@@ -89,7 +90,10 @@ async def new_group_user_group_id(
 ) -> int | None:
     """The user group a new task group of `user` is shared with: none when `private`, the
     one asked for (the user must belong to it), else "All" for an administrator and none
-    for anyone else."""
+    for anyone else (the rule of this module's docstring, where fractal-server shares
+    everyone's with "All"). Both `private` and a user group: 422, as fractal-server says."""
+    if private and user_group_id is not None:
+        raise Unprocessable(f"Cannot set both user_group_id={user_group_id} and private=True")
     if private:
         return None
     if user_group_id is not None:

@@ -88,6 +88,9 @@ async def start_form_collection(
     user: CurrentUser,
     form: TaskCollectPipForm,
     upload: UploadedFile | None,
+    *,
+    private: bool = False,
+    user_group_id: int | None = None,
 ) -> TaskGroupActivityRead:
     """Check the form and the wheel, start the collection, store the wheel (before the
     transaction commits, which starts the background work)."""
@@ -95,11 +98,6 @@ async def start_form_collection(
         raise Unprocessable("Give a PyPI name as `package` or a wheel as `file`, not both.")
     if upload is None and form.package is None:
         raise Unprocessable("The form needs `package` (a PyPI name) or `file` (a wheel).")
-    if form.pinned_package_versions_pre:
-        raise Unprocessable(
-            "`pinned_package_versions_pre` is not supported by this server; "
-            "`pinned_package_versions_post` pins are installed after the package."
-        )
     path = None
     if upload is not None:
         check_wheel(upload)
@@ -108,7 +106,9 @@ async def start_form_collection(
         request = form.as_request(str(path) if path is not None else str(form.package))
     except ValidationError as error:
         raise Unprocessable(validation_detail(error, "body")) from None
-    _, activity = await start_collection(session, collector, user, request)
+    _, activity = await start_collection(
+        session, collector, user, request, private=private, user_group_id=user_group_id
+    )
     if upload is not None and path is not None:
         store_wheel(path, upload)
     await session.flush()

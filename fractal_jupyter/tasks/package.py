@@ -45,6 +45,9 @@ class PipPackage:
     extras: str | None = None
     version: str | None = None
     pins: dict[str, str] = field(default_factory=dict)
+    # fractal-server 2.9+'s `pinned_package_versions_pre`: installed before the package
+    # (`pins`, 2.6.4's `pinned_package_versions`, are its `_post`: applied after).
+    pins_pre: dict[str, str] = field(default_factory=dict)
     wheel: Path | None = None
 
     @classmethod
@@ -63,6 +66,7 @@ class PipPackage:
                 extras=body.package_extras,
                 version=version,
                 pins=dict(body.pinned_package_versions or {}),
+                pins_pre=dict(body.pinned_package_versions_pre or {}),
                 wheel=wheel,
             )
         return cls(
@@ -74,6 +78,7 @@ class PipPackage:
             extras=body.package_extras,
             version=body.package_version,
             pins=dict(body.pinned_package_versions or {}),
+            pins_pre=dict(body.pinned_package_versions_pre or {}),
         )
 
     @property
@@ -99,6 +104,9 @@ class PipPackage:
             "package_source": self.package_source,
             "pinned_package_versions": self.pins,
         }
+        if self.pins_pre:
+            # (only when given: folders collected before keep matching their requests)
+            request["pinned_package_versions_pre"] = self.pins_pre
         if self.owner is not None:
             request["owner"] = self.owner
         return request

@@ -69,9 +69,17 @@ async def package_root(folder: Path, package_name: str, log: CollectionLog) -> P
 
 async def install(package: PipPackage, folder: Path, log: CollectionLog) -> tuple[Path, Path]:
     """A new venv in `folder` with the package, its extras and pins; its freeze written.
-    Returns the venv's python and the package root."""
+
+    The `pins_pre` are installed first, in one pip call (the package's requirements then
+    keep them when they allow them); the `pins` (2.6.4's) are checked after the package
+    and installed where pip chose another version. Returns the venv's python and the
+    package root."""
     await log.run([package.interpreter, "-m", "venv", VENV_SUBDIR], cwd=folder)
     pip = _pip(folder)
+    if package.pins_pre:
+        pinned = [f"{name}=={version}" for name, version in package.pins_pre.items()]
+        log.write(f"installing the pinned versions before the package: {' '.join(pinned)}")
+        await log.run([*pip, "install", *pinned], cwd=folder)
     await log.run([*pip, "install", package.requirement()], cwd=folder)
     for name, version in package.pins.items():
         installed = _show_field(await log.run([*pip, "show", name], cwd=folder), "Version")

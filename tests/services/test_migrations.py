@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, MetaData, func, select, text
 
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
-from fractal_jupyter.db.models import Workflow
+from fractal_jupyter.db.models import Task, TaskGroup, Workflow
 from tests.support.databases import fresh_database_url
 
 PREVIOUS_REVISION = "0005"
@@ -392,3 +392,62 @@ def test_upgrade_to_workflow_description_keeps_workflows(tmp_path):
     assert before == [(1, "w", 1, None), (2, "v", 1, None)]
     assert described == [(1, None), (2, "Segment nuclei")]
     assert steps == [(1, 1)]
+
+
+def test_upgrade_to_task_core_makes_no_task_core_and_no_pre_pins(tmp_path):
+    """0009: tasks and task groups made under 0008 keep their rows; every task is not core
+    and every group has no pins before its package (NOT NULL columns, filled by the
+    migration); the ORM then reads and writes them."""
+
+    async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        async with fresh_database_url(tmp_path) as url:
+            database = Database(url)
+            async with database.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to("0008"))
+                for statement in [
+                    *FILL[:1],
+                    "INSERT INTO task_group (id, user_id, origin, pkg_name, version, "
+                    "pinned_package_versions, active, timestamp_created, timestamp_last_used) "
+                    "VALUES (1, 1, 'pypi', 'pkg', '1.0', '{\"numpy\": \"2.0.0\"}', true, "
+                    "'2026-01-01', '2026-01-01')",
+                    "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
+                    "meta_non_parallel, meta_parallel, input_types, output_types, tags, "
+                    "taskgroupv2_id) VALUES (1, 't', 'non_parallel', 'alice:t', '1', "
+                    "'/usr/bin/true', '{}', '{}', '{}', '{}', '[]', 1), (2, 'u', "
+                    "'non_parallel', 'alice:u', '1', '/usr/bin/true', '{}', '{}', '{}', '{}', "
+                    "'[]', 1)",
+                ]:
+                    await connection.execute(text(statement))
+            await database.upgrade()
+            async with database.engine.begin() as connection:
+                tasks = (
+                    await connection.execute(
+                        text("SELECT id, name, taskgroupv2_id, is_core FROM task ORDER BY id")
+                    )
+                ).all()
+            async with database.session() as session:
+                group = await session.get(TaskGroup, 1)
+                assert group is not None
+                pins = (group.pinned_package_versions_pre, group.pinned_package_versions)
+                group.pinned_package_versions_pre = {"setuptools": "70.0"}
+                task = await session.get(Task, 2)
+                assert task is not None
+                task.is_core = True
+                await session.commit()
+            async with database.session() as session:
+                group = await session.get(TaskGroup, 1)
+                assert group is not None
+                after = [
+                    group.pinned_package_versions_pre,
+                    *(
+                        (row.id, row.is_core)
+                        for row in await session.scalars(select(Task).order_by(Task.id))
+                    ),
+                ]
+            await database.dispose()
+            return [(i, n, g, bool(c)) for i, n, g, c in tasks], list(pins), after
+
+    tasks, pins, after = asyncio.run(run())
+    assert tasks == [(1, "t", 1, False), (2, "u", 1, False)]
+    assert pins == [{}, {"numpy": "2.0.0"}]
+    assert after == [{"setuptools": "70.0"}, (1, False), (2, True)]
