@@ -232,6 +232,11 @@ async def test_delete_image_updates_summaries(api, dataset_path):
         ({"zarr_url": "/z/a", "attributes": {"x": None}}, "x"),
         ({"zarr_url": "/z/a", "attributes": {"x": {"nested": 1}}}, "x"),
         ({"zarr_url": "/z/a", "attributes": {" ": 1}}, "attributes"),
+        ({"zarr_url": "/z/a", "attributes": {"": 1}}, "attributes"),
+        ({"zarr_url": "/z/a", "attributes": {"w": 1, " w": 2}}, "attributes"),
+        ({"zarr_url": "/z/a", "types": {"t\n": True, "t": False}}, "types"),
+        # 126 characters but 504 bytes: past the 500-byte limit on keys
+        ({"zarr_url": "/z/a", "attributes": {"\U0001f52c" * 126: 1}}, "attributes"),
         ({"zarr_url": "/z/a", "types": {"t": 1}}, "t"),
         ({"zarr_url": "/z/a", "origin": "relative"}, "origin"),
         ({"zarr_url": "/z/" + "x" * 5000}, "zarr_url"),
@@ -245,6 +250,21 @@ async def test_bad_images_are_refused(api, dataset_path, image, where):
     assert status == 422
     assert any(where in item["loc"] for item in body["detail"]), body
     assert (await query(api, dataset_path))["total_count"] == 0
+
+
+async def test_image_keys_are_stored_without_blanks_at_either_end(api, dataset_path):
+    longest_key = "\U0001f52c" * 125  # 500 bytes of UTF-8: just within the limit
+    await add(
+        api,
+        dataset_path,
+        "/z/a",
+        attributes={" well ": "A01", "\tplate": "p", longest_key: 1},
+        types={"is_3D ": True},
+    )
+    page = await query(api, dataset_path)
+    assert page["images"][0]["attributes"] == {"well": "A01", "plate": "p", longest_key: 1}
+    assert page["images"][0]["types"] == {"is_3D": True}
+    assert page["attributes"] == {"well": ["A01"], "plate": ["p"], longest_key: [1]}
 
 
 def python_match(image, filters):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, Table, insert
+from sqlalchemy import Dialect, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -34,15 +35,19 @@ def table_of(model: type[DeclarativeBase]) -> Table:
 
 
 def insert_rows(
-    session: Session, model: type[DeclarativeBase], rows: Sequence[Mapping[str, Any]]
+    session: Session,
+    model: type[DeclarativeBase],
+    rows: Sequence[Mapping[str, Any]],
+    encoded: frozenset[str] = frozenset(),
 ) -> None:
     """INSERT many rows (dicts with the same keys) in one executemany of the driver.
 
     The ORM's bulk INSERT spends most of its time per row collecting each one as it would an
     object's state, and Core's executemany still builds every row's parameters through the
     compiled statement; for the hundreds of thousands of index rows of an image import both
-    cost more than the database's own work. Here the statement is compiled once and each row
-    only goes through its columns' bind processors (e.g. JSON to text), as SQLAlchemy would.
+    cost more than the database's own work. Here the statement is compiled once and each
+    column only goes through its bind processor (e.g. JSON to text), as SQLAlchemy would,
+    except the `encoded` ones, whose values are already what the driver takes.
     """
     if not rows:
         return
@@ -50,14 +55,45 @@ def insert_rows(
     sql, order, plan, positional = _compiled_insert(
         table_of(model), tuple(rows[0]), connection.dialect
     )
-    values = [
-        tuple(row[key] if convert is None else convert(row[key]) for key, convert in plan)
-        for row in rows
-    ]
-    parameters: list[Any] = list(values)
+    # Column by column, with the loops in C (map, zip): row by row in Python cost more than
+    # SQLite's inserts of the same rows.
+    columns = []
+    for key, convert in plan:
+        column = list(map(operator.itemgetter(key), rows))
+        if convert is not None and key not in encoded:
+            column = list(map(convert, column))
+        columns.append(column)
+    parameters: list[Any] = list(zip(*columns, strict=True))
     if not positional:  # named parameters: one dict a row
-        parameters = [dict(zip(order, value, strict=True)) for value in values]
+        parameters = [dict(zip(order, value, strict=True)) for value in parameters]
     connection.exec_driver_sql(sql, parameters)
+
+
+def insert_rows_numbered(
+    session: Session,
+    model: type[DeclarativeBase],
+    rows: Sequence[Mapping[str, Any]],
+    read_back_ids: Callable[[], Sequence[int]],
+) -> Sequence[int]:
+    """`insert_rows` into a table with an integer primary key `id`; the new rows' ids, in
+    the order of `rows`.
+
+    executemany without RETURNING is the fast path of both drivers (with RETURNING, SQLite
+    inserts row by row). SQLite gives each new row the largest id so far plus one: when the
+    largest id afterwards is the one before plus the number of rows, the new ids are those
+    in between, in order. Otherwise (PostgreSQL's sequences, SQLite past its largest id),
+    `read_back_ids` finds them, e.g. by a unique column.
+    """
+    table = table_of(model)
+    largest_id = select(func.max(table.c.id))
+    if session.get_bind().dialect.name == "sqlite":
+        before = session.scalar(largest_id) or 0
+        insert_rows(session, model, rows)
+        if session.scalar(largest_id) == before + len(rows):
+            return range(before + 1, before + len(rows) + 1)
+    else:
+        insert_rows(session, model, rows)
+    return read_back_ids()
 
 
 @functools.lru_cache(maxsize=32)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pydantic_core
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -36,6 +37,14 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+
+def json_text(value: Any) -> str:
+    """The JSON text of a JSON column's value: pydantic-core's encoder, several times faster
+    than `json.dumps` (the attributes and types of 100,000 imported images took 0.5 s). Not
+    byte-equal to `json.dumps` (no blanks, UTF-8 instead of \\u escapes), which no reader
+    relies on; NaN and infinities stay what `json.dumps` writes."""
+    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -246,9 +255,9 @@ class Database:
             make_private_database_file(Path(self.url.database))
         self.driver = self.url.get_driver_name()
         self.connections = connections or ConnectionSettings()
-        arguments: dict[str, Any] = {}
+        arguments: dict[str, Any] = {"json_serializer": json_text}
         if not self.is_sqlite:
-            arguments = self.connections.engine_arguments(self.driver)
+            arguments |= self.connections.engine_arguments(self.driver)
         self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, **arguments)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
@@ -261,7 +270,9 @@ class Database:
         self._sync_engine: Engine | None = None
         self._read_threads: ThreadPoolExecutor | None = None
         if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
-            self._sync_engine = create_engine(self.url.set(drivername="sqlite"), echo=echo)
+            self._sync_engine = create_engine(
+                self.url.set(drivername="sqlite"), echo=echo, json_serializer=json_text
+            )
             event.listen(self._sync_engine, "connect", _set_sqlite_pragmas)
             event.listen(self._sync_engine, "begin", _begin_sqlite_transaction)
             self._read_threads = ThreadPoolExecutor(

@@ -17,6 +17,7 @@ the whole list.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -120,6 +121,15 @@ class _Reader:
                 return
 
 
+def _next_images(items: Iterator[Any]) -> list[SingleImage]:
+    """The next `IMPORT_CHUNK_IMAGES` images of the array (fewer at its end), validated."""
+    chunk = list(itertools.islice(items, IMPORT_CHUNK_IMAGES))
+    try:
+        return _IMAGES.validate_python(chunk)
+    except ValidationError:
+        raise _WholeBody from None
+
+
 def _validate_whole(raw: bytes) -> DatasetImport:
     try:
         return DatasetImport.model_validate_json(raw)
@@ -145,13 +155,17 @@ class _ImageStream:
         self.location_error: str | None = None
         self.duplicate: str | None = None
 
-    async def feed(self, chunk: list[Any]) -> None:
-        try:
-            # In a worker thread: other requests are answered meanwhile.
-            images = await asyncio.to_thread(_IMAGES.validate_python, chunk)
-        except ValidationError:
-            raise _WholeBody from None
+    async def feed(self, items: Iterator[Any]) -> bool:
+        """Take the next chunk of `items`; False once there were none left.
+
+        The chunk is decoded and validated in a worker thread (other requests are answered
+        meanwhile), but not while the previous one is written: overlapped, the writes' many
+        short waits for the GIL (one per row SQLite inserts) made the import slower."""
+        images = await asyncio.to_thread(_next_images, items)
+        if not images:
+            return False
         await self.accept(images)
+        return True
 
     async def accept(self, images: list[SingleImage]) -> None:
         if self.writer is None or self.zarr_dir is None:
@@ -199,13 +213,9 @@ async def _walk(
                 dataset = await new_dataset(session, project_id, start)
                 writer = ImageWriter(session, dataset.id)
             stream = _ImageStream(start.zarr_dir if start else None, writer)
-            chunk: list[Any] = []
-            for item in reader.items():
-                chunk.append(item)
-                if len(chunk) >= IMPORT_CHUNK_IMAGES:
-                    await stream.feed(chunk)
-                    chunk = []
-            await stream.feed(chunk)
+            items = reader.items()
+            while await stream.feed(items):
+                pass
         data = _valid_head(head)
         if data is None:
             raise _WholeBody

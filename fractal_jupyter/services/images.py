@@ -33,7 +33,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from ..db.bulk import IDS_PER_STATEMENT, chunks, dialect_insert, insert_rows, table_of
+from ..db.bulk import (
+    IDS_PER_STATEMENT,
+    chunks,
+    dialect_insert,
+    insert_rows,
+    insert_rows_numbered,
+    table_of,
+)
 from ..db.engine import Database
 from ..db.models import (
     AttributeSummary,
@@ -227,20 +234,21 @@ def store_images(
         }
         for image in images
     ]
+
     # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
-    # constraint here; the request then ends in a 422 and nothing is written. executemany
-    # without RETURNING is the fast path of both drivers (with RETURNING, SQLite inserts
-    # row by row), so the new ids are read back by zarr_url.
-    insert_rows(session, Image, rows)
-    ids_by_url: dict[str, int] = {}
-    for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
-        found = session.execute(
-            select(Image.zarr_url, Image.id).where(
-                Image.dataset_id == dataset_id, Image.zarr_url.in_(chunk)
+    # constraint here; the request then ends in a 422 and nothing is written.
+    def ids_by_zarr_url() -> list[int]:
+        ids_by_url: dict[str, int] = {}
+        for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+            found = session.execute(
+                select(Image.zarr_url, Image.id).where(
+                    Image.dataset_id == dataset_id, Image.zarr_url.in_(chunk)
+                )
             )
-        )
-        ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
-    image_ids = [ids_by_url[row["zarr_url"]] for row in rows]
+            ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
+        return [ids_by_url[row["zarr_url"]] for row in rows]
+
+    image_ids = insert_rows_numbered(session, Image, rows, ids_by_zarr_url)
     write_index_rows(session, dataset_id, image_ids, rows)
     return rows
 
