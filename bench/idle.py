@@ -15,10 +15,14 @@ starts `.venv/bin/jupyter server` and measures:
 
 Variants: `bare` (the extension disabled), `fractal` (enabled, on a database that already
 exists, as on every start but a user's first) and, once per round, `fractal-new-db` (enabled,
-on an empty database: the first start creates the schema).
+on an empty database: the first start creates the schema). With `--db-url` (a PostgreSQL
+database, migrated by this script), also `fractal-postgres` (enabled, on that database, as a
+hub's servers on a shared database start).
 
     .venv/bin/python bench/idle.py                     # 3 rounds, 60 s idle each
     .venv/bin/python bench/idle.py --repeat 1 --idle 20
+    url=$(scripts/postgres-test.sh start)
+    .venv/bin/python bench/idle.py --db-url "$url"; scripts/postgres-test.sh stop
 """
 
 from __future__ import annotations
@@ -63,9 +67,13 @@ VARIANTS = ("bare", "fractal", "fractal-new-db")
 class IdleServer(OurServer):
     """`jupyter server` as in the other benchmarks, with the extension on or off."""
 
-    def __init__(self, extension: bool, database: Path | None = None) -> None:
+    def __init__(
+        self, extension: bool, database: Path | None = None, db_url: str | None = None
+    ) -> None:
         super().__init__()
         self.extension = extension
+        self.db_url = db_url
+        self.extra_options: list[str] = []
         if database is not None:
             shutil.copy(database, self.workdir / "fractal.db")
         self.status_s = 0.0
@@ -76,7 +84,14 @@ class IdleServer(OurServer):
             command = [
                 part.replace("fractal_jupyter=True", "fractal_jupyter=False") for part in command
             ]
-        return command
+        if self.db_url is not None:
+            command = [
+                f"--FractalJupyter.db_url={self.db_url}"
+                if part.startswith("--FractalJupyter.db_url=")
+                else part
+                for part in command
+            ]
+        return [*command, *self.extra_options]
 
     def _wait_alive(self) -> None:
         """Until Jupyter answers; no request reaches the extension (see `first_request`)."""
@@ -127,9 +142,11 @@ def cpu_ticks(pid: int) -> int:
     return total
 
 
-def measure(variant: str, database: Path, idle_s: float) -> dict[str, Any]:
+def measure(variant: str, database: Path, db_url: str | None, idle_s: float) -> dict[str, Any]:
     server = IdleServer(
-        extension=variant != "bare", database=database if variant == "fractal" else None
+        extension=variant != "bare",
+        database=database if variant == "fractal" else None,
+        db_url=db_url if variant == "fractal-postgres" else None,
     )
     first_request_s = loaded_rss = None
     with server:
@@ -170,6 +187,14 @@ def existing_database(folder: Path) -> Path:
     return database
 
 
+def migrate_postgres(db_url: str) -> None:
+    """The schema on the PostgreSQL database, as its administrator would make it."""
+    server = IdleServer(extension=True, db_url=db_url)
+    server.extra_options = ["--FractalJupyter.migrate_on_start=True"]
+    with server:
+        server.first_request("/fractal/api/v2/project/")  # waits for the schema
+
+
 def median(rows: list[dict[str, Any]], key: str) -> float | None:
     values = [row[key] for row in rows if row[key] is not None]
     return round(statistics.median(values), 3) if values else None
@@ -179,7 +204,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all variants")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle per server")
+    parser.add_argument(
+        "--db-url", help="a PostgreSQL database (postgresql+asyncpg://...) for fractal-postgres"
+    )
     args = parser.parse_args()
+    variants = (*VARIANTS, "fractal-postgres") if args.db_url else VARIANTS
     stop_on_signals()
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"fractal-bench-idle-{os.getpid()}"
     folder.mkdir()
@@ -187,11 +216,14 @@ def main() -> None:
     load_before = machine_info()["load_average"]
     try:
         database = existing_database(folder)
+        if args.db_url:
+            migrate_postgres(args.db_url)
         for round_ in range(args.repeat):
-            order = VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))
+            order = variants if round_ % 2 == 0 else tuple(reversed(variants))
             for variant in order:
                 progress(f"round {round_ + 1}/{args.repeat}: {variant}")
-                rows.append({"round": round_ + 1, **measure(variant, database, args.idle)})
+                row = measure(variant, database, args.db_url, args.idle)
+                rows.append({"round": round_ + 1, **row})
                 progress(f"  {rows[-1]}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -206,14 +238,14 @@ def main() -> None:
                 "loaded_rss_mib",
             )
         }
-        for variant in VARIANTS
+        for variant in variants
     }
     print(
         "| variant | start-up to /api/status (s) | RSS idle (MiB) | idle CPU (ticks/min) "
         "| last_activity moved | first Fractal request (s) | RSS after it (MiB) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for variant in VARIANTS:
+    for variant in variants:
         moved = any(row["last_activity_moved"] for row in rows if row["variant"] == variant)
         values = summary[variant]
         print(

@@ -28,7 +28,7 @@ from .configuration import (
     login_node_problem,
     settings_problems,
 )
-from .db.probe import nothing_under_way
+from .db.probe import nothing_under_way, postgres_dsn, postgres_nothing_under_way
 from .file_modes import make_private_dir
 from .file_watch import FileWatch, watch_files
 from .handlers.dispatch import PREFIX_PATTERN, HandlerSpec, LazyRoutes
@@ -476,6 +476,9 @@ class FractalJupyter(ExtensionApp):
     def _migrate_on_start_default(self) -> bool:
         return self.db_url.startswith("sqlite")
 
+    def _database_application_name(self) -> str:
+        return f"fractal_jupyter {self.server_owner or self.default_username}"
+
     def connection_settings(self) -> ConnectionSettings:
         from .db.engine import ConnectionSettings
 
@@ -486,7 +489,7 @@ class FractalJupyter(ExtensionApp):
             pre_ping=self.db_pool_pre_ping,
             connect_timeout=self.db_connect_timeout,
             statement_timeout=self.db_statement_timeout,
-            application_name=f"fractal_jupyter {self.server_owner or self.default_username}",
+            application_name=self._database_application_name(),
             transaction_pooling=self.db_transaction_pooling,
         )
 
@@ -546,13 +549,24 @@ class FractalJupyter(ExtensionApp):
         make_private_dir(Path(self.data_dir), warn_if_open=True)
         # ExtensionApp put the app itself under its name: the state goes there once built.
         self.settings.pop("fractal", None)
-        if not self._nothing_under_way():
+        # PostgreSQL is asked once the event loop runs (`_start_jupyter_server_extension`).
+        if postgres_dsn(self.db_url) is None and not self._nothing_under_way_in_sqlite():
             self.fractal_state()
 
-    def _nothing_under_way(self) -> bool:
-        """Whether the state can wait for the first request (db/probe.py: a current SQLite
-        database with no job of this runner to follow and no task collection to reap)."""
+    def _nothing_under_way_in_sqlite(self) -> bool:
         return nothing_under_way(self.db_url, this_runner())
+
+    async def _nothing_under_way(self) -> bool:
+        """Whether the state can wait for the first request (db/probe.py: a current database
+        with no job of this runner to follow and no task collection to reap)."""
+        if postgres_dsn(self.db_url) is None:
+            return self._nothing_under_way_in_sqlite()
+        return await postgres_nothing_under_way(
+            self.db_url,
+            this_runner(),
+            self.db_connect_timeout,
+            self._database_application_name(),
+        )
 
     def fractal_state(self) -> FractalState:
         """The handlers' state: built on first need (the first Fractal request, a job to
@@ -674,9 +688,9 @@ class FractalJupyter(ExtensionApp):
                 self.log.error("fractal_jupyter: %s", problem)
         if self._state is None:
             self._watch_doorbell()
-            # Looked at again now that the doorbell is watched: a job submitted through
-            # another server since `initialize_settings` looked is not missed.
-            if self._nothing_under_way():
+            # Looked at (again, on SQLite) now that the doorbell is watched: a job submitted
+            # through another server since `initialize_settings` looked is not missed.
+            if await self._nothing_under_way():
                 self.log.info(
                     "fractal_jupyter %s: nothing under way; the Fractal API loads with its "
                     "first request",

@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import time
+import urllib.parse
 from collections.abc import Coroutine, Iterator, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
@@ -206,12 +207,14 @@ def _writable_folder_problem(name: str, folder: str, value: str) -> str | None:
 
 def db_url_problem(db_url: str) -> str | None:
     """Why `db_url` cannot be opened, found without connecting or writing anything."""
-    from .db.probe import sqlite_file
+    from .db.probe import postgres_dsn, sqlite_file
 
     sqlite_path = sqlite_file(db_url)
     if sqlite_path is not None and db_url.startswith("sqlite+aiosqlite:"):
-        # The usual URL, checked without SQLAlchemy (11 MiB that an idle server never needs).
+        # The usual URLs are checked without SQLAlchemy (11 MiB that an idle server never needs).
         return _writable_folder_problem("db_url", os.path.dirname(sqlite_path), db_url)
+    if postgres_dsn(db_url) is not None and _plain_network_url(db_url):
+        return None
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -228,6 +231,16 @@ def db_url_problem(db_url: str) -> str | None:
     if backend == "sqlite" and url.database and url.database != ":memory:":
         return _writable_folder_problem("db_url", os.path.dirname(url.database), shown)
     return None
+
+
+def _plain_network_url(db_url: str) -> bool:
+    """A URL with a host and, if any, a numeric port (anything else is SQLAlchemy's to judge)."""
+    parts = urllib.parse.urlsplit(db_url)
+    try:
+        parts.port  # noqa: B018 (it raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return bool(parts.hostname)
 
 
 def _readable_file_problem(name: str, path: str) -> str | None:
@@ -283,20 +296,46 @@ def settings_problems(app: FractalJupyter) -> list[str]:
 
 
 async def _database_problem(db_url: str, timeout: float) -> str | None:
+    from .db.probe import postgres_dsn
+
+    dsn = postgres_dsn(db_url)
+    try:
+        async with asyncio.timeout(timeout):
+            if dsn is not None:
+                # asyncpg alone: SQLAlchemy would stay loaded in a server that may wait for
+                # its first Fractal request (db/probe.py).
+                await _connect_with_asyncpg(dsn)
+            else:
+                await _connect_with_sqlalchemy(db_url)
+    except Exception as error:
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(db_url).render_as_string(hide_password=True)
+        reason = str(error).strip() or type(error).__name__
+        return f"{SECTION}.db_url = {shown!r}: the database cannot be reached: {reason}."
+    return None
+
+
+async def _connect_with_asyncpg(dsn: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, statement_cache_size=0)
+    try:
+        await connection.fetchval("SELECT 1")
+    finally:
+        await connection.close()
+
+
+async def _connect_with_sqlalchemy(db_url: str) -> None:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(db_url)
     try:
-        async with asyncio.timeout(timeout), engine.connect() as connection:
+        async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
-    except Exception as error:
-        shown = engine.url.render_as_string(hide_password=True)
-        reason = str(error).strip() or type(error).__name__
-        return f"{SECTION}.db_url = {shown!r}: the database cannot be reached: {reason}."
     finally:
         await engine.dispose()
-    return None
 
 
 async def _ssh_host_problem(host: str, port: int, timeout: float) -> str | None:

@@ -195,13 +195,20 @@ def in_thread() -> Callable[..., Awaitable[Any]]:
     return run
 
 
+def fractal_state_of(serverapp: Any) -> Any:
+    """The extension's state, built now if the server was waiting for a first Fractal
+    request (on a current database with nothing under way it does not build it at start)."""
+    [fractal] = serverapp.extension_manager.extension_apps["fractal_jupyter"]
+    return fractal.fractal_state()
+
+
 @pytest.fixture
 def statements(jp_serverapp: Any) -> list[str]:
-    """Every SQL statement the server sends from now on (its state must exist: after a
-    first Fractal request, or on a database that is not current)."""
+    """Every SQL statement the server sends from now on (its state is built now if the server
+    was waiting for a first Fractal request)."""
     from sqlalchemy import event  # here: the server's own imports are lazy, the tests' too
 
-    database = jp_serverapp.web_app.settings["fractal"].database
+    database = fractal_state_of(jp_serverapp).database
     sent: list[str] = []
 
     def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:

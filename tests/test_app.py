@@ -13,6 +13,7 @@ from fractal_jupyter import FractalJupyter, _jupyter_server_extension_points, de
 from fractal_jupyter.db.engine import MIGRATIONS_DIR, Database
 from fractal_jupyter.handlers.base import operations_of
 from fractal_jupyter.handlers.routes import PREFIX, ROUTES
+from tests.conftest import fractal_state_of
 
 
 def test_extension_point_names_the_app():
@@ -139,7 +140,7 @@ def test_demo_runs_a_job(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", ["postgresql+asyncpg://nobody@127.0.0.1:1/none"])
 async def test_unreachable_database_is_a_503(bad, api, jp_serverapp):
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     # The test database's own preparation ends and its connections close before the swap:
     # left running, its aiosqlite thread would answer this test's event loop once it is closed.
     await state.ensure_ready()

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from fractal_jupyter import FractalJupyter
 from fractal_jupyter.db.engine import ConnectionSettings, Database
-from tests.conftest import TEST_DB_URL, Api
+from tests.conftest import TEST_DB_URL, Api, fractal_state_of
 from tests.support.jobs import wait_for_job
 from tests.support.peer import free_port
 from tests.test_idle import _setup, _submit_params
@@ -104,7 +104,7 @@ async def test_a_request_that_finds_no_free_connection_is_a_503(
 ) -> None:
     status, _ = await api("GET", "api/v2/project/")
     assert status == 200
-    database = jp_serverapp.web_app.settings["fractal"].database
+    database = fractal_state_of(jp_serverapp).database
     async with database.engine.connect() as connection:  # the pool's only connection
         await connection.execute(text("SELECT 1"))
         status, body = await api("GET", "api/v2/project/")

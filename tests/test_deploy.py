@@ -15,6 +15,7 @@ import pytest
 from fractal_jupyter.file_modes import make_private_dir, make_shared_dir
 from fractal_jupyter.services.task_collection import CollectionLog
 from fractal_jupyter.tokens import KEY_FILE
+from tests.conftest import fractal_state_of
 
 
 def mode_of(path: Path) -> int:
@@ -113,7 +114,7 @@ async def test_a_collected_venv_is_readable_by_every_user(
     assert status == 201, state
     final, _ = await wait_for_collection(api, state["id"])
     assert final["data"]["status"] == "OK", final["data"].get("log")
-    tasks_dir = Path(jp_serverapp.web_app.settings["fractal"].collector.tasks_dir)
+    tasks_dir = Path(fractal_state_of(jp_serverapp).collector.tasks_dir)
     venv_dir = tasks_dir / ".fractal" / "fractal-tasks-mock0.1.0"
     for folder in (tasks_dir, tasks_dir / ".fractal", venv_dir, venv_dir / "venv" / "bin"):
         assert mode_of(folder) == 0o755, folder

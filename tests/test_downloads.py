@@ -14,6 +14,8 @@ import zipfile
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from tests.conftest import fractal_state_of
+
 
 @pytest.fixture
 def job_folder(project_path, jp_serverapp, jp_asyncio_loop, tmp_path):
@@ -25,7 +27,7 @@ def job_folder(project_path, jp_serverapp, jp_asyncio_loop, tmp_path):
     project_id = int(project_path.split("/")[-2])
 
     async def make():
-        state = jp_serverapp.web_app.settings["fractal"]
+        state = fractal_state_of(jp_serverapp)
         await state.ensure_ready()
         async with state.database.session(write=True) as session:
             job = Job(
@@ -162,7 +164,7 @@ async def test_an_export_is_complete_and_leaves_the_server_responsive(
     ]
     # Written straight to the image table (the export reads only it): an import of this
     # size would cost the test seconds.
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     async with state.database.session(write=True) as session:
         await session.execute(insert(Image), [{**i, "dataset_id": dataset["id"]} for i in images])
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import TEST_DB_URL
+from tests.conftest import TEST_DB_URL, fractal_state_of
 from tests.support.fuzz import (
     SEED_VARIABLE,
     FuzzReport,
@@ -69,7 +69,7 @@ async def test_fuzz_whole_api(
     # Nobody the fuzzer calls as owns the server from now on: job submission and task
     # collection (pip) are refused with 403 after validation, so no fuzzed request starts
     # processes or changes the database in the background.
-    jp_serverapp.web_app.settings["fractal"].server_owner = "nobody-fuzzed"
+    fractal_state_of(jp_serverapp).server_owner = "nobody-fuzzed"
     target = FuzzTarget(
         base_url=f"http://127.0.0.1:{jp_http_port}{jp_base_url.rstrip('/')}",
         token=jp_serverapp.identity_provider.token,

@@ -6,8 +6,8 @@ Speed and memory are measured in bench/idle.py; these tests check the behaviour.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from fractal_jupyter.db.engine import alembic_config
 from fractal_jupyter.db.probe import head_revision
 from fractal_jupyter.file_watch import FileWatch, InotifyWatch, PollingWatch
 from tests.conftest import TEST_DB_URL
+from tests.support.databases import fresh_database_url
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
 from tests.support.server import ServerProcess
 
@@ -220,44 +223,52 @@ def _loaded_sqlalchemy(pid: int) -> bool:
     return "/sqlalchemy/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def _job_status(database: Path, job_id: int) -> str:
-    with sqlite3.connect(database) as connection:
-        row = connection.execute("SELECT status FROM job WHERE id = ?", (job_id,)).fetchone()
-    return str(row[0])
+async def _job_status(url: str, job_id: int) -> str:
+    """Read from the database itself: a request would load the idle server's API."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            status = await connection.scalar(text(f"SELECT status FROM job WHERE id = {job_id}"))
+    finally:
+        await engine.dispose()
+    return str(status)
 
 
-@pytest.mark.skipif(TEST_DB_URL is not None, reason="the start-up probe reads a SQLite file")
-def test_an_idle_start_loads_the_api_when_first_needed(tmp_path: Path) -> None:
-    """On a current database with nothing under way the server imports none of the API
-    (handlers, SQLAlchemy) at start-up. A job submitted through another server of the same
-    runner makes it load and follow that job; its requests are served as always."""
+async def test_an_idle_start_loads_the_api_when_first_needed(
+    tmp_path: Path, in_thread: Any
+) -> None:
+    """On a current database (SQLite, or PostgreSQL under FRACTAL_TEST_DB_URL) with nothing
+    under way the server imports none of the API (handlers, SQLAlchemy) at start-up. A job
+    submitted through another server of the same runner makes it load and follow that job;
+    its requests are served as always."""
     from tests.test_restart import setup_job
 
-    database = tmp_path / "fractal" / "fractal.db"
-    first = ServerProcess(tmp_path)
-    first.start()
-    assert first.api.call("GET", "api/v2/project/") == []  # the schema is there
-    first.stop()
-    idle = ServerProcess(tmp_path)
-    idle.start(fractal_request=False)
-    other = ServerProcess(tmp_path)
-    try:
-        assert idle.process is not None
-        time.sleep(1.0)  # start-up is over
-        assert not _loaded_sqlalchemy(idle.process.pid)
-        other.start()
-        made = setup_job(other.api, tmp_path, sleep_seconds=0.1)
-        other.stop()
-        job_id = made["job"]["id"]
-        deadline = time.monotonic() + 60
-        while _job_status(database, job_id) == "submitted":
-            assert time.monotonic() < deadline, "the idle server did not follow the job"
-            time.sleep(0.1)
-        assert _job_status(database, job_id) == "done"
-        assert _loaded_sqlalchemy(idle.process.pid)
-        job = idle.api.call("GET", f"{made['path']}job/{job_id}/")
-        assert (job["id"], job["status"]) == (job_id, "done")
-    finally:
-        for server in (other, idle):
-            if server.process is not None:
-                server.stop()
+    async with fresh_database_url(tmp_path) as url:
+        options = (f"--FractalJupyter.db_url={url}",)
+        first = ServerProcess(tmp_path, *options, "--FractalJupyter.migrate_on_start=True")
+        await in_thread(first.start)
+        assert await in_thread(first.api.call, "GET", "api/v2/project/") == []
+        await in_thread(first.stop)
+        idle = ServerProcess(tmp_path, *options)
+        await in_thread(functools.partial(idle.start, fractal_request=False))
+        other = ServerProcess(tmp_path, *options)
+        try:
+            assert idle.process is not None
+            await asyncio.sleep(1.0)  # start-up is over
+            assert not _loaded_sqlalchemy(idle.process.pid)
+            await in_thread(other.start)
+            made = await in_thread(setup_job, other.api, tmp_path, 0.1)
+            await in_thread(other.stop)
+            job_id = made["job"]["id"]
+            deadline = time.monotonic() + 60
+            while await _job_status(url, job_id) == "submitted":
+                assert time.monotonic() < deadline, "the idle server did not follow the job"
+                await asyncio.sleep(0.1)
+            assert await _job_status(url, job_id) == "done"
+            assert _loaded_sqlalchemy(idle.process.pid)
+            job = await in_thread(idle.api.call, "GET", f"{made['path']}job/{job_id}/")
+            assert (job["id"], job["status"]) == (job_id, "done")
+        finally:
+            for server in (other, idle):
+                if server.process is not None:
+                    await in_thread(server.stop)

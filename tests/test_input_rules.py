@@ -15,6 +15,7 @@ import pytest
 from fractal_jupyter.runner.call import command_line
 from fractal_jupyter.runner.interface import TaskCall, TaskFailed
 from fractal_jupyter.services.users import EMAIL_DOMAIN
+from tests.conftest import fractal_state_of
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, wait_for_collection
 
@@ -406,7 +407,7 @@ async def test_a_made_up_address_left_behind_by_an_older_rename_is_a_clear_refus
     from fractal_jupyter.db.models import User
 
     await api("GET", "auth/current-user/")
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     async with state.database.session(write=True) as session:
         await session.execute(
             update(User).where(User.username == "alice").values(username="alice-old")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fractal_state_of
 from tests.support.cluster import job_backends, slurm_cluster, user_server_for
 from tests.support.jobs import (
     make_workflow,
@@ -347,7 +348,7 @@ async def test_submission_checks(api, env, jp_serverapp):
     stopped = await wait_for_job(api, project_path, running["id"])
     assert stopped["status"] == "failed"
 
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     state.runner = replace(state.runner, submit_rate_limit_seconds=60)
     body = await submit(api, project_path, workflow, dataset, expect=429)
     assert "too often" in body["detail"]
@@ -442,7 +443,7 @@ async def test_non_parallel_and_converter_compound_tasks(api, env):
 
 
 def fractal_state(jp_serverapp):
-    return jp_serverapp.web_app.settings["fractal"]
+    return fractal_state_of(jp_serverapp)
 
 
 async def plate_workflow(api, project_path, tasks):
@@ -624,7 +625,7 @@ async def test_later_jobs_fork_from_the_job_starter_and_outlive_it(api, env, jp_
     """The first job of a server spawns its job process and starts the job starter; the next
     jobs fork from it (runner/job_starter.py) and go on when it ends with the server."""
     project_path, dataset, tasks = env
-    launcher = jp_serverapp.web_app.settings["fractal"].launcher
+    launcher = fractal_state_of(jp_serverapp).launcher
     quick = await make_workflow(
         api, project_path, "quick", [(tasks["Create demo plate"], {"args_non_parallel": PLATE})]
     )

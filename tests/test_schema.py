@@ -18,7 +18,7 @@ from fractal_jupyter import FractalJupyter
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, SchemaMismatch, alembic_config
 from fractal_jupyter.state import FractalState
-from tests.conftest import Api
+from tests.conftest import Api, fractal_state_of
 from tests.services.test_migrations import _upgrade_to
 
 SCRIPTS = ScriptDirectory.from_config(alembic_config())
@@ -70,7 +70,7 @@ def fractal_config(
 
 
 def fractal_state(jp_serverapp: Any) -> FractalState:
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     assert isinstance(state, FractalState)
     return state
 

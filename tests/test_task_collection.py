@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fractal_jupyter.db.models import CollectionState
+from tests.conftest import fractal_state_of
 from tests.support.task_packages import build_task_wheel, mock_manifest
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -18,7 +19,7 @@ COLLECT = "api/v2/task/collect/"
 
 
 def collector_of(jp_serverapp: Any) -> Any:
-    return jp_serverapp.web_app.settings["fractal"].collector
+    return fractal_state_of(jp_serverapp).collector
 
 
 async def wait_for_collection(

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from fractal_jupyter.db.models import Task, WorkflowTask
 from fractal_jupyter.demo_tasks.manifest import demo_task_bodies
 from fractal_jupyter.runner.files import JobSpec
+from tests.conftest import fractal_state_of
 from tests.support.jobs import make_workflow, wait_for_job
 from tests.support.task_packages import build_task_wheel, mock_manifest
 from tests.test_task_collection import COLLECT, wait_for_collection
@@ -25,7 +26,7 @@ RULE = "a job runs only the tasks of task groups that the submitting user owns"
 
 
 def database_of(jp_serverapp: Any) -> Any:
-    return jp_serverapp.web_app.settings["fractal"].database
+    return fractal_state_of(jp_serverapp).database
 
 
 async def workspace(api: Any, user: str, zarr_dir: str = "/tmp/unused") -> tuple[str, Any, Any]:

@@ -23,6 +23,7 @@ from fractal_jupyter.db.models import User as UserRow
 from fractal_jupyter.demo import free_port
 from fractal_jupyter.token_command import fractal_client_token_path
 from fractal_jupyter.tokens import KEY_FILE, TokenSigner, hub_access_scopes
+from tests.conftest import fractal_state_of
 
 SERVER_USER = "carla"
 WEEK = 7 * 24 * 3600
@@ -35,7 +36,7 @@ def fractal_config(fractal_config: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def state(jp_serverapp: Any) -> Any:
-    return jp_serverapp.web_app.settings["fractal"]
+    return fractal_state_of(jp_serverapp)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import getpass
 
 from fractal_jupyter.services.admin import sanitized_settings
 from fractal_jupyter.services.users import EMAIL_DOMAIN
+from tests.conftest import fractal_state_of
 from tests.support.jobs import make_workflow, register_tasks, wait_for_job
 
 
@@ -146,7 +147,7 @@ async def test_unused_settings_are_refused_with_the_reason(api, jp_serverapp, mo
     assert settings["slurm_accounts"] == [] and settings["slurm_user"] is None
     # The user's own name is their slurm_user; for the owner of the server (under
     # JupyterHub: alice's server), the server's OS account too; null clears.
-    monkeypatch.setattr(jp_serverapp.web_app.settings["fractal"], "server_owner", "alice")
+    monkeypatch.setattr(fractal_state_of(jp_serverapp), "server_owner", "alice")
     server_os_user = getpass.getuser()
     for user_id, value in ((bob, "bob"), (alice, "alice"), (alice, server_os_user), (bob, None)):
         status, answer = await api(
@@ -159,7 +160,7 @@ async def test_unused_settings_are_refused_with_the_reason(api, jp_serverapp, mo
         )
         assert status == 422 and "may only be null or 'bob'" in answer["detail"][0]["msg"]
     # With the slurm_ssh backend, the ssh_* values the server uses are accepted (and no other).
-    state = jp_serverapp.web_app.settings["fractal"]
+    state = fractal_state_of(jp_serverapp)
     ssh_config = {"runner_backend": "slurm_ssh", "slurm_ssh_host": "login.cluster"}
     monkeypatch.setattr(state, "config", {**state.config, **ssh_config})
     body = {"ssh_host": "login.cluster"}
