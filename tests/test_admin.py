@@ -24,6 +24,9 @@ VALID_BODIES = {
     ("post", "/auth/register/"): {"email": "new@lab.org"},
     ("post", "/auth/group/"): {"name": "g"},
     ("patch", "/admin/v2/job/{job_id}/"): {"status": "failed"},
+    # (A list of task ids: `{}` would be refused as a body before the caller is looked at.)
+    ("post", "/admin/v2/task/make-core/"): [1],
+    ("post", "/admin/v2/task/make-not-core/"): [1],
 }
 PLATE = {"rows": "A", "columns": 2, "fields": 1}
 
