@@ -212,8 +212,8 @@ async def test_admin_makes_a_group_core_and_not_core(api):
     status, clash = await api("POST", f"{ADMIN_GROUPS}{dave_group['id']}/make-core/", user="admin")
     assert status == 422
     assert clash["detail"] == (
-        "There already exists a core task with pkg_name='Core', version='0' and "
-        f"name='Core' (task ID: {carols['id']})."
+        f"Task 'Core' of Core 0 is core already as task {carols['id']}: at most one task of "
+        "a name, package and version can be core. Nothing was changed."
     )
     assert await core_of("dave", daves, dave_group) == {False}
 
@@ -257,10 +257,10 @@ async def test_admin_makes_tasks_core_by_id(api):
     status, refused = await api("POST", make_core, [carol_a, 999999], user="admin")
     assert (status, refused) == (
         404,
-        {"detail": "Not all tasks were found (Missing IDs: [999999])."},
+        {"detail": "No task with the ids [999999]. Nothing was changed."},
     )
     status, refused = await api("POST", make_core, [carol_a, dave_a], user="admin")
-    assert status == 422 and "conflicting core tasks" in refused["detail"]
+    assert status == 422 and "at most one of them can be core" in refused["detail"]
     assert await core() == set()
 
     status, answer = await api("POST", make_core, [carol_a, carol_b], user="admin")
@@ -269,8 +269,8 @@ async def test_admin_makes_tasks_core_by_id(api):
     status, refused = await api("POST", make_core, [dave_a], user="admin")
     assert status == 422
     assert refused["detail"] == (
-        "There already exists a core task with pkg_name='A', version='0' and name='A' "
-        f"(task ID: {carol_a})."
+        f"Task 'A' of A 0 is core already as task {carol_a}: at most one task of a name, "
+        "package and version can be core. Nothing was changed."
     )
     status, refused = await api("POST", make_not_core, [carol_a, 999999], user="admin")
     assert status == 404

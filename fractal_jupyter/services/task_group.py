@@ -493,9 +493,8 @@ async def make_tasks_core(session: AsyncSession, task_ids: Sequence[int]) -> Non
     _check_all_found(task_ids, {row.id for row in rows})
     if len({tuple(row[1:]) for row in rows}) != len(rows):
         raise Unprocessable(
-            "This request would generate conflicting core tasks (with the same task name "
-            "and task-group properties). Hint: include fewer tasks in the request body and "
-            "retry."
+            "Two of these tasks have the same name in groups of the same package and "
+            "version: at most one of them can be core. Nothing was changed."
         )
     which = Task.id.in_(task_ids)
     await _check_no_core_twin(session, which)
@@ -512,7 +511,7 @@ async def make_tasks_not_core(session: AsyncSession, task_ids: Sequence[int]) ->
 def _check_all_found(task_ids: Sequence[int], found: set[int]) -> None:
     missing = sorted(set(task_ids) - found)
     if missing:
-        raise NotFound(f"Not all tasks were found (Missing IDs: {missing}).")
+        raise NotFound(f"No task with the ids {missing}. Nothing was changed.")
 
 
 async def _check_no_core_twin(session: AsyncSession, which: ColumnElement[bool]) -> None:
@@ -539,8 +538,8 @@ async def _check_no_core_twin(session: AsyncSession, which: ColumnElement[bool])
     if clash is not None:
         name, pkg_name, version, duplicate_id = clash
         raise Unprocessable(
-            f"There already exists a core task with pkg_name='{pkg_name}', "
-            f"version='{version}' and name='{name}' (task ID: {duplicate_id})."
+            f"Task '{name}' of {pkg_name} {version} is core already as task {duplicate_id}: "
+            "at most one task of a name, package and version can be core. Nothing was changed."
         )
 
 
