@@ -630,7 +630,7 @@ class FractalJupyter(ExtensionApp):
                 self.log.error("fractal_jupyter: %s", error.detail)
             state.retry_until_ready()
             return
-        await state.collector.reap_orphans()
+        await state.reap_orphaned_collections()
 
     def task_collector(self, database: Database) -> TaskCollector:
         from .services.task_collection import TaskCollector

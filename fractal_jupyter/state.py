@@ -159,8 +159,21 @@ class FractalState:
                     self.log.warning("fractal_jupyter: %s Retrying in %.1f s.", error.detail, delay)
                 continue
             self.log.info("fractal_jupyter: the database is ready")
-            await self.collector.reap_orphans()
+            await self.reap_orphaned_collections()
             return
+
+    async def reap_orphaned_collections(self) -> None:
+        """Once the database is ready: fail the collections an earlier server left running.
+        Nothing waits on this, so a failure (the database gone again, the server stopping)
+        is logged here rather than lost in a background task or raised into the stop."""
+        try:
+            await self.collector.reap_orphans()
+        except Exception as error:
+            self.log.warning(
+                "fractal_jupyter: could not look for task collections left by an earlier "
+                "server: %s",
+                error,
+            )
 
     async def stop_retrying(self) -> None:
         if self._retrier is not None:
