@@ -73,7 +73,8 @@ until_true() {
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    fail "gave up after ${limit}00 ms waiting for: $what"
+    # EXPLAIN=COMMAND: what it prints at the time of the failure goes into the message.
+    fail "gave up after ${limit}00 ms waiting for: $what${EXPLAIN:+ ($($EXPLAIN))}"
 }
 
 # adopt DAEMON_PIDFILE NAME BINARY: record the pid a daemon wrote, once it is alive
@@ -230,7 +231,9 @@ start_slurm() {
     fi
     if ! ours slurmctld /usr/sbin/slurmctld >/dev/null; then
         rm -f "$SLURM_DIR/run/slurmctld.pid"
-        /usr/sbin/slurmctld -f "$SLURM_CONF"
+        # -c: a fresh cluster. The saved state of a cluster stopped mid-job (CI: a job that
+        # slurmctld still counted as running, holding both CPUs) would block every new job.
+        /usr/sbin/slurmctld -c -f "$SLURM_CONF"
         adopt "$SLURM_DIR/run/slurmctld.pid" slurmctld /usr/sbin/slurmctld ||
             fail "slurmctld did not start (log: $SLURM_DIR/log/slurmctld.log)"
         say "slurmctld started"
@@ -339,7 +342,12 @@ first_job() {
     # one tiny job now, so that the tests meet the fast scheduler from their first job on.
     local id
     id=$(runuser -u "$USER_NAME" -- sbatch --parsable -J warm-up -o /dev/null --chdir=/tmp --wrap true)
-    until_true 60 "job $id completed" sh -c "squeue -h -t all -j $id -o %T | grep -qx COMPLETED"
+    EXPLAIN=queue_now until_true 60 "job $id completed" \
+        sh -c "squeue -h -t all -j $id -o %T | grep -qx COMPLETED"
+}
+
+queue_now() {
+    echo "the queue: $(squeue -h -t all -o '%i %T %r' 2>&1 | tr '\n' ';')"
 }
 
 grant_paths() {
@@ -427,7 +435,7 @@ stop() {
         if pid=$(ours "$name" "/usr/sbin/$name"); then
             terminate "$name" "$pid"
             # slurmctld cannot remove its root-owned pid file.
-            [ "$(tr -dc '0-9' <"$SLURM_DIR/run/$name.pid" 2>/dev/null)" = "$pid" ] &&
+            [ "$(tr -dc '0-9' 2>/dev/null <"$SLURM_DIR/run/$name.pid")" = "$pid" ] &&
                 rm -f "$SLURM_DIR/run/$name.pid"
         fi
     done

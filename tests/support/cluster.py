@@ -162,6 +162,19 @@ def cluster_available() -> str | None:
     return _availability["reason"]  # type: ignore[no-any-return]
 
 
+def start_cluster() -> subprocess.CompletedProcess[str]:
+    """`slurm-cluster.sh start` (a no-op for the daemons that run), its output captured."""
+    # The user runs this Python (and the task scripts of the checkout) on the node.
+    paths = f"{os.path.realpath(sys.executable)} {REPO / 'tests' / 'tasks' / 'misbehave.py'}"
+    return subprocess.run(
+        [SCRIPT, "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CLUSTER_USER_PATHS": paths},
+    )
+
+
 def slurm_cluster_fixture() -> Iterator[ClusterInfo]:
     reason = cluster_available()
     if reason is not None:
@@ -169,15 +182,7 @@ def slurm_cluster_fixture() -> Iterator[ClusterInfo]:
     was_running = (
         subprocess.run([SCRIPT, "status"], capture_output=True, check=False).returncode == 0
     )
-    # The user runs this Python (and the task scripts of the checkout) on the node.
-    paths = f"{os.path.realpath(sys.executable)} {REPO / 'tests' / 'tasks' / 'misbehave.py'}"
-    started = subprocess.run(
-        [SCRIPT, "start"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "CLUSTER_USER_PATHS": paths},
-    )
+    started = start_cluster()
     if started.returncode == CANNOT_RUN:
         pytest.skip(f"*** SKIPPED: no SLURM cluster here: {started.stderr.strip()[-500:]} ***")
     assert started.returncode == 0, started.stderr
