@@ -39,7 +39,8 @@ from .handlers.limits import (
     read_long_headers,
 )
 from .runner.files import DOORBELL_FILE
-from .runner.launcher import this_runner
+from .runner.heartbeat import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT_SECONDS
+from .runner.launcher import JobLauncher, this_runner
 from .runner.resources import usable_cpus
 from .runner.settings import Backend, RunnerSettings, SlurmSettings
 from .tokens import TokenSigner, hub_access_scopes
@@ -231,6 +232,15 @@ class FractalJupyter(ExtensionApp):
         help="Seconds between two passes over the running jobs while some run (a job process "
         "that crashed writes no event; new events are seen at once). Nothing polls while no "
         "job runs.",
+    ).tag(config=True)
+
+    job_heartbeat_timeout = Float(
+        HEARTBEAT_TIMEOUT_SECONDS,
+        min=3 * HEARTBEAT_SECONDS,
+        help="Seconds without a heartbeat (touched every 5 s in the job folder) after which a "
+        "server takes a job process of another host (same user, e.g. the last node of "
+        "batchspawner) for dead and fails its job. Raise it where the job folders' filesystem "
+        "is slow to show changes or the hosts' clocks differ by more than a few seconds.",
     ).tag(config=True)
 
     # -- task collection (issue 5) --
@@ -592,6 +602,7 @@ class FractalJupyter(ExtensionApp):
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,
+            launcher=JobLauncher(heartbeat_timeout=self.job_heartbeat_timeout),
             migrate_on_start=self.migrate_on_start,
             tokens=TokenSigner(Path(self.data_dir), self.token_lifetime),
             server_owner=self.server_owner,

@@ -17,7 +17,7 @@ from tests.support.cluster import job_backends, slurm_cluster, user_server_for
 from tests.support.jobs import (
     make_workflow,
     processes_mentioning,
-    register_tasks,
+    project_with_tasks,
     wait_for_job,
     wait_for_processes,
 )
@@ -63,16 +63,7 @@ def jp_fetch(jp_fetch, user_server):
 
 @pytest.fixture
 def env(api, jp_asyncio_loop, tmp_path):
-    async def make():
-        _, project = await api("POST", "api/v2/project/", {"name": "p"})
-        project_path = f"api/v2/project/{project['id']}/"
-        _, dataset = await api(
-            "POST", project_path + "dataset/", {"name": "d", "zarr_dir": str(tmp_path / "zarr")}
-        )
-        tasks = await register_tasks(api)
-        return project_path, dataset, tasks
-
-    return jp_asyncio_loop.run_until_complete(make())
+    return jp_asyncio_loop.run_until_complete(project_with_tasks(api, tmp_path / "zarr"))
 
 
 async def submit(api, project_path, workflow, dataset, body=None, expect=202):

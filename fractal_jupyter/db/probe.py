@@ -62,22 +62,30 @@ def postgres_dsn(db_url: str) -> str | None:
 
 
 def _probe_queries(placeholder: str) -> tuple[str, str, str, str]:
-    """The probe's statements: the schema's revision, a submitted job of a runner, a task
+    """The probe's statements: the schema's revision, a submitted job of a user, a task
     collection and a task group activity of a host. `placeholder` makes the n-th bound
     parameter of the driver (`?`, `$1`)."""
     first, second = (placeholder.format(n) for n in (1, 2))
     return (
         "SELECT version_num FROM alembic_version",
-        f"SELECT 1 FROM job WHERE status = {first} AND runner = {second} LIMIT 1",
+        f"SELECT 1 FROM job WHERE status = {first} AND runner LIKE {second} LIMIT 1",
         f"SELECT 1 FROM collection_state WHERE runner LIKE {first} LIMIT 1",
         f"SELECT 1 FROM task_group_activity WHERE runner LIKE {first} LIMIT 1",
     )
 
 
+def _runner_patterns(runner: str) -> tuple[str, str]:
+    """LIKE patterns for the runners of the user of `runner` (`host:uid`) on any host, and
+    for every runner of its host."""
+    host, uid = runner.rsplit(":", 1)
+    return f"%:{uid}", f"{host}:%"
+
+
 def nothing_under_way(db_url: str, runner: str) -> bool:
     """True when the database is a SQLite file at the newest migration, with no submitted job
-    of `runner` (`host:uid`, see runner/launcher.py) and no task collection or task group activity
-    of its host under way: the server then has nothing to do before its first request.
+    of the user of `runner` (`host:uid`, see runner/launcher.py) on any host, and no task
+    collection or task group activity of its host under way: the server then has nothing to
+    do before its first request.
 
     False whenever that cannot be told for sure (not a SQLite file, a missing, older or locked
     file, any error): the server then loads everything at start-up, as it always did.
@@ -86,7 +94,7 @@ def nothing_under_way(db_url: str, runner: str) -> bool:
     head = head_revision()
     if path is None or head is None or not path.is_file():
         return False
-    host = runner.split(":", 1)[0]
+    user_runners, host_runners = _runner_patterns(runner)
     revision_query, job_query, collection_query, activity_query = _probe_queries("?")
     try:
         # Read-write (never create): a read-only connection does not see what a server
@@ -94,10 +102,10 @@ def nothing_under_way(db_url: str, runner: str) -> bool:
         connection = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=rw", uri=True)
         try:
             revisions = connection.execute(revision_query).fetchall()
-            job = connection.execute(job_query, (SUBMITTED, runner)).fetchone()
+            job = connection.execute(job_query, (SUBMITTED, user_runners)).fetchone()
             collection = (
-                connection.execute(collection_query, (f"{host}:%",)).fetchone()
-                or connection.execute(activity_query, (f"{host}:%",)).fetchone()
+                connection.execute(collection_query, (host_runners,)).fetchone()
+                or connection.execute(activity_query, (host_runners,)).fetchone()
             )
         finally:
             connection.close()
@@ -121,7 +129,7 @@ async def postgres_nothing_under_way(
         return False
     import asyncpg
 
-    host = runner.split(":", 1)[0]
+    user_runners, host_runners = _runner_patterns(runner)
     revision_query, job_query, collection_query, activity_query = _probe_queries("${}")
     try:
         connection = await asyncpg.connect(
@@ -133,10 +141,10 @@ async def postgres_nothing_under_way(
         )
         try:
             revisions = [tuple(row) for row in await connection.fetch(revision_query)]
-            job = await connection.fetchval(job_query, SUBMITTED, runner)
+            job = await connection.fetchval(job_query, SUBMITTED, user_runners)
             collection = await connection.fetchval(
-                collection_query, f"{host}:%"
-            ) or await connection.fetchval(activity_query, f"{host}:%")
+                collection_query, host_runners
+            ) or await connection.fetchval(activity_query, host_runners)
         finally:
             await connection.close(timeout=timeout)
     except Exception:  # which one does not matter: everything loads and reports it

@@ -5,7 +5,9 @@
   (appended by the job process only; the server applies each event once);
 - `workflow.log`: the human-readable log, with timestamps;
 - `job-process.log`: the job process's own stdout/stderr (crashes end up here);
-- `slurm-jobs.txt`: on SLURM, the ids of the job's SLURM jobs (to cancel them if it dies).
+- `slurm-jobs.txt`: on SLURM, the ids of the job's SLURM jobs (to cancel them if it dies);
+- `heartbeat`: touched by the job process while it runs, and `stop-requested`, written by a
+  server to stop it from another host (runner/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ WORKFLOW_LOG = "workflow.log"
 PROCESS_LOG = "job-process.log"
 # The ids of the SLURM jobs of a job, one a line, appended as they are submitted.
 SLURM_JOBS_FILE = "slurm-jobs.txt"
+HEARTBEAT_FILE = "heartbeat"
+STOP_REQUEST_FILE = "stop-requested"
 # Touched in the jobs folder after each submission, to wake the other servers of this runner
 # (services/job_watcher.py), idle ones too (app.py).
 DOORBELL_FILE = ".job-submitted"

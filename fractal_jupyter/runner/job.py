@@ -21,7 +21,8 @@ from types import FrameType
 from .backends import open_executor
 from .call import call_paths
 from .engine import JobFilters, run_workflow
-from .files import PROCESS_LOG, WORKFLOW_LOG, EventWriter, JobSpec
+from .files import PROCESS_LOG, STOP_REQUEST_FILE, WORKFLOW_LOG, EventWriter, JobSpec
+from .heartbeat import Heartbeat
 from .interface import (
     JSON,
     JobExecutor,
@@ -171,15 +172,25 @@ def main(job_dir: Path) -> int:
     spec = JobSpec.read(job_dir)
     events = EventWriter(job_dir)
     log = job_logger(job_dir, spec.job_id)
-    try:
-        executor = open_executor(spec, job_dir, log)
-    except Exception as error:
-        message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe {spec.backend} backend: {error}"
-        return finish_failed(events, log, message, None)
-    try:
-        return run(spec, job_dir, events, log, executor)
-    finally:
-        executor.close()
+
+    def stop_asked_in_folder() -> None:
+        log.warning("Stop requested through the job folder (%s)", STOP_REQUEST_FILE)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # A stop asked through the job folder (by a server on another host) is a SIGTERM; the
+    # first look for one comes a heartbeat later, when `run` handles SIGTERM.
+    with Heartbeat(job_dir, on_stop=stop_asked_in_folder):
+        try:
+            executor = open_executor(spec, job_dir, log)
+        except Exception as error:
+            message = (
+                f"JOB ERROR in Fractal job {spec.job_id}:\nThe {spec.backend} backend: {error}"
+            )
+            return finish_failed(events, log, message, None)
+        try:
+            return run(spec, job_dir, events, log, executor)
+        finally:
+            executor.close()
 
 
 def run(

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from .files import PROCESS_LOG
+from .heartbeat import HEARTBEAT_TIMEOUT_SECONDS
 
 JOB_MODULE = "fractal_jupyter.runner.job"
 # Forks job processes from a process that imported them once (runner/job_starter.py); its
@@ -23,8 +24,14 @@ STARTER_ANSWER_SECONDS = 5.0
 
 
 def this_runner() -> str:
-    """`host:uid`: the jobs this server may follow are those its runner started."""
+    """`host:uid`: the runner of the jobs this server starts. It follows those by their pids,
+    and the jobs of the same user started on other hosts by their heartbeats."""
     return f"{socket.gethostname()}:{os.getuid()}"
+
+
+def runners_of_this_user() -> str:
+    """The runners of this user on any host, as a LIKE pattern."""
+    return f"%:{os.getuid()}"
 
 
 class JobLauncher:
@@ -35,9 +42,14 @@ class JobLauncher:
     and init reaps them.
     """
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(
+        self, python: str = sys.executable, heartbeat_timeout: float = HEARTBEAT_TIMEOUT_SECONDS
+    ) -> None:
         self.python = python
+        # The silence after which a job process of another host is taken for dead.
+        self.heartbeat_timeout = heartbeat_timeout
         self.runner = this_runner()
+        self.user_runners = runners_of_this_user()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._starter: subprocess.Popen[bytes] | None = None
         self._starter_ready = False

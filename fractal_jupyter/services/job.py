@@ -33,6 +33,7 @@ from ..db.models import (
 )
 from ..errors import FractalError, NotFound, Unprocessable
 from ..runner.files import WORKFLOW_LOG, JobSpec
+from ..runner.heartbeat import request_stop
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
 from ..runner.settings import RunnerSettings
@@ -458,7 +459,17 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
             f"Job {job.id} is starting (its process has not started yet): stop it again in a "
             "moment."
         )
-    launcher.stop(job.pid)
+    if job.runner == launcher.runner or not job.working_dir:
+        launcher.stop(job.pid)
+        return
+    # Its process runs on another host: it reads the request at its next heartbeat.
+    try:
+        request_stop(Path(job.working_dir))
+    except OSError as error:
+        raise Unprocessable(
+            f"Job {job.id} runs on {job.runner.rsplit(':', 1)[0]}, and the request to stop it "
+            f"could not be written to its folder: {error}"
+        ) from error
 
 
 # Bytes of a job file read at a time into its archive.

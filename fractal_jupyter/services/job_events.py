@@ -18,7 +18,8 @@ from ..db.engine import Database
 from ..db.models import Dataset, Job, utc_now
 from ..runner.backends import cancel_left_cluster_jobs
 from ..runner.call import log_tail
-from ..runner.files import PROCESS_LOG, read_events
+from ..runner.files import EVENTS_FILE, PROCESS_LOG, SPEC_FILE, read_events
+from ..runner.heartbeat import silent_for
 from ..runner.launcher import JobLauncher
 from ..schemas.images import SingleImage
 from . import history
@@ -98,13 +99,22 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
                 await _finish(session, job, "failed", reason)
             return
         job_dir = Path(job.working_dir)
+        here = job.runner == launcher.runner
         # Liveness first: events written before the process ended are then surely on disk.
-        alive = launcher.is_alive(job.pid)
+        if not here:
+            death = silence(job, job_dir, launcher.heartbeat_timeout)
+        elif launcher.is_alive(job.pid):
+            death = None
+        else:
+            death = (
+                f"The job process (pid {job.pid}) ended without reporting the end of the job: "
+                "it was killed or crashed."
+            )
         for event in read_events(job_dir, after=job.events_applied):
             await apply_event(session, job, event)
-        if job.status == "submitted" and not alive:
+        if job.status == "submitted" and death is not None:
             cancelled = await asyncio.to_thread(cancel_left_cluster_jobs, job_dir)
-            if cancelled is None:
+            if cancelled is None and here:
                 # Local task processes. Not on a cluster: there scancel ends them, and on a
                 # node shared with the server their processes must not be mistaken for ours.
                 launcher.kill_leftover_tasks(job_dir)
@@ -113,17 +123,38 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
                 session,
                 job,
                 "failed",
-                f"JOB ERROR in Fractal job {job.id}:\nThe job process (pid {job.pid}) ended "
-                "without reporting the end of the job: it was killed or crashed."
+                f"JOB ERROR in Fractal job {job.id}:\n{death}"
                 + (f"\n{cancelled}" if cancelled else "")
                 + (f"\nIts output ends with:\n{tail}" if tail.strip() else ""),
             )
 
 
+def silence(job: Job, job_dir: Path, timeout: float) -> str | None:
+    """Why a job process of another host is taken for dead (None while it seems alive): it
+    stopped beating, or never did. A job process of a version without heartbeats (it wrote
+    events but no heartbeat) is left alone, and so is a job whose folder this host does not
+    see (not on a shared filesystem)."""
+    if not (job_dir / SPEC_FILE).is_file():
+        return None
+    silent = silent_for(job_dir)
+    if silent is None:
+        silent = (utc_now() - job.start_timestamp).total_seconds()
+        if (job_dir / EVENTS_FILE).exists():
+            return None
+    if silent < timeout:
+        return None
+    process = f"pid {job.pid} on {job.runner.rsplit(':', 1)[0]}"
+    return (
+        f"The job process ({process}) has given no sign of life for {silent:.0f} s and did not "
+        "report the end of the job: it was killed, or its host or the SLURM allocation it ran "
+        "in ended."
+    )
+
+
 async def sync_submitted_jobs(database: Database, launcher: JobLauncher) -> dict[int, Path]:
     """One pass over every submitted job; the folders of those still running afterwards."""
     mine = select(Job.id, Job.working_dir).where(
-        Job.status == "submitted", Job.runner == launcher.runner
+        Job.status == "submitted", Job.runner.like(launcher.user_runners)
     )
     async with database.session() as session:
         job_ids = (await session.scalars(mine)).all()

@@ -30,6 +30,18 @@ async def register_tasks(api: Any, user: str = "alice") -> dict[str, dict[str, A
     return tasks
 
 
+async def project_with_tasks(
+    api: Any, zarr_dir: Path
+) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
+    """A project (its API path), an empty dataset writing to `zarr_dir`, the registered tasks."""
+    _, project = await api("POST", "api/v2/project/", {"name": "p"})
+    project_path = f"api/v2/project/{project['id']}/"
+    _, dataset = await api(
+        "POST", project_path + "dataset/", {"name": "d", "zarr_dir": str(zarr_dir)}
+    )
+    return project_path, dataset, await register_tasks(api)
+
+
 async def make_workflow(
     api: Any, project_path: str, name: str, entries: list[tuple[dict[str, Any], dict[str, Any]]]
 ) -> dict[str, Any]:
