@@ -78,7 +78,9 @@ async def set_runner(serverapp: Any, job_id: int, runner: str) -> int:
 
 def kill_job(job: dict[str, Any], pid: int) -> None:
     """The job process and its task processes die at once, as in an allocation that ends."""
-    for process in {pid, *processes_mentioning(job["working_dir"])}:
+    # The job process first: it would report the end of a task process it saw die.
+    os.kill(pid, signal.SIGKILL)
+    for process in processes_mentioning(job["working_dir"]):
         with contextlib.suppress(ProcessLookupError):
             os.kill(process, signal.SIGKILL)
 
@@ -87,7 +89,7 @@ async def stays_submitted(api: Any, project_path: str, job_id: int, seconds: flo
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         status, job = await api("GET", f"{project_path}job/{job_id}/")
-        assert (status, job["status"]) == (200, "submitted"), job
+        assert (status, job["status"]) == (200, "submitted"), job["log"][-800:]
         await asyncio.sleep(0.1)
 
 
@@ -122,11 +124,12 @@ async def test_a_job_of_another_host_that_went_silent_is_failed_and_another_user
     # Its heartbeat is recent: from another host, a dead pid here says nothing.
     await stays_submitted(api, project_path, job["id"], 1.0)
 
+    # A job of another user (uid), silent: not this server's to judge.
+    await set_runner(jp_serverapp, job["id"], ANOTHER_USER)
+    await stays_submitted(api, project_path, job["id"], 0.5)  # a pass under way ends
     heartbeat = Path(job["working_dir"]) / HEARTBEAT_FILE
     silent_since = time.time() - HEARTBEAT_TIMEOUT_SECONDS - 15
     os.utime(heartbeat, (silent_since, silent_since))
-    # A job of the same folder layout, but of another user (uid): not this server's to judge.
-    await set_runner(jp_serverapp, job["id"], ANOTHER_USER)
     await stays_submitted(api, project_path, job["id"], 1.0)
 
     await set_runner(jp_serverapp, job["id"], ELSEWHERE)

@@ -26,7 +26,9 @@ def server(tmp_path):
         running.stop()
 
 
-def setup_job(api: DemoServer, tmp_path: Path, sleep_seconds: float) -> dict[str, Any]:
+def setup_job(
+    api: DemoServer, tmp_path: Path, sleep_seconds: float, columns: int = 2
+) -> dict[str, Any]:
     project = api.call("POST", "api/v2/project/", {"name": "p"})
     path = f"api/v2/project/{project['id']}/"
     dataset = api.call("POST", path + "dataset/", {"name": "d", "zarr_dir": str(tmp_path / "z")})
@@ -35,7 +37,10 @@ def setup_job(api: DemoServer, tmp_path: Path, sleep_seconds: float) -> dict[str
         tasks[body["name"]] = api.call("POST", "api/v2/task/", body)
     workflow = api.call("POST", path + "workflow/", {"name": "wf"})
     for name, body in [
-        ("Create demo plate", {"args_non_parallel": {"rows": "A", "columns": 2, "fields": 1}}),
+        (
+            "Create demo plate",
+            {"args_non_parallel": {"rows": "A", "columns": columns, "fields": 1}},
+        ),
         ("Misbehave", {"args_parallel": {"mode": "sleep", "seconds": sleep_seconds}}),
         ("Measure intensity", {}),
     ]:

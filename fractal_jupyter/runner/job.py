@@ -201,9 +201,11 @@ def run(
     executor: JobExecutor,
 ) -> int:
     current: list[WorkflowTaskSpec] = []
-    stopped = []
+    stopped: list[int] = []
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
+        if stopped:
+            return  # the second signal of one stop (the server's, then the heartbeat's)
         stopped.append(signum)
         log.warning("Stop requested: terminating the running task processes")
         executor.stop()
@@ -261,7 +263,7 @@ def run(
     except TaskFailed as error:
         executor_error = error.executor_error
         if stopped:
-            message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
+            message = stop_message(spec, job_dir, stopped[0])
         elif current:
             message = task_failure_message(error, current[-1])
         else:
@@ -276,11 +278,24 @@ def run(
     if message is not None:
         return finish_failed(events, log, message, current[-1] if current else None, executor_error)
     if stopped:
-        message = f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
-        return finish_failed(events, log, message, None)
+        return finish_failed(events, log, stop_message(spec, job_dir, stopped[0]), None)
     log.info("End of job %s: done", spec.job_id)
     events.write("job_done")
     return 0
+
+
+def stop_message(spec: JobSpec, job_dir: Path, signum: int) -> str:
+    """A stop of the user comes with a request in the job folder (services/job.py); a signal
+    without one came from elsewhere: at its end, SLURM sends SIGTERM to what ran in an
+    allocation (batchspawner's servers and their job processes)."""
+    if (job_dir / STOP_REQUEST_FILE).exists():
+        return f"JOB ERROR in Fractal job {spec.job_id}:\nThe job was stopped by the user."
+    name = signal.Signals(signum).name
+    return (
+        f"JOB ERROR in Fractal job {spec.job_id}:\nThe job process got {name} "
+        "without a stop of its user: the end of the SLURM allocation or of the machine it ran "
+        "in, or an administrator, ended it."
+    )
 
 
 def finish_failed(

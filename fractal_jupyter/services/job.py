@@ -459,17 +459,19 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
             f"Job {job.id} is starting (its process has not started yet): stop it again in a "
             "moment."
         )
-    if job.runner == launcher.runner or not job.working_dir:
-        launcher.stop(job.pid)
-        return
-    # Its process runs on another host: it reads the request at its next heartbeat.
+    here = job.runner == launcher.runner
+    # The request in the job folder tells the job process that its user stopped it; one on
+    # another host reads it at its next heartbeat, one here gets a SIGTERM at once as well.
     try:
-        request_stop(Path(job.working_dir))
+        request_stop(Path(job.working_dir or ""))
     except OSError as error:
-        raise Unprocessable(
-            f"Job {job.id} runs on {job.runner.rsplit(':', 1)[0]}, and the request to stop it "
-            f"could not be written to its folder: {error}"
-        ) from error
+        if not here:
+            raise Unprocessable(
+                f"Job {job.id} runs on {job.runner.rsplit(':', 1)[0]}, and the request to stop "
+                f"it could not be written to its folder: {error}"
+            ) from error
+    if here:
+        launcher.stop(job.pid)
 
 
 # Bytes of a job file read at a time into its archive.

@@ -234,6 +234,10 @@ class UserServer:
         self.cluster = cluster
         self.root = root
         self.fractal = fractal
+        # Words before the command: `outside` as root (e.g. unshare), `inside` as the user
+        # (e.g. srun: the server in an allocation, as batchspawner starts it).
+        self.outside: list[str] = []
+        self.inside: list[str] = []
         self.port = free_port(0)
         self.token = "slurm-test-token"
         self.api = DemoServer(f"http://127.0.0.1:{self.port}/", self.token)
@@ -269,7 +273,12 @@ class UserServer:
             JUPYTER_RUNTIME_DIR=str(self.root / "jupyter-runtime"),
             **user_coverage_environment(),
         )
-        command = self.cluster.as_user(server_command(self.root / "data", self.port, self.token))
+        command = [
+            *self.outside,
+            *self.cluster.as_user(
+                [*self.inside, *server_command(self.root / "data", self.port, self.token)]
+            ),
+        ]
         log = (self.root / "server.log").open("ab")
         self.process = subprocess.Popen(
             command,
