@@ -57,7 +57,8 @@ def test_a_job_whose_servers_allocation_ended_is_failed_by_the_next_server_elsew
         # The demo plate's SLURM job, then the sleeping task's.
         wait_until(lambda: len(recorded_job_ids(folder)) == 2, timeout=30)
         left_running = recorded_job_ids(folder)[-1]
-        assert slurm_state(cluster, left_running) == "RUNNING"
+        # It may wait a moment for the node's second CPU (the server's allocation holds one).
+        wait_until(lambda: slurm_state(cluster, left_running) == "RUNNING", timeout=120)
 
         # The node is lost: the job process dies at once (and the allocation with the node),
         # the task's own SLURM job runs on. Or the allocation ends (walltime, the culler's
