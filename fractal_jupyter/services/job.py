@@ -463,7 +463,8 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
     # The request in the job folder tells the job process that its user stopped it; one on
     # another host reads it at its next heartbeat, one here gets a SIGTERM at once as well.
     try:
-        request_stop(Path(job.working_dir or ""))
+        if job.working_dir:
+            request_stop(Path(job.working_dir))
     except OSError as error:
         if not here:
             raise Unprocessable(
