@@ -16,6 +16,7 @@ from tests.conftest import fractal_state_of
 from tests.support.cluster import job_backends, slurm_cluster, user_server_for
 from tests.support.jobs import (
     make_workflow,
+    processes_left,
     processes_mentioning,
     project_with_tasks,
     wait_for_job,
@@ -264,13 +265,7 @@ async def test_stop_ends_the_job_and_its_processes(api, env, backend):
     assert job["status"] == "failed" and "stopped by the user" in job["log"]
     if backend == "local":  # on SLURM, how the calls started comes with results: none here
         assert "Misbehave: warm start, " in job["log"]
-    # Ended by then, but for the job process's own exit after its last word (a few ms).
-    for _ in range(50):
-        left = processes_mentioning(job["working_dir"])
-        if not left:
-            break
-        await asyncio.sleep(0.1)
-    assert {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left} == {}
+    assert await processes_left(job["working_dir"]) == {}
     status, body = await api("GET", f"{project_path}job/{job['id']}/stop/")
     assert status == 422 and "not running" in body["detail"]
 

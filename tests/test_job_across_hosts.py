@@ -28,6 +28,7 @@ from fractal_jupyter.services.job_events import silence
 from tests.conftest import TEST_DB_URL, fractal_state_of
 from tests.support.jobs import (
     make_workflow,
+    processes_left,
     processes_mentioning,
     project_with_tasks,
     wait_for_job,
@@ -113,7 +114,7 @@ async def test_a_job_of_another_host_is_followed_and_stopped_through_its_folder(
     assert ended["status"] == "failed"
     assert "Stop requested through the job folder (stop-requested)" in ended["log"]
     assert "The job was stopped by the user." in ended["log"]
-    assert processes_mentioning(job["working_dir"]) == []
+    assert await processes_left(job["working_dir"]) == {}
 
 
 async def test_a_job_of_another_host_that_went_silent_is_failed_and_another_users_is_not(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,21 @@ async def wait_for_processes(
         assert status == 200 and job["status"] == "submitted", job
         assert time.monotonic() < deadline, f"no process mentions {text} after {timeout} s"
         await asyncio.sleep(0.2)
+    return found
+
+
+async def processes_left(text: str, timeout: float = 5.0) -> dict[int, bytes]:
+    """The processes still mentioning `text` after up to `timeout` s, with their command lines.
+
+    A job is reported ended by its process's last event, a few ms before that process exits.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    found = {}
+    for pid in left:
+        with contextlib.suppress(OSError):
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
     return found
 
 
