@@ -1,4 +1,8 @@
+from collections import Counter
+
 import pytest
+
+from fractal_jupyter.services.images import SummaryCounts
 
 
 @pytest.fixture
@@ -96,6 +100,35 @@ async def test_filters_follow_python_equality(api, dataset_path):
     assert len(await matching(None)) == 8
     summary = (await query(api, dataset_path))["attributes"]["v"]
     assert sorted(map(repr, summary)) == sorted(map(repr, [1, "1", 2, False, 0.5]))
+
+
+def test_summary_counts_keep_the_first_of_equal_values_within_and_across_chunks():
+    values = [1.0, True, 1, "1", 0.5, False, 0]
+    images = [
+        {"attributes": {"v": value}, "types": {"t": index % 2 == 0}}
+        for index, value in enumerate(values)
+    ]
+    whole = SummaryCounts()
+    whole.add(images)
+    in_chunks = SummaryCounts()
+    for chunk in (images[:2], images[2:6], images[6:]):
+        counts = SummaryCounts()
+        counts.add(chunk)
+        in_chunks.merge(counts)
+
+    for counts in (whole, in_chunks):
+        assert counts.images == 7
+        assert counts.attributes == Counter(
+            {("v", "n:1"): 3, ("v", "s:1"): 1, ("v", "n:0.5"): 1, ("v", "n:0"): 2}
+        )
+        shown = {pair: repr(value) for pair, value in counts.attribute_values.items()}
+        assert shown == {
+            ("v", "n:1"): "1.0",
+            ("v", "s:1"): "'1'",
+            ("v", "n:0.5"): "0.5",
+            ("v", "n:0"): "False",
+        }
+        assert (counts.types, counts.true_types) == (Counter({"t": 7}), Counter({"t": 4}))
 
 
 async def test_type_filters_treat_missing_as_false(api, dataset_path):

@@ -40,30 +40,42 @@ def insert_rows(
     rows: Sequence[Mapping[str, Any]],
     encoded: frozenset[str] = frozenset(),
 ) -> None:
-    """INSERT many rows (dicts with the same keys) in one executemany of the driver.
+    """`insert_columns` of rows given as dicts with the same keys."""
+    if rows:
+        columns = {key: list(map(operator.itemgetter(key), rows)) for key in rows[0]}
+        insert_columns(session, model, columns, encoded)
+
+
+def insert_columns(
+    session: Session,
+    model: type[DeclarativeBase],
+    columns: Mapping[str, Sequence[Any]],
+    encoded: frozenset[str] = frozenset(),
+) -> None:
+    """INSERT rows given column by column (sequences of one length) in one executemany of
+    the driver.
 
     The ORM's bulk INSERT spends most of its time per row collecting each one as it would an
     object's state, and Core's executemany still builds every row's parameters through the
     compiled statement; for the hundreds of thousands of index rows of an image import both
     cost more than the database's own work. Here the statement is compiled once and each
     column only goes through its bind processor (e.g. JSON to text), as SQLAlchemy would,
-    except the `encoded` ones, whose values are already what the driver takes.
+    except the `encoded` ones, whose values are already what the driver takes. The loops run
+    in C (`map`, `zip`): row by row in Python they cost more than SQLite's inserts.
     """
-    if not rows:
-        return
     connection = session.connection()
     sql, order, plan, positional = _compiled_insert(
-        table_of(model), tuple(rows[0]), connection.dialect
+        table_of(model), tuple(columns), connection.dialect
     )
-    # Column by column, with the loops in C (map, zip): row by row in Python cost more than
-    # SQLite's inserts of the same rows.
-    columns = []
+    ordered = []
     for key, convert in plan:
-        column = list(map(operator.itemgetter(key), rows))
+        column = columns[key]
         if convert is not None and key not in encoded:
             column = list(map(convert, column))
-        columns.append(column)
-    parameters: list[Any] = list(zip(*columns, strict=True))
+        ordered.append(column)
+    parameters: list[Any] = list(zip(*ordered, strict=True))
+    if not parameters:
+        return
     if not positional:  # named parameters: one dict a row
         parameters = [dict(zip(order, value, strict=True)) for value in parameters]
     connection.exec_driver_sql(sql, parameters)

@@ -8,6 +8,7 @@ equality, and the index tables store it, so a filter is an index look-up.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,7 +38,7 @@ from ..db.bulk import (
     IDS_PER_STATEMENT,
     chunks,
     dialect_insert,
-    insert_rows,
+    insert_columns,
     insert_rows_numbered,
     table_of,
 )
@@ -101,6 +102,15 @@ def _image_dict(image: Image) -> ImageRow:
     }
 
 
+def match_keys(values: Sequence[bool | int | float | str]) -> list[str]:
+    """`match_key` of each value, computed once per distinct value (they repeat a lot).
+
+    Values that are equal share one key by definition, so a dict of them is a fine memo.
+    """
+    memo = {value: match_key(value) for value in set(values)}
+    return list(map(memo.__getitem__, values))
+
+
 @dataclass
 class SummaryCounts:
     """Images' share of a dataset's summaries, added up before it is written."""
@@ -112,14 +122,45 @@ class SummaryCounts:
     true_types: Counter[str] = field(default_factory=Counter)
 
     def add(self, images: Iterable[ImageRow]) -> None:
-        for image in images:
-            self.images += 1
-            for key, value in image["attributes"].items():
-                summary_key = (key, match_key(value))
-                self.attributes[summary_key] += 1
-                self.attribute_values.setdefault(summary_key, value)
-            self.types.update(image["types"].keys())
-            self.true_types.update(key for key, value in image["types"].items() if value)
+        images = list(images)
+        attributes = [pair for image in images for pair in image["attributes"].items()]
+        types = [pair for image in images for pair in image["types"].items()]
+        keys, values = _columns(attributes, 2)
+        type_keys, type_values = _columns(types, 2)
+        self.add_index_rows(len(images), keys, match_keys(values), values, type_keys, type_values)
+
+    def add_index_rows(
+        self,
+        images: int,
+        keys: Sequence[str],
+        value_keys: Sequence[str],
+        values: Sequence[Any],
+        type_keys: Sequence[str],
+        type_values: Sequence[bool],
+    ) -> None:
+        """Add images given as the columns of their index rows (the loops run in C)."""
+        self.images += images
+        pairs = list(zip(keys, value_keys, strict=True))
+        self.attributes.update(pairs)
+        # Built backwards, a dict keeps the first value given for each pair.
+        first_values = dict(zip(reversed(pairs), reversed(values), strict=True))
+        for pair, value in first_values.items():
+            self.attribute_values.setdefault(pair, value)
+        self.types.update(type_keys)
+        self.true_types.update(itertools.compress(type_keys, type_values))
+
+    def merge(self, other: SummaryCounts) -> None:
+        self.images += other.images
+        self.attributes.update(other.attributes)
+        for pair, value in other.attribute_values.items():
+            self.attribute_values.setdefault(pair, value)
+        self.types.update(other.types)
+        self.true_types.update(other.true_types)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
+    """The columns of rows of `width` values (empty ones for no rows)."""
+    return list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
 
 
 async def _change_summaries(
@@ -195,35 +236,56 @@ def change_summaries(
 
 def write_index_rows(
     session: Session, dataset_id: int, image_ids: Sequence[int], images: Sequence[ImageRow]
-) -> None:
+) -> SummaryCounts:
+    """Insert the images' attribute and type index rows; the images' share of the summaries."""
+    counts = SummaryCounts()
     for id_chunk, image_chunk in zip(
         chunks(image_ids, IDS_PER_STATEMENT), chunks(images, IDS_PER_STATEMENT), strict=True
     ):
-        attribute_rows = [
+        attribute_ids, keys, values = _columns(
+            [
+                (image_id, key, value)
+                for image_id, image in zip(id_chunk, image_chunk, strict=True)
+                for key, value in image["attributes"].items()
+            ],
+            3,
+        )
+        type_ids, type_keys, type_values = _columns(
+            [
+                (image_id, key, value)
+                for image_id, image in zip(id_chunk, image_chunk, strict=True)
+                for key, value in image["types"].items()
+            ],
+            3,
+        )
+        value_keys = match_keys(values)
+        insert_columns(
+            session,
+            ImageAttribute,
             {
-                "image_id": image_id,
-                "dataset_id": dataset_id,
-                "key": key,
-                "value_key": match_key(value),
-            }
-            for image_id, image in zip(id_chunk, image_chunk, strict=True)
-            for key, value in image["attributes"].items()
-        ]
-        type_rows = [
-            {"image_id": image_id, "dataset_id": dataset_id, "key": key, "value": value}
-            for image_id, image in zip(id_chunk, image_chunk, strict=True)
-            for key, value in image["types"].items()
-        ]
-        if attribute_rows:
-            insert_rows(session, ImageAttribute, attribute_rows)
-        if type_rows:
-            insert_rows(session, ImageType, type_rows)
+                "image_id": attribute_ids,
+                "dataset_id": [dataset_id] * len(keys),
+                "key": keys,
+                "value_key": value_keys,
+            },
+        )
+        insert_columns(
+            session,
+            ImageType,
+            {
+                "image_id": type_ids,
+                "dataset_id": [dataset_id] * len(type_keys),
+                "key": type_keys,
+                "value": type_values,
+            },
+        )
+        counts.add_index_rows(len(image_chunk), keys, value_keys, values, type_keys, type_values)
+    return counts
 
 
-def store_images(
-    session: Session, dataset_id: int, images: Sequence[SingleImage]
-) -> list[ImageRow]:
-    """Insert images (not yet in the dataset) with their index rows; the rows written."""
+def store_images(session: Session, dataset_id: int, images: Sequence[SingleImage]) -> SummaryCounts:
+    """Insert images (not yet in the dataset) with their index rows; their share of the
+    summaries."""
     rows: list[ImageRow] = [
         {
             "dataset_id": dataset_id,
@@ -249,8 +311,7 @@ def store_images(
         return [ids_by_url[row["zarr_url"]] for row in rows]
 
     image_ids = insert_rows_numbered(session, Image, rows, ids_by_zarr_url)
-    write_index_rows(session, dataset_id, image_ids, rows)
-    return rows
+    return write_index_rows(session, dataset_id, image_ids, rows)
 
 
 class ImageWriter:
@@ -279,8 +340,7 @@ class ImageWriter:
         """Store images that `first_duplicate` has seen, with their index rows."""
         if not images:
             return
-        rows = await self.session.run_sync(store_images, self.dataset_id, images)
-        self.counts.add(rows)
+        self.counts.merge(await self.session.run_sync(store_images, self.dataset_id, images))
 
     async def finish(self) -> None:
         await _change_summaries(self.session, self.dataset_id, self.counts, +1)
@@ -332,8 +392,7 @@ def _add_one_image(
         raise Unprocessable(
             [f"Image with zarr_url '{new_image.zarr_url}' already in DatasetV2 {dataset_id}"]
         )
-    rows = store_images(session, dataset_id, [new_image])
-    change_summaries(session, dataset_id, rows, +1)
+    change_summaries(session, dataset_id, store_images(session, dataset_id, [new_image]), +1)
 
 
 async def _get_image(session: AsyncSession, dataset: Dataset, zarr_url: str) -> Image:
@@ -392,8 +451,8 @@ async def _replace_images(
             image.types = replacement.types
     await session.flush()
     rows = [_image_dict(stored[image_id]) for image_id in ids]
-    await session.run_sync(write_index_rows, dataset_id, ids, rows)
-    await _change_summaries(session, dataset_id, rows, +1)
+    counts = await session.run_sync(write_index_rows, dataset_id, ids, rows)
+    await _change_summaries(session, dataset_id, counts, +1)
 
 
 @dataclass(frozen=True)
