@@ -81,6 +81,20 @@ Description = Annotated[
 ]
 
 
+def is_normal_zarr_path(value: str) -> bool:
+    """Whether `ZarrPath` keeps `value` as it is (an absolute, normalised, short path)."""
+    return (
+        value.startswith("/")
+        and not value[-1].isspace()
+        # Without these, no step is empty, "." or "..": nothing for normpath to change.
+        and (
+            ("/." not in value and "//" not in value and not value.endswith("/"))
+            or os.path.normpath(value) == value
+        )
+        and (len(value) <= MAX_PATH_BYTES // 4 or len(value.encode()) <= MAX_PATH_BYTES)
+    )
+
+
 def normalize_zarr_path(value: str) -> str:
     """Absolute local paths only, normalised as fractal-server does (`os.path.normpath`)."""
     value = value.strip()
@@ -102,14 +116,19 @@ ZarrPath = Annotated[
 _SURELY_SHORT_KEY_CHARS = MAX_KEY_BYTES // 4
 
 
-def check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
-    """Keys are stripped and must stay non-empty and distinct (fractal-server's `valdictkeys`)."""
-    # The usual dict (short keys without blanks at either end) is returned as it is: the
-    # check runs twice per image, and building a new dict was half of an import's validation.
+def keys_are_plain(value: dict[str, Any]) -> bool:
+    """Whether `check_dict_keys` keeps every key as it is (short, no blanks at either end)."""
     for key in value:
         if not key or key[0].isspace() or key[-1].isspace() or len(key) > _SURELY_SHORT_KEY_CHARS:
-            return _strip_dict_keys(value)
-    return value
+            return False
+    return True
+
+
+def check_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """Keys are stripped and must stay non-empty and distinct (fractal-server's `valdictkeys`)."""
+    # The usual dict is returned as it is: the check runs twice per image, and building a
+    # new dict was half of an import's validation.
+    return value if keys_are_plain(value) else _strip_dict_keys(value)
 
 
 def _strip_dict_keys(value: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +186,16 @@ def refuse_non_finite(value: Any) -> Any:
 
 # Free-form JSON objects of a request (task meta and schemas, workflow-task arguments).
 JsonObject = Annotated[dict[str, Any], AfterValidator(refuse_non_finite)]
+
+
+def is_plain_scalar(value: Any) -> bool:
+    """Whether `AttributeScalar` accepts `value` (as it is: it never changes one)."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_VALUE_BYTES // 4 or len(value.encode()) <= MAX_VALUE_BYTES
+    if kind is int:
+        return bool(-MAX_INTEGER <= value <= MAX_INTEGER)
+    return kind is bool or (kind is float and math.isfinite(value))
 
 
 def _check_scalar(value: Any) -> int | float | str | bool:

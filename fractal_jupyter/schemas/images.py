@@ -16,6 +16,9 @@ from .common import (
     TypeDict,
     ZarrPath,
     check_filter_counts,
+    is_normal_zarr_path,
+    is_plain_scalar,
+    keys_are_plain,
 )
 from .filters import IMAGE_STATUS_KEY, AttributeFilters
 
@@ -44,6 +47,43 @@ class SingleImage(LenientRequestModel):
     origin: ZarrPath | None = None
     attributes: ImageAttributes = Field(default_factory=dict)
     types: ImageTypes = Field(default_factory=dict)
+
+
+def plain_images(items: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """`items` as `SingleImage` would give them, as dicts (zarr_url, origin, attributes,
+    types), when each is already in the form that validation gives (a normal path, keys
+    without blanks, values within their limits); else None, and the caller validates them
+    with `SingleImage`, which normalises or refuses them.
+
+    `SingleImage`'s Python validators, called a few times per image, took 0.6 s of an import
+    of 100,000 images; this one loop checks the same at a fraction of that.
+    """
+    images: list[dict[str, Any]] = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        zarr_url = item.get("zarr_url")
+        origin = item.get("origin")
+        attributes = item.get("attributes", {})
+        types = item.get("types", {})
+        if (
+            type(zarr_url) is not str
+            or not is_normal_zarr_path(zarr_url)
+            or (origin is not None and (type(origin) is not str or not is_normal_zarr_path(origin)))
+            or type(attributes) is not dict
+            or len(attributes) > MAX_IMAGE_ATTRIBUTES
+            or not keys_are_plain(attributes)
+            or not all(map(is_plain_scalar, attributes.values()))
+            or type(types) is not dict
+            or len(types) > MAX_IMAGE_TYPES
+            or not keys_are_plain(types)
+            or not all(type(value) is bool for value in types.values())
+        ):
+            return None
+        images.append(
+            {"zarr_url": zarr_url, "origin": origin, "attributes": attributes, "types": types}
+        )
+    return images
 
 
 class SingleImageUpdate(LenientRequestModel):

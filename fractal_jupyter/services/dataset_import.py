@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import Dataset
 from ..errors import FractalError, Unprocessable, validation_detail
 from ..schemas.dataset import DatasetImport
-from ..schemas.images import SingleImage
+from ..schemas.images import SingleImage, plain_images
 from .access import get_project_for_member
 from .dataset import new_dataset
-from .images import ImageWriter, check_image_location
+from .images import ImageRow, ImageWriter, check_image_location, image_row
 from .users import CurrentUser
 
 # Images decoded, validated and written at a time; tests make it small.
@@ -121,11 +121,14 @@ class _Reader:
                 return
 
 
-def _next_images(items: Iterator[Any]) -> list[SingleImage]:
+def _next_images(items: Iterator[Any]) -> list[ImageRow]:
     """The next `IMPORT_CHUNK_IMAGES` images of the array (fewer at its end), validated."""
     chunk = list(itertools.islice(items, IMPORT_CHUNK_IMAGES))
+    plain = plain_images(chunk)
+    if plain is not None:
+        return plain
     try:
-        return _IMAGES.validate_python(chunk)
+        return list(map(image_row, _IMAGES.validate_python(chunk)))
     except ValidationError:
         raise _WholeBody from None
 
@@ -167,7 +170,7 @@ class _ImageStream:
         await self.accept(images)
         return True
 
-    async def accept(self, images: list[SingleImage]) -> None:
+    async def accept(self, images: list[ImageRow]) -> None:
         if self.writer is None or self.zarr_dir is None:
             return
         # After a problem nothing more is written, but the remaining images are still
@@ -176,7 +179,7 @@ class _ImageStream:
             return
         for image in images:
             try:
-                check_image_location(image.zarr_url, self.zarr_dir)
+                check_image_location(image["zarr_url"], self.zarr_dir)
             except Unprocessable as error:
                 self.location_error = f"Cannot import dataset: {error.detail}"
                 return
@@ -247,7 +250,7 @@ async def _import_whole(session: AsyncSession, project_id: int, raw: bytes) -> D
     writer = ImageWriter(session, dataset.id)
     stream = _ImageStream(data.zarr_dir, writer)
     for start in range(0, len(data.images), IMPORT_CHUNK_IMAGES):
-        await stream.accept(data.images[start : start + IMPORT_CHUNK_IMAGES])
+        await stream.accept(list(map(image_row, data.images[start : start + IMPORT_CHUNK_IMAGES])))
     stream.raise_problem()
     await writer.finish()
     return dataset

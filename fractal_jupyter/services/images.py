@@ -93,7 +93,7 @@ def check_image_location(zarr_url: str, zarr_dir: str) -> None:
 ImageRow = dict[str, Any]  # {"zarr_url", "origin", "attributes", "types"}
 
 
-def _image_dict(image: Image) -> ImageRow:
+def image_row(image: Image | SingleImage) -> ImageRow:
     return {
         "zarr_url": image.zarr_url,
         "origin": image.origin,
@@ -283,19 +283,10 @@ def write_index_rows(
     return counts
 
 
-def store_images(session: Session, dataset_id: int, images: Sequence[SingleImage]) -> SummaryCounts:
+def store_images(session: Session, dataset_id: int, images: Sequence[ImageRow]) -> SummaryCounts:
     """Insert images (not yet in the dataset) with their index rows; their share of the
     summaries."""
-    rows: list[ImageRow] = [
-        {
-            "dataset_id": dataset_id,
-            "zarr_url": image.zarr_url,
-            "origin": image.origin,
-            "attributes": image.attributes,
-            "types": image.types,
-        }
-        for image in images
-    ]
+    rows: list[ImageRow] = [{"dataset_id": dataset_id, **image} for image in images]
 
     # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
     # constraint here; the request then ends in a 422 and nothing is written.
@@ -328,15 +319,16 @@ class ImageWriter:
         self.seen: set[str] = set()
         self.counts = SummaryCounts()
 
-    def first_duplicate(self, images: Iterable[SingleImage]) -> str | None:
+    def first_duplicate(self, images: Iterable[ImageRow]) -> str | None:
         """The first zarr_url that appears twice so far (the images count as seen)."""
         for image in images:
-            if image.zarr_url in self.seen:
-                return image.zarr_url
-            self.seen.add(image.zarr_url)
+            zarr_url: str = image["zarr_url"]
+            if zarr_url in self.seen:
+                return zarr_url
+            self.seen.add(zarr_url)
         return None
 
-    async def write(self, images: Sequence[SingleImage]) -> None:
+    async def write(self, images: Sequence[ImageRow]) -> None:
         """Store images that `first_duplicate` has seen, with their index rows."""
         if not images:
             return
@@ -358,10 +350,11 @@ async def insert_images(
     Plain multi-row INSERTs, no ORM objects, a chunk at a time.
     """
     writer = ImageWriter(session, dataset.id)
-    duplicate = writer.first_duplicate(new_images)
+    rows = list(map(image_row, new_images))
+    duplicate = writer.first_duplicate(rows)
     if duplicate is not None:
         raise Unprocessable(f"Image with zarr_url '{duplicate}' appears twice")
-    for chunk in chunks(new_images, INSERT_CHUNK_IMAGES):
+    for chunk in chunks(rows, INSERT_CHUNK_IMAGES):
         await writer.write(chunk)
     await writer.finish()
 
@@ -392,7 +385,8 @@ def _add_one_image(
         raise Unprocessable(
             [f"Image with zarr_url '{new_image.zarr_url}' already in DatasetV2 {dataset_id}"]
         )
-    change_summaries(session, dataset_id, store_images(session, dataset_id, [new_image]), +1)
+    counts = store_images(session, dataset_id, [image_row(new_image)])
+    change_summaries(session, dataset_id, counts, +1)
 
 
 async def _get_image(session: AsyncSession, dataset: Dataset, zarr_url: str) -> Image:
@@ -409,7 +403,7 @@ async def delete_image(
 ) -> None:
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
     image = await _get_image(session, dataset, zarr_url)
-    await _change_summaries(session, dataset.id, [_image_dict(image)], -1)
+    await _change_summaries(session, dataset.id, [image_row(image)], -1)
     await image_status.forget(session, [image.id])
     await session.execute(delete(Image).where(Image.id == image.id))
 
@@ -425,9 +419,9 @@ async def update_image(
     dataset = await get_dataset_for_member(session, project_id, dataset_id, user)
     image = await _get_image(session, dataset, image_update.zarr_url)
     if image_update.attributes is None and image_update.types is None:
-        return _image_dict(image)
+        return image_row(image)
     await _replace_images(session, dataset.id, {image.id: image}, [image_update])
-    return _image_dict(image)
+    return image_row(image)
 
 
 async def _replace_images(
@@ -438,7 +432,7 @@ async def _replace_images(
 ) -> None:
     """Give stored images new attributes and/or types, with their index rows and summaries."""
     by_url = {image.zarr_url: image for image in stored.values()}
-    await _change_summaries(session, dataset_id, [_image_dict(i) for i in stored.values()], -1)
+    await _change_summaries(session, dataset_id, [image_row(i) for i in stored.values()], -1)
     ids = list(stored)
     for chunk in chunks(ids, IDS_PER_STATEMENT):
         await session.execute(delete(ImageAttribute).where(ImageAttribute.image_id.in_(chunk)))
@@ -450,7 +444,7 @@ async def _replace_images(
         if replacement.types is not None:
             image.types = replacement.types
     await session.flush()
-    rows = [_image_dict(stored[image_id]) for image_id in ids]
+    rows = [image_row(stored[image_id]) for image_id in ids]
     counts = await session.run_sync(write_index_rows, dataset_id, ids, rows)
     await _change_summaries(session, dataset_id, counts, +1)
 
@@ -1007,7 +1001,7 @@ async def list_all_images(session: AsyncSession, dataset: Dataset) -> list[dict[
     images = await session.scalars(
         select(Image).where(Image.dataset_id == dataset.id).order_by(Image.id)
     )
-    return [_image_dict(image) for image in images]
+    return [image_row(image) for image in images]
 
 
 async def count_images(session: AsyncSession, dataset: Dataset) -> int:
@@ -1037,7 +1031,7 @@ async def apply_image_changes(
         existing.update((image.zarr_url, image) for image in found)
     gone = [existing[url] for url in dict.fromkeys(removed) if url in existing]
     if gone:
-        await _change_summaries(session, dataset.id, [_image_dict(image) for image in gone], -1)
+        await _change_summaries(session, dataset.id, [image_row(image) for image in gone], -1)
         await image_status.forget(session, [image.id for image in gone])
         for id_chunk in chunks([image.id for image in gone], IDS_PER_STATEMENT):
             await session.execute(delete(Image).where(Image.id.in_(id_chunk)))
