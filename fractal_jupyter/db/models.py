@@ -129,6 +129,8 @@ class ImageAttribute(Base):
     __tablename__ = "image_attribute"
     __table_args__ = (
         Index("ix_image_attribute_lookup", "dataset_id", "key", "value_key", "image_id"),
+        # One B-tree less per row on SQLite (migration 0010); nothing reads a rowid.
+        {"sqlite_with_rowid": False},
     )
 
     image_id: Mapped[int] = mapped_column(
@@ -141,7 +143,10 @@ class ImageAttribute(Base):
 
 class ImageType(Base):
     __tablename__ = "image_type"
-    __table_args__ = (Index("ix_image_type_lookup", "dataset_id", "key", "value", "image_id"),)
+    __table_args__ = (
+        Index("ix_image_type_lookup", "dataset_id", "key", "value", "image_id"),
+        {"sqlite_with_rowid": False},
+    )
 
     image_id: Mapped[int] = mapped_column(
         ForeignKey("image.id", ondelete="CASCADE"), primary_key=True

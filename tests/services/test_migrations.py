@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, MetaData, func, select, text
 
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
-from fractal_jupyter.db.models import Task, TaskGroup, Workflow
+from fractal_jupyter.db.models import ImageAttribute, Task, TaskGroup, Workflow
 from tests.support.databases import fresh_database_url
 
 PREVIOUS_REVISION = "0005"
@@ -26,6 +26,13 @@ PREVIOUS_REVISION = "0005"
 def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
     def run(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
+
+    return run
+
+
+def _downgrade_to(revision: str):  # type: ignore[no-untyped-def]
+    def run(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), revision)
 
     return run
 
@@ -451,3 +458,85 @@ def test_upgrade_to_task_core_makes_no_task_core_and_no_pre_pins(tmp_path):
     assert tasks == [(1, "t", 1, False), (2, "u", 1, False)]
     assert pins == [{}, {"numpy": "2.0.0"}]
     assert after == [{"setuptools": "70.0"}, (1, False), (2, True)]
+
+
+def test_upgrade_to_index_tables_without_rowid_keeps_the_index_and_its_filters(tmp_path):
+    """0010: the index rows of images stored under 0009 are kept (on SQLite copied into
+    tables without a rowid), a filter still finds its images through them, a deleted image
+    still takes its index rows along (ON DELETE CASCADE), and a downgrade gives the rows back
+    in rowid tables."""
+    index_rows = {
+        "image_attribute": "SELECT image_id, key, dataset_id, value_key FROM image_attribute",
+        "image_type": "SELECT image_id, key, dataset_id, value FROM image_type",
+    }
+
+    def definitions(connection: Connection) -> list[str]:
+        if connection.dialect.name != "sqlite":
+            return []
+        return [
+            connection.execute(
+                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                {"name": name},
+            ).scalar_one()
+            for name in index_rows
+        ]
+
+    def rows(connection: Connection) -> dict[str, list[tuple[Any, ...]]]:
+        return {
+            name: sorted(tuple(row) for row in connection.execute(text(query)))
+            for name, query in index_rows.items()
+        }
+
+    async def run() -> tuple[Any, ...]:
+        async with fresh_database_url(tmp_path) as url:
+            database = Database(url)
+            async with database.engine.begin() as connection:
+                await connection.run_sync(_upgrade_to("0009"))
+                for statement in [
+                    *FILL[:3],
+                    "INSERT INTO image (id, dataset_id, zarr_url, origin, attributes, types) "
+                    'VALUES (1, 1, \'/z/a\', NULL, \'{"well": "A01", "row": 1}\', '
+                    "'{\"is_3D\": true}'), (2, 1, '/z/b', NULL, '{\"well\": \"B01\"}', '{}')",
+                    "INSERT INTO image_attribute (image_id, key, dataset_id, value_key) VALUES "
+                    "(1, 'well', 1, 's:A01'), (1, 'row', 1, 'n:1'), (2, 'well', 1, 's:B01')",
+                    "INSERT INTO image_type (image_id, key, dataset_id, value) "
+                    "VALUES (1, 'is_3D', 1, true)",
+                ]:
+                    await connection.execute(text(statement))
+                before = await connection.run_sync(rows)
+            await database.upgrade()
+            async with database.engine.begin() as connection:
+                upgraded = await connection.run_sync(definitions)
+                after = await connection.run_sync(rows)
+            async with database.session() as session:
+                found = (
+                    await session.scalars(
+                        select(ImageAttribute.image_id).where(
+                            ImageAttribute.dataset_id == 1,
+                            ImageAttribute.key == "well",
+                            ImageAttribute.value_key == "s:B01",
+                        )
+                    )
+                ).all()
+            async with database.engine.begin() as connection:
+                await connection.execute(text("DELETE FROM image WHERE id = 2"))
+                after_delete = await connection.run_sync(rows)
+                await connection.run_sync(_downgrade_to("0009"))
+                downgraded = await connection.run_sync(definitions)
+                after_downgrade = await connection.run_sync(rows)
+            await database.dispose()
+            return before, upgraded, after, found, after_delete, downgraded, after_downgrade
+
+    before, upgraded, after, found, after_delete, downgraded, after_downgrade = asyncio.run(run())
+    assert after == before and found == [2]
+    assert (
+        after_delete
+        == after_downgrade
+        == {
+            "image_attribute": [(1, "row", 1, "n:1"), (1, "well", 1, "s:A01")],
+            "image_type": [(1, "is_3D", 1, True)],
+        }
+    )
+    if upgraded:  # SQLite
+        assert all(sql.rstrip().endswith("WITHOUT ROWID") for sql in upgraded), upgraded
+        assert not any("WITHOUT ROWID" in sql for sql in downgraded), downgraded
