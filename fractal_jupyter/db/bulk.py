@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, Table, func, insert, select
+from sqlalchemy import Dialect, Select, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -96,8 +96,7 @@ def insert_rows_numbered(
     in between, in order. Otherwise (PostgreSQL's sequences, SQLite past its largest id),
     `read_back_ids` finds them, e.g. by a unique column.
     """
-    table = table_of(model)
-    largest_id = select(func.max(table.c.id))
+    largest_id = _largest_id(table_of(model))
     if session.get_bind().dialect.name == "sqlite":
         before = session.scalar(largest_id) or 0
         insert_rows(session, model, rows)
@@ -106,6 +105,12 @@ def insert_rows_numbered(
     else:
         insert_rows(session, model, rows)
     return read_back_ids()
+
+
+@functools.lru_cache(maxsize=8)
+def _largest_id(table: Table) -> Select[int | None]:
+    """SELECT max(id): built once per table, it is not built again for each one-image write."""
+    return select(func.max(table.c.id))
 
 
 @functools.lru_cache(maxsize=32)

@@ -184,9 +184,7 @@ def change_summaries(
         counts.add(images)
     if counts.images:
         session.execute(
-            update(Dataset)
-            .where(Dataset.id == dataset_id)
-            .values(image_count=Dataset.image_count + sign * counts.images)
+            _CHANGE_IMAGE_COUNT, {"dataset_id": dataset_id, "change": sign * counts.images}
         )
     upsert = dialect_insert(session)
     # Sorted, so that concurrent writers take row locks in one order (no deadlock).
@@ -209,29 +207,42 @@ def change_summaries(
         }
         for key, count in sorted(counts.types.items())
     ]
-    for model, rows, index, counters in (
-        (AttributeSummary, attribute_rows, ["dataset_id", "key", "value_key"], ["image_count"]),
-        (TypeSummary, type_rows, ["dataset_id", "key"], ["image_count", "true_count"]),
-    ):
+    for model, rows in ((AttributeSummary, attribute_rows), (TypeSummary, type_rows)):
         if rows:
-            # One statement for any number of rows (executemany): its compiled form is
-            # reused, where a multi-row VALUES was compiled anew for every write.
-            table = table_of(model)
-            statement = upsert(table)
-            session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=index,
-                    set_={
-                        counter: table.c[counter] + statement.excluded[counter]
-                        for counter in counters
-                    },
-                ),
-                rows,
-            )
-        if sign < 0 and rows:
-            session.execute(
-                delete(model).where(model.dataset_id == dataset_id, model.image_count <= 0)
-            )
+            # One statement for any number of rows (executemany), built once: building it
+            # (its `excluded` columns) took longer than the rest of adding one image.
+            session.execute(_summary_upsert(model, upsert), rows)
+            if sign < 0:
+                session.execute(_EMPTY_SUMMARIES[model], {"dataset_id": dataset_id})
+
+
+_CHANGE_IMAGE_COUNT = (
+    update(Dataset)
+    .where(Dataset.id == bindparam("dataset_id"))
+    .values(image_count=Dataset.image_count + bindparam("change"))
+)
+_EMPTY_SUMMARIES = {
+    model: delete(model).where(model.dataset_id == bindparam("dataset_id"), model.image_count <= 0)
+    for model in (AttributeSummary, TypeSummary)
+}
+# Each summary table's key columns and its counters.
+_SUMMARY_COLUMNS: dict[type[AttributeSummary | TypeSummary], tuple[list[str], list[str]]] = {
+    AttributeSummary: (["dataset_id", "key", "value_key"], ["image_count"]),
+    TypeSummary: (["dataset_id", "key"], ["image_count", "true_count"]),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _summary_upsert(model: type[AttributeSummary | TypeSummary], upsert: Any) -> Any:
+    """INSERT a summary row, or add its counters to the existing one (`upsert`: the INSERT
+    of the database's dialect)."""
+    table = table_of(model)
+    index, counters = _SUMMARY_COLUMNS[model]
+    statement = upsert(table)
+    return statement.on_conflict_do_update(
+        index_elements=index,
+        set_={counter: table.c[counter] + statement.excluded[counter] for counter in counters},
+    )
 
 
 def write_index_rows(
@@ -372,13 +383,18 @@ async def add_image(
     await database.write(functools.partial(_add_one_image, project_id, dataset_id, user, new_image))
 
 
+_IMAGE_ID_BY_URL = select(Image.id).where(
+    Image.dataset_id == bindparam("dataset_id"), Image.zarr_url == bindparam("zarr_url")
+)
+
+
 def _add_one_image(
     project_id: int, dataset_id: int, user: CurrentUser, new_image: SingleImage, session: Session
 ) -> None:
     dataset = dataset_for_member(session, project_id, dataset_id, user)
     check_image_location(new_image.zarr_url, dataset.zarr_dir)
     exists = session.scalar(
-        select(Image.id).where(Image.dataset_id == dataset_id, Image.zarr_url == new_image.zarr_url)
+        _IMAGE_ID_BY_URL, {"dataset_id": dataset_id, "zarr_url": new_image.zarr_url}
     )
     if exists is not None:
         # fractal-server 2.6.4 answers this one with a list as detail.
