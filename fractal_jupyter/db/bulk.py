@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -32,18 +31,6 @@ def table_of(model: type[DeclarativeBase]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
-
-
-def insert_rows(
-    session: Session,
-    model: type[DeclarativeBase],
-    rows: Sequence[Mapping[str, Any]],
-    encoded: frozenset[str] = frozenset(),
-) -> None:
-    """`insert_columns` of rows given as dicts with the same keys."""
-    if rows:
-        columns = {key: list(map(operator.itemgetter(key), rows)) for key in rows[0]}
-        insert_columns(session, model, columns, encoded)
 
 
 def insert_columns(
@@ -81,14 +68,14 @@ def insert_columns(
     connection.exec_driver_sql(sql, parameters)
 
 
-def insert_rows_numbered(
+def insert_columns_numbered(
     session: Session,
     model: type[DeclarativeBase],
-    rows: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, Sequence[Any]],
     read_back_ids: Callable[[], Sequence[int]],
 ) -> Sequence[int]:
-    """`insert_rows` into a table with an integer primary key `id`; the new rows' ids, in
-    the order of `rows`.
+    """`insert_columns` into a table with an integer primary key `id`; the new rows' ids, in
+    the order of the rows.
 
     executemany without RETURNING is the fast path of both drivers (with RETURNING, SQLite
     inserts row by row). SQLite gives each new row the largest id so far plus one: when the
@@ -97,13 +84,14 @@ def insert_rows_numbered(
     `read_back_ids` finds them, e.g. by a unique column.
     """
     largest_id = _largest_id(table_of(model))
+    rows = len(next(iter(columns.values()), ()))
     if session.get_bind().dialect.name == "sqlite":
         before = session.scalar(largest_id) or 0
-        insert_rows(session, model, rows)
-        if session.scalar(largest_id) == before + len(rows):
-            return range(before + 1, before + len(rows) + 1)
+        insert_columns(session, model, columns)
+        if session.scalar(largest_id) == before + rows:
+            return range(before + 1, before + rows + 1)
     else:
-        insert_rows(session, model, rows)
+        insert_columns(session, model, columns)
     return read_back_ids()
 
 

@@ -39,7 +39,7 @@ from ..db.bulk import (
     chunks,
     dialect_insert,
     insert_columns,
-    insert_rows_numbered,
+    insert_columns_numbered,
     table_of,
 )
 from ..db.engine import Database
@@ -123,10 +123,8 @@ class SummaryCounts:
 
     def add(self, images: Iterable[ImageRow]) -> None:
         images = list(images)
-        attributes = [pair for image in images for pair in image["attributes"].items()]
-        types = [pair for image in images for pair in image["types"].items()]
-        keys, values = _columns(attributes, 2)
-        type_keys, type_values = _columns(types, 2)
+        keys, values = _entries([image["attributes"] for image in images])
+        type_keys, type_values = _entries([image["types"] for image in images])
         self.add_index_rows(len(images), keys, match_keys(values), values, type_keys, type_values)
 
     def add_index_rows(
@@ -158,9 +156,20 @@ class SummaryCounts:
         self.true_types.update(other.true_types)
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
-    """The columns of rows of `width` values (empty ones for no rows)."""
-    return list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
+def _entries(dicts: Sequence[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+    """The keys and the values of every entry of `dicts`, in order, as two lists.
+
+    The loops run in C; a comprehension of (key, value) pairs then split with `zip(*pairs)`
+    took 0.4 s of an import of 100,000 images."""
+    return (
+        list(itertools.chain.from_iterable(dicts)),
+        list(itertools.chain.from_iterable(map(dict.values, dicts))),
+    )
+
+
+def _owners(ids: Sequence[int], dicts: Sequence[dict[str, Any]]) -> list[int]:
+    """For every entry of `dicts` (as `_entries` lists them), the id of its dict."""
+    return list(itertools.chain.from_iterable(map(itertools.repeat, ids, map(len, dicts))))
 
 
 async def _change_summaries(
@@ -253,28 +262,16 @@ def write_index_rows(
     for id_chunk, image_chunk in zip(
         chunks(image_ids, IDS_PER_STATEMENT), chunks(images, IDS_PER_STATEMENT), strict=True
     ):
-        attribute_ids, keys, values = _columns(
-            [
-                (image_id, key, value)
-                for image_id, image in zip(id_chunk, image_chunk, strict=True)
-                for key, value in image["attributes"].items()
-            ],
-            3,
-        )
-        type_ids, type_keys, type_values = _columns(
-            [
-                (image_id, key, value)
-                for image_id, image in zip(id_chunk, image_chunk, strict=True)
-                for key, value in image["types"].items()
-            ],
-            3,
-        )
+        attributes = [image["attributes"] for image in image_chunk]
+        keys, values = _entries(attributes)
+        types = [image["types"] for image in image_chunk]
+        type_keys, type_values = _entries(types)
         value_keys = match_keys(values)
         insert_columns(
             session,
             ImageAttribute,
             {
-                "image_id": attribute_ids,
+                "image_id": _owners(id_chunk, attributes),
                 "dataset_id": [dataset_id] * len(keys),
                 "key": keys,
                 "value_key": value_keys,
@@ -284,7 +281,7 @@ def write_index_rows(
             session,
             ImageType,
             {
-                "image_id": type_ids,
+                "image_id": _owners(id_chunk, types),
                 "dataset_id": [dataset_id] * len(type_keys),
                 "key": type_keys,
                 "value": type_values,
@@ -297,23 +294,30 @@ def write_index_rows(
 def store_images(session: Session, dataset_id: int, images: Sequence[ImageRow]) -> SummaryCounts:
     """Insert images (not yet in the dataset) with their index rows; their share of the
     summaries."""
-    rows: list[ImageRow] = [{"dataset_id": dataset_id, **image} for image in images]
+    zarr_urls = [image["zarr_url"] for image in images]
+    columns = {
+        "dataset_id": [dataset_id] * len(images),
+        "zarr_url": zarr_urls,
+        "origin": [image["origin"] for image in images],
+        "attributes": [image["attributes"] for image in images],
+        "types": [image["types"] for image in images],
+    }
 
     # A zarr_url taken meanwhile by a concurrent writer (PostgreSQL) fails the unique
     # constraint here; the request then ends in a 422 and nothing is written.
     def ids_by_zarr_url() -> list[int]:
         ids_by_url: dict[str, int] = {}
-        for chunk in chunks([row["zarr_url"] for row in rows], IDS_PER_STATEMENT):
+        for chunk in chunks(zarr_urls, IDS_PER_STATEMENT):
             found = session.execute(
                 select(Image.zarr_url, Image.id).where(
                     Image.dataset_id == dataset_id, Image.zarr_url.in_(chunk)
                 )
             )
             ids_by_url.update((zarr_url, image_id) for zarr_url, image_id in found)
-        return [ids_by_url[row["zarr_url"]] for row in rows]
+        return [ids_by_url[zarr_url] for zarr_url in zarr_urls]
 
-    image_ids = insert_rows_numbered(session, Image, rows, ids_by_zarr_url)
-    return write_index_rows(session, dataset_id, image_ids, rows)
+    image_ids = insert_columns_numbered(session, Image, columns, ids_by_zarr_url)
+    return write_index_rows(session, dataset_id, image_ids, images)
 
 
 class ImageWriter:
