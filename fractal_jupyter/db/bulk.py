@@ -85,10 +85,11 @@ def insert_columns_numbered(
     """
     largest_id = _largest_id(table_of(model))
     rows = len(next(iter(columns.values()), ()))
-    if session.get_bind().dialect.name == "sqlite":
-        before = session.scalar(largest_id) or 0
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        before = connection.scalar(largest_id) or 0
         insert_columns(session, model, columns)
-        if session.scalar(largest_id) == before + rows:
+        if connection.scalar(largest_id) == before + rows:
             return range(before + 1, before + rows + 1)
     else:
         insert_columns(session, model, columns)

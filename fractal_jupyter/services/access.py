@@ -59,9 +59,30 @@ def read_dataset_filters(
     connection: Connection, project_id: int, dataset_id: int, user: CurrentUser
 ) -> dict[str, Any]:
     """The dataset's filters, after `get_dataset_for_member`'s checks (for `Database.read`)."""
-    found = connection.execute(_FILTERS_FOR_MEMBER, _parameters(project_id, dataset_id, user))
-    filters: dict[str, Any] = _checked_dataset(found.first(), project_id, dataset_id)
+    filters: dict[str, Any] = _read_for_member(
+        connection, _FILTERS_FOR_MEMBER, project_id, dataset_id, user
+    )
     return filters
+
+
+def read_dataset_zarr_dir(
+    connection: Connection, project_id: int, dataset_id: int, user: CurrentUser
+) -> str:
+    """The dataset's zarr_dir, after `get_dataset_for_member`'s checks (no ORM object: this
+    runs on every image added)."""
+    zarr_dir: str = _read_for_member(connection, _ZARR_DIR_FOR_MEMBER, project_id, dataset_id, user)
+    return zarr_dir
+
+
+def _read_for_member(
+    connection: Connection,
+    statement: Select[Any, Any, Any],
+    project_id: int,
+    dataset_id: int,
+    user: CurrentUser,
+) -> Any:
+    found = connection.execute(statement, _parameters(project_id, dataset_id, user))
+    return _checked_dataset(found.first(), project_id, dataset_id)
 
 
 def _parameters(project_id: int, dataset_id: int, user: CurrentUser) -> dict[str, int]:
@@ -89,6 +110,7 @@ def _dataset_for_member(wanted: Any) -> Select[Any, Any, Any]:
 
 _DATASET_FOR_MEMBER = _dataset_for_member(Dataset)
 _FILTERS_FOR_MEMBER = _dataset_for_member(Dataset.filters)
+_ZARR_DIR_FOR_MEMBER = _dataset_for_member(Dataset.zarr_dir)
 
 
 def _checked_dataset(row: Row[Any, Any, Any] | None, project_id: int, dataset_id: int) -> Any:

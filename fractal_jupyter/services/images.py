@@ -61,7 +61,7 @@ from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.history import RenderedStatusImagePage
 from ..schemas.images import ImageQuery, RenderedImagePage, SingleImage, SingleImageUpdate
 from . import image_status
-from .access import dataset_for_member, get_dataset_for_member, read_dataset_filters
+from .access import get_dataset_for_member, read_dataset_filters, read_dataset_zarr_dir
 from .users import CurrentUser
 
 
@@ -191,8 +191,9 @@ def change_summaries(
     else:
         counts = SummaryCounts()
         counts.add(images)
+    connection = session.connection()  # Core statements: no ORM work per statement
     if counts.images:
-        session.execute(
+        connection.execute(
             _CHANGE_IMAGE_COUNT, {"dataset_id": dataset_id, "change": sign * counts.images}
         )
     upsert = dialect_insert(session)
@@ -220,9 +221,9 @@ def change_summaries(
         if rows:
             # One statement for any number of rows (executemany), built once: building it
             # (its `excluded` columns) took longer than the rest of adding one image.
-            session.execute(_summary_upsert(model, upsert), rows)
+            connection.execute(_summary_upsert(model, upsert), rows)
             if sign < 0:
-                session.execute(_EMPTY_SUMMARIES[model], {"dataset_id": dataset_id})
+                connection.execute(_EMPTY_SUMMARIES[model], {"dataset_id": dataset_id})
 
 
 _CHANGE_IMAGE_COUNT = (
@@ -395,9 +396,12 @@ _IMAGE_ID_BY_URL = select(Image.id).where(
 def _add_one_image(
     project_id: int, dataset_id: int, user: CurrentUser, new_image: SingleImage, session: Session
 ) -> None:
-    dataset = dataset_for_member(session, project_id, dataset_id, user)
-    check_image_location(new_image.zarr_url, dataset.zarr_dir)
-    exists = session.scalar(
+    # Core statements on the session's connection: the ORM's handling of each statement
+    # cost more than SQLite's work for it.
+    connection = session.connection()
+    zarr_dir = read_dataset_zarr_dir(connection, project_id, dataset_id, user)
+    check_image_location(new_image.zarr_url, zarr_dir)
+    exists = connection.scalar(
         _IMAGE_ID_BY_URL, {"dataset_id": dataset_id, "zarr_url": new_image.zarr_url}
     )
     if exists is not None:
