@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import Dataset
 from ..errors import FractalError, Unprocessable, validation_detail
+from ..gc_pause import garbage_collection_paused
 from ..schemas.dataset import DatasetImport
 from ..schemas.images import SingleImage, plain_images
 from .access import get_project_for_member
@@ -41,6 +42,8 @@ IMPORT_CHUNK_IMAGES = 5_000
 _IMAGES = TypeAdapter(list[SingleImage])
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# The end of an array item: a comma or the closing bracket, and the blanks around it.
+_ITEM_END = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 # Python's scanner accepts an escaped lone surrogate, pydantic's refuses it; this finds every
 # surrogate escape (and some look-alikes), which sends the body to whole-body validation.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -115,9 +118,20 @@ class _Reader:
         if self.text.startswith("]", self.pos):
             self.pos += 1
             return
+        # One regular expression per item for what follows it: this loop runs 100,000
+        # times for 100,000 images, and method calls per token were a tenth of an import.
+        text, decode, item_end = self.text, _DECODER.raw_decode, _ITEM_END.match
         while True:
-            yield self.value()
-            if self._take(",]") == "]":
+            try:
+                value, end = decode(text, self.pos)
+            except (ValueError, RecursionError):
+                raise _WholeBody from None
+            found = item_end(text, end)
+            if found is None:
+                raise _WholeBody
+            self.pos = found.end()
+            yield value
+            if found.group(1) == "]":
                 return
 
 
@@ -277,10 +291,11 @@ async def import_dataset(
     except FractalError:
         await _raise_validation_errors(raw)
         raise
-    try:
-        dataset = await _walk(session, project_id, raw, None)
-    except _WholeBody:
-        dataset = await _import_whole(session, project_id, raw)
+    with garbage_collection_paused():
+        try:
+            dataset = await _walk(session, project_id, raw, None)
+        except _WholeBody:
+            dataset = await _import_whole(session, project_id, raw)
     if dataset is None:
         raise RuntimeError("an import with a session always makes a dataset")
     await session.refresh(dataset, ["project"])
