@@ -51,7 +51,6 @@ WARMUP = 3
 # A server whose requests take long gets fewer samples per metric, never fewer than this.
 MIN_SAMPLES = 10
 METRIC_BUDGET_S = 12.0
-ADD_SAMPLES = 10
 MIN_ADD_SAMPLES = 5
 PAGE_SIZE = 100
 ZARR_DIR = "/bench/zarr"
@@ -300,7 +299,7 @@ class SizeRun:
                 number = 1 if page == "first" else last_page(len(self.workload.matching[query.key]))
                 run = functools.partial(self.query, query, number)
                 metrics[f"query_{query.key}_{page}"] = measure(run, self.repeat, MIN_SAMPLES)
-        metrics["add_image"] = measure(self.add_image, ADD_SAMPLES, MIN_ADD_SAMPLES)
+        metrics["add_image"] = measure(self.add_image, self.repeat, MIN_ADD_SAMPLES)
         self.check_final_count()
         return {
             "import_s": round(import_s, 3),
