@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Dialect, Select, Table, func, insert, select
+from sqlalchemy import CursorResult, Dialect, Select, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -38,7 +38,7 @@ def insert_columns(
     model: type[DeclarativeBase],
     columns: Mapping[str, Sequence[Any]],
     encoded: frozenset[str] = frozenset(),
-) -> None:
+) -> CursorResult[Any] | None:
     """INSERT rows given column by column (sequences of one length) in one executemany of
     the driver.
 
@@ -62,10 +62,11 @@ def insert_columns(
         ordered.append(column)
     parameters: list[Any] = list(zip(*ordered, strict=True))
     if not parameters:
-        return
+        return None
     if not positional:  # named parameters: one dict a row
         parameters = [dict(zip(order, value, strict=True)) for value in parameters]
-    connection.exec_driver_sql(sql, parameters)
+    # One row is an execute, not an executemany: its result knows the new row's id.
+    return connection.exec_driver_sql(sql, parameters)
 
 
 def insert_columns_numbered(
@@ -80,13 +81,18 @@ def insert_columns_numbered(
     executemany without RETURNING is the fast path of both drivers (with RETURNING, SQLite
     inserts row by row). SQLite gives each new row the largest id so far plus one: when the
     largest id afterwards is the one before plus the number of rows, the new ids are those
-    in between, in order. Otherwise (PostgreSQL's sequences, SQLite past its largest id),
-    `read_back_ids` finds them, e.g. by a unique column.
+    in between, in order; one row's id is the one its insert reports (no other statement).
+    Otherwise (PostgreSQL's sequences, SQLite past its largest id), `read_back_ids` finds
+    them, e.g. by a unique column.
     """
     largest_id = _largest_id(table_of(model))
     rows = len(next(iter(columns.values()), ()))
     connection = session.connection()
-    if connection.dialect.name == "sqlite":
+    if connection.dialect.name == "sqlite" and rows == 1:  # adding one image
+        result = insert_columns(session, model, columns)
+        if result is not None and result.lastrowid:
+            return [result.lastrowid]
+    elif connection.dialect.name == "sqlite":
         before = connection.scalar(largest_id) or 0
         insert_columns(session, model, columns)
         if connection.scalar(largest_id) == before + rows:
