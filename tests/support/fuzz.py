@@ -66,18 +66,27 @@ class TableFingerprints:
 
     def __init__(self, database_path: Path) -> None:
         self.connection = sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)
-        self.tables = [
+        tables = [
             name
             for (name,) in self.connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
             )
         ]
+        # Rows in the order of all their columns: some tables have no rowid (migration 0010).
+        self.queries = {
+            table: f'SELECT * FROM "{table}" ORDER BY '
+            + ", ".join(map(str, range(1, self._column_count(table) + 1)))
+            for table in tables
+        }
+
+    def _column_count(self, table: str) -> int:
+        return len(self.connection.execute(f'PRAGMA table_info("{table}")').fetchall())
 
     def take(self) -> dict[str, str]:
         fingerprints = {}
-        for table in self.tables:
+        for table, query in self.queries.items():
             digest = hashlib.blake2b(digest_size=16)
-            for row in self.connection.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+            for row in self.connection.execute(query):
                 digest.update(repr(row).encode())
             fingerprints[table] = digest.hexdigest()
         return fingerprints
