@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .db.engine import Database, SchemaMismatch
-from .errors import SchemaUnavailable, Unavailable
+from .db.row_security import ADMIN_ROLE, DatabaseIdentity
+from .errors import Forbidden, SchemaUnavailable, Unavailable
 from .runner.launcher import JobLauncher
 from .runner.settings import RunnerSettings
 from .services.job_watcher import JobWatcher
@@ -61,6 +62,8 @@ class FractalState:
     migrate_on_start: bool = True
     schema_recheck_seconds: float = SCHEMA_RECHECK_SECONDS
     schema_reverify_seconds: float = SCHEMA_REVERIFY_SECONDS
+    # The database's login role where it has row-level security (`_take_identity`), else "".
+    database_role: str = ""
     _users: dict[str, tuple[float, CurrentUser]] = field(default_factory=dict)
     _ready: asyncio.Future[None] | None = None
     _schema_problem: tuple[float, SchemaUnavailable] | None = None
@@ -122,7 +125,26 @@ class FractalState:
             await self.database.upgrade()
         else:
             await self.database.check_schema()
+        self._take_identity(await self.database.identity())
         self._ready_at = time.monotonic()
+
+    def _take_identity(self, identity: DatabaseIdentity | None) -> None:
+        """Under row-level security the database says who administers (members of its
+        `fractal_admin` role), not `admin_users`, which any user can set for their own server;
+        read again with every schema check, so a change shows within a minute."""
+        if identity is None:
+            return
+        if identity.admins != self.admin_users:
+            if not self.database_role:
+                self.log.info(
+                    "fractal_jupyter: the database has row-level security: its role %s "
+                    "decides the administrators (%s), not FractalJupyter.admin_users",
+                    ADMIN_ROLE,
+                    ", ".join(sorted(identity.admins)) or "none",
+                )
+            self.admin_users = identity.admins
+            self.forget_users()
+        self.database_role = identity.role
 
     async def refuse_if_schema_mismatch(self) -> None:
         """For routes that need no database (api/alive/): the schema's 503 while it lasts,
@@ -202,6 +224,12 @@ class FractalState:
                     return current
         # Unknown, deactivated (`caller` says so) or to be read afresh.
         self._users.pop(username, None)
+        if self.database_role and username != self.database_role:
+            raise Forbidden(
+                f"This server reaches the Fractal database as {self.database_role!r}, whose "
+                f"rows are not {username!r}'s (the database has row-level security): "
+                f"{username!r} uses Fractal through their own server."
+            )
         is_superuser = username in self.admin_users
         async with self.database.session(write=True) as session:
             current = await caller(session, username, is_superuser)

@@ -427,6 +427,7 @@ def test_db_upgrade_on_sqlite_is_idempotent_and_refuses_sync_urls(tmp_path, run_
         "revision_after": head,
         "head": head,
         "upgraded": False,
+        "row_security_installed": False,
     }
     text = run_here(env, tmp_path, "db", "upgrade", "--db-url", url)
     assert text.stdout.strip() == f"Database {url}: already at the newest revision {head}; " + (
@@ -445,6 +446,12 @@ def test_db_upgrade_on_sqlite_is_idempotent_and_refuses_sync_urls(tmp_path, run_
         "jupyter fractal db upgrade: FractalJupyter.db_url = 'postgresql://u:***@host/f' is "
         "not valid: it accepts an SQLAlchemy URL with an async driver: "
         "sqlite+aiosqlite:///<path of the file> or postgresql+asyncpg://user:password@host/dbname."
+    )
+    secured = run_here(env, tmp_path, "db", "upgrade", "--db-url", url, "--row-security")
+    assert secured.returncode == 1, secured.stdout
+    assert secured.stderr.strip() == (
+        "jupyter fractal db upgrade: --row-security needs a PostgreSQL database; a SQLite "
+        "file is one user's, protected by its file mode"
     )
     ended = run_here(env, tmp_path, "db", "upgrade", "--db-url", f"sqlite:///{tmp_path}/s.db")
     assert ended.returncode == 1

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from ..configuration import db_url_problem
 from ..db.engine import ConnectionSettings, Database, SchemaMismatch, alembic_config
+from ..db.row_security import ADMIN_ROLE, USER_ROLE
 from .base import EXIT_OK, CommandApp, CommandFailed, new_parser, print_json
 
 
@@ -28,14 +29,15 @@ def _revision(connection: Connection) -> str | None:
 
 
 async def upgrade(
-    db_url: str, connections: ConnectionSettings | None = None
+    db_url: str, connections: ConnectionSettings | None = None, *, row_security: bool = False
 ) -> tuple[str | None, str | None]:
-    """Migrate the database to the newest revision: its revisions before and after."""
+    """Migrate the database to the newest revision (and install row-level security, when
+    asked): its revisions before and after."""
     database = Database(db_url, connections=connections)
     try:
         async with database.engine.connect() as connection:
             before = await connection.run_sync(_revision)
-        await database.upgrade()
+        await database.upgrade(row_security=row_security)
         async with database.engine.connect() as connection:
             after = await connection.run_sync(_revision)
     finally:
@@ -71,6 +73,15 @@ class DbUpgradeApp(CommandApp):
         parser.add_argument(
             "--db-url", help="the database's URL (the same as --FractalJupyter.db_url=...)"
         )
+        parser.add_argument(
+            "--row-security",
+            action="store_true",
+            help="PostgreSQL only: also install row-level security (a database role per user, "
+            f"administrators by membership of {ADMIN_ROLE}; docs/deploy-jupyterhub.md, 2c), "
+            "which later upgrades keep up to date by themselves. Run it as the role that owns "
+            "the tables, with CREATEROLE the first time (it creates the roles "
+            f"{USER_ROLE} and {ADMIN_ROLE})",
+        )
         return parser
 
     def initialize(self, argv: Any = None) -> None:
@@ -93,10 +104,18 @@ class DbUpgradeApp(CommandApp):
         problem = db_url_problem(fractal.db_url)
         if problem:
             raise CommandFailed(problem)
+        row_security = bool(self.arguments.row_security)
+        if row_security and not fractal.db_url.startswith("postgresql"):
+            raise CommandFailed(
+                "--row-security needs a PostgreSQL database; a SQLite file is one user's, "
+                "protected by its file mode"
+            )
         shown = str(shown_value("db_url", fractal.db_url))
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         try:
-            before, after = asyncio.run(upgrade(fractal.db_url, fractal.connection_settings()))
+            before, after = asyncio.run(
+                upgrade(fractal.db_url, fractal.connection_settings(), row_security=row_security)
+            )
         except SchemaMismatch as error:
             raise CommandFailed(
                 f"the database {shown} was migrated by a newer fractal-jupyter than this one "
@@ -114,13 +133,21 @@ class DbUpgradeApp(CommandApp):
             "revision_after": after,
             "head": head,
             "upgraded": before != after,
+            "row_security_installed": row_security,
         }
         if self.json_output:
             print_json(result)
-        elif before == after:
-            print(f"Database {shown}: already at the newest revision {after}; nothing to do.")
+            return EXIT_OK
+        if before == after:
+            rest = "" if row_security else "; nothing to do"
+            print(f"Database {shown}: already at the newest revision {after}{rest}.")
         else:
             print(f"Database {shown}: upgraded from revision {before or '(empty)'} to {after}.")
+        if row_security:
+            print(
+                f"Row-level security installed: give each user a login role of their hub name "
+                f"in {USER_ROLE}, and administrators {ADMIN_ROLE}."
+            )
         return EXIT_OK
 
 

@@ -25,7 +25,9 @@ from sqlalchemy.pool import NullPool
 
 from .._version import __version__
 from ..file_modes import make_private_dir, make_private_file, restrict_file
+from . import row_security
 from .probe import MIGRATIONS_DIR, known_revisions
+from .row_security import DatabaseIdentity, read_identity
 
 READ_ONLY = "fractal_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -145,6 +147,11 @@ class SchemaStatus:
             "(`jupyter fractal db upgrade`), and this server picks the new schema up by itself.",
             newer=False,
         )
+
+
+def _refresh_row_security(connection: Connection, requested: bool) -> None:
+    if requested or row_security.is_installed(connection):
+        row_security.install(connection)
 
 
 def _current_revision(connection: Connection) -> str | None:
@@ -292,8 +299,12 @@ class Database:
         if mismatch is not None:
             raise mismatch
 
-    async def upgrade(self) -> None:
+    async def upgrade(self, *, row_security: bool = False) -> None:
         """Bring the schema to the newest migration (creates it on an empty database).
+
+        With `row_security` (PostgreSQL only), also (re)install row-level security
+        (row_security.py); a database that has it gets it rewritten by every migration, in the
+        migration's transaction, so that no new table or column goes without its policies.
 
         A database that is already current is only checked: alembic is not even imported.
         A database migrated by a newer fractal-jupyter raises `SchemaMismatch`: nothing
@@ -304,11 +315,13 @@ class Database:
         transaction-scoped advisory lock, then find the schema current. Without it,
         concurrent `CREATE TABLE`s fail.
         """
+        if row_security and self.is_sqlite:
+            raise ValueError("row-level security needs PostgreSQL; this database is SQLite")
         status = await self.schema_status()
         mismatch = status.mismatch()
-        if mismatch is None:
+        if mismatch is None and not row_security:
             return
-        if mismatch.newer:
+        if mismatch is not None and mismatch.newer:
             raise mismatch
         if self.is_sqlite:
             async with self._write_lock, self.engine.begin() as connection:
@@ -324,9 +337,18 @@ class Database:
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
-                await connection.run_sync(_upgrade_to_head)
+                if mismatch is not None:
+                    await connection.run_sync(_upgrade_to_head)
+                await connection.run_sync(_refresh_row_security, row_security)
         finally:
             await engine.dispose()
+
+    async def identity(self) -> DatabaseIdentity | None:
+        """The server's role and the administrators, where row security decides them."""
+        if self.is_sqlite:
+            return None
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(read_identity)
 
     @asynccontextmanager
     async def session(self, write: bool = False) -> AsyncIterator[AsyncSession]:

@@ -82,6 +82,10 @@ class LinkUserProject(Base):
 
 class Project(Base):
     __tablename__ = "project"
+    # No INSERT ... RETURNING (the id comes from the sequence first): under row-level security
+    # (row_security.py) a project is visible only once its creator's membership row exists,
+    # and PostgreSQL checks a returned row against the visibility policy.
+    __table_args__ = ({"implicit_returning": False},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
