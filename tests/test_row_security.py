@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -105,9 +105,18 @@ def roles(database_url: str, jp_asyncio_loop: Any) -> Iterator[Roles]:
 
 
 @pytest.fixture
-def fractal_config(fractal_config: dict[str, Any], roles: Roles) -> dict[str, Any]:
-    """Alice's server, on her own role, configured (by her) as an administrator."""
-    return {**fractal_config, "db_url": roles.url(roles.alice), "admin_users": [roles.alice]}
+def fractal_config(
+    fractal_config: dict[str, Any], roles: Roles, tmp_path: Any, monkeypatch: Any
+) -> dict[str, Any]:
+    """Alice's server, on her own role, configured (by her) as an administrator. Its db_url
+    holds no password: asyncpg reads hers from her password file, as on a hub."""
+    url = make_url(roles.url(roles.alice))
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{url.host}:{url.port}:{url.database}:{url.username}:{PASSWORD}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    shared = URL.create(url.drivername, url.username, None, url.host, url.port, url.database)
+    return {**fractal_config, "db_url": str(shared), "admin_users": [roles.alice]}
 
 
 async def bobs_project(roles: Roles, zarr_dir: str) -> tuple[int, int]:
