@@ -327,6 +327,9 @@ def test_a_database_down_at_start_is_retried_until_it_answers(monkeypatch, caplo
             if self.attempts < 4:
                 raise OSError("Connect call failed")
 
+        async def identity(self) -> None:
+            return None  # no row-level security
+
     class Collector:
         reaped = False
 
@@ -401,6 +404,9 @@ def test_the_servers_end_lets_a_migration_under_way_finish(monkeypatch, migratio
                 events.append("migration cancelled")
                 raise
             events.append("migration ended")
+
+        async def identity(self) -> None:
+            return None  # no row-level security
 
         async def dispose(self) -> None:
             events.append("connections closed")
