@@ -41,6 +41,7 @@ from .handlers.limits import (
 from .runner.files import DOORBELL_FILE
 from .runner.heartbeat import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT_SECONDS
 from .runner.launcher import JobLauncher, this_runner
+from .runner.placement import SlurmPlacement
 from .runner.resources import usable_cpus
 from .runner.settings import Backend, RunnerSettings, SlurmSettings
 from .tokens import TokenSigner, hub_access_scopes
@@ -276,6 +277,19 @@ class FractalJupyter(ExtensionApp):
         "copied with SFTP). Either way as the user running this server: no sudo.",
     ).tag(config=True)
 
+    job_process_placement = Enum(
+        ["auto", "server", "slurm"],
+        "auto",
+        help="Where the job process of a job runs (it follows the job's tasks and reports). "
+        "'server': a process of this server's, outside its session, which outlives a restart "
+        "of it but not the end of a SLURM allocation it runs in. 'slurm' (runner_backend "
+        "'slurm' only): a SLURM job of its own (sbatch, 1 CPU, 2 GB, slurm_partition, the "
+        "job's SLURM account), which outlives this server wherever it runs; any server of "
+        "the user follows it. 'auto': 'slurm' on the 'slurm' backend when this server itself "
+        "runs inside a SLURM allocation (SLURM_JOB_ID is set, as under batchspawner), else "
+        "'server'.",
+    ).tag(config=True)
+
     slurm_partition = Unicode(
         "", help="SLURM partition of the jobs (sbatch --partition). Empty: the cluster default."
     ).tag(config=True)
@@ -365,6 +379,21 @@ class FractalJupyter(ExtensionApp):
     @default("slurm_ssh_user")
     def _slurm_ssh_user_default(self) -> str:
         return getpass.getuser()
+
+    def job_process_placement_used(self) -> str:
+        """'slurm' or 'server': `job_process_placement` with 'auto' resolved."""
+        if self.job_process_placement != "auto":
+            return str(self.job_process_placement)
+        in_allocation = bool(os.environ.get("SLURM_JOB_ID"))
+        on_slurm = Backend(self.runner_backend) is Backend.SLURM
+        return "slurm" if in_allocation and on_slurm else "server"
+
+    def job_launcher(self) -> JobLauncher:
+        placement = None
+        slurm = self.slurm_settings()
+        if slurm is not None and self.job_process_placement_used() == "slurm":
+            placement = SlurmPlacement(slurm, sys.executable)
+        return JobLauncher(heartbeat_timeout=self.job_heartbeat_timeout, slurm_placement=placement)
 
     def slurm_settings(self) -> SlurmSettings | None:
         """The SLURM traits as the job process gets them (None for the local backend)."""
@@ -602,7 +631,7 @@ class FractalJupyter(ExtensionApp):
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,
-            launcher=JobLauncher(heartbeat_timeout=self.job_heartbeat_timeout),
+            launcher=self.job_launcher(),
             migrate_on_start=self.migrate_on_start,
             tokens=TokenSigner(Path(self.data_dir), self.token_lifetime),
             server_owner=self.server_owner,

@@ -278,6 +278,12 @@ def settings_problems(app: FractalJupyter) -> list[str]:
                 f"(PATH={os.environ.get('PATH', '')}); it accepts 'slurm' only on a host with "
                 "the SLURM client, else 'slurm_ssh' or 'local'."
             )
+    if app.job_process_placement == "slurm" and kind is not Backend.SLURM:
+        problems.append(
+            f"{SECTION}.job_process_placement = 'slurm' needs {SECTION}.runner_backend = "
+            f"'slurm' (sbatch on this host), not {app.runner_backend!r}: it accepts 'server' "
+            "or 'auto' there."
+        )
     if kind.over_ssh:
         if not app.slurm_ssh_host:
             problems.append(

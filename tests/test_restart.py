@@ -68,14 +68,14 @@ def wait_until(condition, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def wait_for_end(api: DemoServer, path: str, job_id: int) -> dict[str, Any]:
+def wait_for_end(api: DemoServer, path: str, job_id: int, timeout: float = 60.0) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def ended() -> bool:
         result.update(api.call("GET", f"{path}job/{job_id}/"))
         return result["status"] != "submitted"
 
-    wait_until(ended)
+    wait_until(ended, timeout)
     return result
 
 

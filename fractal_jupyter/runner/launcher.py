@@ -15,6 +15,9 @@ from pathlib import Path
 
 from .files import PROCESS_LOG
 from .heartbeat import HEARTBEAT_TIMEOUT_SECONDS
+from .placement import PlacedJobWatch, SlurmPlacement, slurm_id_of
+from .placement import runner_of as placed_runner
+from .settings import Backend, SlurmSettings
 
 JOB_MODULE = "fractal_jupyter.runner.job"
 # Forks job processes from a process that imported them once (runner/job_starter.py); its
@@ -43,17 +46,54 @@ class JobLauncher:
     """
 
     def __init__(
-        self, python: str = sys.executable, heartbeat_timeout: float = HEARTBEAT_TIMEOUT_SECONDS
+        self,
+        python: str = sys.executable,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_SECONDS,
+        slurm_placement: SlurmPlacement | None = None,
     ) -> None:
         self.python = python
         # The silence after which a job process of another host is taken for dead.
         self.heartbeat_timeout = heartbeat_timeout
+        # Job processes of the `slurm` backend start as SLURM jobs of their own (placement.py);
+        # those of any server of the user are followed whatever this server's setting.
+        self.slurm_placement = slurm_placement
+        self.placed_jobs = PlacedJobWatch(
+            slurm_placement or SlurmPlacement(SlurmSettings(), python), heartbeat_timeout
+        )
         self.runner = this_runner()
         self.user_runners = runners_of_this_user()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._starter: subprocess.Popen[bytes] | None = None
         self._starter_ready = False
         self._starter_lock = threading.Lock()
+
+    def places_on_slurm(self, backend: Backend) -> bool:
+        """Whether a job of `backend` gets its job process as a SLURM job (`start_on_slurm`)."""
+        return self.slurm_placement is not None and backend is Backend.SLURM
+
+    def start_on_slurm(self, job_dir: Path, job_id: int, account: str | None) -> tuple[int, str]:
+        """sbatch the job process: its SLURM job id and its runner."""
+        assert self.slurm_placement is not None
+        slurm_id = self.slurm_placement.submit(job_dir, job_id, account)
+        return slurm_id, placed_runner(slurm_id, os.getuid())
+
+    def abandon(self, pid: int | None, runner: str) -> None:
+        """End a job process that was started but is not to run (its row could not record
+        it, or the job ended meanwhile)."""
+        slurm_id = slurm_id_of(runner)
+        if slurm_id is None:
+            self.stop(pid)
+        elif self.slurm_placement is not None:
+            with contextlib.suppress(OSError):
+                self.slurm_placement.cancel(slurm_id)
+
+    def stop_placed(self, runner: str) -> None:
+        """A stop of a job process placed on SLURM that has not started yet: it never will
+        (one that runs reads the stop request in its folder)."""
+        slurm_id = slurm_id_of(runner)
+        if slurm_id is not None:
+            with contextlib.suppress(OSError):
+                self.placed_jobs.placement.cancel_if_pending(slurm_id)
 
     def start(self, job_dir: Path, warm: bool = False) -> int:
         """Start the job process of `job_dir`; its pid. `warm`: fork it from the job starter

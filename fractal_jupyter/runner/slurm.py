@@ -38,26 +38,10 @@ from .files import SLURM_JOBS_FILE
 from .function import RUNNER_MODULE, function_file_of
 from .interface import JSON, JobFailed, OnCallsDone, OnCallsEnded, TaskCall, TaskFailed
 from .settings import SlurmSettings
+from .slurm_queue import COMMAND_TIMEOUT, ENDED_STATES
 from .transport import CommandResult, Transport, TransportError
 
-# squeue states after which a SLURM job will not change any more
-ENDED_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "REVOKED",
-        "SPECIAL_EXIT",
-        "TIMEOUT",
-    }
-)
 OPTION_KEYS = ("partition", "cpus_per_task", "mem", "time", "constraint", "gres", "gpus")
-COMMAND_TIMEOUT = 60.0
 # What the cluster's Python says about its fractal_jupyter (the package's __init__ is cheap).
 VERSION_PROBE = "import fractal_jupyter; print('fractal_jupyter', fractal_jupyter.__version__)"
 # Where notebook functions' files go in the job folder on the cluster (SSH).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
@@ -36,7 +37,7 @@ from ..runner.files import WORKFLOW_LOG, JobSpec
 from ..runner.heartbeat import request_stop
 from ..runner.interface import WorkflowTaskSpec
 from ..runner.launcher import JobLauncher
-from ..runner.settings import RunnerSettings
+from ..runner.settings import Backend, RunnerSettings
 from ..schemas.filters import IMAGE_STATUS_KEY, ImageFilterQuery
 from ..schemas.job import JobCreate, JobProgressRead, JobRead, StatusRead, TaskProgressRead
 from .access import (
@@ -333,25 +334,32 @@ async def start_job_process(
         if job is None or job.status != "submitted" or job.pid is not None:
             return
         job_dir = Path(job.working_dir or "")
+        on_slurm = launcher.places_on_slurm(Backend(job.backend))
+        account = job.slurm_account
     pid: int | None = None
+    runner = launcher.runner
     problem = ""
     try:
-        pid = launcher.start(job_dir, warm=warm)
+        if on_slurm:
+            pid, runner = await asyncio.to_thread(launcher.start_on_slurm, job_dir, job_id, account)
+        else:
+            pid = launcher.start(job_dir, warm=warm)
     except OSError as error:
         problem = f"JOB ERROR in Fractal job {job_id}:\nThe job process could not start: {error}"
     try:
         async with database.session(write=True) as session:
             job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
             if job is None or job.status != "submitted" or job.pid is not None:
-                launcher.stop(pid)
+                launcher.abandon(pid, runner)
             elif pid is None:
                 job.status = "failed"
                 job.end_timestamp = utc_now()
                 job.log = problem
             else:
                 job.pid = pid
+                job.runner = runner
     except BaseException:
-        launcher.stop(pid)
+        launcher.abandon(pid, runner)
         raise
 
 
@@ -473,6 +481,8 @@ def stop_job_process(job: Job, launcher: JobLauncher) -> None:
             ) from error
     if here:
         launcher.stop(job.pid)
+    else:
+        launcher.stop_placed(job.runner)
 
 
 # Bytes of a job file read at a time into its archive.

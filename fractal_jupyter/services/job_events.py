@@ -21,6 +21,7 @@ from ..runner.call import log_tail
 from ..runner.files import EVENTS_FILE, PROCESS_LOG, SPEC_FILE, read_events
 from ..runner.heartbeat import silent_for
 from ..runner.launcher import JobLauncher
+from ..runner.placement import slurm_id_of
 from ..schemas.images import SingleImage
 from . import history
 from .images import apply_image_changes
@@ -100,8 +101,11 @@ async def sync_job(database: Database, job_id: int, launcher: JobLauncher) -> No
             return
         job_dir = Path(job.working_dir)
         here = job.runner == launcher.runner
+        placed = slurm_id_of(job.runner)
         # Liveness first: events written before the process ended are then surely on disk.
-        if not here:
+        if placed is not None:
+            death = await asyncio.to_thread(launcher.placed_jobs.death, placed, job_dir)
+        elif not here:
             death = silence(job, job_dir, launcher.heartbeat_timeout)
         elif launcher.is_alive(job.pid):
             death = None
