@@ -73,7 +73,7 @@ def test_the_job_process_is_submitted_as_a_small_job_of_its_own(tmp_path):
         ]
     ]
     refused = placement([CommandResult(1, "", "sbatch: error: Invalid account")])
-    with pytest.raises(OSError, match="sbatch of the job process failed .*Invalid account"):
+    with pytest.raises(OSError, match=r"sbatch of the job process failed .*Invalid account"):
         refused.submit(tmp_path, 7, "nope")
 
 

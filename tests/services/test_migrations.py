@@ -14,6 +14,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.db.engine import Database, alembic_config
@@ -28,6 +29,13 @@ def _upgrade_to(revision: str):  # type: ignore[no-untyped-def]
         command.upgrade(alembic_config(connection), revision)
 
     return run
+
+
+async def _filled_at(connection: AsyncConnection, revision: str, statements: list[str]) -> None:
+    """The schema of `revision`, then rows inserted in SQL (the models know only the newest)."""
+    await connection.run_sync(_upgrade_to(revision))
+    for statement in statements:
+        await connection.execute(text(statement))
 
 
 def _downgrade_to(revision: str):  # type: ignore[no-untyped-def]
@@ -361,19 +369,21 @@ def test_upgrade_to_workflow_description_keeps_workflows(tmp_path):
         async with fresh_database_url(tmp_path) as url:
             database = Database(url)
             async with database.engine.begin() as connection:
-                await connection.run_sync(_upgrade_to("0007"))
-                for statement in [
-                    *FILL[:2],
-                    "INSERT INTO workflow (id, name, project_id, timestamp_created) "
-                    "VALUES (1, 'w', 1, '2026-01-01'), (2, 'v', 1, '2026-01-02')",
-                    "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
-                    "meta_non_parallel, meta_parallel, input_types, output_types, tags) VALUES "
-                    "(1, 't', 'non_parallel', 'alice:t', '1', '/usr/bin/true', '{}', '{}', "
-                    "'{}', '{}', '[]')",
-                    'INSERT INTO workflow_task (id, workflow_id, "order", task_id, task_type, '
-                    "input_filters) VALUES (1, 1, 0, 1, 'non_parallel', '{}')",
-                ]:
-                    await connection.execute(text(statement))
+                await _filled_at(
+                    connection,
+                    "0007",
+                    [
+                        *FILL[:2],
+                        "INSERT INTO workflow (id, name, project_id, timestamp_created) "
+                        "VALUES (1, 'w', 1, '2026-01-01'), (2, 'v', 1, '2026-01-02')",
+                        "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
+                        "meta_non_parallel, meta_parallel, input_types, output_types, tags) VALUES "
+                        "(1, 't', 'non_parallel', 'alice:t', '1', '/usr/bin/true', '{}', '{}', "
+                        "'{}', '{}', '[]')",
+                        'INSERT INTO workflow_task (id, workflow_id, "order", task_id, task_type, '
+                        "input_filters) VALUES (1, 1, 0, 1, 'non_parallel', '{}')",
+                    ],
+                )
             await database.upgrade()
             async with database.engine.begin() as connection:
                 before = (
@@ -410,21 +420,23 @@ def test_upgrade_to_task_core_makes_no_task_core_and_no_pre_pins(tmp_path):
         async with fresh_database_url(tmp_path) as url:
             database = Database(url)
             async with database.engine.begin() as connection:
-                await connection.run_sync(_upgrade_to("0008"))
-                for statement in [
-                    *FILL[:1],
-                    "INSERT INTO task_group (id, user_id, origin, pkg_name, version, "
-                    "pinned_package_versions, active, timestamp_created, timestamp_last_used) "
-                    "VALUES (1, 1, 'pypi', 'pkg', '1.0', '{\"numpy\": \"2.0.0\"}', true, "
-                    "'2026-01-01', '2026-01-01')",
-                    "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
-                    "meta_non_parallel, meta_parallel, input_types, output_types, tags, "
-                    "taskgroupv2_id) VALUES (1, 't', 'non_parallel', 'alice:t', '1', "
-                    "'/usr/bin/true', '{}', '{}', '{}', '{}', '[]', 1), (2, 'u', "
-                    "'non_parallel', 'alice:u', '1', '/usr/bin/true', '{}', '{}', '{}', '{}', "
-                    "'[]', 1)",
-                ]:
-                    await connection.execute(text(statement))
+                await _filled_at(
+                    connection,
+                    "0008",
+                    [
+                        *FILL[:1],
+                        "INSERT INTO task_group (id, user_id, origin, pkg_name, version, "
+                        "pinned_package_versions, active, timestamp_created, timestamp_last_used) "
+                        "VALUES (1, 1, 'pypi', 'pkg', '1.0', '{\"numpy\": \"2.0.0\"}', true, "
+                        "'2026-01-01', '2026-01-01')",
+                        "INSERT INTO task (id, name, type, source, version, command_non_parallel, "
+                        "meta_non_parallel, meta_parallel, input_types, output_types, tags, "
+                        "taskgroupv2_id) VALUES (1, 't', 'non_parallel', 'alice:t', '1', "
+                        "'/usr/bin/true', '{}', '{}', '{}', '{}', '[]', 1), (2, 'u', "
+                        "'non_parallel', 'alice:u', '1', '/usr/bin/true', '{}', '{}', '{}', '{}', "
+                        "'[]', 1)",
+                    ],
+                )
             await database.upgrade()
             async with database.engine.begin() as connection:
                 tasks = (
@@ -491,18 +503,20 @@ def test_upgrade_to_index_tables_without_rowid_keeps_the_index_and_its_filters(t
         async with fresh_database_url(tmp_path) as url:
             database = Database(url)
             async with database.engine.begin() as connection:
-                await connection.run_sync(_upgrade_to("0009"))
-                for statement in [
-                    *FILL[:3],
-                    "INSERT INTO image (id, dataset_id, zarr_url, origin, attributes, types) "
-                    'VALUES (1, 1, \'/z/a\', NULL, \'{"well": "A01", "row": 1}\', '
-                    "'{\"is_3D\": true}'), (2, 1, '/z/b', NULL, '{\"well\": \"B01\"}', '{}')",
-                    "INSERT INTO image_attribute (image_id, key, dataset_id, value_key) VALUES "
-                    "(1, 'well', 1, 's:A01'), (1, 'row', 1, 'n:1'), (2, 'well', 1, 's:B01')",
-                    "INSERT INTO image_type (image_id, key, dataset_id, value) "
-                    "VALUES (1, 'is_3D', 1, true)",
-                ]:
-                    await connection.execute(text(statement))
+                await _filled_at(
+                    connection,
+                    "0009",
+                    [
+                        *FILL[:3],
+                        "INSERT INTO image (id, dataset_id, zarr_url, origin, attributes, types) "
+                        'VALUES (1, 1, \'/z/a\', NULL, \'{"well": "A01", "row": 1}\', '
+                        "'{\"is_3D\": true}'), (2, 1, '/z/b', NULL, '{\"well\": \"B01\"}', '{}')",
+                        "INSERT INTO image_attribute (image_id, key, dataset_id, value_key) VALUES "
+                        "(1, 'well', 1, 's:A01'), (1, 'row', 1, 'n:1'), (2, 'well', 1, 's:B01')",
+                        "INSERT INTO image_type (image_id, key, dataset_id, value) "
+                        "VALUES (1, 'is_3D', 1, true)",
+                    ],
+                )
                 before = await connection.run_sync(rows)
             await database.upgrade()
             async with database.engine.begin() as connection:
