@@ -2,8 +2,16 @@
 # Throwaway JupyterHub for the end-to-end tests: real OS users, LocalProcessSpawner, and
 # fractal_jupyter loaded in every single-user server.
 #
-#   scripts/jupyterhub-test.sh start   install what is missing, start the hub, print the env file
-#   scripts/jupyterhub-test.sh stop    stop exactly what `start` started (recorded pids)
+#   scripts/jupyterhub-test.sh start     install what is missing, start the hub, print the env file
+#   scripts/jupyterhub-test.sh restart   `systemctl restart` of a unit with KillMode=process: TERM
+#                                        the hub's main process (nothing else), wait for its end,
+#                                        and start the hub again on the ports, passwords and token
+#                                        of the last `start` (its env file), so that the proxy and
+#                                        the servers the last hub left running are found again;
+#                                        the users are those of the last start, and so are
+#                                        FRACTAL_HUB_SERVER_CONFIG, FRACTAL_HUB_KEEP_SERVERS and
+#                                        FRACTAL_HUB_CGROUP unless its environment sets them
+#   scripts/jupyterhub-test.sh stop      stop exactly what `start` started (recorded pids)
 #
 # Root only (the hub must setuid to the users). Idempotent. Everything lives under $FRACTAL_HUB_DIR
 # (default <repo>/.tmp/hub when the hub users can read the checkout, else /tmp/fractal-jupyter-hub):
@@ -14,7 +22,7 @@
 #   npm/     configurable-http-proxy
 #   state/   (mode 700) the hub's sqlite db, cookie secret, pid files, log, and `env`
 #
-# Settings (environment of `start`):
+# Settings (environment of `start`, `restart`):
 #   FRACTAL_HUB_USERS          OS users allowed on the hub (default "alice bob"), created if missing
 #   FRACTAL_HUB_ADMIN          the hub admin (default "hubadmin"), created as an OS user if missing
 #   FRACTAL_HUB_INSTALL        editable|copy: how fractal_jupyter goes into the venv (default:
@@ -25,10 +33,17 @@
 #   SLURM_CONF                 passed on to the single-user servers (and so to their jobs' sbatch,
 #                              squeue, scancel): the private configuration of the test cluster
 #                              (scripts/slurm-cluster.sh), which is not in /etc/slurm
+#   FRACTAL_HUB_KEEP_SERVERS   1: the hub leaves the servers and the proxy running when it stops
+#                              (cleanup_servers and cleanup_proxy False: the set-up of a hub under
+#                              systemd with KillMode=process, docs/deploy-jupyterhub.md section 5)
+#   FRACTAL_HUB_CGROUP         a cgroup directory (e.g. /sys/fs/cgroup/systemd/<name>): the hub is
+#                              started in it, and so is everything it starts (the proxy, the user
+#                              servers and their jobs), as in the cgroup of a systemd unit
 #
-# `start` prints one line on stdout: the path of the env file (mode 600), which holds HUB_URL,
-# HUB_API_URL, HUB_USER_PASSWORD, HUB_ADMIN_PASSWORD, HUB_SERVICE_TOKEN, HUB_DIR, HUB_VENV,
-# HUB_USERS, HUB_ADMIN, HUB_LOG. Everything else goes to stderr.
+# `start` and `restart` print one line on stdout: the path of the env file (mode 600), which
+# holds HUB_URL, HUB_API_URL, HUB_USER_PASSWORD, HUB_ADMIN_PASSWORD, HUB_SERVICE_TOKEN, HUB_DIR,
+# HUB_VENV, HUB_USERS, HUB_ADMIN, HUB_LOG, HUB_PORTS, HUB_KEEP_SERVERS, HUB_CGROUP. Everything
+# else goes to stderr.
 # Exit codes: 0 ok, 1 failure, 2 usage, 3 cannot run here (not root, no node/npm).
 set -euo pipefail
 umask 022
@@ -149,6 +164,8 @@ ensure_chp() {
 # users cannot change (files in jupyter_server_config.d/ only ever enable extensions)
 write_server_config() {
     local file="$VENV/etc/jupyter/jupyter_server_config.json"
+    # a restart without a new configuration keeps the last one
+    [[ -z "${FRACTAL_HUB_SERVER_CONFIG+set}" && "$1" == again && -f "$file" ]] && return 0
     mkdir -p "$(dirname "$file")"
     printf '%s\n' "${FRACTAL_HUB_SERVER_CONFIG:-{\}}" |
         "$VENV/bin/python" -c 'import json, sys; json.dump(json.load(sys.stdin), sys.stdout, indent=2)' \
@@ -164,8 +181,16 @@ hub_pid() {
     printf '%s\n' "$pid"
 }
 
+# env_value KEY: KEY's value in the env file of the last start
+env_value() {
+    sed -n "s/^$1=//p" "$STATE/env" 2>/dev/null | head -n 1
+}
+
+# cmd_start [again]: `again` (restart) reuses the ports and secrets of the last start, and its
+# settings that are not in the environment
 cmd_start() {
-    local t0=$SECONDS
+    local t0=$SECONDS again=0
+    [[ "${1:-}" == again ]] && again=1
     [[ "$(id -u)" == 0 ]] || die 3 "must run as root (the hub setuids to the users)"
     [[ -x "$PY" ]] || die 3 "$PY not found"
     command -v node >/dev/null || die 3 "node not found (configurable-http-proxy needs node >= 20)"
@@ -174,7 +199,7 @@ cmd_start() {
     open_dirs
     ensure_venv
     # read by each server when it starts: a running hub's next spawns get the new settings
-    write_server_config
+    write_server_config "${1:-}"
     if hub_pid >/dev/null; then
         log "the hub is already running (pid $(hub_pid)): reusing it"
         printf '%s\n' "$STATE/env"
@@ -183,21 +208,37 @@ cmd_start() {
     ensure_chp
     mkdir -p "$STATE"
     chmod 700 "$STATE"
-    local ports
-    ports="$("$PY" -c '
+    local ports cgroup="${FRACTAL_HUB_CGROUP-}" keep="${FRACTAL_HUB_KEEP_SERVERS-}"
+    if ((again)); then
+        [[ -n "${FRACTAL_HUB_CGROUP+set}" ]] || cgroup="$(env_value HUB_CGROUP)"
+        [[ -n "${FRACTAL_HUB_KEEP_SERVERS+set}" ]] || keep="$(env_value HUB_KEEP_SERVERS)"
+    fi
+    [[ -z "$cgroup" || -w "$cgroup/cgroup.procs" ]] ||
+        die 2 "FRACTAL_HUB_CGROUP=$cgroup is not a cgroup this user can move a process into"
+    export HUB_STATE_DIR="$STATE" HUB_CHP="$CHP" HUB_PORT HUB_API_PORT HUB_PROXY_API_PORT
+    export HUB_USERS="$USERS" HUB_ADMIN="$ADMIN" HUB_KEEP_SERVERS="${keep:-0}"
+    export HUB_USER_PASSWORD HUB_ADMIN_PASSWORD HUB_SERVICE_TOKEN
+    if ((again)); then
+        # what the servers and the proxy the last hub left running know: its ports and secrets
+        read -r HUB_PORT HUB_API_PORT HUB_PROXY_API_PORT <<<"$(env_value HUB_PORTS)"
+        HUB_USER_PASSWORD="$(env_value HUB_USER_PASSWORD)"
+        HUB_ADMIN_PASSWORD="$(env_value HUB_ADMIN_PASSWORD)"
+        HUB_SERVICE_TOKEN="$(env_value HUB_SERVICE_TOKEN)"
+        [[ -n "$HUB_PROXY_API_PORT" && -n "$HUB_SERVICE_TOKEN" ]] ||
+            die 1 "$STATE/env lacks the ports or secrets of the last start: use start"
+    else
+        ports="$("$PY" -c '
 import socket
 socks = [socket.socket() for _ in range(3)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
 ')"
-    read -r HUB_PORT HUB_API_PORT HUB_PROXY_API_PORT <<<"$ports"
-    secret() { "$PY" -c "import secrets; print(secrets.token_hex($1))"; }
-    export HUB_STATE_DIR="$STATE" HUB_CHP="$CHP" HUB_PORT HUB_API_PORT HUB_PROXY_API_PORT
-    export HUB_USERS="$USERS" HUB_ADMIN="$ADMIN"
-    export HUB_USER_PASSWORD HUB_ADMIN_PASSWORD HUB_SERVICE_TOKEN
-    HUB_USER_PASSWORD="$(secret 8)"
-    HUB_ADMIN_PASSWORD="$(secret 20)"
-    HUB_SERVICE_TOKEN="$(secret 32)"
+        read -r HUB_PORT HUB_API_PORT HUB_PROXY_API_PORT <<<"$ports"
+        secret() { "$PY" -c "import secrets; print(secrets.token_hex($1))"; }
+        HUB_USER_PASSWORD="$(secret 8)"
+        HUB_ADMIN_PASSWORD="$(secret 20)"
+        HUB_SERVICE_TOKEN="$(secret 32)"
+    fi
     (
         umask 077
         cat >"$STATE/env" <<ENV
@@ -211,14 +252,24 @@ HUB_VENV=$VENV
 HUB_USERS=$USERS
 HUB_ADMIN=$ADMIN
 HUB_LOG=$STATE/jupyterhub.log
+HUB_PORTS=$HUB_PORT $HUB_API_PORT $HUB_PROXY_API_PORT
+HUB_KEEP_SERVERS=$HUB_KEEP_SERVERS
+HUB_CGROUP=$cgroup
 ENV
     )
 
     # A clean PATH: the spawner passes the hub's PATH on to the servers, kernels and jobs, and
     # root's own entries (pyenv shims in /root) would leak into them.
+    # The hub's cgroup first: the hub and all it starts are then in it. `exec setsid` keeps
+    # the pid (the subshell leads no process group, so setsid does not fork).
+    # A restarted hub's log goes on after the last one's.
     cd "$STATE"
-    PATH="$VENV/bin:$CLEAN_PATH" VIRTUAL_ENV="$VENV" \
-        setsid "$VENV/bin/jupyterhub" -f "$TEMPLATE" >"$STATE/jupyterhub.log" 2>&1 </dev/null 9<&- &
+    ((again)) || : >"$STATE/jupyterhub.log"
+    (
+        [[ -z "$cgroup" ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
+        export PATH="$VENV/bin:$CLEAN_PATH" VIRTUAL_ENV="$VENV"
+        exec setsid "$VENV/bin/jupyterhub" -f "$TEMPLATE"
+    ) >>"$STATE/jupyterhub.log" 2>&1 </dev/null 9<&- &
     echo $! >"$STATE/jupyterhub.launcher.pid"
     cd "$REPO"
     local i
@@ -253,6 +304,20 @@ kill_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+cmd_restart() {
+    [[ "$(id -u)" == 0 ]] || die 3 "must run as root (the hub setuids to the users)"
+    choose_dir
+    [[ -f "$STATE/env" ]] || die 1 "no earlier start to restart ($STATE/env does not exist)"
+    # the users and the admin of the last start (the folder is chosen by the first user)
+    USERS="$(env_value HUB_USERS)"
+    ADMIN="$(env_value HUB_ADMIN)"
+    choose_dir
+    # only the main process: what it leaves running depends on FRACTAL_HUB_KEEP_SERVERS
+    kill_pid "$(cat "$STATE/jupyterhub.pid" 2>/dev/null)" "$VENV/bin/jupyterhub"
+    kill_pid "$(cat "$STATE/jupyterhub.launcher.pid" 2>/dev/null)" "$VENV/bin/jupyterhub"
+    cmd_start again
+}
+
 cmd_stop() {
     choose_dir
     [[ -d "$STATE" ]] || {
@@ -283,14 +348,15 @@ PY
 }
 
 (($# == 1)) || {
-    printf 'usage: %s start|stop\n' "$0" >&2
+    printf 'usage: %s start|restart|stop\n' "$0" >&2
     exit 2
 }
 case "$1" in
 start) cmd_start ;;
+restart) cmd_restart ;;
 stop) cmd_stop ;;
 *)
-    printf 'usage: %s start|stop\n' "$0" >&2
+    printf 'usage: %s start|restart|stop\n' "$0" >&2
     exit 2
     ;;
 esac

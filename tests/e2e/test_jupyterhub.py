@@ -18,11 +18,8 @@ import pwd
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +28,23 @@ import pytest
 from fractal_jupyter.cli.db import upgrade
 from fractal_jupyter.runner.files import recorded_job_ids
 from tests.support.cluster import ClusterInfo
+from tests.support.hub import (
+    JOB_TIMEOUT,
+    Hub,
+    Server,
+    http,
+    new_workspace,
+    own_tasks,
+    run_script,
+    start_hub,
+    stop_hub,
+    until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-HUB_SCRIPT = REPO / "scripts" / "jupyterhub-test.sh"
 PG_SCRIPT = REPO / "scripts" / "postgres-test.sh"
 # Our own PostgreSQL port and data directory: the PostgreSQL suite may use the default one.
 PG_PORT = "55439"
-JOB_TIMEOUT = 240.0
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0,
@@ -46,144 +53,13 @@ pytestmark = pytest.mark.skipif(
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect (to the hub's login page, say) is an answer of its own here."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-NO_REDIRECTS = urllib.request.build_opener(_NoRedirect)
-
-
-def http(
-    method: str, url: str, token: str | None = None, body: Any = None, timeout: float = 60
-) -> tuple[int, Any]:
-    """One request; (status, parsed JSON or text). Never raises for an HTTP status."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"token {token}"
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with NO_REDIRECTS.open(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    text = raw.decode(errors="replace")
-    try:
-        return status, json.loads(text) if text else None
-    except ValueError:
-        return status, text
-
-
-def until(what: str, check: Any, timeout: float, interval: float = 0.25) -> Any:
-    """Poll `check()` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Server:
-    """A user's single-user server as seen through the hub, called with one token."""
-
-    hub_url: str
-    user: str
-    token: str
-
-    @property
-    def url(self) -> str:
-        return f"{self.hub_url}/user/{self.user}/"
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return http(method, f"{self.url}fractal/{path}", self.token, body)
-
-    def ok(self, method: str, path: str, body: Any = None, status: int = 0) -> Any:
-        code, answer = self.call(method, path, body)
-        expected = status or {"POST": 201, "DELETE": 204}.get(method, 200)
-        assert code == expected, f"{method} {path} as {self.token[:4]}..: {code} {answer}"
-        return answer
-
-
-@dataclass
-class Hub:
-    env: dict[str, str]
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.env["HUB_URL"]
-
-    def api(self, method: str, path: str, body: Any = None, token: str = "") -> tuple[int, Any]:
-        return http(method, f"{self.env['HUB_API_URL']}/{path}", token or self.service, body)
-
-    @property
-    def service(self) -> str:
-        return self.env["HUB_SERVICE_TOKEN"]
-
-    def login(self, user: str, password: str) -> str:
-        """An API token for `user`, from their password (the hub's REST 'login')."""
-        status, answer = self.api(
-            "POST",
-            f"users/{user}/tokens",
-            {"auth": {"username": user, "password": password}, "expires_in": 3600},
-            token="-",
-        )
-        assert status == 201, f"token for {user}: {status} {answer}"
-        token: str = answer["token"]
-        self.tokens[user] = token
-        return token
-
-    def server_state(self, user: str) -> dict[str, Any] | None:
-        status, answer = self.api("GET", f"users/{user}")
-        assert status == 200, answer
-        servers: dict[str, Any] = answer.get("servers") or {}
-        return servers.get("")
-
-    def start_servers(self, *users: str) -> None:
-        """Spawn the servers (all at once: the hub answers 202 at once), wait until ready."""
-        for user in users:
-            status, answer = self.api("POST", f"users/{user}/server")
-            assert status in (201, 202), f"spawn {user}: {status} {answer}"
-        for user in users:
-            until(f"{user}'s server", lambda u=user: (self.server_state(u) or {}).get("ready"), 90)
-
-    def stop_server(self, user: str) -> None:
-        status, answer = self.api("DELETE", f"users/{user}/server")
-        assert status in (202, 204), f"stop {user}: {status} {answer}"
-        until(f"{user}'s server to stop", lambda: self.server_state(user) is None, 60)
-
-    def server(self, user: str, as_user: str | None = None) -> Server:
-        return Server(self.url, user, self.tokens[as_user or user])
-
-
-# ---------------------------------------------------------------------------------------------
 # The deployment: PostgreSQL, the cluster, the hub (once per module)
-
-
-def _script(command: list[str], env: dict[str, str], what: str) -> str:
-    done = subprocess.run(
-        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=900
-    )
-    if done.returncode == 3:
-        pytest.skip(f"*** JupyterHub end-to-end test: {what} cannot run here: {done.stderr} ***")
-    assert done.returncode == 0, f"{what} failed ({done.returncode}):\n{done.stderr}"
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     env = {"FRACTAL_TEST_PG_PORT": PG_PORT}
-    url = _script([str(PG_SCRIPT), "start"], env, "PostgreSQL (scripts/postgres-test.sh)")
+    url = run_script([str(PG_SCRIPT), "start"], env, "PostgreSQL (scripts/postgres-test.sh)")
     try:
         yield url
     finally:
@@ -204,111 +80,14 @@ def hub(pg_url: str, slurm_cluster: ClusterInfo) -> Iterator[Hub]:
     # (migrate_on_start is False there) and answer 503 until it is current.
     asyncio.run(upgrade(pg_url))
     server_config = {"FractalJupyter": {"db_url": pg_url, **slurm_server_config(slurm_cluster)}}
-    env = {"FRACTAL_HUB_SERVER_CONFIG": json.dumps(server_config)}
-    # a hub left over by an interrupted run would keep servers with other settings
-    subprocess.run([str(HUB_SCRIPT), "stop"], capture_output=True)
-    env_file = _script([str(HUB_SCRIPT), "start"], env, "JupyterHub (scripts/jupyterhub-test.sh)")
-    values = dict(
-        line.split("=", 1) for line in Path(env_file).read_text().splitlines() if "=" in line
-    )
-    hub = Hub(values)
+    hub = start_hub({"FRACTAL_HUB_SERVER_CONFIG": json.dumps(server_config)})
     try:
-        for user in values["HUB_USERS"].split():
-            hub.login(user, values["HUB_USER_PASSWORD"])
-        hub.login(values["HUB_ADMIN"], values["HUB_ADMIN_PASSWORD"])
         yield hub
     finally:
         # nothing of a failed run may stay queued on the cluster
-        for user in values["HUB_USERS"].split():
+        for user in hub.env["HUB_USERS"].split():
             subprocess.run(["scancel", "-u", user], capture_output=True)
-        subprocess.run([str(HUB_SCRIPT), "stop"], capture_output=True)
-
-
-@dataclass
-class Workspace:
-    """One user's project, dataset and workflow, made through their own server."""
-
-    server: Server
-    project: dict[str, Any]
-    dataset: dict[str, Any]
-    workflow: dict[str, Any]
-    zarr_dir: Path
-
-    def submit(self, workflow: dict[str, Any] | None = None) -> dict[str, Any]:
-        workflow = workflow or self.workflow
-        path = (
-            f"api/v2/project/{self.project['id']}/job/submit/"
-            f"?workflow_id={workflow['id']}&dataset_id={self.dataset['id']}"
-        )
-        job: dict[str, Any] = self.server.ok("POST", path, {}, status=202)
-        return job
-
-    def job(self, job_id: int) -> dict[str, Any]:
-        job: dict[str, Any] = self.server.ok(
-            "GET", f"api/v2/project/{self.project['id']}/job/{job_id}/"
-        )
-        return job
-
-    def wait(self, job_id: int) -> dict[str, Any]:
-        def ended() -> dict[str, Any] | None:
-            job = self.job(job_id)
-            return job if job["status"] != "submitted" else None
-
-        job: dict[str, Any] = until(f"job {job_id}", ended, JOB_TIMEOUT, 0.5)
-        return job
-
-
-def hub_python_tasks(hub: Hub) -> list[dict[str, Any]]:
-    """The demo tasks and a sleeping task, with commands the hub users can run."""
-    python = f"{hub.env['HUB_VENV']}/bin/python"
-    listing = subprocess.run(
-        [
-            python,
-            "-c",
-            "import json; from fractal_jupyter.demo_tasks.manifest import demo_task_bodies; "
-            "print(json.dumps(demo_task_bodies()))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    bodies: list[dict[str, Any]] = json.loads(listing.stdout)
-    folder = Path(hub.env["HUB_DIR"]) / "tasks"
-    folder.mkdir(mode=0o755, exist_ok=True)
-    script = folder / "sleep_task.py"
-    shutil.copyfile(Path(__file__).parent / "hub" / "sleep_task.py", script)
-    script.chmod(0o644)
-    bodies.append(
-        {
-            "name": "Sleep",
-            "source": "e2e:sleep",
-            "command_non_parallel": f"{python} {script}",
-            "args_schema_non_parallel": {
-                "type": "object",
-                "properties": {
-                    "zarr_urls": {"type": "array"},
-                    "zarr_dir": {"type": "string"},
-                    "seconds": {"type": "number"},
-                },
-                "required": ["zarr_urls", "zarr_dir"],
-            },
-        }
-    )
-    return bodies
-
-
-def own_tasks(hub: Hub, server: Server, user: str) -> dict[str, dict[str, Any]]:
-    """`user`'s own copies of the hub tasks (a job runs only its user's tasks, owner-less
-    ones and administrators'), created on first use: the database outlives a run."""
-    known = {
-        task["source"].split(":", 1)[-1]: task
-        for task in server.ok("GET", "api/v2/task/")
-        if task["owner"] == user
-    }
-    return {
-        body["name"]: known.get(body["source"]) or server.ok("POST", "api/v2/task/", body)
-        for body in hub_python_tasks(hub)
-    }
+        stop_hub()
 
 
 @pytest.fixture(scope="module")
@@ -323,26 +102,17 @@ def world(hub: Hub) -> Iterator[dict[str, Any]]:
     for user in users:
         server = hub.server(user)
         tasks[user] = own_tasks(hub, server, user)
-        project = server.ok("POST", "api/v2/project/", {"name": f"{user}'s project {run}"})
-        pid = project["id"]
-        zarr_dir = Path(pwd.getpwnam(user).pw_dir) / f"fractal-e2e-{run}"
-        dataset = server.ok(
-            "POST",
-            f"api/v2/project/{pid}/dataset/",
-            {"name": f"{user}'s plate", "zarr_dir": str(zarr_dir)},
+        spaces[user] = new_workspace(
+            server,
+            run,
+            [
+                (
+                    tasks[user]["Create demo plate"],
+                    {"args_non_parallel": {"rows": "A", "columns": 2, "fields": 1}},
+                ),
+                (tasks[user]["Measure intensity"], {}),
+            ],
         )
-        workflow = server.ok("POST", f"api/v2/project/{pid}/workflow/", {"name": f"{user}'s wf"})
-        for name, args in [
-            ("Create demo plate", {"args_non_parallel": {"rows": "A", "columns": 2, "fields": 1}}),
-            ("Measure intensity", {}),
-        ]:
-            server.ok(
-                "POST",
-                f"api/v2/project/{pid}/workflow/{workflow['id']}/wftask/"
-                f"?task_id={tasks[user][name]['id']}",
-                args,
-            )
-        spaces[user] = Workspace(server, project, dataset, workflow, zarr_dir)
     yield {"tasks": tasks, "spaces": spaces, "run": run}
     for space in spaces.values():
         shutil.rmtree(space.zarr_dir, ignore_errors=True)
@@ -561,12 +331,7 @@ print("RESULT " + json.dumps({{"projects": projects, "first": first, "status": j
         # the job's files and the images it made belong to the user's OS account
         assert owners(Path(job["working_dir"])) == {uid}, job["working_dir"]
         assert owners(space.zarr_dir) == {uid}
-        page = space.server.ok(
-            "POST",
-            f"api/v2/project/{space.project['id']}/dataset/{space.dataset['id']}/images/query/",
-            {},
-            status=200,
-        )
+        page = space.images()
         assert page["total_count"] == 2, page
         # ... and so do its SLURM jobs
         slurm = slurm_users(job["working_dir"])
@@ -586,21 +351,17 @@ def test_job_outlives_its_server(hub: Hub, world: dict[str, Any]) -> None:
     """Alice's server is stopped through the hub while her job runs; the job still ends,
     and once her server is back it shows the job done, with the images it made."""
     alice = world["spaces"]["alice"]
-    server, pid = alice.server, alice.project["id"]
-    workflow = server.ok("POST", f"api/v2/project/{pid}/workflow/", {"name": "slow"})
-    for name, args in [
-        ("Sleep", {"args_non_parallel": {"seconds": 6}}),
-        (
-            "Create demo plate",
-            {"args_non_parallel": {"plate_name": "slow.zarr", "rows": "B", "columns": 1}},
-        ),
-    ]:
-        server.ok(
-            "POST",
-            f"api/v2/project/{pid}/workflow/{workflow['id']}/wftask/"
-            f"?task_id={world['tasks']['alice'][name]['id']}",
-            args,
-        )
+    server, tasks = alice.server, world["tasks"]["alice"]
+    workflow = alice.add_workflow(
+        "slow",
+        [
+            (tasks["Sleep"], {"args_non_parallel": {"seconds": 6}}),
+            (
+                tasks["Create demo plate"],
+                {"args_non_parallel": {"plate_name": "slow.zarr", "rows": "B", "columns": 1}},
+            ),
+        ],
+    )
     job = alice.submit(workflow)
     folder = job["working_dir"]
     uid = pwd.getpwnam("alice").pw_uid
@@ -620,12 +381,7 @@ def test_job_outlives_its_server(hub: Hub, world: dict[str, Any]) -> None:
     ended = alice.wait(job["id"])
     assert ended["status"] == "done", ended["log"]
     assert owners(Path(folder)) == {uid}
-    page = server.ok(
-        "POST",
-        f"api/v2/project/{pid}/dataset/{alice.dataset['id']}/images/query/",
-        {"filters": {"attributes": {"plate": "slow.zarr"}}},
-        status=200,
-    )
+    page = alice.images({"plate": "slow.zarr"})
     assert page["total_count"] == 2, page  # fields: 2 by default
 
 

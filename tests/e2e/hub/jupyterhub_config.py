@@ -21,8 +21,11 @@ c.ConfigurableHTTPProxy.pid_file = os.path.join(STATE, "jupyterhub-proxy.pid")
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(STATE, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(STATE, "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = os.path.join(STATE, "jupyterhub.pid")
-c.JupyterHub.cleanup_servers = True
-c.JupyterHub.cleanup_proxy = True
+# HUB_KEEP_SERVERS=1: a stopped hub leaves the servers (and their jobs) and the proxy running,
+# as a hub under systemd with KillMode=process should (docs/deploy-jupyterhub.md, section 5)
+KEEP_SERVERS = E.get("HUB_KEEP_SERVERS") == "1"
+c.JupyterHub.cleanup_servers = not KEEP_SERVERS
+c.JupyterHub.cleanup_proxy = not KEEP_SERVERS
 
 # login: one password for the users, another for the admin
 c.JupyterHub.authenticator_class = "shared-password"
