@@ -12,7 +12,10 @@ readable by everyone and written by their owners; an administrator may do anythi
 
 Policies compare table rows with `session_user`, the role that logged in (a `SET ROLE` does
 not change it). The functions run as the tables' owner (SECURITY DEFINER), which bypasses the
-policies, so that a policy that asks about other tables does not recurse into theirs.
+policies, so that a policy that asks about other tables does not recurse into theirs. They
+are PL/pgSQL, whose plans a session keeps (a SECURITY DEFINER SQL function is planned again in
+every statement that calls it), and a policy calls the scalar ones as sub-selects, evaluated
+once per statement instead of once per row (bench/row_security.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ MARKER_FUNCTION = "fractal_admins()"
 
 _MEMBER_PROJECT = "project_id IN (SELECT fractal_member_projects())"
 _MEMBER_DATASET = "dataset_id IN (SELECT fractal_member_datasets())"
-_OWN = "user_id = fractal_user_id()"
+_OWN = "user_id = (SELECT fractal_user_id())"
 _OWN_TASK = (
-    "taskgroupv2_id IN (SELECT id FROM task_group WHERE user_id = fractal_user_id()) "
+    "taskgroupv2_id IN (SELECT id FROM task_group WHERE user_id = (SELECT fractal_user_id())) "
     "OR (taskgroupv2_id IS NULL AND owner = session_user)"
 )
 
@@ -110,46 +113,77 @@ TABLE_POLICIES: dict[str, TablePolicies] = {
 _FUNCTIONS = (
     f"""
 CREATE OR REPLACE FUNCTION fractal_admins() RETURNS SETOF text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT member.rolname::text FROM pg_auth_members AS link
-    JOIN pg_roles AS member ON member.oid = link.member
-    WHERE link.roleid = (SELECT oid FROM pg_roles WHERE rolname = '{ADMIN_ROLE}')
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN QUERY SELECT member.rolname::text FROM pg_auth_members AS link
+        JOIN pg_roles AS member ON member.oid = link.member
+        WHERE link.roleid = (SELECT oid FROM pg_roles WHERE rolname = '{ADMIN_ROLE}');
+END
 $$
 """,
-    """
+    f"""
 CREATE OR REPLACE FUNCTION fractal_is_admin() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT session_user::text IN (SELECT fractal_admins())
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1 FROM pg_auth_members AS link
+        JOIN pg_roles AS member ON member.oid = link.member
+        WHERE link.roleid = (SELECT oid FROM pg_roles WHERE rolname = '{ADMIN_ROLE}')
+          AND member.rolname = session_user
+    );
+END
 $$
 """,
     """
 CREATE OR REPLACE FUNCTION fractal_user_id() RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT id FROM user_account WHERE username = session_user
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN (SELECT id FROM user_account WHERE username = session_user);
+END
 $$
 """,
     """
 CREATE OR REPLACE FUNCTION fractal_member_projects() RETURNS SETOF integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT project_id FROM link_user_project WHERE user_id = fractal_user_id()
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN QUERY SELECT link.project_id FROM link_user_project AS link
+        JOIN user_account AS account ON account.id = link.user_id
+        WHERE account.username = session_user;
+END
 $$
 """,
     """
 CREATE OR REPLACE FUNCTION fractal_member_datasets() RETURNS SETOF integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT id FROM dataset WHERE project_id IN (SELECT fractal_member_projects())
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN QUERY SELECT dataset.id FROM dataset
+        JOIN link_user_project AS link ON link.project_id = dataset.project_id
+        JOIN user_account AS account ON account.id = link.user_id
+        WHERE account.username = session_user;
+END
 $$
 """,
     """
 CREATE OR REPLACE FUNCTION fractal_member_workflows() RETURNS SETOF integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT id FROM workflow WHERE project_id IN (SELECT fractal_member_projects())
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN QUERY SELECT workflow.id FROM workflow
+        JOIN link_user_project AS link ON link.project_id = workflow.project_id
+        JOIN user_account AS account ON account.id = link.user_id
+        WHERE account.username = session_user;
+END
 $$
 """,
     """
 CREATE OR REPLACE FUNCTION fractal_member_runs() RETURNS SETOF integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    SELECT id FROM history_run WHERE dataset_id IN (SELECT fractal_member_datasets())
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN QUERY SELECT run.id FROM history_run AS run
+        JOIN dataset ON dataset.id = run.dataset_id
+        JOIN link_user_project AS link ON link.project_id = dataset.project_id
+        JOIN user_account AS account ON account.id = link.user_id
+        WHERE account.username = session_user;
+END
 $$
 """,
     # A project made by the current transaction that has no member yet: its maker may become its
@@ -211,7 +245,7 @@ def _grants(tables: list[str]) -> list[str]:
 
 def _table_statements(table: str, policies: TablePolicies) -> list[str]:
     def admin_or(predicate: str) -> str:
-        return f"({predicate}) OR fractal_is_admin()"
+        return f"({predicate}) OR (SELECT fractal_is_admin())"
 
     statements = [
         f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY',
