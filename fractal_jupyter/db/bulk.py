@@ -40,7 +40,7 @@ def insert_columns(
     encoded: frozenset[str] = frozenset(),
 ) -> CursorResult[Any] | None:
     """INSERT rows given column by column (sequences of one length) in one executemany of
-    the driver.
+    the driver; on PostgreSQL in one statement, over one array per column (`unnest`).
 
     The ORM's bulk INSERT spends most of its time per row collecting each one as it would an
     object's state, and Core's executemany still builds every row's parameters through the
@@ -48,19 +48,22 @@ def insert_columns(
     cost more than the database's own work. Here the statement is compiled once and each
     column only goes through its bind processor (e.g. JSON to text), as SQLAlchemy would,
     except the `encoded` ones, whose values are already what the driver takes. The loops run
-    in C (`map`, `zip`): row by row in Python they cost more than SQLite's inserts.
+    in C (`map`, `zip`): row by row in Python they cost more than SQLite's inserts. On
+    PostgreSQL an executemany still runs the INSERT once per row, each time with its
+    row-security check (db/row_security.py); one INSERT ... SELECT FROM unnest(...) checks a
+    chunk's rows in one statement (bench/row_security.py).
     """
     connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        unnested, plan = _unnested_insert(table_of(model), tuple(columns), connection.dialect)
+        arrays = _converted(columns, plan, encoded)
+        if not arrays or not arrays[0]:
+            return None
+        return connection.exec_driver_sql(unnested, tuple(arrays))
     sql, order, plan, positional = _compiled_insert(
         table_of(model), tuple(columns), connection.dialect
     )
-    ordered = []
-    for key, convert in plan:
-        column = columns[key]
-        if convert is not None and key not in encoded:
-            column = list(map(convert, column))
-        ordered.append(column)
-    parameters: list[Any] = list(zip(*ordered, strict=True))
+    parameters: list[Any] = list(zip(*_converted(columns, plan, encoded), strict=True))
     if not parameters:
         return None
     if not positional:  # named parameters: one dict a row
@@ -106,6 +109,38 @@ def insert_columns_numbered(
 def _largest_id(table: Table) -> Select[int | None]:
     """SELECT max(id): built once per table, it is not built again for each one-image write."""
     return select(func.max(table.c.id))
+
+
+def _converted(
+    columns: Mapping[str, Sequence[Any]],
+    plan: Sequence[tuple[str, Any]],
+    encoded: frozenset[str],
+) -> list[Sequence[Any]]:
+    """The columns in the plan's order, each through its bind processor (unless `encoded`)."""
+    ordered = []
+    for key, convert in plan:
+        column = columns[key]
+        if convert is not None and key not in encoded:
+            column = list(map(convert, column))
+        ordered.append(column)
+    return ordered
+
+
+@functools.lru_cache(maxsize=32)
+def _unnested_insert(
+    table: Table, keys: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[tuple[str, Any]]]:
+    """PostgreSQL's INSERT of `keys` into `table` from one array parameter per column, and
+    each column's bind processor."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(table.c[key].name) for key in keys)
+    arrays = ", ".join(
+        f"${number}::{table.c[key].type.compile(dialect)}[]"
+        for number, key in enumerate(keys, start=1)
+    )
+    sql = f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({arrays})"
+    plan = [(key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in keys]
+    return sql, plan
 
 
 @functools.lru_cache(maxsize=32)
