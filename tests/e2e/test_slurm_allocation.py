@@ -49,6 +49,17 @@ def servers(cluster: ClusterInfo, root: Path, settings: dict[str, Any]) -> tuple
     return in_allocation, elsewhere
 
 
+def stop_servers(cluster: ClusterInfo, *servers: Any) -> None:
+    """A test's end: its servers' SLURM jobs cancelled, the servers and their allocation gone."""
+    for server in servers:
+        server.cancel_slurm_jobs()
+        if server.process is not None:
+            server.stop()
+    subprocess.run(
+        cluster.as_user(["scancel", f"--name={SERVER_JOB}"]), capture_output=True, check=False
+    )
+
+
 def end_allocation(cluster: ClusterInfo, server: Any) -> None:
     cancelled = cluster.run_as_user(["scancel", f"--name={SERVER_JOB}"])
     assert cancelled.returncode == 0, cancelled.stderr
@@ -89,13 +100,7 @@ def test_a_job_process_on_slurm_outlives_its_servers_allocation(
         )
         assert images["total_count"] == 1, images
     finally:
-        for server in (elsewhere, in_allocation):
-            server.cancel_slurm_jobs()
-            if server.process is not None:
-                server.stop()
-        subprocess.run(
-            cluster.as_user(["scancel", f"--name={SERVER_JOB}"]), capture_output=True, check=False
-        )
+        stop_servers(cluster, elsewhere, in_allocation)
 
 
 @pytest.mark.parametrize("ending", ["node lost", "allocation ended"])
@@ -148,10 +153,4 @@ def test_a_job_whose_servers_allocation_ended_is_failed_by_the_next_server_elsew
         dataset = elsewhere.api.call("GET", f"{made['path']}dataset/{made['dataset']['id']}/")
         assert dataset["history"][0]["status"] == "done"
     finally:
-        for server in (elsewhere, in_allocation):
-            server.cancel_slurm_jobs()
-            if server.process is not None:
-                server.stop()
-        subprocess.run(
-            cluster.as_user(["scancel", f"--name={SERVER_JOB}"]), capture_output=True, check=False
-        )
+        stop_servers(cluster, elsewhere, in_allocation)
