@@ -31,7 +31,10 @@ Segmentation, Measure Features, on both servers, each round on a fresh plate, th
 taking turns at going first. The tasks are created through the API from the package's
 manifest with the same commands on both servers (that venv's Python and task scripts): 2.6.4
 cannot collect 2.1.0's manifest, nor run its converter (Import OME-Zarr), so the plate's image
-is added to the dataset through the API. Ours runs warm (its default).
+is added to the dataset through the API. Ours runs warm (its default): the tasks of the
+package's one Python fork from one starter per job. `--tasks-core-wells N` puts the same
+field in N wells (one call per well for each parallel task); `--tasks-core-spawn` also runs
+ours with `"warm_start": false` in every task's meta (a new process per call, as 2.6.4).
 """
 
 from __future__ import annotations
@@ -878,15 +881,24 @@ def import_seconds(python: Path, bodies: list[dict[str, Any]]) -> dict[str, floa
     return found
 
 
+# Our server with every task's meta opting out of warm starts: a new process per call.
+SPAWN_META = {"meta_non_parallel": {"warm_start": False}, "meta_parallel": {"warm_start": False}}
+
+
 def run_tasks_core_job(
-    client: httpx.Client, target: Target, task_ids: dict[str, int], folder: Path
+    client: httpx.Client,
+    target: Target,
+    task_ids: dict[str, int],
+    folder: Path,
+    wells: int,
+    wftask_meta: dict[str, Any],
 ) -> dict[str, Any]:
-    """One job of the workflow on a fresh plate; checks that the projection's image and the
-    label's features are there."""
+    """One job of the workflow on a fresh plate of `wells` wells; checks that each well's
+    projection and features are there."""
     from tests.support.tasks_core import write_synthetic_plate
 
     zarr_dir = folder / "zarr"
-    image = write_synthetic_plate(zarr_dir)
+    images = write_synthetic_plate(zarr_dir, wells=wells)
     project = call(client, target, "POST", "/api/v2/project/", {"name": folder.name}, 201)
     base = f"/api/v2/project/{project['id']}"
     dataset = call(
@@ -897,21 +909,27 @@ def run_tasks_core_job(
         {"name": "plate", "zarr_dir": str(zarr_dir)},
         201,
     )
-    attributes = {"plate": "synthetic.zarr", "well": "B03"}
-    body = {"zarr_url": str(image), "attributes": attributes, "types": {"is_3D": True}}
-    added = client.post(
-        f"{target.url}{base}/dataset/{dataset['id']}/images/", json=body, headers=target.headers
-    )
-    if added.status_code != 201:  # an empty body on ours, null on 2.6.4
-        raise BenchError(f"[{target.name}] adding the plate's image: {added.text[:1000]}")
+    for image in images:
+        well = "".join(image.parent.relative_to(image.parent.parent.parent).parts)
+        attributes = {"plate": "synthetic.zarr", "well": well}
+        body = {"zarr_url": str(image), "attributes": attributes, "types": {"is_3D": True}}
+        added = client.post(
+            f"{target.url}{base}/dataset/{dataset['id']}/images/",
+            json=body,
+            headers=target.headers,
+        )
+        if added.status_code != 201:  # an empty body on ours, null on 2.6.4
+            raise BenchError(f"[{target.name}] adding the plate's image: {added.text[:1000]}")
     workflow = call(client, target, "POST", f"{base}/workflow/", {"name": "tasks-core"}, 201)
     for name, wftask in TASKS_CORE_STEPS.items():
         add = f"{base}/workflow/{workflow['id']}/wftask/?task_id={task_ids[name]}"
-        call(client, target, "POST", add, wftask, 201)
+        call(client, target, "POST", add, {**wftask, **wftask_meta}, 201)
     run = run_job(client, target, Prepared(project["id"], dataset["id"], workflow["id"]))
-    features = zarr_dir / "synthetic_mip.zarr/B/03/0/tables/region_props_features"
-    if not features.is_dir():
-        raise BenchError(f"[{target.name}] the job wrote no feature table at {features}")
+    for image in images:
+        mip = zarr_dir / "synthetic_mip.zarr" / image.relative_to(zarr_dir / "synthetic.zarr")
+        features = mip / "tables/region_props_features"
+        if not features.is_dir():
+            raise BenchError(f"[{target.name}] the job wrote no feature table at {features}")
     job_dir = Path(run.job["working_dir"])
     return {
         "job_s": round(run.seconds, 3),
@@ -924,11 +942,20 @@ def run_tasks_core_job(
 
 
 def run_tasks_core(
-    targets: list[Target], python: Path, repeat: int, scratch: Path
+    targets: list[Target],
+    python: Path,
+    repeat: int,
+    scratch: Path,
+    wells: int = 1,
+    spawn: bool = False,
 ) -> dict[str, Any]:
-    """The real workflow on every server, `repeat` rounds, the servers taking turns first."""
+    """The real workflow on every server, `repeat` rounds, the servers taking turns first;
+    `spawn`: ours also with warm starts off in every task's meta ("ours_spawn")."""
     bodies = tasks_core_bodies(python)
-    runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
+    variants = [(target.name, target, {}) for target in targets]
+    if spawn:
+        variants.insert(1, ("ours_spawn", targets[0], SPAWN_META))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
         task_ids = {
             target.name: {
@@ -938,41 +965,63 @@ def run_tasks_core(
             for target in targets
         }
         for attempt in range(repeat):
-            order = targets if attempt % 2 == 0 else list(reversed(targets))
-            for target in order:
-                folder = scratch / f"tasks-core-{target.name}-{attempt}"
-                run = run_tasks_core_job(client, target, task_ids[target.name], folder)
+            order = variants if attempt % 2 == 0 else list(reversed(variants))
+            for name, target, meta in order:
+                folder = scratch / f"tasks-core-{name}-{attempt}"
+                run = run_tasks_core_job(client, target, task_ids[target.name], folder, wells, meta)
                 progress(
-                    f"[{target.name}] fractal-tasks-core workflow: {run['job_s']:.2f} s "
-                    f"(tasks {run['task_s']} s, warm={run['warm']}, {run['phases_s']})"
+                    f"[{name}] fractal-tasks-core workflow, {wells} well(s): "
+                    f"{run['job_s']:.2f} s (tasks {run['task_s']} s, warm={run['warm']}, "
+                    f"peak PSS {run['peak_pss_mb']} MB, {run['phases_s']})"
                 )
-                runs[target.name].append(run)
+                runs[name].append(run)
     result: dict[str, Any] = {
         "python": str(python),
+        "wells": wells,
         "tasks": list(TASKS_CORE_STEPS),
         "import_s": import_seconds(python, bodies),
     }
     progress(f"fractal-tasks-core imports in a fresh interpreter (s): {result['import_s']}")
     for name, target_runs in runs.items():
-        result[name] = {"job_s": median_of(target_runs, "job_s"), "runs": target_runs}
+        result[name] = {
+            "job_s": median_of(target_runs, "job_s"),
+            "peak_pss_mb": median_of(target_runs, "peak_pss_mb"),
+            "runs": target_runs,
+        }
     if "peer" in result:
         result["peer_over_ours"] = round(result["peer"]["job_s"] / result["ours"]["job_s"], 2)
+    if "ours_spawn" in result:
+        spawned = result["ours_spawn"]["job_s"]
+        result["spawn_over_warm"] = round(spawned / result["ours"]["job_s"], 2)
     return result
 
 
 def check_tasks_core(result: dict[str, Any]) -> list[dict[str, Any]]:
-    if "peer" not in result:
-        return []
-    ratio = result["peer_over_ours"]
-    return [
-        {
-            "target": "fractal-tasks-core 2.1.0 workflow: ours at least "
-            f"{TARGET_TASKS_CORE_FACTOR:g}x faster than 2.6.4",
-            "value": f"ours {result['ours']['job_s']:.2f} s, 2.6.4 {result['peer']['job_s']:.2f} s "
-            f"({ratio:.2f}x)",
-            "ok": ratio >= TARGET_TASKS_CORE_FACTOR,
-        }
-    ]
+    checks = []
+    plate = f"fractal-tasks-core 2.1.0 workflow, {result['wells']} well(s)"
+    if "peer" in result:
+        ratio = result["peer_over_ours"]
+        checks.append(
+            {
+                "target": f"{plate}: ours at least {TARGET_TASKS_CORE_FACTOR:g}x faster than 2.6.4",
+                "value": f"ours {result['ours']['job_s']:.2f} s, "
+                f"2.6.4 {result['peer']['job_s']:.2f} s ({ratio:.2f}x)",
+                "ok": ratio >= TARGET_TASKS_CORE_FACTOR,
+            }
+        )
+    if "ours_spawn" in result:
+        warm, spawned = result["ours"]["peak_pss_mb"], result["ours_spawn"]["peak_pss_mb"]
+        checks.append(
+            {
+                "target": f"{plate}: peak memory warm within "
+                f"{TARGET_WARM_MEMORY_FACTOR:g}x of spawning",
+                "value": f"{fmt(warm, 1)} MB vs {fmt(spawned, 1)} MB",
+                "ok": warm is not None
+                and spawned is not None
+                and warm <= TARGET_WARM_MEMORY_FACTOR * spawned,
+            }
+        )
+    return checks
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -1204,6 +1253,17 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "(default: the end-to-end tests' venv when it exists, else that part is skipped)",
     )
     parser.add_argument(
+        "--tasks-core-wells",
+        type=int,
+        default=1,
+        help="wells of the synthetic plate for the real workflow (default: 1, the recipe's)",
+    )
+    parser.add_argument(
+        "--tasks-core-spawn",
+        action="store_true",
+        help="also run the real workflow on our server with warm starts off (per task meta)",
+    )
+    parser.add_argument(
         "--tasks-core-only",
         action="store_true",
         help="run only the fractal-tasks-core workflow (no no-op sizes, no slow import)",
@@ -1215,7 +1275,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="where to write the JSON results (default: bench/results/runner-<date>.json)",
     )
     arguments = parser.parse_args(argv)
-    numbers = [arguments.workers, arguments.repeat, *arguments.sizes]
+    numbers = [arguments.workers, arguments.repeat, arguments.tasks_core_wells, *arguments.sizes]
     if arguments.peer_tasks_per_job is not None:
         numbers.append(arguments.peer_tasks_per_job)
     if min(numbers) < 1:
@@ -1272,7 +1332,12 @@ def main(argv: list[str]) -> int:
                 targets.append(stack.enter_context(peer))
             if arguments.tasks_core_python is not None:
                 document["tasks_core"] = run_tasks_core(
-                    targets, arguments.tasks_core_python, arguments.repeat, scratch
+                    targets,
+                    arguments.tasks_core_python,
+                    arguments.repeat,
+                    scratch,
+                    arguments.tasks_core_wells,
+                    arguments.tasks_core_spawn,
                 )
             if arguments.tasks_core_only:
                 document["results"] = {}

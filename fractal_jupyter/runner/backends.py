@@ -41,7 +41,18 @@ def open_executor(spec: JobSpec, job_dir: Path, log: logging.Logger = logger) ->
     """The executor of a job process, for the backend and settings of its spec."""
     backend = Backend(spec.backend)
     if not backend.on_slurm:
-        return LocalExecutor(job_dir, spec.max_workers, warm_start=spec.warm_start, log=log)
+        return LocalExecutor(
+            job_dir,
+            spec.max_workers,
+            warm_start=spec.warm_start,
+            planned_commands=[
+                command
+                for task in spec.tasks
+                for command in (task.command_non_parallel, task.command_parallel)
+                if command is not None
+            ],
+            log=log,
+        )
     from .slurm import SlurmExecutor
 
     settings = SlurmSettings.from_dict(spec.slurm or {})

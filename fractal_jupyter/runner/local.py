@@ -1,7 +1,8 @@
 """The local executor: task processes on this machine, a bounded number at a time.
 
 The calls of a task whose command is `<python> <script.py>` fork from a warm starter
-(`runner/warm.py`) unless warm starts are off or the task's meta opts out.
+(`runner/warm.py`) unless warm starts are off or the task's meta opts out. The starters live
+as long as the job: the tasks of one package, one after the other, fork from one starter.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -33,12 +34,19 @@ class LocalExecutor:
         max_workers: int,
         *,
         warm_start: bool = True,
+        planned_commands: Iterable[str] = (),
         log: logging.Logger = logger,
     ) -> None:
         self.job_dir = job_dir
         self.max_workers = max(1, max_workers)
-        self.warm_start = warm_start
         self.log = log
+        self.starters = WarmStarters(
+            enabled=warm_start,
+            log_dir=job_dir,
+            env=task_environment(),
+            on_note=log.info,
+            planned_commands=planned_commands,
+        )
         self._running: set[int] = set()  # the pids (and process groups) of running calls
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -58,18 +66,9 @@ class LocalExecutor:
     def run_calls(self, calls: Sequence[TaskCall]) -> list[JSON | None]:
         if not calls:
             return []
-        starters = WarmStarters(
-            calls,
-            enabled=self.warm_start,
-            log_dir=self.job_dir,
-            env=task_environment(),
-            on_note=self.log.info,
-        )
-        with (
-            starters,
-            ThreadPoolExecutor(self.workers_for(calls), thread_name_prefix="task") as pool,
-        ):
-            futures = [pool.submit(self._run_one, call, starters) for call in calls]
+        self.starters.expect(calls)
+        with ThreadPoolExecutor(self.workers_for(calls), thread_name_prefix="task") as pool:
+            futures = [pool.submit(self._run_one, call) for call in calls]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [future for future in done if future.exception() is not None]
             if failed:
@@ -89,7 +88,7 @@ class LocalExecutor:
                 return error
         raise AssertionError("no failed call")
 
-    def _run_one(self, call: TaskCall, starters: WarmStarters) -> JSON | None:
+    def _run_one(self, call: TaskCall) -> JSON | None:
         if self._stopped.is_set():
             raise TaskFailed(call, "the job was stopped")
         process_holder: list[int] = []
@@ -102,7 +101,7 @@ class LocalExecutor:
                 self._kill(pid, signal.SIGKILL)
 
         try:
-            output = run_call(self.job_dir, call, started, starters)
+            output = run_call(self.job_dir, call, started, self.starters)
         except TaskFailed:
             if self._stopped.is_set():
                 raise TaskFailed(call, "the job was stopped") from None
@@ -124,7 +123,8 @@ class LocalExecutor:
         return f"up to {self.max_workers} concurrent task processes"
 
     def close(self) -> None:
-        """Nothing to do: the task processes of a batch end within `run_calls`."""
+        """The warm starters end (the task processes of a batch end within `run_calls`)."""
+        self.starters.close()
 
     def stop(self) -> None:
         """Stop: no new calls; running task processes (and their children) are terminated."""

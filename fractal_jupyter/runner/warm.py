@@ -1,16 +1,19 @@
-"""Warm task starts: a task's imports paid once per task of a job, not once per call.
+"""Warm task starts: a task's imports paid once per job, not once per call.
 
-For the calls of one task whose command is `<python> <script.py>`, a starter process of that
-interpreter (`warm_starter.py`, stdlib only, see there for the protocol) imports the script
-once as a module and forks one child per call; the child runs the script as `__main__` with
-the call's argv, log, working directory, environment and memory limit. Each call is still its
-own process (own exit code, log, process group): the executors stop a call by its pid as they
-stop a spawned one.
+For the calls of a command `<python> <script.py>`, a starter process of that interpreter
+(`warm_starter.py`, stdlib only, see there for the protocol) imports the script once as a
+module and forks one child per call; the child runs the script as `__main__` with the call's
+argv, log, working directory, environment and memory limit. Each call is still its own process
+(own exit code, log, process group): the executors stop a call by its pid as they stop a
+spawned one.
 
-`WarmStarters` serves the calls of one `run_calls` of an executor (one task's calls): it starts
-at most one starter per command, lazily, and says once per command, through `on_note`, whether
-its calls run warm or why they are spawned. Any failure of a starter (the import fails, the
-starter dies) makes the calls that it has not started fall back to spawning.
+`WarmStarters` serves the calls of a job on the local backend (of a batch in a SLURM job): it
+starts at most one starter per interpreter, lazily, and the tasks of one package (one venv's
+Python) fork from the same starter, which imports each further script on top of what it holds.
+A command runs warm when there is something to share: it has several calls, or its interpreter
+serves another task of the job. `on_note` says once per command whether its calls run warm or
+why they are spawned. Any failure of a starter (an import fails, the starter dies) makes the
+calls that it has not started fall back to spawning.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +40,9 @@ _PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 # What `call.command_line` appends to a task's command: --args-json A --out-json B.
 APPENDED_ARGUMENTS = 4
 CLOSE_TIMEOUT_SECONDS = 10.0
+# The starter's last argument: blank room in which its children write their own command lines
+# (`warm_starter.show_command_line`), so that `ps` shows each call as if it were spawned.
+COMMAND_LINE_ROOM = " " * 4096
 ORPHAN_POLL_SECONDS = 0.1
 
 
@@ -45,6 +52,10 @@ class StarterFailed(Exception):
 
 class StarterDied(Exception):
     """The starter died after forking the call's process: the call's outcome is unknown."""
+
+
+class ScriptNotImported(Exception):
+    """The starter is fine but could not import this call's script."""
 
 
 def warm_script(argv: Sequence[str]) -> tuple[str, str] | str:
@@ -60,8 +71,10 @@ def warm_script(argv: Sequence[str]) -> tuple[str, str] | str:
 
 @dataclass
 class _Pending:
+    script: str
     pid: int | None = None
     status: int | None = None
+    error: str | None = None  # the starter could not import the script
     forked: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -74,7 +87,7 @@ class WarmStarter:
         self.script = script
         self.log_path = log_path
         self.env = env
-        self.import_seconds = 0.0
+        self.import_seconds: dict[str, float] = {}  # script -> seconds its import took
         self.died: str | None = None  # why the starter is gone, once it is
         self._process: subprocess.Popen[bytes] | None = None
         self._pending: dict[int, _Pending] = {}
@@ -87,7 +100,13 @@ class WarmStarter:
         with self.log_path.open("wb") as log:
             try:
                 process = subprocess.Popen(
-                    [self.python, str(STARTER_SCRIPT), self.script, str(self.log_path)],
+                    [
+                        self.python,
+                        str(STARTER_SCRIPT),
+                        self.script,
+                        str(self.log_path),
+                        COMMAND_LINE_ROOM,
+                    ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
@@ -110,7 +129,7 @@ class WarmStarter:
                 f"(its log: {self.log_path})"
             )
             raise StarterFailed(reason)
-        self.import_seconds = float(answer["seconds"])
+        self.import_seconds[self.script] = float(answer["seconds"])
         threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
 
     def _read(self, replies: IO[bytes]) -> None:
@@ -124,7 +143,13 @@ class WarmStarter:
                     pending = self._pending.get(message["id"])
                 if pending is None:
                     continue
-                if "pid" in message:
+                if "module" in message:
+                    self.import_seconds[pending.script] = float(message["seconds"])
+                elif "error" in message:
+                    pending.error = str(message["error"])
+                    pending.forked.set()
+                    pending.ended.set()
+                elif "pid" in message:
                     pending.pid = int(message["pid"])
                     pending.forked.set()
                 else:
@@ -143,15 +168,17 @@ class WarmStarter:
 
     def run(
         self,
+        script: str,
         argv: list[str],
         log_path: Path,
         limit: int | None,
         started: Callable[[int], None],
     ) -> int:
-        """Run one call in a child; its exit status as `Popen.returncode` gives it."""
+        """Run one call of `script` in a child; its exit status as `Popen.returncode` gives
+        it. ScriptNotImported when the starter cannot import the script."""
         process = self._process
         assert process is not None and process.stdin is not None
-        pending = _Pending()
+        pending = _Pending(script)
         with self._lock:
             if self.died is not None:
                 raise StarterFailed(self.died)
@@ -160,7 +187,8 @@ class WarmStarter:
             self._pending[request_id] = pending
             request = {
                 "id": request_id,
-                "argv": [self.script, *argv[2:]],
+                "script": script,
+                "argv": [script, *argv[2:]],
                 "cwd": os.getcwd(),
                 "env": self.env,
                 "log": str(log_path),
@@ -174,6 +202,8 @@ class WarmStarter:
                 raise StarterFailed(f"the starter does not listen: {error}") from None
         try:
             pending.forked.wait()
+            if pending.error is not None:
+                raise ScriptNotImported(pending.error)
             if pending.pid is None:
                 raise StarterFailed(self.died or "the starter ended")
             started(pending.pid)
@@ -226,28 +256,51 @@ class WarmStarter:
                     stream.close()
 
 
+def interpreter(command: str) -> str | None:
+    """The Python of a command that can run warm, else None."""
+    try:
+        target = warm_script(shlex.split(command))
+    except ValueError:
+        return None
+    return None if isinstance(target, str) else target[0]
+
+
 class WarmStarters:
-    """The starters of one executor's `run_calls`: one per command that has several calls."""
+    """The starters of a job's calls (a SLURM batch's): one per interpreter with calls to share."""
 
     def __init__(
         self,
-        calls: Sequence[TaskCall],
+        calls: Sequence[TaskCall] = (),
         *,
         enabled: bool,
         log_dir: Path,
         env: dict[str, str],
         on_note: Callable[[str], None],
+        planned_commands: Iterable[str] = (),
     ) -> None:
         self.enabled = enabled
         self.log_dir = log_dir
         self.env = env
         self.on_note = on_note
-        self.counts = Counter(call.command for call in calls)
+        self.counts: Counter[str] = Counter()  # command -> its calls so far
+        # python -> the job's commands that it runs (a single call shares its starter with them)
+        self.commands_of: dict[str, set[str]] = {}
+        for command in set(planned_commands):
+            python = interpreter(command)
+            if python is not None:
+                self.commands_of.setdefault(python, set()).add(command)
         self.notes: dict[str, str] = {}  # command -> how its calls start
-        self._starters: dict[str, WarmStarter | None] = {}
+        self._starters: dict[str, WarmStarter | None] = {}  # python -> its starter
+        self._failures: dict[str, str] = {}  # python -> why it has no starter
         self._started: list[WarmStarter] = []
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+        self.expect(calls)
+
+    def expect(self, calls: Sequence[TaskCall]) -> None:
+        """The calls of the next task."""
+        with self._lock:
+            self.counts.update(call.command for call in calls)
 
     def _note(self, call: TaskCall, text: str) -> None:
         with self._lock:
@@ -259,9 +312,17 @@ class WarmStarters:
     def _spawn(self, call: TaskCall, reason: str) -> None:
         self._note(call, f"{call.task_name}: one new process per call ({reason})")
 
-    def _starter(self, call: TaskCall, argv: list[str]) -> WarmStarter | None:
-        """The started starter for the call's command, or None (its calls are spawned)."""
-        if self.counts[call.command] < 2:
+    def _shares(self, call: TaskCall) -> bool:
+        """True if a starter would serve more than this one call."""
+        if self.counts[call.command] >= 2:
+            return True
+        python = interpreter(call.command)
+        return python is not None and bool(self.commands_of.get(python, set()) - {call.command})
+
+    def _starter(self, call: TaskCall, argv: list[str]) -> tuple[WarmStarter, str] | None:
+        """The started starter for the call's interpreter and the call's script, or None (its
+        calls are spawned)."""
+        if not self._shares(call):
             return None  # nothing to share
         if not self.enabled:
             self._spawn(call, "warm starts are off: FractalJupyter.warm_start")
@@ -269,35 +330,48 @@ class WarmStarters:
         if call.meta.get("warm_start") is False:
             self._spawn(call, "the task's meta sets warm_start to false")
             return None
+        target = warm_script(argv[:-APPENDED_ARGUMENTS])
+        if isinstance(target, str):
+            self._spawn(call, target)
+            return None
+        python, script = target
         with self._lock:
-            lock = self._locks.setdefault(call.command, threading.Lock())
+            lock = self._locks.setdefault(python, threading.Lock())
         with lock:  # the first call starts the starter, the others wait for its import
-            if call.command in self._starters:
-                return self._starters[call.command]
-            target = warm_script(argv[:-APPENDED_ARGUMENTS])
-            starter: WarmStarter | None = None
-            if isinstance(target, str):
-                self._spawn(call, target)
-            else:
-                python, script = target
-                # Not `.log`: the `.log` files of a task folder are those of its calls.
-                log_path = self.log_dir / call.folder / f"{call.prefix}.warm-starter.txt"
-                starter = WarmStarter(python, script, log_path, self.env)
-                with self._lock:
-                    self._started.append(starter)
-                try:
-                    starter.start()
-                except StarterFailed as error:
-                    self._spawn(call, f"the warm start failed: {error}")
-                    starter = None
-                else:
-                    self._note(
-                        call,
-                        f"{call.task_name}: warm start, {script} imported once in "
-                        f"{starter.import_seconds:.2f} s by {python}, a process forked per call",
-                    )
-            self._starters[call.command] = starter
-            return starter
+            if python not in self._starters:
+                self._starters[python] = self._start(call, python, script)
+            starter = self._starters[python]
+        if starter is None:
+            self._spawn(call, f"the warm start failed: {self._failures[python]}")
+            return None
+        return starter, script
+
+    def _start(self, call: TaskCall, python: str, script: str) -> WarmStarter | None:
+        # Not `.log`: the `.log` files of a task folder are those of its calls.
+        log_path = self.log_dir / call.folder / f"{call.prefix}.warm-starter.txt"
+        starter = WarmStarter(python, script, log_path, self.env)
+        with self._lock:
+            self._started.append(starter)
+        try:
+            starter.start()
+        except StarterFailed as error:
+            self._failures[python] = str(error)
+            return None
+        return starter
+
+    def _note_warm(self, call: TaskCall, starter: WarmStarter, script: str) -> None:
+        if call.command in self.notes:
+            return
+        seconds = starter.import_seconds.get(script)
+        imported = "" if seconds is None else f" in {seconds:.2f} s"
+        if script == starter.script:
+            how = f"{script} imported once{imported} by {starter.python}"
+        else:
+            how = (
+                f"{script} imported once{imported} by the starter of {starter.python} that "
+                f"had imported {starter.script}"
+            )
+        self._note(call, f"{call.task_name}: warm start, {how}, a process forked per call")
 
     def run(
         self,
@@ -308,25 +382,35 @@ class WarmStarters:
         started: Callable[[int], None],
     ) -> int | None:
         """The call's exit status if it ran warm; None if it is to be spawned."""
-        starter = self._starter(call, argv)
-        if starter is None:
+        found = self._starter(call, argv)
+        if found is None:
             return None
+        starter, script = found
+
+        def forked(pid: int) -> None:
+            self._note_warm(call, starter, script)
+            started(pid)
+
         try:
-            return starter.run(argv, log_path, limit, started)
+            return starter.run(script, argv, log_path, limit, forked)
+        except ScriptNotImported as error:
+            self._spawn(call, f"the warm start failed: {error}")
+            return None
         except StarterFailed as error:
-            if self._forget(call, starter):
+            if self._forget(starter, str(error)):
                 self.on_note(
                     f"{call.task_name}: the warm starter failed ({error}); the calls it had "
                     "not started get a new process each"
                 )
             return None
 
-    def _forget(self, call: TaskCall, starter: WarmStarter) -> bool:
+    def _forget(self, starter: WarmStarter, why: str) -> bool:
         """Stop using a failed starter; True for the first call that found it failed."""
         with self._lock:
-            if self._starters.get(call.command) is not starter:
+            if self._starters.get(starter.python) is not starter:
                 return False
-            self._starters[call.command] = None
+            self._starters[starter.python] = None
+            self._failures[starter.python] = why
             return True
 
     def close(self) -> None:

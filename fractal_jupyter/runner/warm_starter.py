@@ -1,4 +1,4 @@
-"""The warm starter: `<task python> warm_starter.py <script.py> <starter log>`.
+"""The warm starter: `<task python> warm_starter.py <script.py> <starter log> <room>`.
 
 It runs under the *task's* interpreter (a task venv's Python, without fractal_jupyter), so it
 uses the standard library only and runs on any Python >= 3.9. It imports the task script once
@@ -6,17 +6,24 @@ as a module (under its package name when it lies in a package on `sys.path`, as 
 collected packages do), then forks one child per call; each child sets its argv, working
 directory, environment and address-space limit, sends its stdout and stderr to the call's log,
 runs the script as `__main__` and exits with the script's exit code. The imported module stays
-untouched in the starter: a child's module globals are those of a fresh run.
+untouched in the starter: a child's module globals are those of a fresh run. A request may
+name another script of the same interpreter: the starter imports it on top of what it holds
+(the tasks of one package share most of their imports) before it forks that call.
 
 The protocol is JSON lines, one object a line. The starter answers first with
 `{"ready": true, "module": name, "seconds": s}` or `{"error": reason}` (and exits). Then it
-reads requests `{"id": n, "argv": [...], "cwd": ..., "env": {...}, "log": path, "limit": bytes
-or null}` on its stdin and writes `{"id": n, "pid": pid}` once the child is forked and
-`{"id": n, "status": code}` when it ended (`-signal` when a signal killed it, as in
-`subprocess`). When its stdin closes it waits for its children and exits. The starter log
-(the second argument) only names where the caller sends the starter's own stderr: as an
-argument, it also puts the job folder on the command line of the starter and of every child,
-where the runner looks for left-over task processes.
+reads requests `{"id": n, "script": path, "argv": [...], "cwd": ..., "env": {...}, "log":
+path, "limit": bytes or null}` on its stdin. For a script it has not imported yet it first
+writes `{"id": n, "module": name, "seconds": s}`, or `{"id": n, "error": reason}` (the call is
+not forked, nor any later call of that script). It writes `{"id": n, "pid": pid}` once the
+child is forked and `{"id": n, "status": code}` when it ended (`-signal` when a signal killed
+it, as in `subprocess`). When its stdin closes it waits for its children and exits.
+
+The starter log (the second argument) only names where the caller sends the starter's own
+stderr: as an argument, it puts the job folder on the starter's command line, where the
+runner looks for left-over task processes. The last argument is blank room: each child
+writes its call's command line (`<python> <script> --args-json ...`) over the starter's, so
+that it shows in `ps` and `/proc` as a spawned call would.
 
 No threads here: a child gets a copy of the starter's memory but only the forking thread.
 """
@@ -40,6 +47,9 @@ import traceback
 from typing import Any
 
 READ_SIZE = 65536
+# Fields of /proc/<pid>/stat (counted from 1): where the command line lies in memory.
+ARG_START_FIELD = 48
+ARG_END_FIELD = 49
 
 
 def has_main_block(source: str, filename: str) -> bool:
@@ -100,9 +110,30 @@ def exit_code(code: Any) -> int:
     return 1
 
 
+def show_command_line(argv: list[str]) -> None:
+    """Show `argv` as this process's command line (`/proc/<pid>/cmdline`, `ps`): a call looks
+    as it would when spawned. It overwrites the memory that the kernel reads the command line
+    from, within the room that the starter's own command line holds (its last argument is
+    blank room); on other systems, or without ctypes, nothing changes."""
+    try:
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[ARG_START_FIELD - 3]), int(fields[ARG_END_FIELD - 3])
+    except (ImportError, OSError, ValueError, IndexError):
+        return
+    if end - start < 2:
+        return
+    text = b"\0".join(os.fsencode(arg) for arg in argv)[: end - start - 1]
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+
+
 def run_child(request: dict[str, Any], script: str) -> int:
     """In the forked child (in a new session already): become the call's process and run
     the script as `__main__`."""
+    show_command_line([sys.executable, *request["argv"]])
+    sys.path[0] = os.path.dirname(script)
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -126,8 +157,8 @@ def run_child(request: dict[str, Any], script: str) -> int:
 
 
 class Starter:
-    def __init__(self, script: str, requests: int, replies: int) -> None:
-        self.script = script
+    def __init__(self, requests: int, replies: int) -> None:
+        self.imported: dict[str, str | None] = {}  # script -> None, or why it failed
         self.requests = requests
         self.replies = replies
         self.children: dict[int, int] = {}  # pid -> request id
@@ -140,7 +171,32 @@ class Starter:
         while data:
             data = data[os.write(self.replies, data) :]
 
+    def load(self, script: str) -> dict[str, Any]:
+        """Import the script (once): its module and import time, or why it failed."""
+        # As for `python <script>`: the script's folder first (not this file's, which is ours).
+        sys.path[0] = os.path.dirname(script)
+        sys.argv = [script]
+        began = time.perf_counter()
+        try:
+            name = import_script(script)
+        except BaseException as error:
+            traceback.print_exc()
+            reason = "".join(traceback.format_exception_only(type(error), error)).strip()
+            self.imported[script] = f"importing {script} failed: {reason}"
+            return {"error": self.imported[script]}
+        self.imported[script] = None
+        return {"module": name, "seconds": round(time.perf_counter() - began, 3)}
+
     def fork(self, request: dict[str, Any]) -> None:
+        script = os.path.realpath(request["script"])
+        if script not in self.imported:
+            loaded = self.load(script)
+            self.send({"id": request["id"], **loaded})
+            if "error" in loaded:
+                return
+        elif self.imported[script] is not None:
+            self.send({"id": request["id"], "error": self.imported[script]})
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         # The pid goes out once the child leads its own process group (killpg reaches it).
@@ -155,7 +211,7 @@ class Starter:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 for fd in (in_group, self.requests, self.replies, self.wake_read, self.wake_write):
                     os.close(fd)
-                code = run_child(request, self.script)
+                code = run_child(request, script)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -208,10 +264,8 @@ class Starter:
 
 
 def main(script: str) -> int:
+    show_command_line([sys.executable, *sys.argv[:-1]])  # without the blank room
     script = os.path.realpath(script)
-    # As for `python <script>`: the script's folder first (not this file's, which is ours).
-    sys.path[0] = os.path.dirname(script)
-    sys.argv = [script]
     # The protocol gets private copies of stdin and stdout; what the task prints while it is
     # imported goes to stderr (the starter log), and it reads nothing.
     requests, replies = os.dup(0), os.dup(1)
@@ -219,17 +273,12 @@ def main(script: str) -> int:
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
-    starter = Starter(script, requests, replies)
-    began = time.perf_counter()
-    try:
-        name = import_script(script)
-    except BaseException as error:
-        traceback.print_exc()
-        reason = "".join(traceback.format_exception_only(type(error), error)).strip()
-        starter.send({"error": f"importing {script} failed: {reason}"})
+    starter = Starter(requests, replies)
+    loaded = starter.load(script)
+    if "error" in loaded:
+        starter.send(loaded)
         return 1
-    seconds = round(time.perf_counter() - began, 3)
-    starter.send({"ready": True, "module": name, "seconds": seconds})
+    starter.send({"ready": True, **loaded})
     starter.serve()
     return 0
 

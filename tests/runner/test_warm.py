@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from fractal_jupyter.runner.warm import WarmStarters, warm_script
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 PROBE = f"{sys.executable} {TASKS / 'warm_probe.py'}"
+SECOND = f"{sys.executable} {TASKS / 'warm_second.py'}"
+IMPORT_FAILS = f"{sys.executable} {TASKS / 'warm_import_fails.py'}"
 
 
 class Notes(logging.Handler):
@@ -72,11 +75,31 @@ def make_calls(
     ]
 
 
-def executor(job_dir: Path, notes: Notes, *, warm: bool = True, workers: int = 2) -> LocalExecutor:
+OPEN_EXECUTORS: list[LocalExecutor] = []
+
+
+@pytest.fixture(autouse=True)
+def close_executors() -> Iterator[None]:
+    """A job's end: its executor's starters end."""
+    yield
+    while OPEN_EXECUTORS:
+        OPEN_EXECUTORS.pop().close()
+
+
+def executor(
+    job_dir: Path,
+    notes: Notes,
+    *,
+    warm: bool = True,
+    workers: int = 2,
+    planned: Sequence[str] = (),
+) -> LocalExecutor:
     log = logging.getLogger(f"test_warm.{id(notes)}")
     log.setLevel(logging.INFO)
     log.addHandler(notes)
-    return LocalExecutor(job_dir, workers, warm_start=warm, log=log)
+    local = LocalExecutor(job_dir, workers, warm_start=warm, planned_commands=planned, log=log)
+    OPEN_EXECUTORS.append(local)
+    return local
 
 
 def outcome(job_dir: Path, calls: list[TaskCall], warm: bool, notes: Notes) -> Any:
@@ -215,6 +238,62 @@ def test_a_single_call_is_spawned_without_a_note(
     tmp_path: Path, notes: Notes, imports: Path
 ) -> None:
     assert executor(tmp_path, notes).run_calls(make_calls(1))[0] is not None
+    assert notes.lines == [] and imports.read_text() == ""
+
+
+def task_calls(order: int, name: str, command: str, count: int = 1) -> list[TaskCall]:
+    return [
+        TaskCall(order, name, command, {}, f"{order}_{name}", f"{order}_par_{i:07d}", "parallel")
+        for i in range(count)
+    ]
+
+
+def test_the_tasks_of_one_interpreter_fork_from_one_starter_over_the_job(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    """One call per task (a one-well plate): each task's call shares the imports that the
+    job's other tasks of the same interpreter paid for."""
+    local = executor(tmp_path, notes, planned=[PROBE, SECOND, IMPORT_FAILS])
+    first = local.run_calls(task_calls(1, "probe", PROBE))[0]
+    second = local.run_calls(task_calls(2, "second", SECOND, count=2))
+    assert local.run_calls(task_calls(3, "fails", IMPORT_FAILS)) == [None]
+    again = local.run_calls(task_calls(4, "probe", PROBE))[0]
+    probes = [output["probe"] for output in (first, *second, again) if output is not None]
+    [starter_pid] = imports.read_text().split()  # warm_second's `import warm_probe` is free
+    assert len({probe["pid"] for probe in probes} | {int(starter_pid)}) == 5
+    assert [probe["calls_seen"] for probe in probes] == [1, 1, 1, 1]
+    assert probes[1]["argv"][0] == str(TASKS / "warm_second.py")
+    # `ps` shows a warm call as a spawned one, its task folder included
+    assert probes[1]["cmdline"] == [sys.executable, *probes[1]["argv"]]
+    assert f"{tmp_path}/2_second/" in probes[1]["cmdline"][3]
+    assert (tmp_path / "3_fails" / "3_par_0000000.log").read_text() == "ran as a script\n"
+    assert notes.lines[0].startswith(
+        f"probe: warm start, {TASKS / 'warm_probe.py'} imported once in"
+    )
+    assert notes.lines[1].startswith(
+        f"second: warm start, {TASKS / 'warm_second.py'} imported once in"
+    )
+    assert notes.lines[1].endswith(
+        f"by the starter of {sys.executable} that had imported {TASKS / 'warm_probe.py'}, "
+        "a process forked per call"
+    )
+    assert notes.lines[2] == (
+        f"fails: one new process per call (the warm start failed: importing "
+        f"{TASKS / 'warm_import_fails.py'} failed: RuntimeError: this task refuses to be "
+        "imported)"
+    )
+    assert len(notes.lines) == 3
+    assert (
+        "RuntimeError: this task refuses"
+        in (tmp_path / "1_probe" / "1_par_0000000.warm-starter.txt").read_text()
+    )
+
+
+def test_a_single_call_of_an_interpreter_that_no_other_task_uses_is_spawned(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    local = executor(tmp_path, notes, planned=[PROBE, f"/bin/sh {TASKS / 'warm_second.py'}"])
+    assert local.run_calls(make_calls(1))[0] is not None
     assert notes.lines == [] and imports.read_text() == ""
 
 

@@ -130,9 +130,13 @@ def _array(path: Path, step: int) -> None:
             chunk.write_bytes(struct.pack(f"<{len(values)}H", *values))
 
 
-def write_synthetic_plate(zarr_dir: Path, plate_name: str = "synthetic.zarr") -> Path:
-    """The plate of the recipe; returns the image folder (`<plate>/B/03/0`)."""
+def write_synthetic_plate(
+    zarr_dir: Path, plate_name: str = "synthetic.zarr", wells: int = 1
+) -> list[Path]:
+    """The plate of the recipe (`wells` > 1: the same field in wells B/03, B/04...); returns
+    the image folders (`<plate>/B/03/0`...)."""
     plate = zarr_dir / plate_name
+    columns = [f"{3 + index:02d}" for index in range(wells)]
     _group(
         plate,
         {
@@ -141,18 +145,28 @@ def write_synthetic_plate(zarr_dir: Path, plate_name: str = "synthetic.zarr") ->
                 "version": "0.4",
                 "acquisitions": [{"id": 0, "name": "cycle0"}],
                 "rows": [{"name": "B"}],
-                "columns": [{"name": "03"}],
-                "wells": [{"path": "B/03", "rowIndex": 0, "columnIndex": 0}],
+                "columns": [{"name": column} for column in columns],
+                "wells": [
+                    {"path": f"B/{column}", "rowIndex": 0, "columnIndex": index}
+                    for index, column in enumerate(columns)
+                ],
                 "field_count": 1,
             }
         },
     )
     _group(plate / "B")
-    _group(
-        plate / "B" / "03",
-        {"well": {"version": "0.4", "images": [{"path": "0", "acquisition": 0}]}},
-    )
-    image = plate / "B" / "03" / "0"
+    images = []
+    for column in columns:
+        _group(
+            plate / "B" / column,
+            {"well": {"version": "0.4", "images": [{"path": "0", "acquisition": 0}]}},
+        )
+        images.append(plate / "B" / column / "0")
+        _write_field(images[-1])
+    return images
+
+
+def _write_field(image: Path) -> None:
     space = {"type": "space", "unit": "micrometer"}
     _group(
         image,
@@ -195,7 +209,6 @@ def write_synthetic_plate(zarr_dir: Path, plate_name: str = "synthetic.zarr") ->
     )
     for level, step in enumerate((1, 2)):
         _array(image / str(level), step)
-    return image
 
 
 # Run with a task venv's Python (it has zarr, numpy and, for tables, anndata or pandas):

@@ -38,6 +38,7 @@ def main() -> int:
         "calls_seen": len(CALLS_SEEN),
         "pid": os.getpid(),
         "argv": sys.argv,
+        "cmdline": Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").decode().split("\0"),
         "cwd": os.getcwd(),
         "mark": os.environ.get("WARM_PROBE_MARK"),
     }
