@@ -881,17 +881,13 @@ def import_seconds(python: Path, bodies: list[dict[str, Any]]) -> dict[str, floa
     return found
 
 
-# Our server with every task's meta opting out of warm starts: a new process per call.
-SPAWN_META = {"meta_non_parallel": {"warm_start": False}, "meta_parallel": {"warm_start": False}}
-
-
 def run_tasks_core_job(
     client: httpx.Client,
     target: Target,
     task_ids: dict[str, int],
     folder: Path,
     wells: int,
-    wftask_meta: dict[str, Any],
+    wftask_meta: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """One job of the workflow on a fresh plate of `wells` wells; checks that each well's
     projection and features are there."""
@@ -923,7 +919,7 @@ def run_tasks_core_job(
     workflow = call(client, target, "POST", f"{base}/workflow/", {"name": "tasks-core"}, 201)
     for name, wftask in TASKS_CORE_STEPS.items():
         add = f"{base}/workflow/{workflow['id']}/wftask/?task_id={task_ids[name]}"
-        call(client, target, "POST", add, {**wftask, **wftask_meta}, 201)
+        call(client, target, "POST", add, {**wftask, **wftask_meta.get(name, {})}, 201)
     run = run_job(client, target, Prepared(project["id"], dataset["id"], workflow["id"]))
     for image in images:
         mip = zarr_dir / "synthetic_mip.zarr" / image.relative_to(zarr_dir / "synthetic.zarr")
@@ -952,9 +948,19 @@ def run_tasks_core(
     """The real workflow on every server, `repeat` rounds, the servers taking turns first;
     `spawn`: ours also with warm starts off in every task's meta ("ours_spawn")."""
     bodies = tasks_core_bodies(python)
-    variants = [(target.name, target, {}) for target in targets]
-    if spawn:
-        variants.insert(1, ("ours_spawn", targets[0], SPAWN_META))
+    variants: list[tuple[str, Target, dict[str, dict[str, Any]]]] = [
+        (target.name, target, {}) for target in targets
+    ]
+    if spawn:  # every part of every task opts out of warm starts: a new process per call
+        opt_out = {
+            body["name"]: {
+                f"meta_{part}": {"warm_start": False}
+                for part in ("non_parallel", "parallel")
+                if body.get(f"command_{part}")
+            }
+            for body in bodies
+        }
+        variants.insert(1, ("ours_spawn", targets[0], opt_out))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
     with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
         task_ids = {

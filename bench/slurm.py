@@ -60,6 +60,7 @@ from bench.common import stop_on_signals as _stop_on_signals
 from bench.runner import (
     NOOP_TASK_SOURCE,
     TASK_SCRIPT,
+    TASKS_CORE_VENV,
     Target,
     call_log_files,
     create_task,
@@ -68,6 +69,7 @@ from bench.runner import (
     our_phases,
     prepare,
     run_job,
+    run_tasks_core,
 )
 from fractal_jupyter.runner.batching import BatchingLimits, heuristics
 
@@ -334,6 +336,34 @@ def run_rounds(
     return results
 
 
+def run_tasks_core_on_slurm(
+    env: dict[str, str], work: str, scratch: Path, arguments: argparse.Namespace
+) -> dict[str, Any]:
+    """The real fractal-tasks-core workflow (bench/runner.py) on the `slurm` backend, warm
+    against a new process per call, `repeat` rounds taking turns."""
+    options = {
+        "batching": arguments.limits,
+        "poll_interval": arguments.poll_interval,
+        "remote_dir": f"{work}/jobs-slurm",
+    }
+    server = SlurmServer("slurm", env, options)
+    try:
+        server.start()
+        target = Target("ours", server.url, server.headers, server.pid, 1)
+        return run_tasks_core(
+            [target],
+            arguments.tasks_core_python,
+            arguments.repeat,
+            scratch,
+            wells=arguments.tasks_core_wells,
+            spawn=True,
+        )
+    finally:
+        group = server.process.pid if server.process is not None else None
+        kill_processes_mentioning(str(server.workdir) + "/", spare_group=group)
+        server.stop()
+
+
 def batching_of(text: str) -> dict[str, int]:
     if text in PRESETS:
         return PRESETS[text]
@@ -355,6 +385,21 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--latency-jobs", type=int, default=10)
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--tasks-core-wells",
+        type=int,
+        default=0,
+        help="instead of the no-op task: the real fractal-tasks-core 2.1.0 workflow of "
+        "bench/runner.py on a synthetic plate of this many wells, on the `slurm` backend, "
+        "warm against warm starts off",
+    )
+    parser.add_argument(
+        "--tasks-core-python",
+        type=Path,
+        default=TASKS_CORE_VENV / "bin" / "python",
+        help="the Python of a venv with fractal-tasks-core 2.1.0 (default: the end-to-end "
+        "tests' venv)",
+    )
     arguments = parser.parse_args(argv)
     arguments.backends = [b for b in arguments.backends.split(",") if b]
     unknown = set(arguments.backends) - {"slurm", "slurm_ssh"}
@@ -390,8 +435,11 @@ def main(argv: list[str]) -> int:
                 document["cluster"] = {
                     key: env.get(key) for key in ("SLURM_NODE_CPUS", "SLURM_NODE_MEMORY_MB")
                 }
-                document["latency"] = start_latency(user, work, arguments.latency_jobs)
-                document["results"] = run_rounds(env, work, scratch, arguments)
+                if arguments.tasks_core_wells:
+                    document["tasks_core"] = run_tasks_core_on_slurm(env, work, scratch, arguments)
+                else:
+                    document["latency"] = start_latency(user, work, arguments.latency_jobs)
+                    document["results"] = run_rounds(env, work, scratch, arguments)
             finally:
                 as_user(user, ["rm", "-rf", work])
     except KeyboardInterrupt:
@@ -415,6 +463,15 @@ def main(argv: list[str]) -> int:
 
 
 def summary(document: dict[str, Any]) -> str:
+    if "tasks_core" in document:
+        result = document["tasks_core"]
+        warm, spawned = result["ours"], result["ours_spawn"]
+        return (
+            f"fractal-tasks-core 2.1.0 workflow, {result['wells']} well(s), slurm backend "
+            f"(medians): warm {warm['job_s']:.2f} s, a new process per call "
+            f"{spawned['job_s']:.2f} s ({result['spawn_over_warm']:.2f}x); peak PSS "
+            f"{warm['peak_pss_mb']} MB vs {spawned['peak_pss_mb']} MB"
+        )
     results = document["results"]
     latency = document["latency"]
     lines = [

@@ -215,8 +215,9 @@ class FractalJupyter(ExtensionApp):
     warm_start = Bool(
         True,
         help="Run the calls of a task whose command is `<python> <script.py>` warm: one "
-        "process of that Python imports the script once per task of a job and forks a "
-        "process per call, locally and inside each SLURM job. A task opts out with "
+        "process of that Python imports the script once and forks a process per call; on "
+        "the local backend it serves the whole job (the tasks of one package share their "
+        "imports), on SLURM each SLURM job. A task opts out with "
         '`"warm_start": false` in its meta. Job processes, after the first job of a server, '
         "fork from a job starter that imported their modules once. False: a new process for "
         "every call and every job.",

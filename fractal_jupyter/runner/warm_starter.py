@@ -280,7 +280,11 @@ def main(script: str) -> int:
         return 1
     starter.send({"ready": True, **loaded})
     starter.serve()
-    return 0
+    # Its children have ended and nothing is left to do: skip the interpreter's teardown of
+    # what the tasks imported (0.4-0.5 s for fractal-tasks-core), which the job's end waits for.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
