@@ -34,6 +34,7 @@ import ast
 import atexit
 import contextlib
 import errno
+import gc
 import importlib
 import json
 import os
@@ -199,12 +200,17 @@ class Starter:
             return
         sys.stdout.flush()
         sys.stderr.flush()
+        # What the imports made is left out of every child's garbage collections, which would
+        # otherwise write to (and so copy) the pages it shares with the starter (the `gc`
+        # documentation's advice for fork without exec, with `gc.disable()` in `main`).
+        gc.freeze()
         # The pid goes out once the child leads its own process group (killpg reaches it).
         in_group, child_in_group = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                gc.enable()  # as in a fresh interpreter
                 os.setsid()
                 os.close(child_in_group)
                 signal.set_wakeup_fd(-1)
@@ -265,6 +271,7 @@ class Starter:
 
 def main(script: str) -> int:
     show_command_line([sys.executable, *sys.argv[:-1]])  # without the blank room
+    gc.disable()  # no holes left in the pages that the children share (see `fork`)
     script = os.path.realpath(script)
     # The protocol gets private copies of stdin and stdout; what the task prints while it is
     # imported goes to stderr (the starter log), and it reads nothing.

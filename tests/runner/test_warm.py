@@ -121,6 +121,7 @@ def test_calls_fork_from_one_import_and_each_sees_a_fresh_module(
     [importer] = imports.read_text().split()
     assert len({probe["pid"] for probe in probes} | {int(importer)}) == 7
     assert [probe["calls_seen"] for probe in probes] == [1] * 6
+    assert all(probe["gc_enabled"] for probe in probes)  # the starter's is off, not theirs
     # argv, working directory and environment as for a spawned call
     assert probes[2]["argv"] == [
         str(TASKS / "warm_probe.py"),

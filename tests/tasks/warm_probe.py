@@ -1,6 +1,7 @@
 """A task for the warm-start tests: it records its imports, keeps a module-global state, and
 misbehaves as its `mode` says (the same way whether it runs warm or spawned)."""
 
+import gc
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ def main() -> int:
         "calls_seen": len(CALLS_SEEN),
         "pid": os.getpid(),
         "argv": sys.argv,
+        "gc_enabled": gc.isenabled(),
         "cmdline": Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").decode().split("\0"),
         "cwd": os.getcwd(),
         "mark": os.environ.get("WARM_PROBE_MARK"),
