@@ -139,6 +139,9 @@ class WarmStarter:
         try:
             for line in replies:
                 message = json.loads(line)
+                if "preloaded" in message:
+                    self.import_seconds[message["preloaded"]] = float(message["seconds"])
+                    continue
                 with self._lock:
                     pending = self._pending.get(message["id"])
                 if pending is None:
@@ -165,6 +168,14 @@ class WarmStarter:
         for pending in waiting:
             pending.forked.set()
             pending.ended.set()
+
+    def preload(self, scripts: list[str]) -> None:
+        """Have the starter import these scripts (of later tasks) whenever it is idle."""
+        process = self._process
+        assert process is not None and process.stdin is not None
+        with self._lock, contextlib.suppress(OSError):  # a dead starter: its calls say so
+            process.stdin.write((json.dumps({"preload": scripts}) + "\n").encode())
+            process.stdin.flush()
 
     def run(
         self,
@@ -256,13 +267,13 @@ class WarmStarter:
                     stream.close()
 
 
-def interpreter(command: str) -> str | None:
-    """The Python of a command that can run warm, else None."""
+def warm_target(command: str) -> tuple[str, str] | None:
+    """`(python, script)` of a command that can run warm, else None."""
     try:
         target = warm_script(shlex.split(command))
     except ValueError:
         return None
-    return None if isinstance(target, str) else target[0]
+    return None if isinstance(target, str) else target
 
 
 class WarmStarters:
@@ -283,12 +294,15 @@ class WarmStarters:
         self.env = env
         self.on_note = on_note
         self.counts: Counter[str] = Counter()  # command -> its calls so far
-        # python -> the job's commands that it runs (a single call shares its starter with them)
+        # python -> the job's commands that it runs (a single call shares its starter with
+        # them), and their scripts in the workflow's order (its starter imports them ahead)
         self.commands_of: dict[str, set[str]] = {}
-        for command in set(planned_commands):
-            python = interpreter(command)
-            if python is not None:
-                self.commands_of.setdefault(python, set()).add(command)
+        self.scripts_of: dict[str, list[str]] = {}
+        for command in dict.fromkeys(planned_commands):
+            target = warm_target(command)
+            if target is not None:
+                self.commands_of.setdefault(target[0], set()).add(command)
+                self.scripts_of.setdefault(target[0], []).append(target[1])
         self.notes: dict[str, str] = {}  # command -> how its calls start
         self._starters: dict[str, WarmStarter | None] = {}  # python -> its starter
         self._failures: dict[str, str] = {}  # python -> why it has no starter
@@ -316,8 +330,8 @@ class WarmStarters:
         """True if a starter would serve more than this one call."""
         if self.counts[call.command] >= 2:
             return True
-        python = interpreter(call.command)
-        return python is not None and bool(self.commands_of.get(python, set()) - {call.command})
+        target = warm_target(call.command)
+        return target is not None and bool(self.commands_of.get(target[0], set()) - {call.command})
 
     def _starter(self, call: TaskCall, argv: list[str]) -> tuple[WarmStarter, str] | None:
         """The started starter for the call's interpreter and the call's script, or None (its
@@ -357,6 +371,9 @@ class WarmStarters:
         except StarterFailed as error:
             self._failures[python] = str(error)
             return None
+        later = [other for other in self.scripts_of.get(python, []) if other != script]
+        if later:
+            starter.preload(later)
         return starter
 
     def _note_warm(self, call: TaskCall, starter: WarmStarter, script: str) -> None:

@@ -15,9 +15,13 @@ The protocol is JSON lines, one object a line. The starter answers first with
 reads requests `{"id": n, "script": path, "argv": [...], "cwd": ..., "env": {...}, "log":
 path, "limit": bytes or null}` on its stdin. For a script it has not imported yet it first
 writes `{"id": n, "module": name, "seconds": s}`, or `{"id": n, "error": reason}` (the call is
-not forked, nor any later call of that script). It writes `{"id": n, "pid": pid}` once the
-child is forked and `{"id": n, "status": code}` when it ended (`-signal` when a signal killed
-it, as in `subprocess`). When its stdin closes it waits for its children and exits.
+not forked, nor any later call of that script). A request `{"preload": [script, ...]}` names
+the scripts of the job's later tasks: the starter imports them one by one whenever no request
+waits (while the children work), and writes `{"preloaded": script, "module": name, "seconds":
+s}` for each import that worked; a failed one is said to that script's first call. It writes
+`{"id": n, "pid": pid}` once the child is forked and `{"id": n, "status": code}` when it
+ended (`-signal` when a signal killed it, as in `subprocess`). When its stdin closes it
+waits for its children and exits.
 
 The starter log (the second argument) only names where the caller sends the starter's own
 stderr: as an argument, it puts the job folder on the starter's command line, where the
@@ -160,6 +164,7 @@ def run_child(request: dict[str, Any], script: str) -> int:
 class Starter:
     def __init__(self, requests: int, replies: int) -> None:
         self.imported: dict[str, str | None] = {}  # script -> None, or why it failed
+        self.preloads: list[str] = []  # scripts to import while no request waits
         self.requests = requests
         self.replies = replies
         self.children: dict[int, int] = {}  # pid -> request id
@@ -187,6 +192,13 @@ class Starter:
             return {"error": self.imported[script]}
         self.imported[script] = None
         return {"module": name, "seconds": round(time.perf_counter() - began, 3)}
+
+    def preload(self, script: str) -> None:
+        """Import a script of a later task ahead of its calls (its outcome is said then)."""
+        if os.path.realpath(script) not in self.imported:
+            loaded = self.load(os.path.realpath(script))
+            if "module" in loaded:
+                self.send({"preloaded": script, **loaded})
 
     def fork(self, request: dict[str, Any]) -> None:
         script = os.path.realpath(request["script"])
@@ -250,7 +262,10 @@ class Starter:
         reading = True
         while reading or self.children:
             watched = [self.wake_read, *([self.requests] if reading else [])]
-            ready, _, _ = select.select(watched, [], [])
+            idle = 0 if reading and self.preloads else None  # a preload when nothing waits
+            ready, _, _ = select.select(watched, [], [], idle)
+            if not ready and self.preloads:
+                self.preload(self.preloads.pop(0))
             if self.wake_read in ready:
                 try:
                     while os.read(self.wake_read, READ_SIZE):
@@ -264,8 +279,13 @@ class Starter:
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if line.strip():
-                        self.fork(json.loads(line))
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "preload" in message:
+                        self.preloads.extend(message["preload"])
+                    else:
+                        self.fork(message)
             self.reap()
 
 

@@ -290,6 +290,23 @@ def test_the_tasks_of_one_interpreter_fork_from_one_starter_over_the_job(
     )
 
 
+def test_the_starter_imports_the_scripts_of_later_tasks_while_it_waits(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    local = executor(tmp_path, notes, planned=[SECOND, PROBE, IMPORT_FAILS])
+    assert local.run_calls(task_calls(1, "second", SECOND))[0] is not None
+    # Before any call of theirs: warm_probe.py is imported (as `warm_probe`, by warm_second
+    # already), warm_import_fails.py was tried and failed.
+    starter_log = tmp_path / "1_second" / "1_par_0000000.warm-starter.txt"
+    deadline = time.monotonic() + 10
+    while "RuntimeError: this task refuses" not in starter_log.read_text():
+        assert time.monotonic() < deadline, "warm_import_fails.py was not imported ahead"
+        time.sleep(0.02)
+    assert len(imports.read_text().split()) == 1
+    assert local.run_calls(task_calls(2, "fails", IMPORT_FAILS)) == [None]
+    assert notes.lines[1].startswith("fails: one new process per call (the warm start failed: ")
+
+
 def test_a_single_call_of_an_interpreter_that_no_other_task_uses_is_spawned(
     tmp_path: Path, notes: Notes, imports: Path
 ) -> None:
