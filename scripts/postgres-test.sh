@@ -12,7 +12,9 @@
 # Port: $FRACTAL_TEST_PG_PORT (default 55432). The server listens on 127.0.0.1 only; its unix
 # socket lives in the data directory, so /var/run/postgresql is not needed.
 # Role `fractal` (password `fractal`; CREATEDB and CREATEROLE, so that tests may make databases
-# and the roles of row-level security of their own) owns the database `fractal_test`. The bootstrap superuser is only reachable over the unix socket (peer auth).
+# and the roles of row-level security of their own; pg_signal_backend, so that they may drop them)
+# owns the database `fractal_test`. The bootstrap superuser is only reachable over the unix socket
+# (peer auth).
 #
 # Data directory (DIR):
 #   - not root: default <repo>/.tmp/postgres; the server runs as the current user.
@@ -148,6 +150,9 @@ ensure_role_and_db() {
 SELECT format('CREATE ROLE %I', '$ROLE')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE') \gexec
 ALTER ROLE $ROLE WITH LOGIN CREATEDB CREATEROLE PASSWORD '$PASSWORD';
+-- DROP DATABASE ... WITH (FORCE) ends the sessions on that database, autovacuum's workers
+-- among them; a worker has no role, so only pg_signal_backend lets a non-superuser end it.
+GRANT pg_signal_backend TO $ROLE;
 SELECT format('CREATE DATABASE %I OWNER %I', '$DATABASE', '$ROLE')
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DATABASE') \gexec
 SQL
