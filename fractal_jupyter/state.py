@@ -261,9 +261,8 @@ class FractalState:
         await self.stop_retrying()
         preparation = self._ready
         if preparation is not None and not preparation.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(preparation), PREPARATION_STOP_SECONDS)
-            except TimeoutError:
+            finished, _ = await asyncio.wait({preparation}, timeout=PREPARATION_STOP_SECONDS)
+            if not finished:
                 preparation.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # said by ensure_ready
                 await preparation

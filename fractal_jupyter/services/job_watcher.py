@@ -136,5 +136,8 @@ class JobWatcher:
     async def _wait(self, files: FileWatch, running: dict[int, Path]) -> None:
         files.set_folders([self.jobs_dir, *running.values()], busy=bool(running))
         polling = bool(running) or self.launcher.has_children()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns, instead of raising,
+        # when news comes in the loop turn of stop()'s cancel, and stop() then waits forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._news.wait(), self.poll_interval if polling else None)
+            async with asyncio.timeout(self.poll_interval if polling else None):
+                await self._news.wait()

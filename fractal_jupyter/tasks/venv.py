@@ -186,7 +186,8 @@ async def find_package_root(python: str, package_name: str) -> Path:
         env=subprocess_environment(),
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), FIND_PACKAGE_TIMEOUT_SECONDS)
+        async with asyncio.timeout(FIND_PACKAGE_TIMEOUT_SECONDS):
+            stdout, stderr = await process.communicate()
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -1,5 +1,6 @@
 """The job watcher while its database is down: it retries with backoff, however often the
-running jobs write events, and says so once with a traceback, then in one line per attempt."""
+running jobs write events, and says so once with a traceback, then in one line per attempt.
+And at the server's stop: it ends, whatever arrives at that moment."""
 
 from __future__ import annotations
 
@@ -63,3 +64,41 @@ def test_passes_that_fail_back_off_and_log_one_traceback(
     assert len(still) == down_until - 1
     assert "Connect call failed" in still[0].getMessage()
     assert any("following the running jobs again" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_ends_the_watcher_when_news_comes_in_the_same_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running job's event and the server's stop in one loop turn: the stop must end the
+    watcher (Python 3.11's wait_for used to return there and the watcher waited on)."""
+    passes: list[int] = []
+
+    async def sync_submitted_jobs(database: Any, launcher: Any) -> dict[int, Path]:
+        passes.append(1)
+        return {1: tmp_path}  # a job runs: the watcher waits with a timeout between passes
+
+    monkeypatch.setattr(job_watcher, "sync_submitted_jobs", sync_submitted_jobs)
+
+    async def run() -> None:
+        watcher = JobWatcher(
+            database=None,  # type: ignore[arg-type]
+            launcher=JobLauncher(),
+            jobs_dir=tmp_path,
+            log=logging.getLogger("watcher"),
+            poll_interval=60,
+        )
+        watcher.start()
+        while not passes:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the watcher waits for news
+        # The stop's first step (the cancel) and the news land in the same loop turn.
+        stopping = asyncio.ensure_future(watcher.stop())
+        watcher.job_submitted()
+        stopped, _ = await asyncio.wait({stopping}, timeout=5)
+        assert stopped, "the watcher went on after stop() (its cancel was lost)"
+        after_stop = len(passes)
+        watcher.job_submitted()
+        await asyncio.sleep(0.2)
+        assert len(passes) == after_stop, "the watcher still makes passes after its stop"
+
+    asyncio.run(run())
