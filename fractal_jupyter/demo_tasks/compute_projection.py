@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fractal_jupyter.demo_tasks._cli import read_meta, run_task, write_meta
-from fractal_jupyter.demo_tasks._pixels import is_ome_zarr, project_field
+from fractal_jupyter.demo_tasks._pixels import import_pixel_libraries, is_ome_zarr, project_field
+
+import_pixel_libraries()
 
 
 def compute_projection(zarr_url: str, init_args: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from fractal_jupyter.demo_tasks._cli import read_meta, run_task, write_meta
-from fractal_jupyter.demo_tasks._pixels import is_ome_zarr, measure_nuclei
+from fractal_jupyter.demo_tasks._pixels import import_pixel_libraries, is_ome_zarr, measure_nuclei
+
+import_pixel_libraries()
 
 
 def measure_intensity(zarr_url: str, threshold: float = 150.0) -> dict[str, Any]:
