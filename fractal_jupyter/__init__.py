@@ -1,12 +1,16 @@
 """fractal_jupyter: Fractal's v2 API and workflow runner as a Jupyter server extension.
 
 Importing the package stays cheap (task processes and job processes import parts of it);
-the extension app, and with it jupyter_server and SQLAlchemy, load when first asked for.
+the extension app, and with it jupyter_server and SQLAlchemy, load when first asked for. A
+third-party module that is slow to import and seldom used is deferred (slow_imports.py).
 """
 
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .slow_imports import defer_rfc3987_syntax
+
+defer_rfc3987_syntax()
 
 if TYPE_CHECKING:
     from .app import FractalJupyter
