@@ -17,6 +17,17 @@ from fractal_jupyter.services import job_watcher
 from fractal_jupyter.services.job_watcher import JobWatcher
 
 
+def _watcher_without_database(jobs_dir: Path, poll_interval: float) -> JobWatcher:
+    """The tests replace `sync_submitted_jobs`, the watcher's only use of its database."""
+    return JobWatcher(
+        database=None,  # type: ignore[arg-type]
+        launcher=JobLauncher(),
+        jobs_dir=jobs_dir,
+        log=logging.getLogger("watcher"),
+        poll_interval=poll_interval,
+    )
+
+
 def test_passes_that_fail_back_off_and_log_one_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -32,13 +43,7 @@ def test_passes_that_fail_back_off_and_log_one_traceback(
     monkeypatch.setattr(job_watcher, "sync_submitted_jobs", sync_submitted_jobs)
 
     async def run() -> None:
-        watcher = JobWatcher(
-            database=None,  # type: ignore[arg-type]
-            launcher=JobLauncher(),
-            jobs_dir=tmp_path,
-            log=logging.getLogger("watcher"),
-            poll_interval=0.02,
-        )
+        watcher = _watcher_without_database(tmp_path, poll_interval=0.02)
         watcher.start()
         # A running job writes events all the time: each is news for the watcher. Sent
         # until the database is back (a loaded machine stretches the loop, not the backoff).
@@ -80,13 +85,7 @@ def test_stop_ends_the_watcher_when_news_comes_in_the_same_turn(
     monkeypatch.setattr(job_watcher, "sync_submitted_jobs", sync_submitted_jobs)
 
     async def run() -> None:
-        watcher = JobWatcher(
-            database=None,  # type: ignore[arg-type]
-            launcher=JobLauncher(),
-            jobs_dir=tmp_path,
-            log=logging.getLogger("watcher"),
-            poll_interval=60,
-        )
+        watcher = _watcher_without_database(tmp_path, poll_interval=60)
         watcher.start()
         while not passes:
             await asyncio.sleep(0.01)
