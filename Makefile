@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Each run ends with its ten slowest tests: where the suite's time goes, in every CI log.
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider --durations=10
 
 .PHONY: demo test lint typecheck jest pytest pytest-e2e pytest-then-postgres pytest-postgres coverage-report bench clean
 
@@ -42,13 +44,13 @@ jest: $(STAMP)
 
 # The quick suite on SQLite: everything but the end-to-end tests and the SLURM job variants.
 pytest: $(STAMP)
-	COVERAGE_FILE=.coverage-quick $(BIN)/pytest -q -p no:cacheprovider --cov --cov-report= \
+	COVERAGE_FILE=.coverage-quick $(PYTEST) --cov --cov-report= \
 	  --ignore=tests/e2e -m "not cluster"
 
 pytest-e2e: $(STAMP)
 	@export COVERAGE_FILE=.coverage-e2e ; \
-	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report= tests/e2e ; rc=$$? ; \
-	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-append --cov-report= -m cluster \
+	$(PYTEST) --cov --cov-report= tests/e2e ; rc=$$? ; \
+	$(PYTEST) --cov --cov-append --cov-report= -m cluster \
 	  tests/test_job.py || rc=1 ; exit $$rc
 
 # The same suite on a real PostgreSQL started by scripts/postgres-test.sh; skipped, loudly,
@@ -58,7 +60,7 @@ pytest-postgres: $(STAMP)
 	@url=$$(scripts/postgres-test.sh start) ; rc=$$? ; \
 	if [ $$rc -eq 3 ]; then echo "*** SKIPPED: PostgreSQL run (could not start a server, see above) ***"; exit 0; fi ; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi ; \
-	COVERAGE_FILE=.coverage-postgres FRACTAL_TEST_DB_URL=$$url $(BIN)/pytest -q -p no:cacheprovider \
+	COVERAGE_FILE=.coverage-postgres FRACTAL_TEST_DB_URL=$$url $(PYTEST) \
 	  --cov --cov-report= -m "not cluster" --ignore=tests/test_compatibility.py \
 	  --ignore=tests/services --ignore=tests/e2e --ignore=tests/runner \
 	  --ignore=tests/test_widgets_forms.py --ignore=tests/test_demo_signals.py \
