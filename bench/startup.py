@@ -4,7 +4,8 @@
 
 Times `jupyter server` with the extension enabled (as inside `jupyter lab`) and `jupyter
 fractal`, each on a fresh SQLite database, from the process start to the first 200 of
-`fractal/api/alive/`. With `--before DIR` (a copy of an older `fractal_jupyter` package, e.g.
+`fractal/api/alive/`; and a CLI command that starts no server, `jupyter fractal --version`,
+from its start to its end. With `--before DIR` (a copy of an older `fractal_jupyter` package, e.g.
 `git archive <rev> fractal_jupyter | tar -x -C DIR`), the same runs with that package first on
 PYTHONPATH, interleaved with ours so that the machine's drift hits both alike.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from bench.common import (
 )
 
 COMMANDS = ("server", "fractal")
+VERSION = "fractal --version"
 
 
 class TimedServer(OurServer):
@@ -63,6 +66,21 @@ def start_seconds(command: str, package_root: Path | None) -> float:
         return time.monotonic() - started
     finally:
         server.stop()
+
+
+def command_seconds(package_root: Path | None) -> float:
+    """`jupyter fractal --version`: the imports every CLI command makes before its work."""
+    environment = dict(os.environ)
+    if package_root is not None:
+        environment["PYTHONPATH"] = str(package_root)
+    started = time.monotonic()
+    subprocess.run(
+        [str(VENV_BIN / "jupyter"), "fractal", "--version"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.monotonic() - started
 
 
 def link_seconds(repeat: int) -> dict[str, list[float]]:
@@ -100,12 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.before is not None:
         variants["before"] = args.before.resolve()
     seconds: dict[str, list[float]] = {
-        f"{name} {command}": [] for name in variants for command in COMMANDS
+        f"{name} {command}": [] for name in variants for command in (*COMMANDS, VERSION)
     }
     for round_number in range(1, args.repeat + 1):
-        for command in COMMANDS:
+        for command in (*COMMANDS, VERSION):
             for name, root in variants.items():
-                elapsed = start_seconds(command, root)
+                if command == VERSION:
+                    elapsed = command_seconds(root)
+                else:
+                    elapsed = start_seconds(command, root)
                 seconds[f"{name} {command}"].append(elapsed)
                 progress(f"round {round_number}: {name} jupyter {command}: {elapsed:.2f} s")
     report = report_header("bench/startup.py", argv or sys.argv[1:], peer="")
