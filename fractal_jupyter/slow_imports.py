@@ -8,8 +8,9 @@ ours uses those formats (jsonschema issue 1428 asks for the lazy import upstream
 
 `defer_rfc3987_syntax` puts a stand-in under the module's name, before jsonschema comes: the real
 module is imported the first time anything of it is used, a format check among them. The
-package calls it when it is imported, so it takes effect in our CLI and in kernels; a Jupyter
-server imports jsonschema before any extension, and is left as it is.
+package calls it when it is imported, so it takes effect under `jupyter fractal` (its commands
+and its server) and in kernels; `jupyter server` and `jupyter lab` import jsonschema before
+any extension, and are left as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
 
@@ -32,11 +34,15 @@ def defer_rfc3987_syntax() -> None:
         return
     if spec is None:
         return
+    swap_lock = threading.Lock()
     stand_in = types.ModuleType(RFC3987_SYNTAX, "imported when first used (fractal_jupyter)")
 
     def real_module() -> types.ModuleType:
-        if sys.modules.get(RFC3987_SYNTAX) is stand_in:
-            del sys.modules[RFC3987_SYNTAX]
+        # Two threads must not both take the stand-in out (the second could remove the real
+        # module while the first imports it); the import itself is importlib's to serialize.
+        with swap_lock:
+            if sys.modules.get(RFC3987_SYNTAX) is stand_in:
+                del sys.modules[RFC3987_SYNTAX]
         return importlib.import_module(RFC3987_SYNTAX)
 
     # What jsonschema imports by name: a from-import reads the attribute at once.

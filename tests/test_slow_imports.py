@@ -45,3 +45,20 @@ def test_the_same_answers_without_the_package_and_no_stand_in_once_jsonschema_is
         "print(json.dumps({'kept': sys.modules['rfc3987_syntax'] is real, 'answers': answers}))"
     )
     assert answer == {"kept": True, "answers": [False, True, False, True]}
+
+
+def test_threads_that_check_at_once_all_get_the_real_module() -> None:
+    answer = _run(
+        "import json, sys, threading, fractal_jupyter, jsonschema\n"
+        "checker = jsonschema.FormatChecker()\n"
+        "answers, go = [], threading.Barrier(8)\n"
+        "def check():\n"
+        "    go.wait()\n"
+        "    answers.append(checker.conforms('http://example.org/a b', 'iri'))\n"
+        "threads = [threading.Thread(target=check) for _ in range(8)]\n"
+        "for thread in threads: thread.start()\n"
+        "for thread in threads: thread.join()\n"
+        "module = sys.modules['rfc3987_syntax']\n"
+        "print(json.dumps({'answers': answers, 'real': '__file__' in vars(module)}))"
+    )
+    assert answer == {"answers": [False] * 8, "real": True}
