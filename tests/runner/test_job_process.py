@@ -66,10 +66,14 @@ def misbehave_call(index: int) -> TaskCall:
 
 def test_every_call_that_ended_is_reported_also_when_a_sibling_failed(tmp_path: Path) -> None:
     units = UnitReporter(EventWriter(tmp_path), tmp_path)
-    executor = ReportingExecutor(LocalExecutor(tmp_path, max_workers=4), units)
+    local = LocalExecutor(tmp_path, max_workers=4)
+    executor = ReportingExecutor(local, units)
     calls = [misbehave_call(index) for index in range(4)]
-    with pytest.raises(TaskFailed):
-        executor.run_calls(calls)
+    try:
+        with pytest.raises(TaskFailed):
+            executor.run_calls(calls)
+    finally:
+        local.close()  # its warm starter, which would otherwise live as long as pytest
     [submitted] = unit_events(tmp_path, "units_submitted")
     assert submitted["workflow_task_id"] == 5
     logfiles = [str(tmp_path / "0_exit" / f"0_par_{index:07d}.log") for index in range(4)]
