@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Each run ends with its ten slowest tests: where the suite's time goes, in every CI log.
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider --durations=10
 
-.PHONY: demo test lint typecheck jest pytest pytest-e2e pytest-postgres coverage-report bench clean
+.PHONY: demo test lint typecheck jest pytest pytest-e2e pytest-then-postgres pytest-postgres coverage-report bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m fractal_jupyter.demo
 
-# Three runs side by side: the end-to-end tests (real SLURM, PyPI task packages, clients,
-# Chromium, JupyterHub), the quick suite, and the quick suite on PostgreSQL. Each one waits
-# on other processes much of its time (servers, jobs, the database): on two cores, three
-# keep both busy, where two left one idle for the PostgreSQL run's ten minutes. Each run
+# The end-to-end tests (real SLURM, PyPI task packages, clients, Chromium, JupyterHub) mostly
+# wait on other processes: they run beside the quick suite and its PostgreSQL run. Each run
 # keeps its own coverage data; coverage-report combines them, with the data files written by
 # the processes that the SLURM tests run as the cluster's user (.coverage-users/).
 test: $(STAMP) lint typecheck jest
 	rm -rf .coverage .coverage-*
-	$(MAKE) --no-print-directory -j3 -Oline pytest-e2e pytest pytest-postgres
+	$(MAKE) --no-print-directory -j2 -Oline pytest-e2e pytest-then-postgres
 	$(MAKE) --no-print-directory coverage-report
+
+pytest-then-postgres: pytest
+	$(MAKE) --no-print-directory pytest-postgres
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
