@@ -223,6 +223,19 @@ class FractalJupyter(ExtensionApp):
         "every call and every job.",
     ).tag(config=True)
 
+    warm_start_keep_seconds = Float(
+        300.0,
+        min=0.0,
+        help="On the local backend, how long a warm starter stays after its last call, for "
+        "the next jobs of the same task Python (and the same environment): a rerun then "
+        "starts without paying the package's imports again (2-3 s a task Python for "
+        "fractal-tasks-core). It costs that starter's memory meanwhile (about 250 MB for "
+        "fractal-tasks-core). It listens on a socket in the user's private folder "
+        "($XDG_RUNTIME_DIR, else /tmp/fractal-jupyter-warm-<uid>), lives on its own (it "
+        "outlives a restart of the server, like jobs do) and is replaced when a file that it "
+        "imported changed. 0: a job's starters end with the job.",
+    ).tag(config=True)
+
     submit_rate_limit_seconds = Float(
         2.0,
         help="Refuse (429) a second submission of the same workflow on the same dataset "
@@ -629,6 +642,7 @@ class FractalJupyter(ExtensionApp):
                 backend=Backend(self.runner_backend),
                 slurm=self.slurm_settings(),
                 warm_start=self.warm_start,
+                warm_start_keep_seconds=self.warm_start_keep_seconds,
             ),
             collector=self.task_collector(database),
             job_poll_interval=self.job_poll_interval,

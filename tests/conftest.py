@@ -39,6 +39,9 @@ def fractal_config(tmp_path: Any) -> dict[str, Any]:
         "job_poll_interval": 0.1,
         "submit_rate_limit_seconds": 0.0,
         "local_max_workers": 2,
+        # Each test has its own environment (PYTEST_CURRENT_TEST): a warm starter kept for
+        # later jobs would serve none. tests/runner/test_warm.py and test_restart.py keep them.
+        "warm_start_keep_seconds": 0.0,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -156,3 +157,42 @@ def test_job_whose_process_died_is_failed_with_a_reason(server, tmp_path):
         ([0, 2, 0], ["failed", "failed"]),
         ([], ["unset", "unset"]),
     ]
+
+
+def test_a_kept_warm_starter_outlives_the_server_and_serves_the_next_job(tmp_path):
+    server = ServerProcess(tmp_path, "--FractalJupyter.warm_start_keep_seconds=60")
+    server.start()
+    starter_pid = None
+    try:
+        made = setup_job(server.api, tmp_path, sleep_seconds=2)
+        job = made["job"]
+        wait_until(lambda: sum(e["type"] == "task_started" for e in events(job)) == 2)
+        server.stop()  # mid-call: the calls' starter is no child of the server
+        wait_until(lambda: events(job)[-1]["type"] == "job_done")
+        server.start()
+        first = wait_for_end(server.api, made["path"], job["id"])
+        assert first["status"] == "done", first["log"]
+        note = re.search(r"Misbehave: warm start, .* stays 60 s after its last call", first["log"])
+        assert note is not None, first["log"]
+        # The same workflow on a new dataset, after the restart.
+        path = made["path"]
+        dataset = server.api.call(
+            "POST", path + "dataset/", {"name": "d2", "zarr_dir": str(tmp_path / "z2")}
+        )
+        query = f"workflow_id={job['workflow_id']}&dataset_id={dataset['id']}"
+        submitted = server.api.call("POST", f"{path}job/submit/?{query}", {})
+        second = wait_for_end(server.api, path, submitted["id"])
+        assert second["status"] == "done", second["log"]
+        kept = re.search(
+            r"Misbehave: warm start, .* kept from an earlier job \(pid (\d+)", second["log"]
+        )
+        assert kept is not None, second["log"]
+        starter_pid = int(kept.group(1))
+        assert (
+            "warm_starter.py --listen"
+            in Path(f"/proc/{starter_pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        )
+    finally:
+        server.stop()
+        if starter_pid is not None:
+            os.kill(starter_pid, signal.SIGKILL)

@@ -45,6 +45,7 @@ def open_executor(spec: JobSpec, job_dir: Path, log: logging.Logger = logger) ->
             job_dir,
             spec.max_workers,
             warm_start=spec.warm_start,
+            keep_seconds=spec.warm_start_keep_seconds,
             planned_commands=[
                 command
                 for task in spec.tasks

@@ -55,6 +55,8 @@ class JobSpec:
     type_filters: dict[str, bool] | None = None
     first_task_zarr_urls: list[str] | None = None
     warm_start: bool = True  # the local backend's (runner.warm); SLURM's is in `slurm`
+    # local: seconds a warm starter stays after its last call, for later jobs (0: the job's)
+    warm_start_keep_seconds: float = 0.0
 
     def write(self, job_dir: Path) -> None:
         (job_dir / SPEC_FILE).write_text(json.dumps(asdict(self)))

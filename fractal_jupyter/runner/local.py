@@ -1,8 +1,9 @@
 """The local executor: task processes on this machine, a bounded number at a time.
 
 The calls of a task whose command is `<python> <script.py>` fork from a warm starter
-(`runner/warm.py`) unless warm starts are off or the task's meta opts out. The starters live
-as long as the job: the tasks of one package, one after the other, fork from one starter.
+(`runner/warm.py`) unless warm starts are off or the task's meta opts out. The tasks of one
+package, one after the other, fork from one starter, which lives as long as the job, or is
+kept for later jobs for `keep_seconds` after its last call.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class LocalExecutor:
         *,
         warm_start: bool = True,
         planned_commands: Iterable[str] = (),
+        keep_seconds: float = 0.0,
+        keep_dir: Path | None = None,
         log: logging.Logger = logger,
     ) -> None:
         self.job_dir = job_dir
@@ -46,6 +49,8 @@ class LocalExecutor:
             env=task_environment(),
             on_note=log.info,
             planned_commands=planned_commands,
+            keep_seconds=keep_seconds,
+            keep_dir=keep_dir,
         )
         self._running: set[int] = set()  # the pids (and process groups) of running calls
         self._lock = threading.Lock()

@@ -76,6 +76,7 @@ class RunnerSettings:
     backend: Backend = Backend.LOCAL
     slurm: SlurmSettings | None = None  # for the SLURM backends
     warm_start: bool = True  # the local backend's; SLURM's is in `slurm`
+    warm_start_keep_seconds: float = 0.0  # the local backend's warm starters, after a job
 
     def job_dir_for_user(self, job_dir: Path) -> str:
         """The job folder as its user finds it (`working_dir_user`)."""
@@ -88,4 +89,5 @@ class RunnerSettings:
             "backend": self.backend.value,
             "slurm": self.slurm.to_dict() if self.slurm is not None else None,
             "warm_start": self.warm_start,
+            "warm_start_keep_seconds": self.warm_start_keep_seconds,
         }

@@ -14,16 +14,25 @@ A command runs warm when there is something to share: it has several calls, or i
 serves another task of the job. `on_note` says once per command whether its calls run warm or
 why they are spawned. Any failure of a starter (an import fails, the starter dies) makes the
 calls that it has not started fall back to spawning.
+
+With `keep_seconds` (local backend), a starter is kept for later jobs: a process of its own
+that listens on a Unix socket in a private folder, named after the interpreter and the
+environment, and ends once idle for that long (see `warm_starter.py`). A job reaches it, or
+starts it there; a rerun of a workflow then pays no imports at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shlex
+import socket
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -44,6 +53,11 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 # (`warm_starter.show_command_line`), so that `ps` shows each call as if it were spawned.
 COMMAND_LINE_ROOM = " " * 4096
 ORPHAN_POLL_SECONDS = 0.1
+KEPT_CONNECT_POLL_SECONDS = 0.01
+KEY_LENGTH = 24
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
+# A kept starter takes its socket's name as soon as its interpreter runs, before any import.
+KEPT_LISTEN_TIMEOUT_SECONDS = 30.0
 
 
 class StarterFailed(Exception):
@@ -79,34 +93,83 @@ class _Pending:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
-class WarmStarter:
-    """One starter process: `start` imports the script, `run` runs one call in a child."""
+@dataclass(frozen=True)
+class KeptPlace:
+    """Where the kept starter of one interpreter and environment listens and logs."""
 
-    def __init__(self, python: str, script: str, log_path: Path, env: dict[str, str]) -> None:
+    socket: Path
+    log: Path
+    keep_seconds: float
+
+
+class WarmStarter:
+    """One starter: `start` gets it to import the script, `run` runs one call in a child.
+
+    Without `kept`, the starter is a child of this process for this job (its stdin and stdout
+    carry the protocol). With it, the starter is a kept one (see `warm_starter.py`): this
+    connects to the one that listens at `kept.socket`, or starts it there.
+    """
+
+    def __init__(
+        self,
+        python: str,
+        script: str,
+        log_path: Path,
+        env: dict[str, str],
+        kept: KeptPlace | None = None,
+    ) -> None:
         self.python = python
         self.script = script
         self.log_path = log_path
         self.env = env
+        self.kept = kept
+        self.pid: int | None = None
+        self.served = 0  # the jobs that a kept starter served before this one
+        self.replaced: str | None = None  # why the kept starter found was replaced
         self.import_seconds: dict[str, float] = {}  # script -> seconds its import took
         self.died: str | None = None  # why the starter is gone, once it is
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None  # the starter, if started here
+        self._socket: socket.socket | None = None
+        self._replies: IO[bytes] | None = None
+        self._requests: IO[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
         self._lock = threading.Lock()
 
+    def _command(self, *listen: str) -> list[str]:
+        return [
+            self.python,
+            str(STARTER_SCRIPT),
+            *listen,
+            self.script,
+            str(self.log_path),
+            COMMAND_LINE_ROOM,
+        ]
+
     def start(self) -> None:
-        """Start the starter and wait for the import; StarterFailed says why it failed."""
+        """Start the starter (or reach a kept one) and wait for its import; StarterFailed
+        says why it failed."""
+        answer = self._start_piped() if self.kept is None else self._start_kept(self.kept)
+        if not answer.get("ready"):
+            self._end()
+            raise StarterFailed(
+                answer.get("error")
+                or f"the starter ended while importing {self.script} (its log: {self.log_path})"
+            )
+        self.pid = int(answer.get("pid") or 0) or self.pid
+        self.served = int(answer.get("served", 0))
+        if not self.served:
+            self.import_seconds[self.script] = float(answer["seconds"])
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _start_piped(self) -> JSON:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             try:
                 process = subprocess.Popen(
-                    [
-                        self.python,
-                        str(STARTER_SCRIPT),
-                        self.script,
-                        str(self.log_path),
-                        COMMAND_LINE_ROOM,
-                    ],
+                    self._command(),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
@@ -115,29 +178,72 @@ class WarmStarter:
                 )
             except OSError as error:
                 raise StarterFailed(f"the starter did not start: {error}") from None
-        assert process.stdout is not None
-        self._process = process
-        line = process.stdout.readline()
+        self._process, self.pid = process, process.pid
+        self._replies, self._requests = process.stdout, process.stdin
+        return self._answer()
+
+    def _start_kept(self, kept: KeptPlace) -> JSON:
+        """Greeted by the kept starter: the one found at the socket, else a new one (also in
+        place of one that found its imports stale, or that is ending)."""
+        self._socket = self._connect(kept.socket)
+        if self._socket is not None:
+            answer = self._answer()
+            if answer.get("ready"):
+                return answer
+            if "stale" in answer:
+                self.replaced = str(answer["stale"])
+            self._close_connection()
+        self.log_path = kept.log
+        with kept.log.open("wb") as log:
+            try:
+                process = subprocess.Popen(
+                    self._command("--listen", str(kept.socket), f"{kept.keep_seconds:g}"),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                    env=self.env,
+                )
+            except OSError as error:
+                raise StarterFailed(f"the starter did not start: {error}") from None
+        self._process, self.pid = process, process.pid
+        # It outlives this job; while this process lives, it is reaped once it ends.
+        threading.Thread(target=process.wait, daemon=True).start()
+        deadline = time.monotonic() + KEPT_LISTEN_TIMEOUT_SECONDS
+        while self._socket is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                return {}
+            time.sleep(KEPT_CONNECT_POLL_SECONDS)
+            self._socket = self._connect(kept.socket)
+        return self._answer()
+
+    def _connect(self, path: Path) -> socket.socket | None:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            answer: JSON = json.loads(line) if line else {}
+            connection.connect(str(path))
+        except OSError:  # none listens there (no file, or one that a dead starter left)
+            connection.close()
+            return None
+        self._replies = connection.makefile("rb")
+        self._requests = connection.makefile("wb")
+        return connection
+
+    def _answer(self) -> JSON:
+        """The starter's first answer ({} if it ended without one)."""
+        assert self._replies is not None
+        line = self._replies.readline()
+        try:
+            answer = json.loads(line) if line else {}
         except json.JSONDecodeError:
             answer = {}
-        if not answer.get("ready"):
-            self._end()
-            reason = answer.get("error") or (
-                f"the starter ended with code {process.returncode} while importing "
-                f"(its log: {self.log_path})"
-            )
-            raise StarterFailed(reason)
-        self.import_seconds[self.script] = float(answer["seconds"])
-        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+        return answer if isinstance(answer, dict) else {}
 
-    def _read(self, replies: IO[bytes]) -> None:
+    def _read(self) -> None:
         """The starter's answers, for the waiting calls; at its end, every call learns it."""
-        assert self._process is not None
+        assert self._replies is not None
         why = ""
         try:
-            for line in replies:
+            for line in self._replies:
                 message = json.loads(line)
                 if "preloaded" in message:
                     self.import_seconds[message["preloaded"]] = float(message["seconds"])
@@ -160,22 +266,42 @@ class WarmStarter:
                     pending.ended.set()
         except (OSError, ValueError, KeyError, TypeError) as error:
             why = f", after an answer not understood: {error}"
-            self._process.kill()  # no call may wait for it any more
-        code = self._process.wait()
+            self._hang_up()  # no call may wait for it any more
+        if self.kept is not None:
+            ended = f"the kept starter (pid {self.pid}) ended its connection{why}"
+        else:
+            assert self._process is not None
+            ended = f"the starter ended (code {self._process.wait()}{why})"
         with self._lock:
-            self.died = f"the starter ended (code {code}{why})"
+            self.died = ended
             waiting = list(self._pending.values())
         for pending in waiting:
             pending.forked.set()
             pending.ended.set()
 
+    def _hang_up(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        elif self._process is not None:
+            self._process.kill()
+
+    def _close_connection(self) -> None:
+        for stream in (self._replies, self._requests, self._socket):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._socket = self._replies = self._requests = None
+
+    def _send(self, message: JSON) -> None:
+        assert self._requests is not None
+        self._requests.write((json.dumps(message) + "\n").encode())
+        self._requests.flush()
+
     def preload(self, scripts: list[str]) -> None:
         """Have the starter import these scripts (of later tasks) whenever it is idle."""
-        process = self._process
-        assert process is not None and process.stdin is not None
         with self._lock, contextlib.suppress(OSError):  # a dead starter: its calls say so
-            process.stdin.write((json.dumps({"preload": scripts}) + "\n").encode())
-            process.stdin.flush()
+            self._send({"preload": scripts})
 
     def run(
         self,
@@ -187,8 +313,6 @@ class WarmStarter:
     ) -> int:
         """Run one call of `script` in a child; its exit status as `Popen.returncode` gives
         it. ScriptNotImported when the starter cannot import the script."""
-        process = self._process
-        assert process is not None and process.stdin is not None
         pending = _Pending(script)
         with self._lock:
             if self.died is not None:
@@ -196,18 +320,18 @@ class WarmStarter:
             self._next_id += 1
             request_id = self._next_id
             self._pending[request_id] = pending
-            request = {
-                "id": request_id,
-                "script": script,
-                "argv": [script, *argv[2:]],
-                "cwd": os.getcwd(),
-                "env": self.env,
-                "log": str(log_path),
-                "limit": limit,
-            }
             try:
-                process.stdin.write((json.dumps(request) + "\n").encode())
-                process.stdin.flush()
+                self._send(
+                    {
+                        "id": request_id,
+                        "script": script,
+                        "argv": [script, *argv[2:]],
+                        "cwd": os.getcwd(),
+                        "env": self.env,
+                        "log": str(log_path),
+                        "limit": limit,
+                    }
+                )
             except OSError as error:
                 del self._pending[request_id]
                 raise StarterFailed(f"the starter does not listen: {error}") from None
@@ -243,16 +367,28 @@ class WarmStarter:
             time.sleep(ORPHAN_POLL_SECONDS)
 
     def close(self) -> None:
-        """No more calls: the starter ends once its children did (its log goes if empty)."""
-        if self._process is not None and self._process.stdin is not None:
+        """No more calls: a job's starter ends once its children did (its log goes if
+        empty); a kept one forgets this job and stays."""
+        if self.kept is not None:
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_WR)
+            if self._reader is not None:
+                self._reader.join(CLOSE_TIMEOUT_SECONDS)
+            self._close_connection()
+            return
+        if self._requests is not None:
             with contextlib.suppress(OSError):
-                self._process.stdin.close()
+                self._requests.close()
         self._end()
         with contextlib.suppress(OSError):
             if self.log_path.stat().st_size == 0:
                 self.log_path.unlink()
 
     def _end(self) -> None:
+        if self.kept is not None:
+            self._close_connection()
+            return
         process = self._process
         if process is None:
             return
@@ -265,6 +401,27 @@ class WarmStarter:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def default_keep_dir() -> Path:
+    """Where kept starters listen: the user's runtime folder, else a folder of theirs in /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "fractal-jupyter-warm"
+    return Path(tempfile.gettempdir()) / f"fractal-jupyter-warm-{os.getuid()}"
+
+
+def private_folder(path: Path) -> Path:
+    """The folder, made if missing, when only this user can enter it (their kept starters
+    fork calls for whoever connects); OSError says why it is not."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    status = path.lstat()
+    if not stat.S_ISDIR(status.st_mode):
+        raise NotADirectoryError(f"{path} is not a folder")
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{path} is not this user's alone (it must be mode 700)")
+    return path
 
 
 def warm_target(command: str) -> tuple[str, str] | None:
@@ -288,8 +445,12 @@ class WarmStarters:
         env: dict[str, str],
         on_note: Callable[[str], None],
         planned_commands: Iterable[str] = (),
+        keep_seconds: float = 0.0,
+        keep_dir: Path | None = None,
     ) -> None:
         self.enabled = enabled
+        self.keep_seconds = keep_seconds
+        self.keep_dir = keep_dir
         self.log_dir = log_dir
         self.env = env
         self.on_note = on_note
@@ -306,6 +467,7 @@ class WarmStarters:
         self.notes: dict[str, str] = {}  # command -> how its calls start
         self._starters: dict[str, WarmStarter | None] = {}  # python -> its starter
         self._failures: dict[str, str] = {}  # python -> why it has no starter
+        self.keep_refused: str | None = None  # why starters are not kept, if they are not
         self._started: list[WarmStarter] = []
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -363,7 +525,7 @@ class WarmStarters:
     def _start(self, call: TaskCall, python: str, script: str) -> WarmStarter | None:
         # Not `.log`: the `.log` files of a task folder are those of its calls.
         log_path = self.log_dir / call.folder / f"{call.prefix}.warm-starter.txt"
-        starter = WarmStarter(python, script, log_path, self.env)
+        starter = WarmStarter(python, script, log_path, self.env, self._kept_place(python))
         with self._lock:
             self._started.append(starter)
         try:
@@ -376,18 +538,53 @@ class WarmStarters:
             starter.preload(later)
         return starter
 
+    def _kept_place(self, python: str) -> KeptPlace | None:
+        """Where the kept starter of this interpreter (and environment) is, when starters are
+        kept (else, or when no private folder is at hand, None: a starter for this job)."""
+        if self.keep_seconds <= 0:
+            return None
+        try:
+            folder = private_folder(self.keep_dir or default_keep_dir())
+        except OSError as error:
+            self._refuse_keeping(f"no private folder for them: {error}")
+            return None
+        # Not the resolved path: the Pythons of two venvs are links to the same interpreter.
+        key = hashlib.sha256(json.dumps([python, sorted(self.env.items())]).encode())
+        name = key.hexdigest()[:KEY_LENGTH]
+        place = KeptPlace(folder / f"{name}.sock", folder / f"{name}.log", self.keep_seconds)
+        if len(os.fsencode(place.socket)) > SOCKET_PATH_MAX:
+            self._refuse_keeping(f"the path of their sockets would be too long: {place.socket}")
+            return None
+        return place
+
+    def _refuse_keeping(self, why: str) -> None:
+        with self._lock:
+            if self.keep_refused is not None:
+                return
+            self.keep_refused = why
+        self.on_note(f"warm starters are not kept after this job: {why}")
+
     def _note_warm(self, call: TaskCall, starter: WarmStarter, script: str) -> None:
         if call.command in self.notes:
             return
         seconds = starter.import_seconds.get(script)
-        imported = "" if seconds is None else f" in {seconds:.2f} s"
-        if script == starter.script:
-            how = f"{script} imported once{imported} by {starter.python}"
+        imported = "" if seconds is None else f" once in {seconds:.2f} s"
+        if starter.served:
+            how = (
+                f"{script} imported{imported} by the starter of {starter.python} kept from an "
+                f"earlier job (pid {starter.pid}, {starter.served} jobs before this one)"
+            )
+        elif script == starter.script:
+            how = f"{script} imported{imported} by {starter.python}"
         else:
             how = (
-                f"{script} imported once{imported} by the starter of {starter.python} that "
+                f"{script} imported{imported} by the starter of {starter.python} that "
                 f"had imported {starter.script}"
             )
+        if starter.replaced is not None:
+            how += f" (a new starter: {starter.replaced})"
+        if starter.kept is not None:
+            how += f"; the starter stays {starter.kept.keep_seconds:g} s after its last call"
         self._note(call, f"{call.task_name}: warm start, {how}, a process forked per call")
 
     def run(

@@ -29,6 +29,17 @@ runner looks for left-over task processes. The last argument is blank room: each
 writes its call's command line (`<python> <script> --args-json ...`) over the starter's, so
 that it shows in `ps` and `/proc` as a spawned call would.
 
+A kept starter, `<task python> warm_starter.py --listen <socket> <keep seconds> <script> <log>
+<room>`, serves the same protocol on a Unix socket to the job processes of any number of jobs,
+one connection each, and ends once it had neither a connection nor a child for `keep seconds`.
+It takes the socket's name before its first import (a job process that connects meanwhile
+waits in the backlog), and greets each connection with `{"ready": true, "module": ...,
+"seconds": ..., "pid": pid, "served": n}`, n being how many it greeted before. Before a
+greeting it looks whether a file behind what it imported changed (a module's source, a folder
+of `sys.path`: a package was installed or removed); if one did, it answers `{"stale": reason}`
+instead, gives up its socket's name, and ends once its children did. It also ends, once idle,
+when another starter took the name.
+
 No threads here: a child gets a copy of the starter's memory but only the forking thread.
 """
 
@@ -46,12 +57,16 @@ import resource
 import runpy
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 READ_SIZE = 65536
+# How long a kept starter whose first import failed still says why to those who connect.
+REFUSAL_SECONDS = 1.0
 # Fields of /proc/<pid>/stat (counted from 1): where the command line lies in memory.
 ARG_START_FIELD = 48
 ARG_END_FIELD = 49
@@ -161,21 +176,81 @@ def run_child(request: dict[str, Any], script: str) -> int:
     return code
 
 
+@dataclass(eq=False)
+class Connection:
+    """A caller: the fds that its requests come on and its answers go to (one socket, or the
+    starter's stdin and stdout)."""
+
+    requests: int
+    replies: int
+    pending: bytes = b""
+    reading: bool = True
+    open: bool = True
+
+
+def file_times(paths: list[str]) -> dict[str, int]:
+    """The modification time of each file or folder (-1 for one that is gone)."""
+    times = {}
+    for path in paths:
+        try:
+            times[path] = os.stat(path).st_mtime_ns
+        except OSError:
+            times[path] = -1
+    return times
+
+
 class Starter:
-    def __init__(self, requests: int, replies: int) -> None:
+    def __init__(self, listener: socket.socket | None = None, keep_seconds: float = 0) -> None:
         self.imported: dict[str, str | None] = {}  # script -> None, or why it failed
-        self.preloads: list[str] = []  # scripts to import while no request waits
-        self.requests = requests
-        self.replies = replies
-        self.children: dict[int, int] = {}  # pid -> request id
+        self.preloads: list[tuple[Connection, str]] = []  # imports to make while idle
+        self.connections: dict[int, Connection] = {}  # requests fd -> caller
+        self.children: dict[int, tuple[Connection, int]] = {}  # pid -> caller, request id
+        self.listener = listener
+        self.keep_seconds = keep_seconds
+        self.own_path = ""  # the listener's socket path while it is ours (`own_inode`)
+        self.own_inode = -1
+        self.served = 0
+        self.greeting: dict[str, Any] = {}
+        self.seen: dict[str, int] = {}  # file -> its time when it was imported (`stale`)
         self.wake_read, self.wake_write = os.pipe()
         for fd in (self.wake_read, self.wake_write):
             os.set_blocking(fd, False)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def add(self, connection: Connection) -> None:
+        self.connections[connection.requests] = connection
+
+    def send(self, connection: Connection, message: dict[str, Any]) -> None:
+        if not connection.open:
+            return
         data = (json.dumps(message) + "\n").encode()
-        while data:
-            data = data[os.write(self.replies, data) :]
+        try:
+            while data:
+                data = data[os.write(connection.replies, data) :]
+        except OSError:  # the caller is gone: the ends of its children are no one's news
+            self.drop(connection)
+
+    def drop(self, connection: Connection) -> None:
+        connection.open = connection.reading = False
+        self.connections.pop(connection.requests, None)
+        for fd in {connection.requests, connection.replies}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def remember_files(self) -> None:
+        """Note the times of the files behind what is imported now, for `stale`."""
+        paths = [path for path in sys.path[1:] if path]
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                paths.append(path)
+        self.seen.update(file_times([path for path in paths if path not in self.seen]))
+
+    def stale(self) -> str | None:
+        """Why what this starter imported may not be what a fresh interpreter imports."""
+        for path, mtime in file_times(list(self.seen)).items():
+            if mtime != self.seen[path]:
+                return f"{path} changed since the starter imported it"
+        return None
 
     def load(self, script: str) -> dict[str, Any]:
         """Import the script (once): its module and import time, or why it failed."""
@@ -190,25 +265,37 @@ class Starter:
             reason = "".join(traceback.format_exception_only(type(error), error)).strip()
             self.imported[script] = f"importing {script} failed: {reason}"
             return {"error": self.imported[script]}
+        finally:
+            if self.listener is not None:
+                self.remember_files()
         self.imported[script] = None
         return {"module": name, "seconds": round(time.perf_counter() - began, 3)}
 
-    def preload(self, script: str) -> None:
+    def preload(self, connection: Connection, script: str) -> None:
         """Import a script of a later task ahead of its calls (its outcome is said then)."""
         if os.path.realpath(script) not in self.imported:
             loaded = self.load(os.path.realpath(script))
             if "module" in loaded:
-                self.send({"preloaded": script, **loaded})
+                self.send(connection, {"preloaded": script, **loaded})
 
-    def fork(self, request: dict[str, Any]) -> None:
+    def own_fds(self) -> set[int]:
+        """The starter's own file descriptors, which a child closes."""
+        fds = {self.wake_read, self.wake_write}
+        for connection in self.connections.values():
+            fds |= {connection.requests, connection.replies}
+        if self.listener is not None:
+            fds.add(self.listener.fileno())
+        return fds
+
+    def fork(self, connection: Connection, request: dict[str, Any]) -> None:
         script = os.path.realpath(request["script"])
         if script not in self.imported:
             loaded = self.load(script)
-            self.send({"id": request["id"], **loaded})
+            self.send(connection, {"id": request["id"], **loaded})
             if "error" in loaded:
                 return
         elif self.imported[script] is not None:
-            self.send({"id": request["id"], "error": self.imported[script]})
+            self.send(connection, {"id": request["id"], "error": self.imported[script]})
             return
         sys.stdout.flush()
         sys.stderr.flush()
@@ -227,7 +314,7 @@ class Starter:
                 os.close(child_in_group)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for fd in (in_group, self.requests, self.replies, self.wake_read, self.wake_write):
+                for fd in self.own_fds() | {in_group}:
                     os.close(fd)
                 code = run_child(request, script)
             except BaseException:
@@ -240,8 +327,8 @@ class Starter:
         os.close(child_in_group)
         os.read(in_group, 1)  # end of file: the child closed its end after setsid
         os.close(in_group)
-        self.children[pid] = request["id"]
-        self.send({"id": request["id"], "pid": pid})
+        self.children[pid] = (connection, request["id"])
+        self.send(connection, {"id": request["id"], "pid": pid})
 
     def reap(self) -> None:
         while self.children:
@@ -252,20 +339,116 @@ class Starter:
             if pid == 0:
                 return
             if pid in self.children:
+                connection, request_id = self.children.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
-                self.send({"id": self.children.pop(pid), "status": code})
+                self.send(connection, {"id": request_id, "status": code})
+
+    def read(self, connection: Connection) -> None:
+        try:
+            data = os.read(connection.requests, READ_SIZE)
+        except OSError:
+            data = b""
+        connection.reading = bool(data)
+        connection.pending += data
+        *lines, connection.pending = connection.pending.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if "preload" in message:
+                self.preloads.extend((connection, script) for script in message["preload"])
+            else:
+                self.fork(connection, message)
+
+    # -- a kept starter's socket --
+
+    def listen(self, path: str) -> None:
+        """Take the socket's name, from any earlier starter (a dead one leaves it behind)."""
+        assert self.listener is not None
+        bound = f"{path}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(bound)
+        self.listener.bind(bound)
+        self.listener.listen(64)
+        os.rename(bound, path)
+        self.own_path, self.own_inode = path, os.stat(path).st_ino
+
+    def owns_path(self) -> bool:
+        try:
+            return bool(self.own_path) and os.stat(self.own_path).st_ino == self.own_inode
+        except OSError:
+            return False
+
+    def stop_listening(self) -> None:
+        """No new caller finds this starter (those already in its backlog are served)."""
+        if self.owns_path():
+            with contextlib.suppress(OSError):
+                os.unlink(self.own_path)
+        self.own_path = ""
+
+    def caller_waiting(self) -> bool:
+        return self.listener is not None and bool(select.select([self.listener], [], [], 0)[0])
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        try:
+            caller, _ = self.listener.accept()
+        except OSError:
+            return
+        caller.setblocking(True)
+        fd = caller.detach()
+        connection = Connection(fd, fd)
+        self.add(connection)
+        why = self.stale()
+        if why is not None:
+            self.stop_listening()  # first: the caller starts a starter under the same name
+            self.send(connection, {"stale": why})
+            self.drop(connection)
+            return
+        self.send(connection, {**self.greeting, "served": self.served})
+        self.served += 1
+
+    def refuse(self, seconds: float) -> None:
+        """The first import failed: the callers of the next seconds learn why (the job
+        process that started this one connects once it can, maybe after the failure)."""
+        assert self.listener is not None
+        deadline = time.monotonic() + seconds
+        while select.select([self.listener], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            self.accept()
+            for connection in list(self.connections.values()):
+                self.drop(connection)
+        self.stop_listening()
+
+    def idle_timeout(self, idle_since: float) -> float | None:
+        """How long `serve` may wait for news: None for ever, <= 0 when it is to end."""
+        if self.connections or self.children:
+            return None
+        if not self.owns_path():
+            return 0.0
+        return idle_since + self.keep_seconds - time.monotonic()
 
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self.wake_write)
-        pending = b""
-        reading = True
-        while reading or self.children:
-            watched = [self.wake_read, *([self.requests] if reading else [])]
-            idle = 0 if reading and self.preloads else None  # a preload when nothing waits
-            ready, _, _ = select.select(watched, [], [], idle)
+        idle_since = time.monotonic()
+        busy = False
+        while True:
+            timeout = self.idle_timeout(idle_since)
+            if timeout is not None and timeout <= 0:
+                self.stop_listening()
+                if not self.caller_waiting():
+                    return
+                self.accept()  # it came just in time: it is served, then the starter ends
+                continue
+            watched = [self.wake_read]
+            watched += [c.requests for c in self.connections.values() if c.reading]
+            if self.listener is not None and self.owns_path():
+                watched.append(self.listener.fileno())
+            if self.preloads:
+                timeout = 0  # a preload when nothing waits
+            ready, _, _ = select.select(watched, [], [], timeout)
             if not ready and self.preloads:
-                self.preload(self.preloads.pop(0))
+                self.preload(*self.preloads.pop(0))
             if self.wake_read in ready:
                 try:
                     while os.read(self.wake_read, READ_SIZE):
@@ -273,20 +456,29 @@ class Starter:
                 except OSError as error:
                     if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
                         raise
-            if self.requests in ready:
-                data = os.read(self.requests, READ_SIZE)
-                reading = bool(data)
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    if "preload" in message:
-                        self.preloads.extend(message["preload"])
-                    else:
-                        self.fork(message)
+            for connection in list(self.connections.values()):
+                if connection.requests in ready:
+                    self.read(connection)
+            if self.listener is not None and self.listener.fileno() in ready:
+                self.accept()
             self.reap()
+            for connection in list(self.connections.values()):
+                if not connection.reading and all(
+                    caller is not connection for caller, _ in self.children.values()
+                ):
+                    self.drop(connection)  # it said all it had to, and heard all its news
+            self.preloads = [(c, script) for c, script in self.preloads if c.open]
+            if busy and not (self.connections or self.children):
+                idle_since = time.monotonic()
+            busy = bool(self.connections or self.children)
+
+
+def end_without_teardown(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown of what the tasks imported (0.4-0.5 s for
+    fractal-tasks-core, which the job's end would wait for): nothing is left to do."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def main(script: str) -> int:
@@ -300,19 +492,41 @@ def main(script: str) -> int:
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
-    starter = Starter(requests, replies)
+    starter = Starter()
+    caller = Connection(requests, replies)
+    starter.add(caller)
     loaded = starter.load(script)
     if "error" in loaded:
-        starter.send(loaded)
+        starter.send(caller, loaded)
         return 1
-    starter.send({"ready": True, **loaded})
+    starter.send(caller, {"ready": True, **loaded})
     starter.serve()
-    # Its children have ended and nothing is left to do: skip the interpreter's teardown of
-    # what the tasks imported (0.4-0.5 s for fractal-tasks-core), which the job's end waits for.
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
+    end_without_teardown(0)
+
+
+def keep(socket_path: str, keep_seconds: float, script: str) -> int:
+    """A kept starter: it serves job processes on the socket until idle for `keep_seconds`."""
+    show_command_line([sys.executable, *sys.argv[:-1]])
+    gc.disable()
+    script = os.path.realpath(script)
+    os.chdir(os.path.dirname(socket_path))  # not the folder of the job that started it
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    starter = Starter(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), keep_seconds)
+    starter.listen(socket_path)
+    loaded = starter.load(script)
+    if "error" in loaded:
+        starter.greeting = loaded
+        starter.refuse(REFUSAL_SECONDS)
+        return 1
+    starter.greeting = {"ready": True, **loaded, "pid": os.getpid()}
+    starter.serve()
+    end_without_teardown(0)
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--listen":
+        sys.exit(keep(sys.argv[2], float(sys.argv[3]), sys.argv[4]))
     sys.exit(main(sys.argv[1]))

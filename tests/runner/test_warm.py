@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +95,21 @@ def executor(
     warm: bool = True,
     workers: int = 2,
     planned: Sequence[str] = (),
+    keep_seconds: float = 0.0,
+    keep_dir: Path | None = None,
 ) -> LocalExecutor:
     log = logging.getLogger(f"test_warm.{id(notes)}")
     log.setLevel(logging.INFO)
     log.addHandler(notes)
-    local = LocalExecutor(job_dir, workers, warm_start=warm, planned_commands=planned, log=log)
+    local = LocalExecutor(
+        job_dir,
+        workers,
+        warm_start=warm,
+        planned_commands=planned,
+        keep_seconds=keep_seconds,
+        keep_dir=keep_dir,
+        log=log,
+    )
     OPEN_EXECUTORS.append(local)
     return local
 
@@ -387,6 +399,147 @@ def test_a_call_whose_starter_dies_under_it_fails_once_it_ended(
         "the starter ended (code -9) while the call's process ran: its outcome is unknown"
     )
     assert not running(pids[0])
+
+
+@pytest.fixture
+def kept(tmp_path: Path) -> Iterator[Path]:
+    """The folder of the test's kept starters; they are killed at its end."""
+    folder = tmp_path / "kept"
+    yield folder
+    for socket_path in folder.glob("*.sock*"):
+        for pid in processes_mentioning(str(socket_path)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def run_job(
+    job_dir: Path, notes: Notes, kept: Path, calls: list[TaskCall], keep_seconds: float = 60
+) -> list[JSON]:
+    """One job's calls on a fresh executor that keeps its starters; closed at its end."""
+    local = executor(job_dir, notes, keep_seconds=keep_seconds, keep_dir=kept)
+    try:
+        return [output for output in local.run_calls(calls) if output is not None]
+    finally:
+        local.close()
+
+
+def test_a_kept_starter_serves_the_next_job_with_a_fresh_module_in_every_call(
+    tmp_path: Path, notes: Notes, imports: Path, kept: Path
+) -> None:
+    first = run_job(tmp_path / "job1", notes, kept, make_calls(3))
+    [starter_pid] = imports.read_text().split()
+    assert running(int(starter_pid))  # the job ended, its starter stays
+    second = run_job(tmp_path / "job2", notes, kept, make_calls(3))
+    # One import for both jobs; six processes of their own, each with a fresh module global.
+    assert imports.read_text().split() == [starter_pid]
+    probes = [output["probe"] for output in first + second]
+    assert len({probe["pid"] for probe in probes} | {int(starter_pid)}) == 7
+    assert [probe["calls_seen"] for probe in probes] == [1] * 6
+    # The second job's calls run in its own folder, with its own argument files.
+    assert second[0]["probe"]["argv"][2] == str(tmp_path / "job2/1_probe/1_par_0000000.args.json")
+    assert (tmp_path / "job2/1_probe/1_par_0000002.log").read_text().startswith("probe state")
+    assert notes.lines[0].startswith(
+        f"probe: warm start, {TASKS / 'warm_probe.py'} imported once in "
+    )
+    assert notes.lines[0].endswith(
+        f"by {sys.executable}; the starter stays 60 s after its last call, a process forked "
+        "per call"
+    )
+    assert notes.lines[1] == (
+        f"probe: warm start, {TASKS / 'warm_probe.py'} imported by the starter of "
+        f"{sys.executable} kept from an earlier job (pid {starter_pid}, 1 jobs before this "
+        "one); the starter stays 60 s after its last call, a process forked per call"
+    )
+    # Nothing of the kept starter is in the job folders (a dead job's leftovers are found
+    # there) and only its owner can reach it.
+    assert not list((tmp_path / "job1").rglob("*.warm-starter.txt"))
+    assert kept.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_kept_starter_ends_once_idle_and_gives_up_its_socket(
+    tmp_path: Path, notes: Notes, imports: Path, kept: Path
+) -> None:
+    began = time.monotonic()
+    run_job(tmp_path / "job1", notes, kept, make_calls(2), keep_seconds=1)
+    [starter_pid] = imports.read_text().split()
+    [socket_path] = kept.glob("*.sock")
+    wait_for(lambda: not running(int(starter_pid)), "the starter did not end once idle")
+    assert time.monotonic() - began >= 1
+    assert not socket_path.exists()
+    # The next job starts a new one.
+    run_job(tmp_path / "job2", notes, kept, make_calls(2), keep_seconds=1)
+    assert len(imports.read_text().split()) == 2
+    assert "kept from an earlier job" not in notes.lines[1]
+
+
+def test_a_kept_starter_whose_imports_changed_is_replaced(
+    tmp_path: Path, notes: Notes, imports: Path, kept: Path
+) -> None:
+    script = tmp_path / "probe_copy.py"
+    shutil.copy(TASKS / "warm_probe.py", script)
+    calls = make_calls(2, command=f"{sys.executable} {script}")
+    run_job(tmp_path / "job1", notes, kept, calls)
+    [old_pid] = imports.read_text().split()
+    later = script.stat().st_mtime + 10  # a new version of the task's code
+    os.utime(script, (later, later))
+    outputs = run_job(tmp_path / "job2", notes, kept, calls)
+    assert [output["probe"]["calls_seen"] for output in outputs] == [1, 1]
+    [_, new_pid] = imports.read_text().split()
+    assert new_pid != old_pid
+    assert f"(a new starter: {script} changed since the starter imported it)" in notes.lines[1]
+    wait_for(lambda: not running(int(old_pid)), "the stale starter did not end")
+    run_job(tmp_path / "job3", notes, kept, calls)
+    assert imports.read_text().split() == [old_pid, new_pid]  # the new one is kept
+
+
+def test_a_kept_starter_that_cannot_import_leaves_the_calls_to_spawning(
+    tmp_path: Path, notes: Notes, kept: Path
+) -> None:
+    outputs = run_job(tmp_path / "job1", notes, kept, make_calls(2, command=IMPORT_FAILS))
+    assert outputs == []  # warm_import_fails.py writes no output, as a script
+    assert (tmp_path / "job1/1_probe/1_par_0000001.log").read_text() == "ran as a script\n"
+    assert notes.lines == [
+        f"probe: one new process per call (the warm start failed: importing "
+        f"{TASKS / 'warm_import_fails.py'} failed: RuntimeError: this task refuses to be "
+        "imported)"
+    ]
+    [log] = kept.glob("*.log")
+    assert "RuntimeError: this task refuses" in log.read_text()
+    wait_for(lambda: not processes_mentioning(str(kept)), "the starter did not end")
+    assert not list(kept.glob("*.sock*"))
+
+
+def test_starters_are_not_kept_in_a_folder_that_others_can_enter(
+    tmp_path: Path, notes: Notes, imports: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    run_job(tmp_path / "job1", notes, shared, make_calls(2))
+    assert notes.lines[0] == (
+        f"warm starters are not kept after this job: no private folder for them: {shared} "
+        "is not this user's alone (it must be mode 700)"
+    )
+    assert "warm start" in notes.lines[1] and "stays" not in notes.lines[1]
+    [starter_pid] = imports.read_text().split()
+    assert not running(int(starter_pid))  # it ended with the job
+    assert list(shared.iterdir()) == []
 
 
 def test_a_local_job_process_starts_without_the_slurm_executor() -> None:

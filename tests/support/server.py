@@ -27,12 +27,24 @@ class ServerProcess:
     def start(self, *, fractal_request: bool = True) -> None:
         """Start and wait for an answer: from `fractal/api/alive/`, or with `fractal_request`
         False from Jupyter's own `/api/status` (no Fractal request reaches the server)."""
+        defaults = {
+            "job_poll_interval": "0.1",
+            "submit_rate_limit_seconds": "0",
+            # Each test's server has its own environment: a warm starter kept for later jobs
+            # would serve none (a test that keeps them says so in its options).
+            "warm_start_keep_seconds": "0",
+        }
         command = server_command(
             self.data_dir,
             self.port,
             self.token,
-            "--FractalJupyter.job_poll_interval=0.1",
-            "--FractalJupyter.submit_rate_limit_seconds=0",
+            *(
+                f"--FractalJupyter.{name}={value}"
+                for name, value in defaults.items()
+                if not any(
+                    option.startswith(f"--FractalJupyter.{name}=") for option in self.options
+                )
+            ),
             *self.options,
         )
         log = (self.data_dir / "server.log").open("ab")
