@@ -10,8 +10,8 @@ spawned one.
 `WarmStarters` serves the calls of a job on the local backend (of a batch in a SLURM job): it
 starts at most one starter per interpreter, lazily, and the tasks of one package (one venv's
 Python) fork from the same starter, which imports each further script on top of what it holds.
-A command runs warm when there is something to share: it has several calls, or its interpreter
-serves another task of the job. `on_note` says once per command whether its calls run warm or
+A command runs warm when there is something to share: it has several calls, its interpreter
+serves another task of the job, or starters are kept for later jobs. `on_note` says once per command whether its calls run warm or
 why they are spawned. Any failure of a starter (an import fails, the starter dies) makes the
 calls that it has not started fall back to spawning.
 
@@ -194,8 +194,8 @@ class WarmStarter:
                 self.replaced = str(answer["stale"])
             self._close_connection()
         self.log_path = kept.log
-        with kept.log.open("wb") as log:
-            try:
+        try:
+            with kept.log.open("wb") as log:
                 process = subprocess.Popen(
                     self._command("--listen", str(kept.socket), f"{kept.keep_seconds:g}"),
                     stdin=subprocess.DEVNULL,
@@ -204,8 +204,8 @@ class WarmStarter:
                     start_new_session=True,
                     env=self.env,
                 )
-            except OSError as error:
-                raise StarterFailed(f"the starter did not start: {error}") from None
+        except OSError as error:
+            raise StarterFailed(f"the starter did not start: {error}") from None
         self._process, self.pid = process, process.pid
         # It outlives this job; while this process lives, it is reaped once it ends.
         threading.Thread(target=process.wait, daemon=True).start()
@@ -498,8 +498,8 @@ class WarmStarters:
     def _starter(self, call: TaskCall, argv: list[str]) -> tuple[WarmStarter, str] | None:
         """The started starter for the call's interpreter and the call's script, or None (its
         calls are spawned)."""
-        if not self._shares(call):
-            return None  # nothing to share
+        if not self._shares(call) and self.keep_seconds <= 0:
+            return None  # nothing to share (a kept starter shares with later jobs)
         if not self.enabled:
             self._spawn(call, "warm starts are off: FractalJupyter.warm_start")
             return None

@@ -18,7 +18,7 @@ import cloudpickle
 
 from fractal_jupyter import __version__
 from fractal_jupyter.runner.interface import TaskCall
-from tests.support.jobs import processes_mentioning
+from tests.support.jobs import processes_mentioning, wait_for
 
 # A task whose import takes a while (as the real ones' numpy, dask, zarr...) and whose calls
 # sleep: the worker is stopped while the starter imports it.
@@ -49,13 +49,6 @@ def write_batch(job_dir: Path, script: Path, calls: int) -> Path:
     path = job_dir / "1_batch.batch.pickle"
     path.write_bytes(cloudpickle.dumps(data))
     return path
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} after {seconds} s"
-        time.sleep(0.02)
 
 
 def test_a_sigterm_during_the_warm_import_leaves_no_process(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from fractal_jupyter.runner.call import run_call, task_environment
 from fractal_jupyter.runner.interface import JSON, TaskCall, TaskFailed
 from fractal_jupyter.runner.local import LocalExecutor
 from fractal_jupyter.runner.warm import WarmStarters, warm_script
+from tests.support.jobs import processes_mentioning, wait_for
 
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 PROBE = f"{sys.executable} {TASKS / 'warm_probe.py'}"
@@ -412,22 +413,6 @@ def kept(tmp_path: Path) -> Iterator[Path]:
                 os.kill(pid, signal.SIGKILL)
 
 
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-    return found
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def run_job(
     job_dir: Path, notes: Notes, kept: Path, calls: list[TaskCall], keep_seconds: float = 60
 ) -> list[JSON]:
@@ -479,7 +464,7 @@ def test_a_kept_starter_ends_once_idle_and_gives_up_its_socket(
     run_job(tmp_path / "job1", notes, kept, make_calls(2), keep_seconds=1)
     [starter_pid] = imports.read_text().split()
     [socket_path] = kept.glob("*.sock")
-    wait_for(lambda: not running(int(starter_pid)), "the starter did not end once idle")
+    wait_for(lambda: not running(int(starter_pid)), 10, "the starter did not end once idle")
     assert time.monotonic() - began >= 1
     assert not socket_path.exists()
     # The next job starts a new one.
@@ -503,7 +488,7 @@ def test_a_kept_starter_whose_imports_changed_is_replaced(
     [_, new_pid] = imports.read_text().split()
     assert new_pid != old_pid
     assert f"(a new starter: {script} changed since the starter imported it)" in notes.lines[1]
-    wait_for(lambda: not running(int(old_pid)), "the stale starter did not end")
+    wait_for(lambda: not running(int(old_pid)), 10, "the stale starter did not end")
     run_job(tmp_path / "job3", notes, kept, calls)
     assert imports.read_text().split() == [old_pid, new_pid]  # the new one is kept
 
@@ -521,8 +506,19 @@ def test_a_kept_starter_that_cannot_import_leaves_the_calls_to_spawning(
     ]
     [log] = kept.glob("*.log")
     assert "RuntimeError: this task refuses" in log.read_text()
-    wait_for(lambda: not processes_mentioning(str(kept)), "the starter did not end")
+    wait_for(lambda: not processes_mentioning(str(kept)), 10, "the starter did not end")
     assert not list(kept.glob("*.sock*"))
+
+
+def test_a_single_call_runs_warm_when_its_starter_is_kept(
+    tmp_path: Path, notes: Notes, imports: Path, kept: Path
+) -> None:
+    """A task with one call whose Python serves no other task of the job: its starter is
+    worth starting when the next job finds it."""
+    run_job(tmp_path / "job1", notes, kept, make_calls(1))
+    run_job(tmp_path / "job2", notes, kept, make_calls(1))
+    assert len(imports.read_text().split()) == 1
+    assert "kept from an earlier job" in notes.lines[1]
 
 
 def test_starters_are_not_kept_in_a_folder_that_others_can_enter(
