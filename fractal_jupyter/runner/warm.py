@@ -11,9 +11,9 @@ spawned one.
 starts at most one starter per interpreter, lazily, and the tasks of one package (one venv's
 Python) fork from the same starter, which imports each further script on top of what it holds.
 A command runs warm when there is something to share: it has several calls, its interpreter
-serves another task of the job, or starters are kept for later jobs. `on_note` says once per command whether its calls run warm or
-why they are spawned. Any failure of a starter (an import fails, the starter dies) makes the
-calls that it has not started fall back to spawning.
+serves another task of the job, or starters are kept for later jobs. `on_note` says once per
+command whether its calls run warm or why they are spawned. Any failure of a starter (an
+import fails, the starter dies) makes the calls that it has not started fall back to spawning.
 
 With `keep_seconds` (local backend), a starter is kept for later jobs: a process of its own
 that listens on a Unix socket in a private folder, named after the interpreter and the
@@ -137,16 +137,6 @@ class WarmStarter:
         self._next_id = 0
         self._lock = threading.Lock()
 
-    def _command(self, *listen: str) -> list[str]:
-        return [
-            self.python,
-            str(STARTER_SCRIPT),
-            *listen,
-            self.script,
-            str(self.log_path),
-            COMMAND_LINE_ROOM,
-        ]
-
     def start(self) -> None:
         """Start the starter (or reach a kept one) and wait for its import; StarterFailed
         says why it failed."""
@@ -164,21 +154,29 @@ class WarmStarter:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def _start_piped(self) -> JSON:
+    def _launch(self, *listen: str, piped: bool) -> subprocess.Popen[bytes]:
+        """Start the starter process (its stderr to `log_path`): the protocol on its stdin and
+        stdout when `piped`, else on the socket that `listen` names."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            try:
+        stdio = subprocess.PIPE if piped else subprocess.DEVNULL
+        command = [self.python, str(STARTER_SCRIPT), *listen, self.script, str(self.log_path)]
+        try:
+            with self.log_path.open("wb") as log:
                 process = subprocess.Popen(
-                    self._command(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
+                    [*command, COMMAND_LINE_ROOM],
+                    stdin=stdio,
+                    stdout=stdio,
                     stderr=log,
                     start_new_session=True,
                     env=self.env,
                 )
-            except OSError as error:
-                raise StarterFailed(f"the starter did not start: {error}") from None
+        except OSError as error:
+            raise StarterFailed(f"the starter did not start: {error}") from None
         self._process, self.pid = process, process.pid
+        return process
+
+    def _start_piped(self) -> JSON:
+        process = self._launch(piped=True)
         self._replies, self._requests = process.stdout, process.stdin
         return self._answer()
 
@@ -194,19 +192,7 @@ class WarmStarter:
                 self.replaced = str(answer["stale"])
             self._close_connection()
         self.log_path = kept.log
-        try:
-            with kept.log.open("wb") as log:
-                process = subprocess.Popen(
-                    self._command("--listen", str(kept.socket), f"{kept.keep_seconds:g}"),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    start_new_session=True,
-                    env=self.env,
-                )
-        except OSError as error:
-            raise StarterFailed(f"the starter did not start: {error}") from None
-        self._process, self.pid = process, process.pid
+        process = self._launch("--listen", str(kept.socket), f"{kept.keep_seconds:g}", piped=False)
         # It outlives this job; while this process lives, it is reaped once it ends.
         threading.Thread(target=process.wait, daemon=True).start()
         deadline = time.monotonic() + KEPT_LISTEN_TIMEOUT_SECONDS
