@@ -67,6 +67,7 @@ from typing import Any, NoReturn
 READ_SIZE = 65536
 # How long a kept starter whose first import failed still says why to those who connect.
 REFUSAL_SECONDS = 1.0
+PACKAGE_FOLDERS = ("site-packages", "dist-packages")
 # Fields of /proc/<pid>/stat (counted from 1): where the command line lies in memory.
 ARG_START_FIELD = 48
 ARG_END_FIELD = 49
@@ -237,8 +238,11 @@ class Starter:
                 os.close(fd)
 
     def remember_files(self) -> None:
-        """Note the times of the files behind what is imported now, for `stale`."""
-        paths = [path for path in sys.path[1:] if path]
+        """Note the times of the files behind what is imported now, for `stale`: every
+        module's file, and the folders where packages are installed (an installed or removed
+        package changes them). Not the other folders of `sys.path`: a project's folder
+        changes with every file written there, and its modules are checked one by one."""
+        paths = [path for path in sys.path[1:] if os.path.basename(path) in PACKAGE_FOLDERS]
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
             if isinstance(path, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fractal_jupyter.runner import warm_starter
 from fractal_jupyter.runner.call import run_call, task_environment
 from fractal_jupyter.runner.interface import JSON, TaskCall, TaskFailed
 from fractal_jupyter.runner.local import LocalExecutor
@@ -491,6 +493,31 @@ def test_a_kept_starter_whose_imports_changed_is_replaced(
     wait_for(lambda: not running(int(old_pid)), 10, "the stale starter did not end")
     run_job(tmp_path / "job3", notes, kept, calls)
     assert imports.read_text().split() == [old_pid, new_pid]  # the new one is kept
+
+
+def test_what_makes_a_kept_starter_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module's file and a folder of installed packages count; a project folder on the
+    path changes with every file written there (coverage data, notebooks) and does not."""
+    project, packages = tmp_path / "project", tmp_path / "lib/python3/site-packages"
+    for folder in (project, packages):
+        folder.mkdir(parents=True)
+    module_file = project / "stale_probe_module.py"
+    module_file.write_text("VALUE = 1\n")
+    monkeypatch.setattr(sys, "path", [sys.path[0], str(project), str(packages), *sys.path[1:]])
+    monkeypatch.setitem(sys.modules, "stale_probe_module", None)  # gone again at the end
+    del sys.modules["stale_probe_module"]
+    importlib.import_module("stale_probe_module")
+    starter = warm_starter.Starter()
+    starter.remember_files()
+    (project / "notes.txt").write_text("a new file in a folder of the path")
+    assert starter.stale() is None
+    later = module_file.stat().st_mtime + 10
+    os.utime(module_file, (later, later))
+    assert starter.stale() == f"{module_file} changed since the starter imported it"
+    starter = warm_starter.Starter()
+    starter.remember_files()
+    (packages / "new_package").mkdir()
+    assert starter.stale() == f"{packages} changed since the starter imported it"
 
 
 def test_a_kept_starter_that_cannot_import_leaves_the_calls_to_spawning(
