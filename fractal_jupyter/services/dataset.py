@@ -156,6 +156,7 @@ async def export_dataset(
     return await asyncio.to_thread(_render_export, head, rows, tail)
 
 
+EXPORT_CHUNK_ROWS = 2_000
 _EXPORTED_IMAGES = (
     select(Image.zarr_url, Image.origin, cast(Image.attributes, Text), cast(Image.types, Text))
     .where(Image.dataset_id == bindparam("dataset_id"))
@@ -166,7 +167,12 @@ _EXPORTED_IMAGES = (
 def _exported_image_rows(
     dataset_id: int, connection: Connection
 ) -> Sequence[tuple[str, str | None, str, str]]:
-    return connection.execute(_EXPORTED_IMAGES, {"dataset_id": dataset_id}).all()
+    # In chunks: on PostgreSQL each chunk is one fetch that the event loop waits for, so
+    # other requests are answered between them (30,000 rows at once held it 0.6 s).
+    result = connection.execution_options(yield_per=EXPORT_CHUNK_ROWS).execute(
+        _EXPORTED_IMAGES, {"dataset_id": dataset_id}
+    )
+    return [row for chunk in result.partitions() for row in chunk]
 
 
 def _render_export(
