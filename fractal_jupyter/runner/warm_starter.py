@@ -35,8 +35,9 @@ one connection each, and ends once it had neither a connection nor a child for `
 It takes the socket's name before its first import (a job process that connects meanwhile
 waits in the backlog), and greets each connection with `{"ready": true, "module": ...,
 "seconds": ..., "pid": pid, "served": n}`, n being how many it greeted before. Before a
-greeting it looks whether a file behind what it imported changed (a module's source, a folder
-of `sys.path`: a package was installed or removed); if one did, it answers `{"stale": reason}`
+greeting it looks whether a file behind what it imported changed (a module's file, or a
+site-packages folder of `sys.path`: a package was installed or removed); if one did, it answers
+`{"stale": reason}`
 instead, gives up its socket's name, and ends once its children did. It also ends, once idle,
 when another starter took the name.
 
@@ -485,17 +486,21 @@ def end_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main(script: str) -> int:
+def become_starter() -> None:
+    """What the task prints while it is imported goes to stderr (the starter log), and it
+    reads nothing; the starter's own protocol is on other file descriptors."""
     show_command_line([sys.executable, *sys.argv[:-1]])  # without the blank room
     gc.disable()  # no holes left in the pages that the children share (see `fork`)
-    script = os.path.realpath(script)
-    # The protocol gets private copies of stdin and stdout; what the task prints while it is
-    # imported goes to stderr (the starter log), and it reads nothing.
-    requests, replies = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
+
+
+def main(script: str) -> int:
+    script = os.path.realpath(script)
+    requests, replies = os.dup(0), os.dup(1)  # the protocol's private copies
+    become_starter()
     starter = Starter()
     caller = Connection(requests, replies)
     starter.add(caller)
@@ -510,14 +515,9 @@ def main(script: str) -> int:
 
 def keep(socket_path: str, keep_seconds: float, script: str) -> int:
     """A kept starter: it serves job processes on the socket until idle for `keep_seconds`."""
-    show_command_line([sys.executable, *sys.argv[:-1]])
-    gc.disable()
     script = os.path.realpath(script)
     os.chdir(os.path.dirname(socket_path))  # not the folder of the job that started it
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(2, 1)
+    become_starter()
     starter = Starter(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), keep_seconds)
     starter.listen(socket_path)
     loaded = starter.load(script)
