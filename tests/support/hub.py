@@ -327,13 +327,25 @@ def tasks_folder(hub: Hub) -> Path:
 
 def own_tasks(hub: Hub, server: Server, user: str) -> dict[str, dict[str, Any]]:
     """`user`'s own copies of the hub tasks (a job runs only its user's tasks, owner-less
-    ones and administrators'), created on first use: the database outlives a run."""
+    ones and administrators'), created on first use: the database outlives a run. A copy
+    made by an earlier checkout gets this checkout's commands: the earlier one may be gone."""
     known = {
         task["source"].split(":", 1)[-1]: task
         for task in server.ok("GET", "api/v2/task/")
         if task["owner"] == user
     }
-    return {
-        body["name"]: known.get(body["source"]) or server.ok("POST", "api/v2/task/", body)
-        for body in hub_python_tasks(hub)
-    }
+    tasks = {}
+    for body in hub_python_tasks(hub):
+        task = known.get(body["source"])
+        if task is None:
+            task = server.ok("POST", "api/v2/task/", body)
+        else:
+            commands = {
+                key: body[key]
+                for key in ("command_non_parallel", "command_parallel")
+                if body.get(key) and body[key] != task[key]
+            }
+            if commands:
+                task = server.ok("PATCH", f"api/v2/task/{task['id']}/", commands)
+        tasks[body["name"]] = task
+    return tasks
