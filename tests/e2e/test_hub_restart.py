@@ -289,10 +289,16 @@ def start_waiting_job(hub: Hub, unit: Cgroup, alice: Alice, plate: str) -> Runni
     )
     job = alice.space.submit(workflow)
     folder = Path(job["working_dir"])
-    # task command lines name their argument files, in the job folder
-    tasks = until(
-        f"job {job['id']}'s waiting task", lambda: processes_mentioning(f" {folder}/"), 60
-    )
+
+    def waiting_task() -> list[int]:
+        # task command lines name their argument files, in the job folder
+        found = processes_mentioning(f" {folder}/")
+        if not found:
+            state = alice.space.job(job["id"])
+            assert state["status"] == "submitted", f"job {job['id']}: {state['log']}"
+        return found
+
+    tasks = until(f"job {job['id']}'s waiting task", waiting_task, 60)
     assert alice.space.job(job["id"])["status"] == "submitted"
     started = [event for event in read_events(folder) if event["type"] == "job_started"]
     assert started, f"no job_started event in {folder}"
