@@ -6,6 +6,7 @@ import json
 import re
 import select
 import sys
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -528,11 +529,17 @@ async def test_running_jobs_are_activity_for_jupyter_and_the_hub(api, env, jp_se
         "wf",
         [
             (tasks["Create demo plate"], {"args_non_parallel": PLATE}),
-            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 2}}),
+            (tasks["Misbehave"], {"args_parallel": {"mode": "sleep", "seconds": 4}}),
         ],
     )
     job = await submit(api, project_path, workflow, dataset)
     await wait_for_processes(api, project_path, job["id"], f"{job['working_dir']}/1_misbehave")
+    # The watcher's pass that sees the job running may still be applying the first task's
+    # images (seconds on a loaded machine); it reports the job when it ends.
+    deadline = time.monotonic() + 15
+    while jobs_activity not in times:
+        assert time.monotonic() < deadline, "no pass of the job watcher reported the job"
+        await asyncio.sleep(0.05)
     first = times[jobs_activity]
     await asyncio.sleep(0.5)
     assert times[jobs_activity] > first
