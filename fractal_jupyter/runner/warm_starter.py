@@ -37,9 +37,8 @@ waits in the backlog), and greets each connection with `{"ready": true, "module"
 "seconds": ..., "pid": pid, "served": n}`, n being how many it greeted before. Before a
 greeting it looks whether a file behind what it imported changed (a module's file, or a
 site-packages folder of `sys.path`: a package was installed or removed); if one did, it answers
-`{"stale": reason}`
-instead, gives up its socket's name, and ends once its children did. It also ends, once idle,
-when another starter took the name.
+`{"stale": reason}` instead, gives up its socket's name, and ends once its children did. It
+also ends, once idle, when another starter took the name.
 
 No threads here: a child gets a copy of the starter's memory but only the forking thread.
 """
